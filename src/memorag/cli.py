@@ -1,0 +1,178 @@
+"""The ``memorag`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memorag.errors import MemoRAGError
+
+app = typer.Typer(
+    help="Memory-augmented RAG over long documents: memorize a document once, ask it many times.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+SAMPLE = "data/sample_pride_and_prejudice_ch1-3.txt"
+SAMPLE_QUESTION = "Who is the new tenant of Netherfield Park, and how rich is he?"
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def friendly(fn):
+    """Turn the errors a user can cause into one line and a non-zero exit, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MemoRAGError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", code=130)
+
+    return wrapper
+
+
+def _pipeline(mem_model: str, ret_model: str, gen_model: str | None, chunk_tokens: int, top_k: int,
+              index: str = "faiss"):
+    from memorag.pipeline import MemoRAG
+
+    return MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
+                   gen_model_name_or_path=gen_model, ret_hit=top_k, retrieval_chunk_size=chunk_tokens,
+                   index=index)
+
+
+def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) -> None:
+    if show_clues and ans.clues is not None:
+        typer.secho("clues:", bold=True, err=True)
+        for line in ans.clues.lines():
+            typer.echo(f"  - {line}", err=True)
+    if show_evidence:
+        typer.secho("evidence:", bold=True, err=True)
+        for h in ans.evidence:
+            snippet = " ".join(h.text.split())
+            typer.echo(f"  [{h.chunk_id}] {snippet[:300]}{'...' if len(snippet) > 300 else ''}", err=True)
+    if not streamed:
+        typer.echo(ans.answer)
+
+
+def _ask(pipe, question: str, task_type: str, max_new_tokens: int, use_memory_answer: bool, as_json: bool,
+         show_clues: bool, show_evidence: bool):
+    streamed = not as_json
+    if streamed:
+        typer.secho("answer: ", bold=True, nl=False, err=True)
+
+    def on_token(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    ans = pipe.ask(question, task_type=task_type, max_new_tokens=max_new_tokens,
+                   use_memory_answer=use_memory_answer, on_token=on_token if streamed else None)
+    if streamed:
+        sys.stdout.write("\n")
+        _print_answer(ans, show_clues, show_evidence, streamed=True)
+    else:
+        typer.echo(json.dumps(ans.to_json(), ensure_ascii=False, indent=1))
+    return ans
+
+
+@app.command()
+@friendly
+def memorize(
+    file: Annotated[Path, typer.Argument(help="UTF-8 text file to memorize.")],
+    save_dir: Annotated[Path, typer.Option("--save-dir", "-o", help="Directory to write the memory, chunks and index to.")],
+    mem_model: Annotated[str, typer.Option(help="Memory model spec (default, qwen2.5-1.5b, a .gguf path, openai:MODEL@URL, hf:ID).")] = "default",
+    ret_model: Annotated[str, typer.Option(help="Embedding model spec (default = all-MiniLM-L6-v2).")] = "default",
+    chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
+    index: Annotated[str, typer.Option(help="Vector index: faiss or qdrant[:PATH_OR_URL].")] = "faiss",
+    as_json: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
+) -> None:
+    """Read FILE once with the memory model; save memory, chunks and index to SAVE_DIR."""
+    from memorag.pipeline import format_stats
+    from memorag.text import read_text_file
+
+    text = read_text_file(file)  # validate before loading any model
+    pipe = _pipeline(mem_model, ret_model, None, chunk_tokens, 3, index)
+    stats = pipe.memorize(text, save_dir=save_dir)
+    if as_json:
+        typer.echo(json.dumps(stats))
+    else:
+        typer.echo(format_stats(stats), err=True)
+        typer.echo(f"saved to {save_dir}", err=True)
+
+
+@app.command()
+@friendly
+def ask(
+    save_dir: Annotated[Path, typer.Argument(help="A directory written by `memorag memorize`.")],
+    question: Annotated[str, typer.Argument(help="The question.")],
+    task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only).")] = "memorag",
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: the memory model.")] = None,
+    top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 3,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer.")] = False,
+    show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
+    show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence, timings).")] = False,
+) -> None:
+    """Answer QUESTION about a memorized document (the answer streams to stdout)."""
+    from memorag.pipeline import MemoRAG
+    from memorag.text import check_text
+
+    check_text(question, what="question")
+    pipe = MemoRAG.from_saved(save_dir, gen_model_name_or_path=gen_model, ret_hit=top_k)
+    _ask(pipe, question, task_type, max_new_tokens, use_memory_answer, as_json, show_clues, show_evidence)
+
+
+@app.command()
+@friendly
+def summarize(
+    save_dir: Annotated[Path, typer.Argument(help="A directory written by `memorag memorize`.")],
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: the memory model.")] = None,
+    top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest summary, in tokens.")] = 400,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Summarize a memorized document: the memory lists key points, evidence is retrieved for them."""
+    from memorag.pipeline import MemoRAG
+
+    pipe = MemoRAG.from_saved(save_dir, gen_model_name_or_path=gen_model, ret_hit=top_k)
+    _ask(pipe, "", "summarize", max_new_tokens, False, as_json, True, False)
+
+
+@app.command()
+@friendly
+def demo(
+    save_dir: Annotated[Path, typer.Option(help="Where to keep the sample's memory.")] = Path("memorag_state/sample"),
+    question: Annotated[str, typer.Option(help="Question to ask about the sample.")] = SAMPLE_QUESTION,
+) -> None:
+    """Memorize the bundled sample (Pride and Prejudice, ch. 1-3) with the default models and ask it a question."""
+    from memorag.pipeline import MemoRAG, format_stats
+
+    text = files("memorag").joinpath(SAMPLE).read_text(encoding="utf-8")
+    typer.secho(f"memorizing the bundled sample ({len(text.split())} words) with the default models...", err=True)
+    pipe = MemoRAG()
+    stats = pipe.memorize(text, save_dir=save_dir)
+    typer.echo(format_stats(stats), err=True)
+    typer.secho(f"\nreloading {save_dir} ...", err=True)
+    pipe.load(save_dir)
+    typer.echo(f"loaded in {pipe.stats['load_seconds']} s", err=True)
+    typer.secho(f"\nquestion: {question}", bold=True, err=True)
+    _ask(pipe, question, "memorag", 128, False, False, True, True)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,101 @@
+"""The LLM protocol every backend implements.
+
+Two halves:
+
+* plain chat generation (``chat`` / ``stream_chat``), all a generator needs, and
+* a *prefix state*: ``prefill`` reads a long open-ended user turn once (the document),
+  ``continue_chat`` appends a short task to that same user turn and generates the
+  assistant reply without re-reading the prefix, and ``save_prefix``/``load_prefix``
+  persist it. For llama.cpp and transformers the state is the KV cache; for a remote
+  OpenAI-compatible server it is the prefix text, kept warm by the server's prefix cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, TypedDict, runtime_checkable
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: str
+
+
+ProgressFn = Callable[[int, int], None]
+"""Called as ``progress(tokens_done, tokens_total)`` during long prefills."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What a generator needs: anything with these methods can answer from evidence."""
+
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> str: ...
+
+    def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class LLM(Generator, Protocol):
+    """A model usable as a memory: chat generation plus a saved prefix state."""
+
+    spec: str
+    """The spec string this model was made from (recorded in manifests)."""
+
+    @property
+    def context_window(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
+        """Read ``messages`` (the last one a user turn left open) into the prefix state.
+
+        Returns the number of tokens in the prefix.
+        """
+        ...
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens in the current prefix state (0 when none)."""
+        ...
+
+    def continue_chat(
+        self,
+        user_suffix: str,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Append ``user_suffix`` to the open user turn and stream the assistant's reply."""
+        ...
+
+    def save_prefix(self, directory: Path) -> dict:
+        """Write the prefix state into ``directory``; return a JSON-able description."""
+        ...
+
+    def load_prefix(self, directory: Path, info: dict) -> None:
+        """Restore a prefix state written by :meth:`save_prefix` (``info`` is its return)."""
+        ...
+
+    def describe(self) -> dict:
+        """What identifies this model in a manifest (name, file hash or size, settings)."""
+        ...
+
+
+def collect(stream: Iterator[str]) -> str:
+    return "".join(stream)

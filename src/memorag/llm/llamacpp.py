@@ -1,0 +1,302 @@
+"""llama.cpp backend (llama-cpp-python) for GGUF models on the CPU.
+
+The prefix state is llama.cpp's own KV cache: ``prefill`` evaluates the document tokens
+once, ``continue_chat`` hands llama-cpp-python the prefix tokens plus the task tokens, and
+its prefix matching skips everything already in the cache. ``save_prefix`` writes the raw
+llama.cpp state file (``llama_state_save_file``): no pickle, and loading it is a read of
+the file, orders of magnitude faster than re-reading the document.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from memorag.errors import BackendError, ContextTooLongError, StateError
+from memorag.llm.base import ChatMessage, ProgressFn
+
+_SPLIT = "\u0000MEMORAG-SPLIT\u0000"
+STATE_FILE = "kv_state.bin"
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BackendError(
+            "llama-cpp-python is not installed. Install memorag with its default extras: "
+            "`bash scripts/setup.sh` (or `pip install 'memorag[llamacpp]'`)."
+        ) from exc
+    return llama_cpp
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Cheap identity of a model file: size plus sha256 of its first and last MiB."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:32]
+
+
+class LlamaCppLLM:
+    """A GGUF model run by llama.cpp, usable as memory model and as generator."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        spec: str | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        flash_attn: bool = False,
+        chat: bool | None = None,
+        repeat_penalty: float = 1.0,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        llama_cpp = _import_llama()
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise BackendError(f"GGUF file not found: {self.model_path}")
+        self.spec = spec or str(self.model_path)
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        # Read the training context first (vocab-only load is instant) so that the default
+        # window is the model's own, capped to keep the KV cache a few hundred MB.
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=verbose):
+            probe = llama_cpp.Llama(str(self.model_path), vocab_only=True, verbose=False)
+        n_ctx_train = int(probe.metadata.get(f"{probe.metadata.get('general.architecture', '')}.context_length", 0) or 0)
+        del probe
+        self._n_ctx_train = n_ctx_train or 4096
+        want_ctx = n_ctx or min(self._n_ctx_train, 32768)
+        try:
+            self._llm = llama_cpp.Llama(
+                str(self.model_path),
+                n_ctx=want_ctx,
+                n_batch=n_batch,
+                n_ubatch=n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                flash_attn=flash_attn,
+                seed=seed,
+                verbose=verbose,
+            )
+        except Exception as exc:  # llama.cpp raises ValueError on a bad file
+            raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        self._llama_cpp = llama_cpp
+        self.n_batch = n_batch
+        self.flash_attn = flash_attn
+        self.repeat_penalty = repeat_penalty
+        md = self._llm.metadata
+        self._template = md.get("tokenizer.chat_template")
+        self.chat_mode = bool(self._template) if chat is None else chat and bool(self._template)
+        self._add_bos = md.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        self._bos_text = self._token_text(self._llm.token_bos())
+        self._eos_text = self._token_text(self._llm.token_eos())
+        self._prefix_ids: list[int] = []
+        self._fingerprint = _file_fingerprint(self.model_path)
+
+    # ----------------------------------------------------------------- basics
+    def _token_text(self, tok: int) -> str:
+        if tok is None or tok < 0:
+            return ""
+        return self._llm.detokenize([tok], special=True).decode("utf-8", errors="ignore")
+
+    @property
+    def context_window(self) -> int:
+        return int(self._llm.n_ctx())
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize(text, add_bos=False))
+
+    def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def describe(self) -> dict:
+        return {
+            "backend": "llama.cpp",
+            "spec": self.spec,
+            "file": self.model_path.name,
+            "fingerprint": self._fingerprint,
+            "n_ctx": self.context_window,
+            "flash_attn": self.flash_attn,
+            "chat_template": self.chat_mode,
+        }
+
+    # ------------------------------------------------------------ formatting
+    def render(self, messages: list[ChatMessage], *, open_user_turn: bool = False) -> tuple[str, str]:
+        """Render ``messages`` to prompt text.
+
+        With ``open_user_turn`` the last user message is left open: returns
+        ``(text_up_to_the_end_of_its_content, text_that_closes_it_and_opens_the_reply)``.
+        Otherwise returns ``(full_prompt, "")``.
+        """
+        msgs = [dict(m) for m in messages]
+        if open_user_turn:
+            msgs[-1]["content"] = msgs[-1]["content"] + _SPLIT
+        if self.chat_mode:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos_text, bos_token=self._bos_text)
+            text = fmt(messages=msgs).prompt
+        else:
+            # Base model: plain completion layout.
+            parts = [m["content"] for m in msgs]
+            text = "\n\n".join(parts) + "\n\nAnswer:"
+        if open_user_turn:
+            head, _, tail = text.partition(_SPLIT)
+            return head, tail
+        return text, ""
+
+    def _prompt_ids(self, text: str) -> list[int]:
+        add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
+        return self._tokenize(text, add_bos=add_bos)
+
+    # ------------------------------------------------------------ generation
+    def _stream_ids(self, ids: list[int], max_new_tokens: int, temperature: float, stop: list[str] | None) -> Iterator[str]:
+        if len(ids) + max_new_tokens > self.context_window:
+            room = self.context_window - len(ids)
+            if room < 16:
+                raise ContextTooLongError(
+                    f"Prompt of {len(ids)} tokens does not fit the {self.context_window}-token "
+                    "context window of the model."
+                )
+            max_new_tokens = room
+        stream = self._llm.create_completion(
+            prompt=ids,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            repeat_penalty=self.repeat_penalty,
+            stop=stop or [],
+            stream=True,
+        )
+        for chunk in stream:
+            text = chunk["choices"][0]["text"]
+            if text:
+                yield text
+
+    def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]:
+        text, _ = self.render(messages)
+        yield from self._stream_ids(self._prompt_ids(text), max_new_tokens, temperature, stop)
+
+    def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
+             stop: list[str] | None = None) -> str:
+        return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop))
+
+    # ---------------------------------------------------------- prefix state
+    def prefix_ids_for(self, messages: list[ChatMessage]) -> tuple[list[int], str]:
+        head, tail = self.render(messages, open_user_turn=True)
+        return self._prompt_ids(head), tail
+
+    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
+        ids, tail = self.prefix_ids_for(messages)
+        if len(ids) + 256 > self.context_window:
+            raise ContextTooLongError(
+                f"The document is {len(ids)} tokens with the memory prompt; the memory model's "
+                f"window is {self.context_window} tokens (leaving room for questions and clues)."
+            )
+        llm = self._llm
+        llm.reset()
+        # Feed n_batch-sized slices ourselves so a progress bar can follow a long prefill;
+        # llama.cpp would cut the same batches internally, so this costs nothing.
+        step = self.n_batch * 4
+        for start in range(0, len(ids), step):
+            llm.eval(ids[start : start + step])
+            if progress:
+                progress(min(start + step, len(ids)), len(ids))
+        self._prefix_ids = ids
+        self._tail = tail
+        return len(ids)
+
+    @property
+    def prefix_tokens(self) -> int:
+        return len(self._prefix_ids)
+
+    def continue_chat(
+        self,
+        user_suffix: str,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Iterator[str]:
+        if not self._prefix_ids:
+            raise StateError("No prefix state: memorize or load a document first.")
+        suffix_ids = self._tokenize(user_suffix + self._tail, add_bos=False)
+        yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+
+    def _truncate_to_prefix(self) -> None:
+        n = len(self._prefix_ids)
+        llm = self._llm
+        if llm.n_tokens > n:
+            if not llm._ctx.kv_cache_seq_rm(-1, n, -1):
+                raise BackendError("llama.cpp cannot truncate this model's KV cache to the prefix.")
+            llm.n_tokens = n
+
+    def save_prefix(self, directory: Path) -> dict:
+        if not self._prefix_ids:
+            raise StateError("No prefix state to save: memorize a document first.")
+        self._truncate_to_prefix()
+        n = len(self._prefix_ids)
+        # The cache must hold exactly the prefix tokens; anything else would be saved too.
+        path = Path(directory) / STATE_FILE
+        arr = (self._llama_cpp.llama_token * n)(*self._prefix_ids)
+        ok = self._llama_cpp.llama_state_save_file(self._llm._ctx.ctx, str(path).encode(), arr, n)
+        if not ok:
+            raise StateError(f"llama.cpp failed to write its state to {path}")
+        return {"file": STATE_FILE, "n_tokens": n, "tail": self._tail, "bytes": path.stat().st_size}
+
+    def load_prefix(self, directory: Path, info: dict) -> None:
+        path = Path(directory) / info.get("file", STATE_FILE)
+        if not path.is_file():
+            raise StateError(f"Memory state file missing: {path}")
+        n_expected = int(info["n_tokens"])
+        if n_expected + 16 > self.context_window:
+            raise StateError(
+                f"Saved memory has {n_expected} tokens but this model instance's window is "
+                f"{self.context_window}; load it with a larger n_ctx."
+            )
+        llm = self._llm
+        llm.reset()
+        cap = self.context_window
+        out = (self._llama_cpp.llama_token * cap)()
+        n_out = ctypes.c_size_t(0)
+        ok = self._llama_cpp.llama_state_load_file(llm._ctx.ctx, str(path).encode(), out, cap, ctypes.byref(n_out))
+        if not ok or n_out.value != n_expected:
+            llm.reset()
+            raise StateError(
+                f"Memory state {path} is corrupt or was written by another model/llama.cpp build "
+                f"(read {n_out.value} of {n_expected} tokens). Memorize the document again."
+            )
+        ids = list(out[: n_out.value])
+        llm.input_ids[: len(ids)] = ids
+        llm.n_tokens = len(ids)
+        llm._requires_eval = True
+        self._prefix_ids = ids
+        self._tail = info.get("tail", "")
+
+    def twin(self, n_ctx: int = 8192) -> LlamaCppLLM:
+        """A second context on the same weights (mmap shares them) for generation.
+
+        Generating with another prompt in the memory's own context would evict the
+        document's KV cache, and the next question would have to re-read the document.
+        """
+        return LlamaCppLLM(self.model_path, spec=self.spec, n_ctx=min(n_ctx, self._n_ctx_train),
+                           n_batch=self.n_batch, flash_attn=self.flash_attn, chat=self.chat_mode,
+                           repeat_penalty=self.repeat_penalty)

@@ -1,0 +1,269 @@
+"""The global memory: a memory model that has read the whole document once.
+
+``memorize`` puts the memory prompt and the document into the model's prefix state (the
+KV cache for local models). ``recall``/``rewrite``/``answer``/``summarize`` each append a
+short task to that state and decode a few lines; the document is never read again.
+``save``/``load`` persist the state next to a small JSON description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memorag.errors import NotMemorizedError, StateError
+from memorag.llm.base import LLM, ChatMessage
+from memorag.prompts import prompts_for
+from memorag.text import check_text, detect_language
+
+MEMORY_FORMAT = 1
+MEMORY_JSON = "memory.json"
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022\u00b7>]+|\(?\d{1,2}[.)\u3001:]|[Qq]\d*[:.)]|#+)\s*")
+_PREAMBLE = re.compile(
+    r"^(here (are|is)|sure|certainly|the (following|relevant)|quotes?:|questions?:|answer:|"
+    r"以下|好的|根据文档)", re.I)
+
+
+def clean_line(line: str) -> str:
+    """Strip list markers and quotes; return '' for preambles and lines too short to search."""
+    s = _BULLET.sub("", line.strip()).strip().strip('"\u201c\u201d\u300c\u300d\'').strip()
+    if not s or _PREAMBLE.match(s) and s.endswith((":", "：")):
+        return ""
+    is_cjk = bool(re.search(r"[\u4e00-\u9fff]", s))
+    if (is_cjk and len(s) < 4) or (not is_cjk and len(s.split()) < 2):
+        return ""
+    return s
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\W+", " ", s.lower()).strip()
+
+
+_UNIT_END = re.compile(r"\n|(?<=[.!?])\s+(?=[A-Z\"'(\u201c])|(?<=[\u3002\uff01\uff1f])")
+
+
+_ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z])\.)$")
+
+
+def _next_unit_end(buf: str) -> re.Match | None:
+    for m in _UNIT_END.finditer(buf):
+        if m.group() == "\n" or not _ABBREV.search(buf[: m.start()]):
+            return m
+    return None
+
+
+def distinct_lines(stream: Iterator[str], max_lines: int) -> list[str]:
+    """Collect cleaned, distinct lines (or sentences) from a token stream.
+
+    Small models loop: they repeat a line or a sentence, or echo the question forever. A
+    repeated unit ends generation at once (closing the stream stops decoding), which both
+    drops the repeat and saves the rest of the token budget. Units are lines, and
+    sentences within a line, so a loop inside one long line is caught too.
+    """
+    lines: list[str] = []
+    seen: set[str] = set()
+    buf = ""
+
+    def take(raw: str) -> bool:  # False = stop
+        s = clean_line(raw)
+        if not s:
+            return True
+        key = _norm(s)
+        if key in seen:
+            return False
+        seen.add(key)
+        lines.append(s)
+        return len(lines) < max_lines
+
+    for piece in stream:
+        buf += piece
+        while True:
+            m = _next_unit_end(buf)
+            if m is None:
+                break
+            raw, buf = buf[: m.start()], buf[m.end():]
+            if not take(raw):
+                if hasattr(stream, "close"):
+                    stream.close()
+                return lines
+    if buf.strip():
+        take(buf)
+    return lines
+
+
+@dataclass
+class Clues:
+    """What the memory offers for one question."""
+
+    question: str
+    spans: list[str] = field(default_factory=list)  # recalled text spans
+    questions: list[str] = field(default_factory=list)  # surrogate questions
+    answer: str = ""  # draft answer (only when asked for)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        return self.spans + self.questions + ([self.answer] if self.answer else [])
+
+    def to_json(self) -> dict:
+        return {"spans": self.spans, "questions": self.questions, "answer": self.answer,
+                "seconds": round(self.seconds, 3)}
+
+
+class Memory:
+    """Global memory over one document.
+
+    ``Memory(model_name_or_path)`` accepts any LLM spec (see :mod:`memorag.models.registry`)
+    or an already-loaded LLM via ``llm=``.
+    """
+
+    def __init__(self, model_name_or_path: str | None = "default", cache_dir: str | None = None,
+                 access_token: str | None = None, beacon_ratio: float | None = None,
+                 load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
+                 llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None) -> None:
+        if llm is None:
+            from memorag.models.registry import load_llm
+
+            llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
+                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit, beacon_ratio=beacon_ratio)
+        self.llm = llm
+        self.beacon_ratio = beacon_ratio
+        self.language = language
+        self._forced_language = language
+        self.context_sha256: str | None = None
+        self.n_context_chars = 0
+        self.memorized = False
+
+    # ------------------------------------------------------------- memorize
+    def _prefix_messages(self, context: str) -> list[ChatMessage]:
+        p = prompts_for(self.language or "en")
+        return [{"role": "system", "content": p.memory_system},
+                {"role": "user", "content": p.memory_intro + context}]
+
+    def memorize(self, context: str, *, progress: bool = False) -> dict:
+        """Read ``context`` once into the memory model's state. Returns stats."""
+        check_text(context)
+        self.language = self._forced_language or detect_language(context)
+        bar = None
+        callback = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=0, unit="tok", desc="memory: reading", dynamic_ncols=True)
+
+            def callback(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+        t0 = time.perf_counter()
+        try:
+            n_tokens = self.llm.prefill(self._prefix_messages(context), progress=callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        self.context_sha256 = hashlib.sha256(context.encode("utf-8")).hexdigest()
+        self.n_context_chars = len(context)
+        self.memorized = True
+        return {"memory_tokens": n_tokens, "memory_seconds": round(seconds, 3),
+                "memory_tokens_per_second": round(n_tokens / seconds, 1) if seconds else None}
+
+    def _require(self) -> None:
+        if not self.memorized:
+            raise NotMemorizedError("Nothing is memorized yet: call memorize(context) or load(path) first.")
+
+    # --------------------------------------------------------------- tasks
+    def _run(self, task: str, max_new_tokens: int) -> Iterator[str]:
+        self._require()
+        return self.llm.continue_chat(task, max_new_tokens=max_new_tokens)
+
+    def _lines(self, template: str, question: str, max_new_tokens: int, max_lines: int) -> list[str]:
+        task = template.format(question=question)
+        return distinct_lines(self._run(task, max_new_tokens), max_lines=max_lines)
+
+    def recall_spans(self, query: str, max_new_tokens: int = 128) -> list[str]:
+        return self._lines(prompts_for(self.language or "en").recall, query, max_new_tokens, 4)
+
+    def surrogate_questions(self, query: str, max_new_tokens: int = 96) -> list[str]:
+        lines = self._lines(prompts_for(self.language or "en").rewrite, query, max_new_tokens, 3)
+        return [q for q in lines if _norm(q) != _norm(query)]
+
+    def recall(self, query: str, max_new_tokens: int = 128) -> str:
+        """Text spans from the document that bear on ``query``, one per line."""
+        return "\n".join(self.recall_spans(query, max_new_tokens))
+
+    def rewrite(self, query: str, max_new_tokens: int = 96) -> str:
+        """Sharper surrogate questions for ``query``, one per line."""
+        return "\n".join(self.surrogate_questions(query, max_new_tokens))
+
+    def answer(self, query: str, max_new_tokens: int = 64) -> str:
+        """A draft answer straight from memory."""
+        task = prompts_for(self.language or "en").answer.format(question=query)
+        return "".join(self._run(task, max_new_tokens)).strip()
+
+    def key_points(self, max_new_tokens: int = 256) -> list[str]:
+        task = prompts_for(self.language or "en").summarize
+        return distinct_lines(self._run(task, max_new_tokens), max_lines=8)
+
+    def summarize(self, max_new_tokens: int = 256) -> str:
+        """Key points of the whole document, one per line."""
+        return "\n".join(self.key_points(max_new_tokens))
+
+    def clues(self, query: str, *, use_answer: bool = False, max_new_tokens: int = 128) -> Clues:
+        t0 = time.perf_counter()
+        clues = Clues(question=query)
+        clues.spans = self.recall_spans(query, max_new_tokens)
+        clues.questions = self.surrogate_questions(query, min(96, max_new_tokens))
+        if use_answer:
+            clues.answer = self.answer(query)
+        clues.seconds = time.perf_counter() - t0
+        return clues
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> dict:
+        self._require()
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        backend = self.llm.save_prefix(directory)
+        info = {"format": MEMORY_FORMAT, "language": self.language, "context_sha256": self.context_sha256,
+                "context_chars": self.n_context_chars, "model": self.llm.describe(), "state": backend}
+        (directory / MEMORY_JSON).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
+        return info
+
+    def load(self, path: str | Path) -> dict:
+        directory = Path(path)
+        meta = directory / MEMORY_JSON
+        if not meta.is_file():
+            raise StateError(f"No saved memory at {directory} (missing {MEMORY_JSON}).")
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except ValueError:
+            raise StateError(f"{meta} is corrupt (not JSON).") from None
+        if info.get("format") != MEMORY_FORMAT:
+            raise StateError(f"{meta} has memory format {info.get('format')}; this memorag reads {MEMORY_FORMAT}.")
+        check_same_model(info.get("model", {}), self.llm.describe(), what="memory model")
+        self.llm.load_prefix(directory, info["state"])
+        self.language = info.get("language") or "en"
+        self.context_sha256 = info.get("context_sha256")
+        self.n_context_chars = int(info.get("context_chars", 0))
+        self.memorized = True
+        return info
+
+
+_IDENTITY_KEYS = ("backend", "fingerprint", "file", "model", "name", "base_url")
+
+
+def check_same_model(saved: dict, current: dict, *, what: str) -> None:
+    """Refuse state made by a different model: its KV cache or vectors would be garbage."""
+    for key in _IDENTITY_KEYS:
+        if key in saved and key in current and saved[key] != current[key]:
+            raise StateError(
+                f"This save dir was made with a different {what} ({key}: {saved[key]!r}, now "
+                f"{current[key]!r}). Load it with the same model, or memorize the document again."
+            )

@@ -1,0 +1,1 @@
+"""Where models come from: packaged GGUF weights and the spec-string registry."""

@@ -1,0 +1,235 @@
+"""The MemoRAG pipeline.
+
+    memorize = chunk + index + build memory      (once per document, saved to a dir)
+    ask      = clues + retrieve + generate       (per question, no re-reading)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memorag.errors import InputError, NotMemorizedError, StateError
+from memorag.llm.base import ChatMessage, Generator
+from memorag.memory import Clues, Memory, check_same_model
+from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.prompts import prompts_for
+from memorag.retrieval import Hit, Retriever
+from memorag.store import dir_size, read_manifest, write_save_dir
+from memorag.text import check_text
+
+TASK_TYPES = ("memorag", "qa", "rag", "summarize")
+
+
+@dataclass
+class Answer:
+    answer: str
+    question: str
+    task_type: str
+    clues: Clues | None = None
+    evidence: list[Hit] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"question": self.question, "task_type": self.task_type, "answer": self.answer,
+                "clues": self.clues.to_json() if self.clues else None,
+                "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text}
+                             for h in self.evidence],
+                "timings": self.timings}
+
+
+def _fill(template: str, **values: str) -> str:
+    # str.format would choke on braces inside user templates; replace only our names.
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+class MemoRAG:
+    """Memory-augmented RAG over one long document.
+
+    The constructor keeps the original research code's argument names. ``beacon_ratio`` is
+    passed to the memory (compression for documents beyond the model's window).
+    """
+
+    def __init__(self, mem_model_name_or_path: str | None = "default",
+                 ret_model_name_or_path: str | None = "default",
+                 gen_model_name_or_path: str | None = None, customized_gen_model: Generator | None = None,
+                 ret_hit: int = 3, retrieval_chunk_size: int = 512, cache_dir: str | None = None,
+                 access_token: str | None = None, beacon_ratio: float | None = None,
+                 load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
+                 index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0) -> None:
+        self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
+                             enable_flash_attn, n_ctx=n_ctx)
+        self.embedder = load_embedder(ret_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
+        self.index_spec = index
+        self.retriever = Retriever(self.embedder, make_index_factory(index), chunk_tokens=retrieval_chunk_size)
+        if customized_gen_model is not None:
+            self.generator: Generator = customized_gen_model
+        elif gen_model_name_or_path:
+            self.generator = load_llm(gen_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
+        else:
+            twin = getattr(self.memory.llm, "twin", None)
+            self.generator = twin() if twin else self.memory.llm
+        self.ret_hit = ret_hit
+        self.question_weight = question_weight
+        self.stats: dict = {}
+
+    # ------------------------------------------------------------ memorize
+    def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
+                 *, progress: bool = True) -> dict:
+        """Chunk and index ``context``, build the memory over it, and optionally save all three."""
+        check_text(context)
+        t0 = time.perf_counter()
+        bar = _bar("index: embedding", "passage") if progress else None
+        retr = self.retriever.build(context, progress=bar)
+        if bar:
+            bar.close()
+        t1 = time.perf_counter()
+        mem = self.memory.memorize(context, progress=progress)
+        self.stats = {"chars": len(context), **mem, "chunks": retr["chunks"], "passages": retr["passages"],
+                      "index_seconds": round(t1 - t0, 3)}
+        if save_dir is not None:
+            self.save(save_dir)
+        self.stats["total_seconds"] = round(time.perf_counter() - t0, 3)
+        if print_stats:
+            print(format_stats(self.stats), file=sys.stderr)
+        return self.stats
+
+    def save(self, save_dir: str | Path) -> dict:
+        if not self.memory.memorized:
+            raise NotMemorizedError("Nothing to save: memorize a document first.")
+        t = time.perf_counter()
+
+        def fill(tmp: Path) -> dict:
+            memory_info = self.memory.save(tmp / "memory")
+            retrieval_info = self.retriever.save(tmp / "retrieval")
+            return {"models": {"memory": self.memory.llm.describe(), "embedder": self.embedder.describe()},
+                    "index": self.index_spec, "language": self.memory.language,
+                    "context_sha256": self.memory.context_sha256,
+                    "memory_tokens": memory_info["state"].get("n_tokens"),
+                    "chunks": retrieval_info["n_chunks"], "retrieval": retrieval_info}
+
+        manifest = write_save_dir(save_dir, fill)
+        self.stats["save_seconds"] = round(time.perf_counter() - t, 3)
+        self.stats["disk_bytes"] = dir_size(Path(save_dir))
+        return manifest
+
+    def load(self, save_dir: str | Path) -> dict:
+        """Restore memory, chunks and index from a save dir written by :meth:`memorize`."""
+        t = time.perf_counter()
+        manifest = read_manifest(save_dir)
+        d = Path(save_dir)
+        check_same_model(manifest["models"]["embedder"], self.embedder.describe(), what="embedding model")
+        self.memory.load(d / "memory")
+        self.retriever.load(d / "retrieval", manifest["retrieval"])
+        self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest["chunks"],
+                      "memory_tokens": manifest["memory_tokens"], "disk_bytes": dir_size(d)}
+        return manifest
+
+    @classmethod
+    def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
+        """Build a pipeline with the models a save dir was made with, then load it."""
+        manifest = read_manifest(save_dir, verify=False)
+        models = manifest.get("models", {})
+        kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
+        kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
+        kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
+        kwargs.setdefault("index", manifest.get("index", "faiss"))
+        pipe = cls(**kwargs)
+        pipe.load(save_dir)
+        return pipe
+
+    # ----------------------------------------------------------------- ask
+    def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
+            prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,
+            on_token: Callable[[str], None] | None = None) -> Answer:
+        if task_type not in TASK_TYPES:
+            raise InputError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}.")
+        if not self.memory.memorized:
+            raise NotMemorizedError("No document is memorized: call memorize(context) or load(save_dir) first.")
+        if task_type != "summarize":
+            query = check_text(query, what="query")
+        k = top_k or self.ret_hit
+        p = prompts_for(self.memory.language or "en")
+        t0 = time.perf_counter()
+        clues = None
+        if task_type == "summarize":
+            points = self.memory.key_points()
+            clues = Clues(question="", spans=points)
+            hits = self.retriever.search(points or ["summary"], k)
+        elif task_type == "rag":  # plain RAG baseline: the question alone
+            hits = self.retriever.search([query], k)
+        else:
+            # memorag: recalled spans + surrogate questions (+ draft answer); qa: surrogate questions only.
+            if task_type == "memorag":
+                clues = self.memory.clues(query, use_answer=use_memory_answer)
+            else:
+                clues = Clues(question=query, questions=self.memory.surrogate_questions(query))
+            lines = clues.lines()
+            hits = self.retriever.search([query, *lines], k, weights=[self.question_weight] + [1.0] * len(lines))
+        t1 = time.perf_counter()
+        evidence = "\n\n".join(h.text for h in hits)
+        if prompt_template:
+            user = _fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
+        elif task_type == "summarize":
+            user = _fill(p.gen_summary, evidence=evidence, points="\n".join(clues.spans if clues else []))
+        else:
+            user = _fill(p.gen_memorag, evidence=evidence, question=query)
+        messages: list[ChatMessage] = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
+        pieces = []
+        for piece in self.generator.stream_chat(messages, max_new_tokens=max_new_tokens):
+            pieces.append(piece)
+            if on_token:
+                on_token(piece)
+        t2 = time.perf_counter()
+        return Answer("".join(pieces).strip(), query or "", task_type, clues, hits,
+                      {"clues_and_retrieval": round(t1 - t0, 3), "generation": round(t2 - t1, 3)})
+
+    def __call__(self, context: str | None = None, query: str | None = None, task_type: str = "memorag",
+                 prompt_template: str | None = None, max_new_tokens: int = 256, reset_each_call: bool = False,
+                 use_memory_answer: bool = False) -> str:
+        """Original-API entry point: memorize ``context`` if it is new, then answer ``query``."""
+        if context is not None:
+            check_text(context)
+            sha = hashlib.sha256(context.encode("utf-8")).hexdigest()
+            if reset_each_call or sha != self.memory.context_sha256:
+                self.memorize(context, progress=False)
+        elif not self.memory.memorized:
+            raise NotMemorizedError("Give context=... or load(save_dir) before asking.")
+        return self.ask(query, task_type=task_type, max_new_tokens=max_new_tokens,
+                        prompt_template=prompt_template, use_memory_answer=use_memory_answer).answer
+
+
+def _bar(desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit=unit, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def format_stats(stats: dict) -> str:
+    rows = [
+        ("characters", stats.get("chars")), ("memory tokens", stats.get("memory_tokens")),
+        ("chunks", stats.get("chunks")), ("passages embedded", stats.get("passages")),
+        ("index seconds", stats.get("index_seconds")), ("memory seconds", stats.get("memory_seconds")),
+        ("memory tokens/s", stats.get("memory_tokens_per_second")), ("save seconds", stats.get("save_seconds")),
+        ("size on disk (MB)", round(stats["disk_bytes"] / 1e6, 1) if stats.get("disk_bytes") else None),
+        ("total seconds", stats.get("total_seconds")),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows if value is not None)
+
+
+__all__ = ["MemoRAG", "Answer", "StateError"]

@@ -1,0 +1,170 @@
+"""Chunk, embed, index and search one document.
+
+Chunks are what the generator reads (default ~512 tokens). The embedder may read fewer
+tokens than that (all-MiniLM-L6-v2 truncates at 256), so each chunk is embedded as one or
+more *passages* that fit the embedder, and a chunk scores as its best passage: retrieval
+sees every word while the evidence handed to the generator keeps its context.
+
+Several queries (the question, the memory's clues, surrogate questions) are searched in
+one batch and fused with weighted reciprocal-rank fusion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memorag.chunking import Chunk, Chunker
+from memorag.embed.base import Embedder
+from memorag.errors import StateError
+from memorag.index.base import VectorIndex
+
+CHUNKS_FILE = "chunks.json"
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    score: float
+    text: str
+
+
+def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Fuse ranked id lists: ``score(id) = sum_i w_i / (k + rank_i(id))``, best first."""
+    scores: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for rank, doc in enumerate(ranking):
+            scores[doc] = scores.get(doc, 0.0) + w / (k + rank + 1)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class Retriever:
+    def __init__(self, embedder: Embedder, index_factory: Callable[[], VectorIndex],
+                 chunk_tokens: int = 512, batch_size: int = 32) -> None:
+        self.embedder = embedder
+        self.index_factory = index_factory
+        self.chunk_tokens = chunk_tokens
+        self.batch_size = batch_size
+        self.chunks: list[Chunk] = []
+        self.passage_owner: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.index: VectorIndex | None = None
+        self._bm25 = None
+
+    # ----------------------------------------------------------------- build
+    def _passages(self, chunks: list[Chunk]) -> tuple[list[str], list[int]]:
+        fit = max(16, self.embedder.max_tokens - 2)  # room for [CLS]/[SEP]
+        if fit >= self.chunk_tokens:
+            return [c.text for c in chunks], list(range(len(chunks)))
+        sub = Chunker(self.embedder.tokenizer(), chunk_tokens=fit)
+        texts, owner = [], []
+        for i, c in enumerate(chunks):
+            for piece in sub.split(c.text) or [Chunk(c.text, 0)]:
+                texts.append(piece.text)
+                owner.append(i)
+        return texts, owner
+
+    def build(self, text: str, progress: Callable[[int, int], None] | None = None) -> dict:
+        chunker = Chunker(self.embedder.tokenizer(), chunk_tokens=self.chunk_tokens)
+        self.chunks = chunker.split(text)
+        texts, owner = self._passages(self.chunks)
+        index = self.index_factory()
+        for start in range(0, len(texts), self.batch_size):
+            index.add(self.embedder.embed(texts[start : start + self.batch_size]))
+            if progress:
+                progress(min(start + self.batch_size, len(texts)), len(texts))
+        self.index = index
+        self.passage_owner = np.asarray(owner, dtype=np.int64)
+        self._bm25 = None
+        return {"chunks": len(self.chunks), "passages": len(texts)}
+
+    # ---------------------------------------------------------------- search
+    def _check(self) -> None:
+        if self.index is None or not self.chunks:
+            raise StateError("The retriever has no index: memorize or load a document first.")
+
+    def rank_chunks(self, queries: list[str], depth: int) -> list[list[int]]:
+        """Dense search: for each query, chunk ids best first (a chunk scores as its best passage)."""
+        self._check()
+        assert self.index is not None
+        qv = self.embedder.embed(queries, is_query=True)
+        n_pass = min(len(self.passage_owner), max(depth * 4, depth))
+        _, ids = self.index.search(qv, n_pass)
+        out = []
+        for row in ids:
+            seen: list[int] = []
+            for pid in row:
+                if pid < 0:
+                    continue
+                cid = int(self.passage_owner[pid])
+                if cid not in seen:
+                    seen.append(cid)
+            out.append(seen[:depth])
+        return out
+
+    def search(self, queries: list[str], k: int, weights: list[float] | None = None) -> list[Hit]:
+        """Search every query, fuse with weighted RRF, return the top ``k`` distinct chunks."""
+        queries = [q for q in queries if q.strip()]
+        if not queries:
+            return []
+        weights = weights or [1.0] * len(queries)
+        rankings = self.rank_chunks(queries, depth=max(k * 4, 20))
+        fused = weighted_rrf(rankings, weights)
+        return [Hit(cid, score, self.chunks[cid].text) for cid, score in fused[:k]]
+
+    def bm25_search(self, query: str, k: int) -> list[Hit]:
+        """Lexical baseline over the same chunks (bm25s; jieba words for Chinese)."""
+        self._check()
+        import bm25s
+
+        from memorag.text import detect_language
+
+        def tok(texts: list[str]) -> list[list[str]]:
+            if detect_language(" ".join(texts[:50])) == "zh":
+                import jieba
+
+                return [[w for w in jieba.lcut(t) if w.strip()] for t in texts]
+            return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+        if self._bm25 is None:
+            model = bm25s.BM25()
+            model.index(tok([c.text for c in self.chunks]), show_progress=False)
+            self._bm25 = (model, tok)
+        model, tok = self._bm25
+        n = min(k, len(self.chunks))
+        docs, scores = model.retrieve(tok([query]), k=n, show_progress=False)
+        return [Hit(int(d), float(s), self.chunks[int(d)].text) for d, s in zip(docs[0], scores[0])]
+
+    # ----------------------------------------------------------- persistence
+    def save(self, directory: Path) -> dict:
+        self._check()
+        assert self.index is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {"chunks": [c.to_json() for c in self.chunks], "passage_owner": self.passage_owner.tolist()}
+        (directory / CHUNKS_FILE).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+        info = {"chunks_file": CHUNKS_FILE, "chunk_tokens": self.chunk_tokens,
+                "n_chunks": len(self.chunks), "n_passages": len(self.passage_owner)}
+        info["index"] = self.index.save(directory)
+        return info
+
+    def load(self, directory: Path, info: dict) -> None:
+        path = directory / info.get("chunks_file", CHUNKS_FILE)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            chunks = [Chunk(text=c["text"], start=int(c["start"])) for c in payload["chunks"]]
+            owner = np.asarray(payload["passage_owner"], dtype=np.int64)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"Chunk file {path} is missing or corrupt: {exc}") from None
+        if len(chunks) != info.get("n_chunks") or len(owner) != info.get("n_passages"):
+            raise StateError(f"Chunk file {path} does not match the manifest (corrupt save dir?).")
+        index = self.index_factory()
+        index.load(directory, info["index"])
+        if len(index) != len(owner):
+            raise StateError("The saved index and chunk list disagree (corrupt save dir?).")
+        self.chunks, self.passage_owner, self.index = chunks, owner, index
+        self.chunk_tokens = int(info.get("chunk_tokens", self.chunk_tokens))
+        self._bm25 = None
