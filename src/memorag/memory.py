@@ -24,7 +24,11 @@ from memorag.text import check_text, detect_language
 MEMORY_FORMAT = 1
 MEMORY_JSON = "memory.json"
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022\u00b7>]+|\(?\d{1,2}[.)\u3001:]|[Qq]\d*[:.)]|#+)\s*")
+_BULLET = re.compile(
+    r"^\s*(?:[-*\u2022\u00b7>]+|\(?\d{1,2}[.)\u3001:]|[Qq]\d*[:.)]|#+|"
+    r"[\u4e00\u4e8c\u4e09\u56db\u4e94\u516d\u4e03\u516b\u4e5d\u5341]{1,2}[\u3001.\uff0e]|"
+    r"[(\uff08][\d\u4e00-\u5341]{1,2}[)\uff09])\s*"
+)
 _PREAMBLE = re.compile(
     r"^(here (are|is)|sure|certainly|the (following|relevant)|quotes?:|questions?:|answer:|"
     r"以下|好的|根据文档)", re.I)

@@ -1,0 +1,26 @@
+"""Shared fixtures. Models are loaded once per session: loading is slow, using is not."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def sample_text() -> str:
+    return files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from memorag.models.registry import load_embedder
+
+    return load_embedder("default")
+
+
+@pytest.fixture(scope="session")
+def default_llm():
+    from memorag.models.registry import load_llm
+
+    return load_llm("default", n_ctx=8192)

@@ -1,0 +1,33 @@
+import dataclasses
+
+import pytest
+
+from memorag.errors import ModelNotFoundError
+from memorag.models import packaged
+from memorag.models.registry import load_llm, resolve_gguf
+
+
+def test_unknown_model_spec_says_how_to_provide_one():
+    with pytest.raises(ModelNotFoundError, match="gguf"):
+        load_llm("no-such-org/no-such-model")
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        resolve_gguf("/nowhere/model.gguf")
+
+
+def test_default_model_is_joined_and_verified():
+    path = resolve_gguf("default")
+    assert path.name == packaged.QWEN25_05B.filename
+    assert path.stat().st_size == packaged.QWEN25_05B.size
+
+
+def test_wrong_hash_is_refused(tmp_path):
+    bad = dataclasses.replace(packaged.QWEN25_05B, sha256="0" * 64)
+    with pytest.raises(ModelNotFoundError, match="sha256"):
+        packaged.assemble(bad, target_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # the bad join was not kept
+
+
+def test_missing_part_packages_say_what_to_install():
+    missing = dataclasses.replace(packaged.QWEN25_05B, parts=(("memorag-no-such-part", "x.bin"),))
+    with pytest.raises(ModelNotFoundError, match="pip install"):
+        missing.part_paths()

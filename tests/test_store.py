@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from memorag.errors import StateError
+from memorag.store import MANIFEST, read_manifest, write_save_dir
+
+
+def _fill(payload: bytes):
+    def fill(tmp):
+        (tmp / "a").mkdir()
+        (tmp / "a" / "data.bin").write_bytes(payload)
+        return {"models": {"memory": {"spec": "x"}}}
+
+    return fill
+
+
+def test_manifest_round_trip_and_corruption(tmp_path):
+    d = tmp_path / "state"
+    m = write_save_dir(d, _fill(b"hello"))
+    assert m["files"]["a/data.bin"]["bytes"] == 5
+    assert read_manifest(d)["models"]["memory"]["spec"] == "x"
+
+    (d / "a" / "data.bin").write_bytes(b"hellO")  # same size, different bytes
+    with pytest.raises(StateError, match="corrupt"):
+        read_manifest(d)
+    (d / "a" / "data.bin").write_bytes(b"hel")  # truncated
+    with pytest.raises(StateError, match="corrupt"):
+        read_manifest(d)
+    (d / "a" / "data.bin").unlink()
+    with pytest.raises(StateError, match="missing"):
+        read_manifest(d)
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(StateError, match="does not exist"):
+        read_manifest(tmp_path / "nope")
+    with pytest.raises(StateError, match="not a memorag save dir"):
+        read_manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(StateError, match="not valid JSON"):
+        read_manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({"format_version": 999}))
+    with pytest.raises(StateError, match="format"):
+        read_manifest(tmp_path)
+
+
+def test_failed_save_keeps_the_old_state(tmp_path):
+    d = tmp_path / "state"
+    write_save_dir(d, _fill(b"old"))
+
+    def broken(tmp):
+        (tmp / "partial").write_bytes(b"x")
+        raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError):
+        write_save_dir(d, broken)
+    assert (d / "a" / "data.bin").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]  # no partial dirs left behind
+
+
+def test_refuses_to_overwrite_foreign_dir(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(StateError, match="not a memorag save dir"):
+        write_save_dir(tmp_path, _fill(b"x"))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
