@@ -86,3 +86,31 @@ def test_original_api_call_and_errors(memorized, document):
         fresh(query=QUESTION)
     with pytest.raises(StateError):
         fresh.load(save_dir / "memory")  # not a save dir
+
+
+def test_summarize_lists_key_points_and_retrieves_for_them(memorized):
+    pipe, _, _, _ = memorized
+    ans = pipe.ask(None, task_type="summarize", max_new_tokens=60)
+    assert ans.clues is not None and ans.clues.spans  # the memory's key points
+    assert len(ans.evidence) == pipe.ret_hit
+    assert ans.answer
+
+
+ZH_DOC = (
+    "青石镇位于山谷南端，镇上有一座建于清朝的古桥，名叫望月桥。"
+    "镇长林秋生每年秋天都会在桥边举办灯会，吸引附近村庄的人前来观看。"
+    "镇上的药铺由周婉清经营，她的父亲曾是县城里有名的郎中。"
+    "去年冬天，一场大雪压垮了镇东的粮仓，镇民们花了三个月才把它重建起来。"
+    "重建后的粮仓可以存放两千石粮食，钥匙由老会计王德顺保管。"
+) * 3
+
+
+def test_chinese_document_uses_chinese_prompts(default_llm):
+    from memorag.memory import Memory
+
+    mem = Memory(llm=default_llm)
+    mem.memorize(ZH_DOC)
+    assert mem.language == "zh"
+    answer = mem.answer("粮仓的钥匙由谁保管？")
+    assert "王德顺" in answer, answer
+    assert mem.clues("粮仓的钥匙由谁保管？").lines()
