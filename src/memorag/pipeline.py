@@ -69,7 +69,7 @@ class MemoRAG:
         self.index_spec = index
         self.retriever = Retriever(self.embedder, make_index_factory(index), chunk_tokens=retrieval_chunk_size)
         if customized_gen_model is not None:
-            self.generator: Generator = customized_gen_model
+            self.generator: Generator = as_generator(customized_gen_model)
         elif gen_model_name_or_path:
             self.generator = load_llm(gen_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
         else:
@@ -203,6 +203,33 @@ class MemoRAG:
             raise NotMemorizedError("Give context=... or load(save_dir) before asking.")
         return self.ask(query, task_type=task_type, max_new_tokens=max_new_tokens,
                         prompt_template=prompt_template, use_memory_answer=use_memory_answer).answer
+
+
+class _PromptGenerator:
+    """Adapts an object with only ``generate(prompt) -> str`` (the original API's custom
+    generators) to the chat/stream interface by flattening the messages into one prompt."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
+             stop: list[str] | None = None) -> str:
+        prompt = "\n\n".join(m["content"] for m in messages)
+        try:
+            return str(self.model.generate(prompt, max_new_tokens=max_new_tokens))
+        except TypeError:  # generate(prompt) without keyword arguments
+            return str(self.model.generate(prompt))
+
+    def stream_chat(self, messages: list[ChatMessage], **kwargs):
+        yield self.chat(messages, **kwargs)
+
+
+def as_generator(model) -> Generator:
+    if hasattr(model, "stream_chat") and hasattr(model, "chat"):
+        return model
+    if hasattr(model, "generate"):
+        return _PromptGenerator(model)
+    raise InputError("customized_gen_model needs chat()/stream_chat() or generate(prompt) methods.")
 
 
 def _bar(desc: str, unit: str):

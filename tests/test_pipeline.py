@@ -1,0 +1,33 @@
+"""Pipeline pieces that need no LLM: generator adapters, prompt filling, argument checks."""
+
+import pytest
+
+from memorag.errors import InputError
+from memorag.pipeline import _fill, as_generator
+
+
+class OnlyGenerate:
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, prompt):
+        self.prompts.append(prompt)
+        return "an answer"
+
+
+def test_original_style_generate_only_generator_is_adapted():
+    model = OnlyGenerate()
+    gen = as_generator(model)
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Evidence: x\nQuestion: y"}]
+    assert "".join(gen.stream_chat(msgs)) == "an answer"
+    assert "Question: y" in model.prompts[0]
+
+
+def test_generator_without_methods_is_refused():
+    with pytest.raises(InputError, match="generate"):
+        as_generator(object())
+
+
+def test_fill_leaves_other_braces_alone():
+    tpl = 'Use {context} to answer {input}. JSON: {"a": 1}'
+    assert _fill(tpl, context="C", input="Q") == 'Use C to answer Q. JSON: {"a": 1}'
