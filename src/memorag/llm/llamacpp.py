@@ -215,7 +215,7 @@ class LlamaCppLLM:
         llm.reset()
         # Feed n_batch-sized slices ourselves so a progress bar can follow a long prefill;
         # llama.cpp would cut the same batches internally, so this costs nothing.
-        step = self.n_batch * 4
+        step = self.n_batch
         for start in range(0, len(ids), step):
             llm.eval(ids[start : start + step])
             if progress:

