@@ -68,3 +68,17 @@ def test_faiss_index_vectors_are_plain_npy(tmp_path):
     assert np.load(tmp_path / info["file"], allow_pickle=False).shape == (4, 4)
     scores, ids = idx.search(v[:1], 2)
     assert ids[0][0] == 0 and scores[0][0] == pytest.approx(1.0)
+
+
+def test_hybrid_search_adds_bm25_rankings(embedder, sample_text):
+    code = "Parcel XQ-7734 was left with the porter."
+    doc = sample_text[:9000] + "\n\n" + code + "\n\n" + sample_text[9000:]
+    r = Retriever(embedder, FaissIndex, chunk_tokens=256)
+    r.build(doc)
+    target = next(i for i, c in enumerate(r.chunks) if code in c.text)
+    assert r.bm25_search("XQ-7734", k=1)[0].chunk_id == target
+    hybrid = r.search(["XQ-7734"], k=1, lexical=True)
+    assert hybrid[0].chunk_id == target
+    # The fused score counts both rankings: higher than the dense-only score of the same chunk.
+    dense = {h.chunk_id: h.score for h in r.search(["XQ-7734"], k=len(r.chunks))}
+    assert hybrid[0].score > dense.get(target, 0.0)

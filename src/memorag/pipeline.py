@@ -62,7 +62,8 @@ class MemoRAG:
                  ret_hit: int = 3, retrieval_chunk_size: int = 512, cache_dir: str | None = None,
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
-                 index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0) -> None:
+                 index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0,
+                 hybrid: bool = True) -> None:
         self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
                              enable_flash_attn, n_ctx=n_ctx)
         self.embedder = load_embedder(ret_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
@@ -77,6 +78,7 @@ class MemoRAG:
             self.generator = twin() if twin else self.memory.llm
         self.ret_hit = ret_hit
         self.question_weight = question_weight
+        self.hybrid = hybrid
         self.stats: dict = {}
 
     # ------------------------------------------------------------ memorize
@@ -161,17 +163,16 @@ class MemoRAG:
         if task_type == "summarize":
             points = self.memory.key_points()
             clues = Clues(question="", spans=points)
-            hits = self.retriever.search(points or ["summary"], k)
+            hits = self.retriever.search(points or ["summary"], k, lexical=self.hybrid)
         elif task_type == "rag":  # plain RAG baseline: the question alone
-            hits = self.retriever.search([query], k)
+            hits = self.retrieve(query, None, k)
         else:
             # memorag: recalled spans + surrogate questions (+ draft answer); qa: surrogate questions only.
             if task_type == "memorag":
                 clues = self.memory.clues(query, use_answer=use_memory_answer)
             else:
                 clues = Clues(question=query, questions=self.memory.surrogate_questions(query))
-            lines = clues.lines()
-            hits = self.retriever.search([query, *lines], k, weights=[self.question_weight] + [1.0] * len(lines))
+            hits = self.retrieve(query, clues, k)
         t1 = time.perf_counter()
         evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
@@ -189,6 +190,16 @@ class MemoRAG:
         t2 = time.perf_counter()
         return Answer("".join(pieces).strip(), query or "", task_type, clues, hits,
                       {"clues_and_retrieval": round(t1 - t0, 3), "generation": round(t2 - t1, 3)})
+
+    def retrieve(self, query: str, clues: Clues | None, k: int) -> list[Hit]:
+        """Evidence for ``query``: the question (weighted up) and each clue line, fused.
+
+        The question always stays in the fusion so that bad clues (small memory models
+        invent facts) can add candidates but cannot push the question's own hits out.
+        """
+        lines = clues.lines() if clues else []
+        weights = [self.question_weight] + [1.0] * len(lines)
+        return self.retriever.search([query, *lines], k, weights=weights, lexical=self.hybrid)
 
     def __call__(self, context: str | None = None, query: str | None = None, task_type: str = "memorag",
                  prompt_template: str | None = None, max_new_tokens: int = 256, reset_each_call: bool = False,

@@ -106,14 +106,24 @@ class Retriever:
             out.append(seen[:depth])
         return out
 
-    def search(self, queries: list[str], k: int, weights: list[float] | None = None) -> list[Hit]:
-        """Search every query, fuse with weighted RRF, return the top ``k`` distinct chunks."""
-        queries = [q for q in queries if q.strip()]
-        if not queries:
+    def search(self, queries: list[str], k: int, weights: list[float] | None = None,
+               lexical: bool = False) -> list[Hit]:
+        """Search every query, fuse with weighted RRF, return the top ``k`` distinct chunks.
+
+        With ``lexical`` each query is also run through BM25 with the same weight (hybrid
+        retrieval). MiniLM-sized embedders miss rare names and numbers that BM25 matches
+        exactly, and memory clues are mostly useful for the names they bring.
+        """
+        pairs = [(q, w) for q, w in zip(queries, weights or [1.0] * len(queries)) if q.strip()]
+        if not pairs:
             return []
-        weights = weights or [1.0] * len(queries)
-        rankings = self.rank_chunks(queries, depth=max(k * 4, 20))
-        fused = weighted_rrf(rankings, weights)
+        depth = max(k * 4, 20)
+        rankings = self.rank_chunks([q for q, _ in pairs], depth=depth)
+        ws = [w for _, w in pairs]
+        if lexical:
+            rankings += [[h.chunk_id for h in self.bm25_search(q, depth)] for q, _ in pairs]
+            ws += ws
+        fused = weighted_rrf(rankings, ws)
         return [Hit(cid, score, self.chunks[cid].text) for cid, score in fused[:k]]
 
     def bm25_search(self, query: str, k: int) -> list[Hit]:
