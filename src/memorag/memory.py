@@ -34,13 +34,13 @@ _PREAMBLE = re.compile(
     r"以下|好的|根据文档)", re.I)
 
 
-def clean_line(line: str) -> str:
+def clean_line(line: str, min_words: int = 2) -> str:
     """Strip list markers and quotes; return '' for preambles and lines too short to search."""
     s = _BULLET.sub("", line.strip()).strip().strip('"\u201c\u201d\u300c\u300d\'').strip()
     if not s or _PREAMBLE.match(s) and s.endswith((":", "：")):
         return ""
     is_cjk = bool(re.search(r"[\u4e00-\u9fff]", s))
-    if (is_cjk and len(s) < 4) or (not is_cjk and len(s.split()) < 2):
+    if (is_cjk and len(s) < 2 * min_words) or (not is_cjk and len(s.split()) < min_words):
         return ""
     return s
 
@@ -62,7 +62,7 @@ def _next_unit_end(buf: str) -> re.Match | None:
     return None
 
 
-def distinct_lines(stream: Iterator[str], max_lines: int) -> list[str]:
+def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) -> list[str]:
     """Collect cleaned, distinct lines (or sentences) from a token stream.
 
     Small models loop: they repeat a line or a sentence, or echo the question forever. A
@@ -75,7 +75,7 @@ def distinct_lines(stream: Iterator[str], max_lines: int) -> list[str]:
     buf = ""
 
     def take(raw: str) -> bool:  # False = stop
-        s = clean_line(raw)
+        s = clean_line(raw, min_words)
         if not s:
             return True
         key = _norm(s)

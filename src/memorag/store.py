@@ -9,7 +9,6 @@ garbage answers. Nothing here uses pickle.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,17 +18,10 @@ from pathlib import Path
 
 from memorag import __version__
 from memorag.errors import StateError
+from memorag.models.packaged import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_save_dir(save_dir: str | Path, fill: Callable[[Path], dict]) -> dict:
@@ -50,7 +42,7 @@ def write_save_dir(save_dir: str | Path, fill: Callable[[Path], dict]) -> dict:
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
                 rel = p.relative_to(tmp).as_posix()
-                files[rel] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         manifest = {"format_version": FORMAT_VERSION, "memorag_version": __version__,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **manifest, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -92,7 +84,7 @@ def read_manifest(save_dir: str | Path, *, verify: bool = True) -> dict:
             f = d / rel
             if not f.is_file():
                 raise StateError(f"{d} is incomplete: {rel} is missing. Memorize the document again.")
-            if f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
+            if f.stat().st_size != meta["bytes"] or sha256_file(f) != meta["sha256"]:
                 raise StateError(f"{d} is corrupt: {rel} does not match its recorded size/hash. "
                                  "Memorize the document again.")
     return manifest

@@ -61,7 +61,7 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
