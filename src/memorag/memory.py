@@ -260,7 +260,7 @@ class Memory:
         return info
 
 
-_IDENTITY_KEYS = ("backend", "fingerprint", "file", "model", "name", "base_url")
+_IDENTITY_KEYS = ("backend", "fingerprint", "file", "model", "name")
 
 
 def check_same_model(saved: dict, current: dict, *, what: str) -> None:
