@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 
 import pytest
+
+# Tests never reach a model hub (there is no network here): fail fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,9 @@ from memorag.models.registry import load_llm, resolve_gguf
 
 def test_unknown_model_spec_says_how_to_provide_one():
     with pytest.raises(ModelNotFoundError, match="gguf"):
+        load_llm("no-such-model-name")
+    # A hub id goes to transformers, which cannot download here: a clear message, not a traceback.
+    with pytest.raises(ModelNotFoundError, match="hub|memorag\\[hf\\]"):
         load_llm("no-such-org/no-such-model")
     with pytest.raises(ModelNotFoundError, match="not found"):
         resolve_gguf("/nowhere/model.gguf")

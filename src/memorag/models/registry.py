@@ -73,7 +73,9 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
         except ImportError:
             raise ModelNotFoundError(f"'{spec}' needs the OpenAI backend: `pip install 'memorag[openai]'`.") from None
         return agent_from_spec(spec, **kwargs)
-    if scheme == "hf" or (Path(spec).expanduser().is_dir() and (Path(spec).expanduser() / "config.json").is_file()):
+    local_dir = Path(spec).expanduser().is_dir() and (Path(spec).expanduser() / "config.json").is_file()
+    hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
+    if scheme == "hf" or local_dir or hub_id:
         try:
             from memorag.llm.transformers_backend import TransformersLLM
         except ImportError:

@@ -1,0 +1,224 @@
+"""Hugging Face transformers backend (optional extra ``hf``), CPU or GPU.
+
+The memory is the model's own KV cache (a ``DynamicCache``): ``prefill`` runs the document
+once, each task runs only its own tokens on top of the cache and then crops the cache
+back to the prefix, and ``save_prefix`` writes the key/value tensors with safetensors
+(never pickle or ``torch.load``).
+
+Decoding is a plain greedy loop rather than ``model.generate``: it streams token by
+token, reuses the cache exactly, and does not depend on ``generate``'s cache arguments,
+which change between transformers releases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
+from memorag.llm.base import ChatMessage, ProgressFn
+
+_SPLIT = "\u0000MEMORAG-SPLIT\u0000"
+STATE_FILE = "kv_cache.safetensors"
+
+
+class TransformersLLM:
+    def __init__(self, name_or_path: str, *, spec: str | None = None, cache_dir: str | None = None,
+                 access_token: str | None = None, load_in_4bit: bool = False, beacon_ratio: float | None = None,
+                 dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
+                 n_ctx: int | None = None, **_: Any) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise BackendError("The transformers backend needs `pip install 'memorag[hf]'`.") from None
+        self._torch = torch
+        local = Path(name_or_path).expanduser().is_dir()
+        kwargs: dict[str, Any] = {"cache_dir": cache_dir, "token": access_token, "trust_remote_code": trust_remote_code,
+                                  "local_files_only": local or os.environ.get("HF_HUB_OFFLINE") == "1"}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+            model_kwargs = dict(kwargs)
+            if load_in_4bit:
+                from transformers import BitsAndBytesConfig
+
+                model_kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True)
+            if dtype != "auto":
+                model_kwargs["dtype"] = getattr(torch, dtype)
+            self.model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"Could not load '{name_or_path}' with transformers: {exc}. Give a local model directory, or an "
+                "id already in the Hugging Face cache (this machine cannot download from the hub)."
+            ) from None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not load_in_4bit:
+            self.model.to(self.device)
+        self.model.eval()
+        self.spec = spec or f"hf:{name_or_path}"
+        self.name = str(name_or_path)
+        self.beacon_ratio = beacon_ratio
+        cfg = self.model.config
+        self._context_window = int(n_ctx or getattr(cfg, "max_position_embeddings", 4096))
+        self._eos = {t for t in [self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)]
+                     if t is not None for t in (t if isinstance(t, list) else [t])}
+        self._prefix_ids: list[int] = []
+        self._cache = None
+        self._tail = ""
+        import inspect
+
+        self._cache_kwarg_is_cache = "cache" in inspect.signature(self.model.forward).parameters
+        h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+        self._fingerprint = h.hexdigest()[:32]
+
+    # ---------------------------------------------------------------- basics
+    @property
+    def context_window(self) -> int:
+        return self._context_window
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def describe(self) -> dict:
+        return {"backend": "transformers", "spec": self.spec, "model": self.name, "fingerprint": self._fingerprint,
+                "n_ctx": self.context_window}
+
+    def _render(self, messages: list[ChatMessage], *, open_user_turn: bool) -> tuple[str, str]:
+        msgs = [dict(m) for m in messages]
+        if open_user_turn:
+            msgs[-1]["content"] += _SPLIT
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        else:
+            text = "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
+        if open_user_turn:
+            head, _, tail = text.partition(_SPLIT)
+            return head, tail
+        return text, ""
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------ decoding
+    def _forward(self, ids: list[int], cache):
+        torch = self._torch
+        # transformers 5 renamed `past_key_values` to `cache`; accept either release line.
+        key = "cache" if self._cache_kwarg_is_cache else "past_key_values"
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, **{key: cache})
+        new_cache = getattr(out, "cache", None) or out.past_key_values
+        return out.logits[0, -1], new_cache
+
+    def _crop_to_prefix(self) -> None:
+        extra = self._cache.get_seq_length() - len(self._prefix_ids)
+        if extra > 0:
+            self._cache.crop(-extra)  # negative = drop that many trailing tokens
+
+    def _greedy(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None) -> Iterator[str]:
+        """Greedy decoding on top of ``cache`` (which already holds everything before ``ids``)."""
+        if len(ids) + (cache.get_seq_length() if cache is not None else 0) + 1 > self.context_window:
+            raise ContextTooLongError(f"Prompt does not fit the model's {self.context_window}-token window.")
+        logits, cache = self._forward(ids, cache)
+        out: list[int] = []
+        sent = ""
+        for _ in range(max_new_tokens):
+            tok = int(logits.argmax())
+            if tok in self._eos:
+                break
+            out.append(tok)
+            text = self.tokenizer.decode(out, skip_special_tokens=True)
+            if stop and any(s in text for s in stop):
+                text = text[: min(text.index(s) for s in stop if s in text)]
+                if len(text) > len(sent):
+                    yield text[len(sent):]
+                return
+            # Hold back text that ends in an incomplete UTF-8 character.
+            if not text.endswith("\ufffd") and len(text) > len(sent):
+                yield text[len(sent):]
+                sent = text
+            logits, cache = self._forward([tok], cache)
+
+    def stream_chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                    stop: list[str] | None = None) -> Iterator[str]:
+        text, _ = self._render(messages, open_user_turn=False)
+        yield from self._greedy(self._ids(text), None, max_new_tokens, stop)
+
+    def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
+             stop: list[str] | None = None) -> str:
+        return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, stop=stop))
+
+    # -------------------------------------------------------- prefix state
+    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
+        head, tail = self._render(messages, open_user_turn=True)
+        ids = self._ids(head)
+        if len(ids) + 256 > self.context_window:
+            raise ContextTooLongError(
+                f"The document is {len(ids)} tokens with the memory prompt; the model's window is "
+                f"{self.context_window} tokens."
+            )
+        cache = None
+        step = 512
+        for start in range(0, len(ids), step):
+            _, cache = self._forward(ids[start : start + step], cache)
+            if progress:
+                progress(min(start + step, len(ids)), len(ids))
+        self._prefix_ids, self._cache, self._tail = ids, cache, tail
+        return len(ids)
+
+    @property
+    def prefix_tokens(self) -> int:
+        return len(self._prefix_ids)
+
+    def continue_chat(self, user_suffix: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
+                      stop: list[str] | None = None) -> Iterator[str]:
+        if self._cache is None:
+            raise StateError("No prefix state: memorize or load a document first.")
+        try:
+            yield from self._greedy(self._ids(user_suffix + self._tail), self._cache, max_new_tokens, stop)
+        finally:
+            # The task's tokens were appended to the shared cache; cut back to the document.
+            self._crop_to_prefix()
+
+    def save_prefix(self, directory: Path) -> dict:
+        from safetensors.torch import save_file
+
+        if self._cache is None:
+            raise StateError("No prefix state to save: memorize a document first.")
+        self._crop_to_prefix()
+        tensors = {}
+        for i, layer in enumerate(self._cache.layers):
+            tensors[f"k.{i}"] = layer.keys.detach().to("cpu").contiguous()
+            tensors[f"v.{i}"] = layer.values.detach().to("cpu").contiguous()
+        path = Path(directory) / STATE_FILE
+        save_file(tensors, str(path), metadata={"prefix_ids": json.dumps(self._prefix_ids)})
+        return {"file": STATE_FILE, "n_tokens": len(self._prefix_ids), "layers": len(self._cache.layers),
+                "tail": self._tail}
+
+    def load_prefix(self, directory: Path, info: dict) -> None:
+        from safetensors import safe_open
+        from transformers import DynamicCache
+
+        path = Path(directory) / info.get("file", STATE_FILE)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                ids = json.loads(f.metadata()["prefix_ids"])
+                cache = DynamicCache()
+                for i in range(int(info["layers"])):
+                    cache.update(f.get_tensor(f"k.{i}").to(self.device), f.get_tensor(f"v.{i}").to(self.device), i)
+        except Exception as exc:  # safetensors raises its own error types for bad files
+            raise StateError(f"Memory state {path} is missing or corrupt ({type(exc).__name__}). "
+                             "Memorize the document again.") from None
+        if len(ids) != int(info["n_tokens"]) or cache.get_seq_length() != len(ids):
+            raise StateError(f"Memory state {path} does not match its description (corrupt save dir?).")
+        self._prefix_ids, self._cache, self._tail = ids, cache, info.get("tail", "")
+
+    def twin(self, n_ctx: int = 8192) -> TransformersLLM:
+        """A generator sharing the weights but not the memory's cache."""
+        other = object.__new__(TransformersLLM)
+        other.__dict__.update(self.__dict__)
+        other._prefix_ids, other._cache, other._tail = [], None, ""
+        return other
