@@ -170,6 +170,15 @@ def demo(
     _ask(pipe, question, "memorag", 128, False, False, True, True)
 
 
+def _register_eval() -> None:
+    from memorag.eval.cli import eval_command
+
+    app.command("eval")(friendly(eval_command))
+
+
+_register_eval()
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -1,0 +1,1 @@
+"""Evaluation on real benchmarks: datasets, metrics, methods and a resumable runner."""

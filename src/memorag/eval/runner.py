@@ -1,0 +1,144 @@
+"""The evaluation runner: memorize each haystack once (cached, resumable), run every
+method on every question, write JSON and print a markdown table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from memorag.errors import MemoRAGError
+from memorag.eval import datasets
+from memorag.eval.methods import METHODS, MethodRunner
+from memorag.eval.metrics import all_gold_at_k, exact_match, qa_f1, recall_at_k
+from memorag.models.packaged import cache_dir
+from memorag.pipeline import MemoRAG
+from memorag.store import StateError
+
+
+def parse_methods(spec: str) -> list[str]:
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise datasets.DatasetError(f"Unknown method(s) {', '.join(bad) or '(none)'}: choose from {', '.join(METHODS)}.")
+    return methods
+
+
+def _haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
+    models = json.dumps([pipe.memory.llm.describe(), pipe.embedder.describe(), pipe.retriever.chunk_tokens],
+                        sort_keys=True)
+    key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
+    return root / f"{haystack.id}-{key}"
+
+
+def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool) -> dict:
+    out = {}
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+        if not rs:
+            continue
+        agg: dict[str, float | int] = {"n": len(rs)}
+        if m != "full":
+            agg[f"recall@{k}"] = round(sum(r["recall"] for r in rs) / len(rs), 4)
+            agg[f"all_gold@{k}"] = round(sum(r["all_gold"] for r in rs) / len(rs), 4)
+        if not retrieval_only:
+            agg["f1"] = round(sum(r["f1"] for r in rs) / len(rs), 4)
+            agg["em"] = round(sum(r["em"] for r in rs) / len(rs), 4)
+        agg["seconds_per_question"] = round(sum(r["seconds"] for r in rs) / len(rs), 2)
+        out[m] = agg
+    return out
+
+
+def markdown_table(summary: dict, k: int, retrieval_only: bool) -> str:
+    cols = [f"recall@{k}", f"all_gold@{k}"] + ([] if retrieval_only else ["f1", "em"]) + ["n", "seconds_per_question"]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for m, agg in summary.items():
+        cells = [f"{agg[c]:.3f}" if isinstance(agg.get(c), float) else str(agg.get(c, "-")) for c in cols]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 20, haystack_tokens: int = 32000,
+        questions_per_haystack: int = 5, seed: int = 0, top_k: int = 5, retrieval_only: bool = False,
+        output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
+        gen_model: str | None = None, chunk_tokens: int = 512, progress: bool = True) -> dict:
+    if dataset not in datasets.DATASETS:  # before any model loads
+        raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
+    if retrieval_only:
+        methods = [m for m in methods if m != "full"]
+    n_ctx = min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
+    pipe = MemoRAG(mem_model_name_or_path=mem_model, gen_model_name_or_path=gen_model, ret_hit=top_k,
+                   retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx)
+    count = pipe.memory.llm.count_tokens
+    haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
+                               haystack_tokens=haystack_tokens, seed=seed, count_tokens=count)
+    config = {"dataset": dataset, "methods": methods, "first_index": first_index, "limit": limit,
+              "haystack_tokens": haystack_tokens, "questions_per_haystack": questions_per_haystack, "seed": seed,
+              "top_k": top_k, "retrieval_only": retrieval_only, "chunk_tokens": chunk_tokens,
+              "memory_model": pipe.memory.llm.describe(), "embedder": pipe.embedder.describe()}
+    root = state_dir or cache_dir() / "eval"
+    output = Path(output)
+    partial = output.with_suffix(".partial.jsonl")
+    done: dict[tuple[str, str], dict] = {}
+    if partial.exists():  # resume: every finished (question, method) is kept
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            if row.get("config_key") == _config_key(config):
+                done[(row["id"], row["method"])] = row
+    total = sum(len(h.questions) for h in haystacks) * len(methods)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=len(done), desc=f"eval {dataset}", unit="answer", dynamic_ncols=True)
+    rows = list(done.values())
+    memorize_seconds = []
+    with open(partial, "a", encoding="utf-8") as log:
+        for hay in haystacks:
+            todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
+            if not todo:
+                continue
+            hdir = _haystack_dir(root, hay, pipe)
+            t = time.perf_counter()
+            try:
+                pipe.load(hdir)
+            except StateError:
+                pipe.memorize(hay.text, save_dir=hdir, progress=progress)
+                memorize_seconds.append(time.perf_counter() - t)
+            runner = MethodRunner(pipe, top_k)
+            for q, m in todo:
+                t = time.perf_counter()
+                res = runner.retrieve(m, q.question, hay.text)
+                pred = "" if retrieval_only else runner.answer(m, q.question, hay.text, res)
+                row = {"id": q.id, "method": m, "question": q.question, "answers": q.answers,
+                       "recall": recall_at_k(q.gold, res.evidence) if m != "full" else None,
+                       "all_gold": all_gold_at_k(q.gold, res.evidence) if m != "full" else None,
+                       "prediction": pred, "f1": qa_f1(pred, q.answers) if pred else 0.0,
+                       "em": exact_match(pred, q.answers) if pred else 0.0, "clues": res.clues,
+                       "query": res.query, "seconds": round(time.perf_counter() - t, 2),
+                       "config_key": _config_key(config)}
+                log.write(json.dumps(row, ensure_ascii=False) + "\n")
+                log.flush()
+                rows.append(row)
+                if bar:
+                    bar.update(1)
+    if bar:
+        bar.close()
+    summary = summarize(rows, methods, top_k, retrieval_only)
+    result = {"dataset": dataset, "config": config, "methods": summary,
+              "memorize_seconds": [round(s, 1) for s in memorize_seconds],
+              "questions": [{k: v for k, v in r.items() if k != "config_key"} for r in rows]}
+    output.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    return result
+
+
+def _config_key(config: dict) -> str:
+    keep = {k: v for k, v in config.items() if k != "methods"}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+__all__ = ["run", "parse_methods", "markdown_table", "summarize", "MemoRAGError"]

@@ -1,0 +1,41 @@
+import pytest
+
+from memorag.eval.metrics import all_gold_at_k, exact_match, normalize_answer, qa_f1, recall_at_k, rouge_l
+
+
+def test_normalisation_drops_case_punctuation_articles():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+
+
+def test_f1_hand_checked():
+    # pred tokens {new, york, city}, gold {new, york}: P=2/3, R=1, F1=0.8
+    assert qa_f1("New York City", ["new york"]) == pytest.approx(0.8)
+    assert qa_f1("Paris", ["London", "paris"]) == 1.0  # max over gold answers
+    assert qa_f1("", ["x"]) == 0.0
+    assert qa_f1("the", ["the"]) == 0.0  # only an article: nothing left to compare
+
+
+def test_exact_match():
+    assert exact_match("The Beatles.", ["the beatles"]) == 1.0
+    assert exact_match("Beatles band", ["the beatles"]) == 0.0
+
+
+def test_chinese_f1_uses_words():
+    # jieba: 北京大学 | 的 | 学生  vs  北京大学 ; after punctuation removal
+    assert qa_f1("北京大学的学生。", ["北京大学"]) == pytest.approx(0.5)
+    assert exact_match("王德顺。", ["王德顺"]) == 1.0
+
+
+def test_rouge_l():
+    assert rouge_l("the cat sat on the mat", ["the cat sat on the mat"]) == pytest.approx(1.0)
+    assert 0 < rouge_l("the cat lay on a rug", ["the cat sat on the mat"]) < 1
+    assert rouge_l("宾利先生很富有", ["宾利先生很富有"]) == pytest.approx(1.0)
+
+
+def test_retrieval_recall_counts_contained_gold_sentences():
+    gold = [["Alpha is a city in Texas."], ["Beta was founded in 1901.", "It has a port."]]
+    evidence = ["... Alpha is a city\nin Texas. More text.", "Beta was founded in 1901. Other."]
+    assert recall_at_k(gold, evidence) == 0.5  # second paragraph misses "It has a port."
+    assert all_gold_at_k(gold, evidence) == 0.0
+    assert all_gold_at_k(gold, evidence + ["It has a port."]) == 1.0
