@@ -6,7 +6,7 @@ Prints, from one run on this machine:
   * load_seconds / memorize_seconds for the memory state            -- target <= 1/100
   * whether greedy clues after load equal those right after memorize
 
-Usage: python bench/bench_core.py [--tokens 16000] [--model default] [--flash-attn]
+Usage: python bench/bench_core.py [--tokens 16000] [--model default] [--no-flash-attn]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=16000)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--flash-attn", action="store_true")
+    ap.add_argument("--no-flash-attn", dest="flash_attn", action="store_false",
+                    help="turn llama.cpp flash attention off (it is on by default)")
     ap.add_argument("--json", action="store_true", help="print one JSON line too")
     args = ap.parse_args()
 

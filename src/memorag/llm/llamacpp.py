@@ -56,7 +56,7 @@ class LlamaCppLLM:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_batch: int = 512,
-        flash_attn: bool = False,
+        flash_attn: bool = True,
         chat: bool | None = None,
         repeat_penalty: float = 1.0,
         seed: int = 0,

@@ -63,8 +63,10 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
     if gguf is not None:
         from memorag.llm.llamacpp import LlamaCppLLM
 
-        packaged = PACKAGED.get(DEFAULT_MEMORY_MODEL if spec.lower() in _DEFAULT_ALIASES else spec)
-        fa = flash_attn if flash_attn is not None else bool(packaged and packaged.extra.get("flash_attn"))
+        # Flash attention is on unless asked otherwise: on 2 CPU cores it made prefill of a
+        # 12K-token document 2.7x faster (137.6 vs 51.5 tok/s, Qwen2.5-0.5B) with
+        # identical greedy output after a state reload (bench/bench_core.py checks this).
+        fa = True if flash_attn is None else flash_attn
         return LlamaCppLLM(gguf, spec=spec, n_ctx=n_ctx, flash_attn=fa, **kwargs)
     scheme = spec.split(":", 1)[0].lower() if ":" in spec else ""
     if scheme in {"openai", "azure", "deepseek"}:
