@@ -129,14 +129,19 @@ class Memory:
     def __init__(self, model_name_or_path: str | None = "default", cache_dir: str | None = None,
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
-                 llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None) -> None:
+                 llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None,
+                 compression: str = "extractive") -> None:
         if llm is None:
             from memorag.models.registry import load_llm
 
             llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                            flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit, beacon_ratio=beacon_ratio)
         self.llm = llm
+        # beacon_ratio (the original API's name) is the compression ratio for documents
+        # beyond the window: document tokens per memory token. None = just fit the window.
         self.beacon_ratio = beacon_ratio
+        self.compression = compression
+        self.compression_stats: dict | None = None
         self.language = language
         self._forced_language = language
         self.context_sha256: str | None = None
@@ -166,8 +171,16 @@ class Memory:
                 bar.refresh()
 
         t0 = time.perf_counter()
+        memory_text = context
+        self.compression_stats = None
         try:
-            n_tokens = self.llm.prefill(self._prefix_messages(context), progress=callback)
+            if self._needs_compression(context):
+                from memorag.longmem import compress
+
+                memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
+                                               language=self.language, progress=progress)
+                self.compression_stats = cstats.to_json()
+            n_tokens = self.llm.prefill(self._prefix_messages(memory_text), progress=callback)
         finally:
             if bar is not None:
                 bar.close()
@@ -175,8 +188,22 @@ class Memory:
         self.context_sha256 = hashlib.sha256(context.encode("utf-8")).hexdigest()
         self.n_context_chars = len(context)
         self.memorized = True
-        return {"memory_tokens": n_tokens, "memory_seconds": round(seconds, 3),
-                "memory_tokens_per_second": round(n_tokens / seconds, 1) if seconds else None}
+        stats = {"memory_tokens": n_tokens, "memory_seconds": round(seconds, 3),
+                 "memory_tokens_per_second": round(n_tokens / seconds, 1) if seconds else None}
+        if self.compression_stats:
+            stats["document_tokens"] = self.compression_stats["input_tokens"]
+            stats["compression"] = self.compression_stats
+        return stats
+
+    def _needs_compression(self, context: str) -> bool:
+        if self.beacon_ratio is not None and self.beacon_ratio > 1:
+            return True
+        # Leave room for a task and its answer. More than ~6 characters per token is rare,
+        # so very long texts skip the exact (slower) count.
+        window = self.llm.context_window - 512
+        if len(context) // 6 > window:
+            return True
+        return self.llm.count_tokens(context) > window
 
     def _require(self) -> None:
         if not self.memorized:
@@ -236,7 +263,8 @@ class Memory:
         directory.mkdir(parents=True, exist_ok=True)
         backend = self.llm.save_prefix(directory)
         info = {"format": MEMORY_FORMAT, "language": self.language, "context_sha256": self.context_sha256,
-                "context_chars": self.n_context_chars, "model": self.llm.describe(), "state": backend}
+                "context_chars": self.n_context_chars, "model": self.llm.describe(), "state": backend,
+                "compression": self.compression_stats}
         (directory / MEMORY_JSON).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
         return info
 
@@ -256,6 +284,7 @@ class Memory:
         self.language = info.get("language") or "en"
         self.context_sha256 = info.get("context_sha256")
         self.n_context_chars = int(info.get("context_chars", 0))
+        self.compression_stats = info.get("compression")
         self.memorized = True
         return info
 

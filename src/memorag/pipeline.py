@@ -63,9 +63,9 @@ class MemoRAG:
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0,
-                 hybrid: bool = True) -> None:
+                 hybrid: bool = True, compression: str = "extractive") -> None:
         self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
-                             enable_flash_attn, n_ctx=n_ctx)
+                             enable_flash_attn, n_ctx=n_ctx, compression=compression)
         self.embedder = load_embedder(ret_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
         self.index_spec = index
         self.retriever = Retriever(self.embedder, make_index_factory(index), chunk_tokens=retrieval_chunk_size)
