@@ -84,3 +84,17 @@ def test_pipeline_over_twice_the_window_answers_from_the_last_quarter(default_ll
     assert ans.clues is not None and ans.clues.lines()
     assert any(fact in h.text for h in ans.evidence)
     assert "jar" in ans.answer.lower(), ans.answer
+
+
+@pytest.mark.e2e
+def test_memorag_lite_original_api(sample_text, tmp_path):
+    from memorag import MemoRAGLite
+
+    pipe = MemoRAGLite(n_ctx=2048)
+    stats = pipe.memorize(sample_text, save_dir=tmp_path / "lite", print_stats=True, progress=False)
+    assert stats["compression"]["method"] == "extractive"
+    again = MemoRAGLite(n_ctx=2048)
+    again.load(tmp_path / "lite")
+    assert again.memory.compression_stats == pipe.memory.compression_stats
+    answer = again("Who is the new tenant of Netherfield Park?", max_new_tokens=24)
+    assert isinstance(answer, str) and answer
