@@ -3,6 +3,7 @@
 #
 #   bash scripts/setup.sh          # library, CLI, default models
 #   bash scripts/setup.sh --dev    # ... plus test tools and evaluation data
+#   bash scripts/setup.sh --bench-data   # ... plus long public-domain books (Debian packages) for bench/
 #
 # The first run compiles llama-cpp-python (no wheel exists on PyPI): ~5-10 minutes on
 # 2 cores. The wheel is kept in ~/.cache/memorag/wheels, so later runs (and new clones on
@@ -11,12 +12,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEV=0
+BENCH_DATA=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
-    *) echo "usage: scripts/setup.sh [--dev]" >&2; exit 2 ;;
+    --bench-data) BENCH_DATA=1 ;;
+    *) echo "usage: scripts/setup.sh [--dev] [--bench-data]" >&2; exit 2 ;;
   esac
 done
+
+if [ "$BENCH_DATA" = 1 ] && ! Rscript -e 'library(janeaustenr)' >/dev/null 2>&1; then
+  # Jane Austen's novels and Moby Dick, as R data files, for the long-document benchmark.
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq r-cran-janeaustenr r-cran-tokenizers
+fi
 
 PY=${PYTHON:-python3}
 VENV=${MEMORAG_VENV:-.venv}
