@@ -42,15 +42,6 @@ def friendly(fn):
     return wrapper
 
 
-def _pipeline(mem_model: str, ret_model: str, gen_model: str | None, chunk_tokens: int, top_k: int,
-              index: str = "faiss"):
-    from memorag.pipeline import MemoRAG
-
-    return MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
-                   gen_model_name_or_path=gen_model, ret_hit=top_k, retrieval_chunk_size=chunk_tokens,
-                   index=index)
-
-
 def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) -> None:
     if show_clues and ans.clues is not None:
         typer.secho("clues:", bold=True, err=True)
@@ -93,7 +84,9 @@ def memorize(
     mem_model: Annotated[str, typer.Option(help="Memory model spec (default, qwen2.5-1.5b, a .gguf path, openai:MODEL@URL, hf:ID).")] = "default",
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (default = all-MiniLM-L6-v2).")] = "default",
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
-    index: Annotated[str, typer.Option(help="Vector index: faiss or qdrant[:PATH_OR_URL].")] = "faiss",
+    index: Annotated[str, typer.Option(help="Vector index (faiss).")] = "faiss",
+    compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive or gist.")] = "extractive",
+    beacon_ratio: Annotated[float | None, typer.Option(help="Compression ratio: document tokens per memory token (default: fill the window).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
 ) -> None:
     """Read FILE once with the memory model; save memory, chunks and index to SAVE_DIR."""
@@ -101,7 +94,10 @@ def memorize(
     from memorag.text import read_text_file
 
     text = read_text_file(file)  # validate before loading any model
-    pipe = _pipeline(mem_model, ret_model, None, chunk_tokens, 3, index)
+    from memorag.pipeline import MemoRAG
+
+    pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
+                   retrieval_chunk_size=chunk_tokens, index=index, compression=compression, beacon_ratio=beacon_ratio)
     stats = pipe.memorize(text, save_dir=save_dir)
     if as_json:
         typer.echo(json.dumps(stats))
