@@ -30,3 +30,11 @@ def test_distinct_lines_catches_loops_inside_one_line_and_respects_abbreviations
 def test_distinct_lines_chinese_and_max_lines():
     assert distinct_lines(iter(["他租下了庄园。他很富有。他租下了庄园。"]), 10) == ["他租下了庄园。", "他很富有。"]
     assert len(distinct_lines(iter(["a b\nc d\ne f\ng h\n"]), 2)) == 2
+
+
+def test_clue_lines_are_unique():
+    from memorag.memory import Clues
+
+    c = Clues("q", spans=["Aladin was a consultant.", "Aladin was a consultant!"], questions=["Who is Aladin?"],
+              answer="Aladin was a consultant.")
+    assert c.lines() == ["Aladin was a consultant.", "Who is Aladin?"]

@@ -112,7 +112,13 @@ class Clues:
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
-        return self.spans + self.questions + ([self.answer] if self.answer else [])
+        """Every clue once (a draft answer often repeats a recalled span word for word)."""
+        out, seen = [], set()
+        for line in self.spans + self.questions + ([self.answer] if self.answer else []):
+            if _norm(line) not in seen:
+                seen.add(_norm(line))
+                out.append(line)
+        return out
 
     def to_json(self) -> dict:
         return {"spans": self.spans, "questions": self.questions, "answer": self.answer,
