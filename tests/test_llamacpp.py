@@ -2,7 +2,7 @@
 
 import pytest
 
-from memorag.errors import ContextTooLongError, StateError
+from memorag.errors import ContextTooLongError, InputError, StateError
 from memorag.memory import Memory
 
 DOC = ("The lighthouse on Varrow Island was kept by Edda Quill from 1871 to 1903. "
@@ -32,8 +32,14 @@ def test_prefix_state_save_load_gives_identical_greedy_continuation(default_llm,
 
 def test_document_longer_than_window_is_a_clear_error(default_llm):
     small = default_llm.twin(n_ctx=512)
+    # Without compression the document must fit the window.
     with pytest.raises(ContextTooLongError, match="window"):
+        Memory(llm=small, compression="none").memorize(DOC * 3)
+    # With compression, a window too small even for a compressed memory says how big it must be.
+    with pytest.raises(InputError, match="too small"):
         Memory(llm=small).memorize(DOC * 3)
+    with pytest.raises(InputError, match="compression must be"):
+        Memory(llm=small, compression="zip")
 
 
 def test_memory_tasks_before_memorize_raise(default_llm):

@@ -84,8 +84,8 @@ def memorize(
     mem_model: Annotated[str, typer.Option(help="Memory model spec (default, qwen2.5-1.5b, a .gguf path, openai:MODEL@URL, hf:ID).")] = "default",
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (default = all-MiniLM-L6-v2).")] = "default",
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
-    index: Annotated[str, typer.Option(help="Vector index (faiss).")] = "faiss",
-    compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive or gist.")] = "extractive",
+    index: Annotated[str, typer.Option(help="Vector index: faiss, qdrant, qdrant:DIR or qdrant:http://HOST:6333.")] = "faiss",
+    compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive, gist, or none (refuse).")] = "extractive",
     beacon_ratio: Annotated[float | None, typer.Option(help="Compression ratio: document tokens per memory token (default: fill the window).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
 ) -> None:

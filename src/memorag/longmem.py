@@ -38,7 +38,7 @@ from memorag.llm.base import LLM
 from memorag.models.packaged import cache_dir
 from memorag.prompts import prompts_for
 
-COMPRESSIONS = ("extractive", "gist")
+COMPRESSIONS = ("extractive", "gist", "none")
 # Room left in the window for the memory prompt, a task and its answer.
 HEADROOM = 1024
 
@@ -66,7 +66,8 @@ def memory_budget(llm: LLM, n_tokens: int, ratio: float | None) -> int:
     """Tokens the memory text may use: the document / ratio, never more than the window allows."""
     room = llm.context_window - HEADROOM
     if room < 256:
-        raise InputError(f"The memory model's window ({llm.context_window} tokens) is too small for a memory.")
+        raise InputError(f"The memory model's window ({llm.context_window} tokens) is too small to hold a "
+                         f"compressed memory; use a model or n_ctx with at least {HEADROOM + 256} tokens.")
     if ratio is None:
         return room
     if ratio < 1:
@@ -241,8 +242,8 @@ def gist_memory(llm: LLM, text: str, budget: int, language: str, *, window_token
 def compress(llm: LLM, text: str, *, method: str = "extractive", ratio: float | None = None, language: str = "en",
              progress: bool = False, cache: GistCache | None = None) -> tuple[str, CompressionStats]:
     """Return a memory text that fits the model's window, and what it cost."""
-    if method not in COMPRESSIONS:
-        raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {method!r}.")
+    if method not in COMPRESSIONS or method == "none":
+        raise InputError(f"compression must be one of extractive, gist; got {method!r}.")
     total = llm.count_tokens(text)
     budget = memory_budget(llm, total, ratio)
     bar = callback = None

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memorag.errors import NotMemorizedError, StateError
+from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import LLM, ChatMessage
 from memorag.prompts import prompts_for
 from memorag.text import check_text, detect_language
@@ -146,6 +146,11 @@ class Memory:
         # beacon_ratio (the original API's name) is the compression ratio for documents
         # beyond the window: document tokens per memory token. None = just fit the window.
         self.beacon_ratio = beacon_ratio
+        from memorag.longmem import COMPRESSIONS
+
+        if compression not in COMPRESSIONS:
+            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {compression!r}.")
+        # "none" keeps the original behaviour: the whole document must fit the window.
         self.compression = compression
         self.compression_stats: dict | None = None
         self.language = language
@@ -202,6 +207,8 @@ class Memory:
         return stats
 
     def _needs_compression(self, context: str) -> bool:
+        if self.compression == "none":
+            return False
         if self.beacon_ratio is not None and self.beacon_ratio > 1:
             return True
         # Leave room for a task and its answer. More than ~6 characters per token is rare,

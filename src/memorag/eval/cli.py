@@ -23,6 +23,8 @@ def eval_command(
     gen_model: Annotated[str | None, typer.Option(help="Generator spec (default: the memory model).")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
+    compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
+    memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); smaller than the haystack forces compression.")] = None,
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
     from memorag.eval.runner import markdown_table, parse_methods, run
@@ -31,6 +33,7 @@ def eval_command(
     result = run(dataset, chosen, first_index=first_index, limit=limit, haystack_tokens=haystack_tokens,
                  questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
-                 chunk_tokens=chunk_tokens, state_dir=state_dir)
+                 chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
+                 memory_window=memory_window)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

@@ -26,8 +26,8 @@ def parse_methods(spec: str) -> list[str]:
 
 
 def _haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
-    models = json.dumps([pipe.memory.llm.describe(), pipe.embedder.describe(), pipe.retriever.chunk_tokens],
-                        sort_keys=True)
+    models = json.dumps([pipe.memory.llm.describe(), pipe.embedder.describe(), pipe.retriever.chunk_tokens,
+                         pipe.memory.llm.context_window, pipe.memory.compression], sort_keys=True)
     key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
     return root / f"{haystack.id}-{key}"
 
@@ -62,21 +62,25 @@ def markdown_table(summary: dict, k: int, retrieval_only: bool) -> str:
 def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 20, haystack_tokens: int = 32000,
         questions_per_haystack: int = 5, seed: int = 0, top_k: int = 5, retrieval_only: bool = False,
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
-        gen_model: str | None = None, chunk_tokens: int = 512, progress: bool = True) -> dict:
+        gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
+        memory_window: int | None = None, progress: bool = True) -> dict:
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
     if retrieval_only:
         methods = [m for m in methods if m != "full"]
-    n_ctx = min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
+    # By default the memory window fits the whole haystack; a smaller --memory-window forces
+    # the compressed memory (how compression methods are compared on the same data).
+    n_ctx = memory_window or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
     pipe = MemoRAG(mem_model_name_or_path=mem_model, gen_model_name_or_path=gen_model, ret_hit=top_k,
-                   retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx)
+                   retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression)
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
                                haystack_tokens=haystack_tokens, seed=seed, count_tokens=count)
     config = {"dataset": dataset, "methods": methods, "first_index": first_index, "limit": limit,
               "haystack_tokens": haystack_tokens, "questions_per_haystack": questions_per_haystack, "seed": seed,
               "top_k": top_k, "retrieval_only": retrieval_only, "chunk_tokens": chunk_tokens,
-              "memory_model": pipe.memory.llm.describe(), "embedder": pipe.embedder.describe()}
+              "memory_model": pipe.memory.llm.describe(), "embedder": pipe.embedder.describe(),
+              "memory_window": pipe.memory.llm.context_window, "compression": compression}
     root = state_dir or cache_dir() / "eval"
     output = Path(output)
     partial = output.with_suffix(".partial.jsonl")
