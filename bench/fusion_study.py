@@ -56,7 +56,8 @@ def main() -> None:
     embedder = load_embedder("default")
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for path in args.results:
-        run = json.load(open(path, encoding="utf-8"))
+        with open(path, encoding="utf-8") as fh:
+            run = json.load(fh)
         cfg = run["config"]
         k = cfg["top_k"]
         clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == args.method}
