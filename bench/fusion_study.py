@@ -11,6 +11,10 @@ tokenizer to size the haystacks), and prints recall@k / all_gold@k for each quer
   lines-norm     as lines, but the clue lines share one unit of weight between them
   expand         question (weight 2) + one expanded query "question + all clue lines" (weight 1)
   expand-only    the expanded query alone
+  q-bm25         the question alone, BM25
+  *-lex2         BM25 rankings weighted twice the dense ones
+  bm25-lines-norm  BM25 only: question (2) + clue lines sharing 1
+  bm25-expand      BM25 only: question (2) + expanded query (1)
 
 Usage: python bench/fusion_study.py RESULTS.json [--method memorag+answer]
 """
@@ -24,15 +28,17 @@ from collections import defaultdict
 from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
-from memorag.retrieval import Retriever
+from memorag.retrieval import Retriever, weighted_rrf
 
-PLANS = ("q-dense", "q-hybrid", "lines", "lines-norm", "expand", "expand-only")
+PLANS = ("q-dense", "q-bm25", "q-hybrid", "q-hybrid-lex2", "lines", "lines-norm", "lines-norm-lex2", "expand",
+         "expand-only", "expand-lex2", "bm25-lines-norm", "bm25-expand")
 
 
 def plan_queries(plan: str, question: str, lines: list[str], qw: float = 2.0) -> tuple[list[str], list[float], bool]:
+    plan = plan.removesuffix("-lex2")
     if plan == "q-dense":
         return [question], [1.0], False
-    if plan == "q-hybrid":
+    if plan in ("q-hybrid", "q-bm25"):
         return [question], [1.0], True
     if plan == "lines":
         return [question, *lines], [qw] + [1.0] * len(lines), True
@@ -72,8 +78,19 @@ def main() -> None:
                 if q.id not in clues:
                     continue
                 for plan in PLANS:
-                    queries, weights, lexical = plan_queries(plan, q.question, clues[q.id])
-                    evidence = [h.text for h in r.search(queries, k, weights=weights, lexical=lexical)]
+                    if plan == "q-bm25":
+                        hits = r.bm25_search(q.question, k)
+                    elif plan.startswith("bm25-"):  # lexical only: question weight 2, clues share 1
+                        lines = clues[q.id]
+                        extra = [" ".join([q.question, *lines])] if plan == "bm25-expand" else lines
+                        ranks = [[h.chunk_id for h in r.bm25_search(x, 20)] for x in [q.question, *extra]]
+                        ws = [2.0] + [1.0 / max(1, len(extra))] * len(extra)
+                        hits = [r.chunks[c] for c, _ in weighted_rrf(ranks, ws)[:k]]
+                    else:
+                        queries, weights, lexical = plan_queries(plan, q.question, clues[q.id])
+                        lw = 2.0 if plan.endswith("-lex2") else 1.0
+                        hits = r.search(queries, k, weights=weights, lexical=lexical, lexical_weight=lw)
+                    evidence = [h.text for h in hits]  # Hit and Chunk both carry .text
                     totals[plan].append((recall_at_k(q.gold, evidence), all_gold_at_k(q.gold, evidence)))
     n = len(totals[PLANS[0]])
     print(f"{n} questions, clues from {args.method}, k={k}")

@@ -98,3 +98,33 @@ def test_memorag_lite_original_api(sample_text, tmp_path):
     assert again.memory.compression_stats == pipe.memory.compression_stats
     answer = again("Who is the new tenant of Netherfield Park?", max_new_tokens=24)
     assert isinstance(answer, str) and answer
+
+
+@pytest.mark.slow
+def test_seventy_thousand_tokens_on_the_full_window_answer_from_last_quarter(tmp_path):
+    """Issue 3's must-show at full size: ~70K tokens (over twice the default 32K window)."""
+    import json
+
+    from memorag import MemoRAGLite
+    from memorag.eval.datasets import _data_file
+
+    essays = json.loads(_data_file("PaulGrahamEssays.json"))
+    text = essays["text"] if isinstance(essays, dict) else " ".join(map(str, essays))
+    paras = [p for p in text.split("\n\n") if p.strip()]
+    fact = "In the spring of 1997 the gardener Tobias Wren buried a brass compass under the old quince tree."
+    pipe = MemoRAGLite()
+    words, doc_paras = 0, []
+    for p in paras:  # ~70K model tokens of essays
+        doc_paras.append(p)
+        words += len(p.split())
+        if words > 54000:
+            break
+    cut = int(len(doc_paras) * 0.85)
+    doc = "\n\n".join(doc_paras[:cut] + [fact] + doc_paras[cut:])
+    stats = pipe.memorize(doc, save_dir=tmp_path / "long", progress=False)
+    window = pipe.memory.llm.context_window
+    assert stats["compression"]["input_tokens"] > 2 * window
+    ans = pipe.ask("What did Tobias Wren bury under the quince tree?", max_new_tokens=32)
+    assert ans.clues is not None and ans.clues.lines()
+    assert any(fact in h.text for h in ans.evidence)
+    assert "compass" in ans.answer.lower(), ans.answer

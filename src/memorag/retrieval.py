@@ -107,11 +107,11 @@ class Retriever:
         return out
 
     def search(self, queries: list[str], k: int, weights: list[float] | None = None,
-               lexical: bool = False) -> list[Hit]:
+               lexical: bool = False, lexical_weight: float = 1.0) -> list[Hit]:
         """Search every query, fuse with weighted RRF, return the top ``k`` distinct chunks.
 
-        With ``lexical`` each query is also run through BM25 with the same weight (hybrid
-        retrieval). MiniLM-sized embedders miss rare names and numbers that BM25 matches
+        With ``lexical`` each query is also run through BM25, its ranking weighted by
+        ``lexical_weight`` times the query's weight (hybrid retrieval). MiniLM-sized embedders miss rare names and numbers that BM25 matches
         exactly, and memory clues are mostly useful for the names they bring.
         """
         pairs = [(q, w) for q, w in zip(queries, weights or [1.0] * len(queries)) if q.strip()]
@@ -122,7 +122,7 @@ class Retriever:
         ws = [w for _, w in pairs]
         if lexical:
             rankings += [[h.chunk_id for h in self.bm25_search(q, depth)] for q, _ in pairs]
-            ws += ws
+            ws += [w * lexical_weight for w in ws]
         fused = weighted_rrf(rankings, ws)
         return [Hit(cid, score, self.chunks[cid].text) for cid, score in fused[:k]]
 
