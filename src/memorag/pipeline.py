@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class MemoRAG:
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0,
-                 hybrid: bool = True, compression: str = "extractive") -> None:
+                 hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False) -> None:
         self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
                              enable_flash_attn, n_ctx=n_ctx, compression=compression)
         self.embedder = load_embedder(ret_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
@@ -79,6 +80,9 @@ class MemoRAG:
         self.ret_hit = ret_hit
         self.question_weight = question_weight
         self.hybrid = hybrid
+        # Embed chunks in a thread while the memory model reads (both run native code that
+        # releases the GIL). See docs/benchmarks.md for when this pays off on 2 cores.
+        self.overlap_indexing = overlap_indexing
         self.stats: dict = {}
 
     # ------------------------------------------------------------ memorize
@@ -87,20 +91,51 @@ class MemoRAG:
         """Chunk and index ``context``, build the memory over it, and optionally save all three."""
         check_text(context)
         t0 = time.perf_counter()
-        bar = _bar("index: embedding", "passage") if progress else None
-        retr = self.retriever.build(context, progress=bar)
-        if bar:
-            bar.close()
-        t1 = time.perf_counter()
-        mem = self.memory.memorize(context, progress=progress)
+        if self.overlap_indexing:
+            retr, index_seconds, mem = self._memorize_overlapped(context, progress)
+        else:
+            retr, index_seconds = self._build_index(context, progress)
+            mem = self.memory.memorize(context, progress=progress)
         self.stats = {"chars": len(context), **mem, "chunks": retr["chunks"], "passages": retr["passages"],
-                      "index_seconds": round(t1 - t0, 3)}
+                      "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing}
         if save_dir is not None:
             self.save(save_dir)
         self.stats["total_seconds"] = round(time.perf_counter() - t0, 3)
         if print_stats:
             print(format_stats(self.stats), file=sys.stderr)
         return self.stats
+
+    def _build_index(self, context: str, progress: bool,
+                     stop: threading.Event | None = None) -> tuple[dict, float]:
+        t = time.perf_counter()
+        bar = _bar("index: embedding", "passage") if progress else None
+
+        def update(done: int, total: int) -> None:
+            if stop is not None and stop.is_set():  # the memory pass failed: stop embedding
+                raise InterruptedError("indexing stopped")
+            if bar:
+                bar(done, total)
+
+        try:
+            retr = self.retriever.build(context, progress=update)
+        finally:
+            if bar:
+                bar.close()
+        return retr, time.perf_counter() - t
+
+    def _memorize_overlapped(self, context: str, progress: bool) -> tuple[dict, float, dict]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="memorag-index") as pool:
+            future = pool.submit(self._build_index, context, progress, stop)
+            try:
+                mem = self.memory.memorize(context, progress=progress)
+            except BaseException:
+                stop.set()  # e.g. Ctrl-C: do not wait for the whole embedding pass
+                raise
+            retr, index_seconds = future.result()
+        return retr, index_seconds, mem
 
     def save(self, save_dir: str | Path) -> dict:
         if not self.memory.memorized:
