@@ -56,7 +56,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+")
     ap.add_argument("--method", default="memorag+answer", help="whose stored clues to replay")
+    ap.add_argument("--rrf-k", type=int, default=None, help="reciprocal-rank fusion constant (default: the library's)")
     args = ap.parse_args()
+    if args.rrf_k is not None:
+        import memorag.retrieval
+
+        memorag.retrieval.RRF_K = args.rrf_k
 
     llm = load_llm("default", n_ctx=512)  # tokenizer only: sizes the haystacks exactly as the run did
     embedder = load_embedder("default")

@@ -82,3 +82,25 @@ def test_hybrid_search_adds_bm25_rankings(embedder, sample_text):
     # The fused score counts both rankings: higher than the dense-only score of the same chunk.
     dense = {h.chunk_id: h.score for h in r.search(["XQ-7734"], k=len(r.chunks))}
     assert hybrid[0].score > dense.get(target, 0.0)
+
+
+def test_many_wrong_clue_lines_cannot_outvote_the_question(embedder, sample_text):
+    from types import SimpleNamespace
+
+    from memorag.memory import Clues
+    from memorag.pipeline import MemoRAG
+
+    fact = "The housekeeper at Netherfield keeps the silver key in a blue porcelain jar."
+    doc = sample_text[:6000] + "\n\n" + fact + "\n\n" + sample_text[6000:]
+    r = Retriever(embedder, FaissIndex, chunk_tokens=128)
+    r.build(doc)
+    question = "Where is the silver key kept?"
+    # Six invented clues, all about another part of the book (a small memory model's failure mode).
+    wrong = [f"Mr. Bennet teases his wife about her nerves, version {i}." for i in range(6)]
+    clues = Clues(question, spans=wrong[:3], questions=wrong[3:])
+    pipe = SimpleNamespace(retriever=r, question_weight=2.0, clue_weight=1.0, hybrid=True)
+    hits = MemoRAG.retrieve(pipe, question, clues, 3)
+    assert any(fact in h.text for h in hits)
+    # With one full weight per clue line (the first fusion), the wrong clues push it out.
+    per_line = r.search([question, *clues.lines()], 3, weights=[2.0] + [1.0] * 6, lexical=True)
+    assert not any(fact in h.text for h in per_line)

@@ -34,8 +34,9 @@ class Hit:
     text: str
 
 
-def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int = RRF_K) -> list[tuple[int, float]]:
+def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int | None = None) -> list[tuple[int, float]]:
     """Fuse ranked id lists: ``score(id) = sum_i w_i / (k + rank_i(id))``, best first."""
+    k = RRF_K if k is None else k
     scores: dict[int, float] = {}
     for ranking, w in zip(rankings, weights):
         for rank, doc in enumerate(ranking):
