@@ -82,7 +82,8 @@ class MemoRAG:
         self.clue_weight = clue_weight
         self.hybrid = hybrid
         # Embed chunks in a thread while the memory model reads (both run native code that
-        # releases the GIL). See docs/benchmarks.md for when this pays off on 2 cores.
+        # releases the GIL). Off by default: on 2 local cores it saved 3% (docs/benchmarks.md);
+        # it pays off when the memory model runs on a server or a GPU.
         self.overlap_indexing = overlap_indexing
         self.stats: dict = {}
 
