@@ -7,6 +7,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from memorag.errors import StateError
+
+VECTORS_FILE = "vectors.npy"
+
 
 @runtime_checkable
 class VectorIndex(Protocol):
@@ -23,3 +27,15 @@ class VectorIndex(Protocol):
     def save(self, directory: Path) -> dict: ...
 
     def load(self, directory: Path, info: dict) -> None: ...
+
+
+def load_vectors(directory: Path, info: dict) -> np.ndarray:
+    """The saved ``.npy`` vectors of an index (never pickle), checked against the manifest."""
+    path = Path(directory) / info.get("file", VECTORS_FILE)
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StateError(f"Index vectors {path} are missing or corrupt: {exc}") from None
+    if vectors.ndim != 2 or len(vectors) != int(info.get("count", -1)):
+        raise StateError(f"Index vectors {path} do not match the manifest (corrupt save dir?).")
+    return np.ascontiguousarray(vectors, dtype=np.float32)

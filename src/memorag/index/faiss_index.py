@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memorag.errors import BackendError, StateError
-
-VECTORS_FILE = "vectors.npy"
+from memorag.errors import BackendError
+from memorag.index.base import VECTORS_FILE, load_vectors
 
 
 class FaissIndex:
@@ -54,12 +53,6 @@ class FaissIndex:
         return {"backend": "faiss", "file": VECTORS_FILE, "count": len(self), "dimension": self._dim}
 
     def load(self, directory: Path, info: dict) -> None:
-        path = Path(directory) / info.get("file", VECTORS_FILE)
-        try:
-            vectors = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise StateError(f"Index vectors {path} are missing or corrupt: {exc}") from None
-        if vectors.ndim != 2 or len(vectors) != int(info.get("count", -1)):
-            raise StateError(f"Index vectors {path} do not match the manifest (corrupt save dir?).")
+        vectors = load_vectors(directory, info)
         self._index = None
         self.add(vectors)

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from memorag.errors import BackendError, StateError
+from memorag.errors import BackendError
+from memorag.index.base import VECTORS_FILE, load_vectors
 
 try:
     from qdrant_client import QdrantClient, models
 except ImportError as exc:  # pragma: no cover - the registry turns this into a clear message
     raise ImportError("qdrant-client is not installed: pip install 'memorag[qdrant]'") from exc
 
-VECTORS_FILE = "vectors.npy"
 UPLOAD_BATCH = 256
 
 
@@ -114,13 +114,7 @@ class QdrantIndex:
                 "file": VECTORS_FILE, "count": len(self), "vectors_sha256": self._fingerprint()}
 
     def load(self, directory: Path, info: dict) -> None:
-        path = Path(directory) / info.get("file", VECTORS_FILE)
-        try:
-            vectors = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise StateError(f"Index vectors {path} are missing or corrupt: {exc}") from None
-        if vectors.ndim != 2 or len(vectors) != int(info.get("count", -1)):
-            raise StateError(f"Index vectors {path} do not match the manifest (corrupt save dir?).")
+        vectors = load_vectors(directory, info)
         self.collection = info.get("collection") or self.collection
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         try:
