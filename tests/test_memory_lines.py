@@ -38,3 +38,20 @@ def test_clue_lines_are_unique():
     c = Clues("q", spans=["Aladin was a consultant.", "Aladin was a consultant!"], questions=["Who is Aladin?"],
               answer="Aladin was a consultant.")
     assert c.lines() == ["Aladin was a consultant.", "Who is Aladin?"]
+
+
+def test_distinct_lines_cuts_a_list_item_loop_that_never_ends_a_sentence():
+    # Seen from the 0.5B memory model on HotpotQA: one name repeated until the token limit.
+    consumed = []
+
+    def stream():
+        yield "Who played Corliss Archer?\n"
+        for _ in range(200):
+            consumed.append(1)
+            yield "Robert James Belushi, "
+
+    assert distinct_lines(stream(), max_lines=10) == ["Who played Corliss Archer?", "Robert James Belushi"]
+    assert len(consumed) < 10  # decoding stopped at the loop, not at the token limit
+    # Ordinary lists are left alone.
+    assert distinct_lines(iter(["Jane, Elizabeth, Mary, Kitty and Lydia are sisters.\n"]), 5) == [
+        "Jane, Elizabeth, Mary, Kitty and Lydia are sisters."]

@@ -62,6 +62,33 @@ def _next_unit_end(buf: str) -> re.Match | None:
     return None
 
 
+_LIST_SEP = re.compile(r"[,;\uff0c\u3001\uff1b]")
+
+
+def _phrase_loop(unit: str, repeats: int = 3) -> str | None:
+    """If an unfinished unit repeats one list item ``repeats`` times ("A, A, A, ..."), return
+    the unit cut before the first repeat; else None. Sentence-level checks miss this loop
+    because it never ends a sentence, and it would run to the token limit."""
+    parts = _LIST_SEP.split(unit)
+    if len(parts) <= repeats:
+        return None
+    counts: dict[str, int] = {}
+    for part in parts[:-1]:  # the last part may still be growing
+        key = _norm(part)
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    if max(counts.values(), default=0) < repeats:
+        return None
+    kept, seen = [], set()
+    for part in parts:
+        key = _norm(part)
+        if key in seen:
+            break
+        seen.add(key)
+        kept.append(part)
+    return ",".join(kept)
+
+
 def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) -> list[str]:
     """Collect cleaned, distinct lines (or sentences) from a token stream.
 
@@ -85,6 +112,11 @@ def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) ->
         lines.append(s)
         return len(lines) < max_lines
 
+    def stop() -> list[str]:
+        if hasattr(stream, "close"):
+            stream.close()
+        return lines
+
     for piece in stream:
         buf += piece
         while True:
@@ -93,9 +125,11 @@ def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) ->
                 break
             raw, buf = buf[: m.start()], buf[m.end():]
             if not take(raw):
-                if hasattr(stream, "close"):
-                    stream.close()
-                return lines
+                return stop()
+        looped = _phrase_loop(buf)
+        if looped is not None:
+            take(looped)
+            return stop()
     if buf.strip():
         take(buf)
     return lines
