@@ -38,7 +38,7 @@ from memorag.llm.base import LLM
 from memorag.models.packaged import cache_dir
 from memorag.prompts import prompts_for
 
-COMPRESSIONS = ("extractive", "gist", "none")
+COMPRESSIONS = ("extractive", "gist")  # Memory also accepts "none": no compression
 # Room left in the window for the memory prompt, a task and its answer.
 HEADROOM = 1024
 
@@ -242,8 +242,8 @@ def gist_memory(llm: LLM, text: str, budget: int, language: str, *, window_token
 def compress(llm: LLM, text: str, *, method: str = "extractive", ratio: float | None = None, language: str = "en",
              progress: bool = False, cache: GistCache | None = None) -> tuple[str, CompressionStats]:
     """Return a memory text that fits the model's window, and what it cost."""
-    if method not in COMPRESSIONS or method == "none":
-        raise InputError(f"compression must be one of extractive, gist; got {method!r}.")
+    if method not in COMPRESSIONS:
+        raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {method!r}.")
     total = llm.count_tokens(text)
     budget = memory_budget(llm, total, ratio)
     bar = callback = None

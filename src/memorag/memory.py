@@ -182,8 +182,8 @@ class Memory:
         self.beacon_ratio = beacon_ratio
         from memorag.longmem import COMPRESSIONS
 
-        if compression not in COMPRESSIONS:
-            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {compression!r}.")
+        if compression not in (*COMPRESSIONS, "none"):
+            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, none; got {compression!r}.")
         # "none" keeps the original behaviour: the whole document must fit the window.
         self.compression = compression
         self.compression_stats: dict | None = None
