@@ -7,13 +7,13 @@ Spec strings (see :func:`memorag.models.registry.make_index_factory`):
 - ``qdrant:http://host:6333`` — a Qdrant server (``QDRANT_API_KEY`` is read from the environment).
 
 The save dir still holds the vectors as a plain ``.npy`` (never pickle), so a memorized
-document stays portable: on load the collection is reused when it already holds the same
-vectors, and rebuilt from the ``.npy`` otherwise (new machine, server wiped, in-memory engine).
+document stays portable: on load the saved collection (its name is unique per index) is
+reused when it still holds as many points as were saved, and rebuilt from the ``.npy``
+otherwise (new machine, server wiped, in-memory engine).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -105,13 +105,10 @@ class QdrantIndex:
                 ids[row, col] = int(point.id)
         return scores, ids
 
-    def _fingerprint(self) -> str:
-        return hashlib.sha256(self._vectors.tobytes()).hexdigest()
-
     def save(self, directory: Path) -> dict:
         np.save(Path(directory) / VECTORS_FILE, self._vectors, allow_pickle=False)
         return {"backend": "qdrant", "location": self.location, "collection": self.collection,
-                "file": VECTORS_FILE, "count": len(self), "vectors_sha256": self._fingerprint()}
+                "file": VECTORS_FILE, "count": len(self)}
 
     def load(self, directory: Path, info: dict) -> None:
         vectors = load_vectors(directory, info)
