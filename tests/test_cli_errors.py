@@ -16,6 +16,7 @@ def files(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n\n ")
     (tmp_path / "bin.dat").write_bytes(bytes(range(256)))
     (tmp_path / "latin1.txt").write_bytes("na\xefve caf\xe9".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("It is a truth universally acknowledged. " * 20)
     corrupt = tmp_path / "corrupt_state"
     corrupt.mkdir()
     (corrupt / "manifest.json").write_text("{oops")
@@ -32,6 +33,7 @@ def files(tmp_path):
         (("memorize", "{d}/bin.dat", "--save-dir", "{d}/s"), "binary"),
         (("memorize", "{d}/latin1.txt", "--save-dir", "{d}/s"), "UTF-8"),
         (("memorize", "{d}/missing.txt", "--save-dir", "{d}/s"), "not found"),
+        (("memorize", "{d}/ok.txt", "--save-dir", "{d}/s", "--chunk-tokens", "8"), "at least 16"),
         (("ask", "{d}/no_such_dir", "who?"), "does not exist"),
         (("ask", "{d}/corrupt_state", "who?"), "corrupt"),
         (("ask", "{d}/other_format", "who?"), "format"),

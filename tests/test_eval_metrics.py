@@ -39,3 +39,14 @@ def test_retrieval_recall_counts_contained_gold_sentences():
     assert recall_at_k(gold, evidence) == 0.5  # second paragraph misses "It has a port."
     assert all_gold_at_k(gold, evidence) == 0.0
     assert all_gold_at_k(gold, evidence + ["It has a port."]) == 1.0
+
+
+def test_runner_summary_and_table_report_rouge_l():
+    from memorag.eval.runner import markdown_table, summarize
+
+    rows = [{"method": "dense", "recall": 1.0, "all_gold": 1.0, "f1": 1.0, "em": 1.0, "rouge_l": 1.0, "seconds": 1.0},
+            {"method": "dense", "recall": 0.0, "all_gold": 0.0, "f1": 0.0, "em": 0.0, "rouge_l": 0.5, "seconds": 1.0}]
+    summary = summarize(rows, ["dense"], 5, retrieval_only=False)
+    assert summary["dense"]["rouge_l"] == 0.75
+    assert "rouge_l" in markdown_table(summary, 5, False).splitlines()[0]
+    assert "rouge_l" not in summarize(rows, ["dense"], 5, retrieval_only=True)["dense"]

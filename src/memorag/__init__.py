@@ -6,7 +6,10 @@ from memorag.errors import MemoRAGError  # noqa: E402
 from memorag.memory import Memory  # noqa: E402
 from memorag.pipeline import Answer, MemoRAG  # noqa: E402
 
-__all__ = ["MemoRAG", "Memory", "Answer", "MemoRAGError", "__version__"]
+# Agent and MemoRAGLite are listed but resolved lazily by __getattr__ below, so that
+# `import memorag` stays light; `from memorag import *` imports them (neither needs an
+# optional package to import: Agent imports `openai` only when it is used).
+__all__ = ["MemoRAG", "MemoRAGLite", "Memory", "Answer", "Agent", "MemoRAGError", "__version__"]
 
 
 def __getattr__(name: str):

@@ -7,7 +7,24 @@ tokens with the embedder's own tokenizer so that a chunk's size is what the embe
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
+
+from memorag.errors import InputError
+
+MIN_CHUNK_TOKENS = 16
+
+
+def check_chunk_tokens(chunk_tokens: int) -> int:
+    """Refuse a chunk size too small to hold a sentence (``retrieval_chunk_size``, ``--chunk-tokens``)."""
+    try:
+        n = operator.index(chunk_tokens)
+    except TypeError:
+        n = None
+    if n is None or isinstance(chunk_tokens, bool) or n < MIN_CHUNK_TOKENS:
+        raise InputError(f"The chunk size (retrieval_chunk_size / --chunk-tokens) must be a whole number of at "
+                         f"least {MIN_CHUNK_TOKENS} tokens; got {chunk_tokens!r}. The default is 512.")
+    return n
 
 
 @dataclass(frozen=True)
@@ -23,8 +40,7 @@ class Chunker:
     def __init__(self, tokenizer, chunk_tokens: int = 512, overlap_tokens: int = 0) -> None:
         from semantic_text_splitter import TextSplitter
 
-        if chunk_tokens < 16:
-            raise ValueError("chunk_tokens must be at least 16")
+        check_chunk_tokens(chunk_tokens)
         self.chunk_tokens = chunk_tokens
         # A range capacity lets a chunk close at a paragraph end once it is 60% full
         # instead of cutting mid-paragraph to reach the maximum.

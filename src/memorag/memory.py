@@ -305,8 +305,18 @@ class Memory:
 
     # ---------------------------------------------------------- persistence
     def save(self, path: str | Path) -> dict:
+        """Write the memory state into the *directory* ``path`` (created if needed).
+
+        ``path`` is always a directory, even with a file suffix: the original API's
+        ``save("cache/x/memory.bin")`` creates the directory ``cache/x/memory.bin/`` (the
+        state file plus ``memory.json``), and ``load("cache/x/memory.bin")`` reads it back.
+        An existing *file* at ``path`` is not overwritten: that raises :class:`InputError`.
+        """
         self._require()
-        directory = Path(path)
+        directory = Path(path).expanduser()
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory} is a file; Memory.save writes a directory. Give a directory path "
+                             "(it may end in .bin), or move the file away.")
         directory.mkdir(parents=True, exist_ok=True)
         backend = self.llm.save_prefix(directory)
         info = {"format": MEMORY_FORMAT, "language": self.language, "context_sha256": self.context_sha256,
@@ -316,7 +326,12 @@ class Memory:
         return info
 
     def load(self, path: str | Path) -> dict:
-        directory = Path(path)
+        """Read back a memory written by :meth:`save` to the same ``path`` (a directory)."""
+        directory = Path(path).expanduser()
+        if directory.is_file():
+            raise StateError(f"{directory} is a file, not a memory saved by memorag (Memory.save writes a "
+                             "directory; files from the original MemoRAG cannot be read). Memorize the "
+                             "document again and save it.")
         meta = directory / MEMORY_JSON
         if not meta.is_file():
             raise StateError(f"No saved memory at {directory} (missing {MEMORY_JSON}).")

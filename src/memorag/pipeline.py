@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memorag.chunking import check_chunk_tokens
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import ChatMessage, Generator
 from memorag.memory import Clues, Memory, check_same_model
@@ -65,6 +66,7 @@ class MemoRAG:
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False) -> None:
+        check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
                              enable_flash_attn, n_ctx=n_ctx, compression=compression)
         self.embedder = load_embedder(ret_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
@@ -158,8 +160,11 @@ class MemoRAG:
         self.stats["disk_bytes"] = dir_size(Path(save_dir))
         return manifest
 
-    def load(self, save_dir: str | Path) -> dict:
-        """Restore memory, chunks and index from a save dir written by :meth:`memorize`."""
+    def load(self, save_dir: str | Path, print_stats: bool = False) -> dict:
+        """Restore memory, chunks and index from a save dir written by :meth:`memorize`.
+
+        ``print_stats`` (as in the original API) prints the load stats to stderr.
+        """
         t = time.perf_counter()
         manifest = read_manifest(save_dir)
         d = Path(save_dir)
@@ -168,7 +173,14 @@ class MemoRAG:
         self.retriever.load(d / "retrieval", manifest["retrieval"])
         self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest["chunks"],
                       "memory_tokens": manifest["memory_tokens"], "disk_bytes": dir_size(d)}
+        if print_stats:
+            print(format_stats(self.stats), file=sys.stderr)
         return manifest
+
+    @property
+    def mem_model(self) -> Memory:
+        """The original API's name for :attr:`memory` (``pipe.mem_model.recall(query)``)."""
+        return self.memory
 
     @classmethod
     def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
@@ -240,6 +252,20 @@ class MemoRAG:
         weights = [self.question_weight] + [self.clue_weight / max(1, len(lines))] * len(lines)
         return self.retriever.search([query, *lines], k, weights=weights, lexical=self.hybrid)
 
+    def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:
+        """Original-API compatibility: the texts of the top ``ret_hit`` evidence chunks for
+        one query or a list of queries (e.g. clue lines), best first.
+
+        The queries are searched as :meth:`ask` searches (dense, plus BM25 when ``hybrid``),
+        with equal weights, and fused into one ranking. Use :meth:`retrieve` for the
+        :class:`Hit` objects with chunk ids and scores.
+        """
+        if not self.retriever.chunks:
+            raise NotMemorizedError("No document is indexed: call memorize(context) or load(save_dir) first.")
+        queries = [retrieval_query] if isinstance(retrieval_query, str) else list(retrieval_query)
+        hits = self.retriever.search(queries, self.ret_hit, lexical=self.hybrid)
+        return [h.text for h in hits]
+
     def __call__(self, context: str | None = None, query: str | None = None, task_type: str = "memorag",
                  prompt_template: str | None = None, max_new_tokens: int = 256, reset_each_call: bool = False,
                  use_memory_answer: bool = False) -> str:
@@ -302,6 +328,7 @@ def format_stats(stats: dict) -> str:
         ("chunks", stats.get("chunks")), ("passages embedded", stats.get("passages")),
         ("index seconds", stats.get("index_seconds")), ("memory seconds", stats.get("memory_seconds")),
         ("memory tokens/s", stats.get("memory_tokens_per_second")), ("save seconds", stats.get("save_seconds")),
+        ("load seconds", stats.get("load_seconds")),
         ("size on disk (MB)", round(stats["disk_bytes"] / 1e6, 1) if stats.get("disk_bytes") else None),
         ("total seconds", stats.get("total_seconds")),
     ]

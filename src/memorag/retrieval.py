@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memorag.chunking import Chunk, Chunker
+from memorag.chunking import Chunk, Chunker, check_chunk_tokens
 from memorag.embed.base import Embedder
 from memorag.errors import StateError
 from memorag.index.base import VectorIndex
@@ -52,7 +52,7 @@ class Retriever:
                  chunk_tokens: int = 512, batch_size: int = 32) -> None:
         self.embedder = embedder
         self.index_factory = index_factory
-        self.chunk_tokens = chunk_tokens
+        self.chunk_tokens = check_chunk_tokens(chunk_tokens)
         self.batch_size = batch_size
         self.chunks: list[Chunk] = []
         self.passage_owner: np.ndarray = np.zeros(0, dtype=np.int64)

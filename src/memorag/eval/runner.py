@@ -1,5 +1,5 @@
 """The evaluation runner: memorize each haystack once (cached, resumable), run every
-method on every question, write JSON and print a markdown table."""
+method on every question, write JSON; the CLI prints :func:`markdown_table` of the summary."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, MethodRunner
-from memorag.eval.metrics import all_gold_at_k, exact_match, qa_f1, recall_at_k
+from memorag.eval.metrics import all_gold_at_k, exact_match, qa_f1, recall_at_k, rouge_l
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
 from memorag.store import StateError
@@ -45,13 +45,17 @@ def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool
         if not retrieval_only:
             agg["f1"] = round(sum(r["f1"] for r in rs) / len(rs), 4)
             agg["em"] = round(sum(r["em"] for r in rs) / len(rs), 4)
+            scored = [r["rouge_l"] for r in rs if r.get("rouge_l") is not None]  # older rows lack it
+            if scored:
+                agg["rouge_l"] = round(sum(scored) / len(scored), 4)
         agg["seconds_per_question"] = round(sum(r["seconds"] for r in rs) / len(rs), 2)
         out[m] = agg
     return out
 
 
 def markdown_table(summary: dict, k: int, retrieval_only: bool) -> str:
-    cols = [f"recall@{k}", f"all_gold@{k}"] + ([] if retrieval_only else ["f1", "em"]) + ["n", "seconds_per_question"]
+    scores = [] if retrieval_only else ["f1", "em", "rouge_l"]
+    cols = [f"recall@{k}", f"all_gold@{k}", *scores, "n", "seconds_per_question"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for m, agg in summary.items():
         cells = [f"{agg[c]:.3f}" if isinstance(agg.get(c), float) else str(agg.get(c, "-")) for c in cols]
@@ -66,6 +70,12 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         memory_window: int | None = None, progress: bool = True) -> dict:
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
+    if not retrieval_only:
+        try:
+            import rouge_score  # noqa: F401  (ROUGE-L of every answer)
+        except ImportError:
+            raise MemoRAGError("Scoring answers (F1, EM, ROUGE-L) needs rouge-score: "
+                               "`pip install 'memorag[eval]'`, or pass --retrieval-only.") from None
     if retrieval_only:
         methods = [m for m in methods if m != "full"]
     # By default the memory window fits the whole haystack; a smaller --memory-window forces
@@ -122,7 +132,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                        "recall": recall_at_k(q.gold, res.evidence) if m != "full" else None,
                        "all_gold": all_gold_at_k(q.gold, res.evidence) if m != "full" else None,
                        "prediction": pred, "f1": qa_f1(pred, q.answers) if pred else 0.0,
-                       "em": exact_match(pred, q.answers) if pred else 0.0, "clues": res.clues,
+                       "em": exact_match(pred, q.answers) if pred else 0.0,
+                       "rouge_l": rouge_l(pred, q.answers) if pred else 0.0, "clues": res.clues,
                        "query": res.query, "seconds": round(time.perf_counter() - t, 2),
                        "config_key": _config_key(config)}
                 log.write(json.dumps(row, ensure_ascii=False) + "\n")
