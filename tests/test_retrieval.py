@@ -85,10 +85,8 @@ def test_hybrid_search_adds_bm25_rankings(embedder, sample_text):
 
 
 def test_many_wrong_clue_lines_cannot_outvote_the_question(embedder, sample_text):
-    from types import SimpleNamespace
-
     from memorag.memory import Clues
-    from memorag.pipeline import MemoRAG
+    from memorag.plans import PlanParams, run_plan
 
     fact = "The housekeeper at Netherfield keeps the silver key in a blue porcelain jar."
     doc = sample_text[:6000] + "\n\n" + fact + "\n\n" + sample_text[6000:]
@@ -98,8 +96,7 @@ def test_many_wrong_clue_lines_cannot_outvote_the_question(embedder, sample_text
     # Six invented clues, all about another part of the book (a small memory model's failure mode).
     wrong = [f"Mr. Bennet teases his wife about her nerves, version {i}." for i in range(6)]
     clues = Clues(question, spans=wrong[:3], questions=wrong[3:])
-    pipe = SimpleNamespace(retriever=r, question_weight=2.0, clue_weight=1.0, hybrid=True)
-    hits = MemoRAG.retrieve(pipe, question, clues, 3)
+    hits = run_plan("clues", r, question, clues, 3, PlanParams(question_weight=2.0, clue_weight=1.0, lexical=True))
     assert any(fact in h.text for h in hits)
     # With one full weight per clue line (the first fusion), the wrong clues push it out.
     per_line = r.search([question, *clues.lines()], 3, weights=[2.0] + [1.0] * 6, lexical=True)

@@ -45,8 +45,11 @@ def friendly(fn):
 def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) -> None:
     if show_clues and ans.clues is not None:
         typer.secho("clues:", bold=True, err=True)
-        for line in ans.clues.lines():
-            typer.echo(f"  - {line}", err=True)
+        grounded = ans.clues.grounded
+        for i, line in enumerate(ans.clues.lines()):
+            found = grounded[i] if i < len(grounded) else None
+            mark = "" if found is None else ("  [in the document]" if found else "  [not in the document: ignored]")
+            typer.echo(f"  - {line}{mark}", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)
         for h in ans.evidence:

@@ -90,6 +90,42 @@ class SentenceIndex:
         corpus = [sorted(w) or ["_"] for w in self._words]
         self._bm25.index(corpus, show_progress=False)
 
+    def window(self, chunk_id: int, question: str, max_chars: int = 400) -> str:
+        """The part of a chunk that best matches ``question``: its best sentence (by the IDF
+        of the question words it holds) with the sentences around it, up to ``max_chars``.
+        A judge reads this instead of the whole chunk: ~100 tokens instead of ~500."""
+        import math
+
+        if not hasattr(self, "_by_chunk"):
+            self._by_chunk: dict[int, list[int]] = {}
+            for sid, s in enumerate(self.sentences):
+                self._by_chunk.setdefault(s.chunk_id, []).append(sid)
+            df: dict[str, int] = {}
+            for words in self._words:
+                for w in words:
+                    df[w] = df.get(w, 0) + 1
+            n = max(1, len(self._words))
+            self._idf = {w: math.log(1 + n / c) for w, c in df.items()}
+        sids = self._by_chunk.get(chunk_id, [])
+        if not sids:
+            return ""
+        q = set(content_words(question, self.language))
+        best = max(sids, key=lambda sid: (sum(self._idf.get(w, 0.0) for w in q & self._words[sid]), -sid))
+        i = sids.index(best)
+        lo, hi = i, i + 1
+        text = self.sentences[best].text[:max_chars]
+        while True:  # grow one sentence at a time, the one before first (often a title or a name)
+            grown = False
+            for j in (lo - 1, hi):
+                if 0 <= j < len(sids) and (j < lo or j >= hi):
+                    cand = self.sentences[sids[j]].text
+                    if len(text) + len(cand) + 1 <= max_chars:
+                        text = f"{cand} {text}" if j < lo else f"{text} {cand}"
+                        lo, hi = min(lo, j), max(hi, j + 1)
+                        grown = True
+            if not grown:
+                return text
+
     def candidates(self, text: str, n: int = 8) -> list[int]:
         words = content_words(text, self.language)
         if not words or not self.sentences:

@@ -144,6 +144,9 @@ class Clues:
     questions: list[str] = field(default_factory=list)  # surrogate questions
     answer: str = ""  # draft answer (only when asked for)
     seconds: float = 0.0
+    # per line of lines(): the document sentence it was matched to, or "" when the document
+    # does not hold it (an invented clue, ignored by retrieval); filled in by the pipeline
+    grounded: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """Every clue once (a draft answer often repeats a recalled span word for word)."""
@@ -156,7 +159,7 @@ class Clues:
 
     def to_json(self) -> dict:
         return {"spans": self.spans, "questions": self.questions, "answer": self.answer,
-                "seconds": round(self.seconds, 3)}
+                "grounded": self.grounded, "seconds": round(self.seconds, 3)}
 
 
 class Memory:

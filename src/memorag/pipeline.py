@@ -19,12 +19,18 @@ from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import ChatMessage, Generator
 from memorag.memory import Clues, Memory, check_same_model
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.plans import PlanContext, PlanParams, get_plan, ground_clues, run_plan
 from memorag.prompts import prompts_for
 from memorag.retrieval import Hit, Retriever
 from memorag.store import dir_size, read_manifest, write_save_dir
 from memorag.text import check_text
 
 TASK_TYPES = ("memorag", "qa", "rag", "summarize")
+# The measured-best way to use the memory's clues so far (docs/evaluation.md, 40 HotpotQA
+# questions): question + clue lines sharing one weight. "grounded" (invented clues
+# dropped) is within noise of it; judging plans lose badly with the 0.5B default model,
+# which answers "yes" for every passage, so rerank is off unless asked for.
+DEFAULT_PLAN = "clues"
 
 
 @dataclass
@@ -65,7 +71,8 @@ class MemoRAG:
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0, clue_weight: float = 1.0,
-                 hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False) -> None:
+                 hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
+                 query_plan: str = DEFAULT_PLAN, rerank: bool = False) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
                              enable_flash_attn, n_ctx=n_ctx, compression=compression)
@@ -80,6 +87,11 @@ class MemoRAG:
             twin = getattr(self.memory.llm, "twin", None)
             self.generator = twin() if twin else self.memory.llm
         self.ret_hit = ret_hit
+        get_plan(query_plan)  # an unknown plan is refused here, not at the first question
+        self.query_plan = query_plan
+        # For the judging plans (rerank, memorag): the generator's own context judges the top
+        # candidates when it is a local llama.cpp model; other generators skip judging.
+        self.rerank = rerank
         self.question_weight = question_weight
         self.clue_weight = clue_weight
         self.hybrid = hybrid
@@ -222,6 +234,8 @@ class MemoRAG:
             else:
                 clues = Clues(question=query, questions=self.memory.surrogate_questions(query))
             hits = self.retrieve(query, clues, k)
+            clues.grounded = [g.sentence.text if g.grounded else ""
+                              for g in ground_clues(self.retriever, query, clues, self.plan_params())]
         t1 = time.perf_counter()
         evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
@@ -241,16 +255,23 @@ class MemoRAG:
                       {"clues_and_retrieval": round(t1 - t0, 3), "generation": round(t2 - t1, 3)})
 
     def retrieve(self, query: str, clues: Clues | None, k: int) -> list[Hit]:
-        """Evidence for ``query``: the question (weighted up) and each clue line, fused.
+        """Evidence for ``query`` by the pipeline's query plan (``query_plan``, see memorag.plans).
 
-        The question always stays in the fusion, and the clue lines share one total weight
-        (``clue_weight``) however many there are: small memory models invent facts, so bad
-        clues can add candidates but cannot outvote the question's own hits. Measured on 40
-        HotpotQA questions (docs/evaluation.md), sharing the weight beat one weight per line.
+        With the default plan the question always stays in the fusion, and the clue lines
+        share one total weight (``clue_weight``) however many there are: small memory models
+        invent facts, so bad clues can add candidates but cannot outvote the question's own
+        hits. Without clues (task ``rag``) the question alone is searched.
         """
-        lines = clues.lines() if clues else []
-        weights = [self.question_weight] + [self.clue_weight / max(1, len(lines))] * len(lines)
-        return self.retriever.search([query, *lines], k, weights=weights, lexical=self.hybrid)
+        plan = self.query_plan if clues is not None else "question"
+        return run_plan(plan, self.plan_context(), query, clues, k, self.plan_params())
+
+    def plan_params(self) -> PlanParams:
+        return PlanParams(question_weight=self.question_weight, clue_weight=self.clue_weight, lexical=self.hybrid,
+                          language=self.memory.language or "en")
+
+    def plan_context(self) -> PlanContext:
+        judge = self.generator if self.rerank and hasattr(self.generator, "yes_probability") else None
+        return PlanContext(self.retriever, judge)
 
     def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:
         """Original-API compatibility: the texts of the top ``ret_hit`` evidence chunks for

@@ -58,6 +58,7 @@ class Retriever:
         self.passage_owner: np.ndarray = np.zeros(0, dtype=np.int64)
         self.index: VectorIndex | None = None
         self._bm25 = None
+        self._sentences = None
 
     # ----------------------------------------------------------------- build
     def _passages(self, chunks: list[Chunk]) -> tuple[list[str], list[int]]:
@@ -84,6 +85,7 @@ class Retriever:
         self.index = index
         self.passage_owner = np.asarray(owner, dtype=np.int64)
         self._bm25 = None
+        self._sentences = None
         return {"chunks": len(self.chunks), "passages": len(texts)}
 
     # ---------------------------------------------------------------- search
@@ -111,14 +113,18 @@ class Retriever:
         return out
 
     def search(self, queries: list[str], k: int, weights: list[float] | None = None,
-               lexical: bool = False, lexical_weight: float = 1.0) -> list[Hit]:
+               lexical: bool = False, lexical_weight: float = 1.0,
+               extra_rankings: list[tuple[list[int], float]] | None = None,
+               rrf_k: int | None = None) -> list[Hit]:
         """Search every query, fuse with weighted RRF, return the top ``k`` distinct chunks.
 
         With ``lexical`` each query is also run through BM25, its ranking weighted by
         ``lexical_weight`` times the query's weight (hybrid retrieval). MiniLM-sized embedders miss rare names and numbers that BM25 matches
         exactly, and memory clues are mostly useful for the names they bring.
+        ``extra_rankings`` are (chunk ids best first, weight) pairs fused alongside, e.g.
+        the chunks that hold sentences a grounded clue quotes.
         """
-        pairs = [(q, w) for q, w in zip(queries, weights or [1.0] * len(queries)) if q.strip()]
+        pairs = [(q, w) for q, w in zip(queries, weights or [1.0] * len(queries)) if q.strip() and w > 0]
         if not pairs:
             return []
         depth = max(k * 4, 20)
@@ -127,7 +133,10 @@ class Retriever:
         if lexical:
             rankings += [[h.chunk_id for h in self.bm25_search(q, depth)] for q, _ in pairs]
             ws += [w * lexical_weight for w in ws]
-        fused = weighted_rrf(rankings, ws)
+        for ranking, w in extra_rankings or []:
+            rankings.append(ranking)
+            ws.append(w)
+        fused = weighted_rrf(rankings, ws, rrf_k)
         return [Hit(cid, score, self.chunks[cid].text) for cid, score in fused[:k]]
 
     def bm25_search(self, query: str, k: int) -> list[Hit]:
@@ -182,3 +191,13 @@ class Retriever:
         self.chunks, self.passage_owner, self.index = chunks, owner, index
         self.chunk_tokens = int(info.get("chunk_tokens", self.chunk_tokens))
         self._bm25 = None
+        self._sentences = None
+
+    def sentence_index(self, language: str = "en"):
+        """The document's sentences, indexed for grounding clues (built on first use, ~ms per 1K sentences)."""
+        self._check()
+        from memorag.grounding import SentenceIndex
+
+        if self._sentences is None or self._sentences.language != language:
+            self._sentences = SentenceIndex(self.chunks, language)
+        return self._sentences

@@ -5,8 +5,12 @@
 ``bm25``           the question alone, BM25
 ``hybrid``         the question alone, dense + BM25 fused (memorag's retrieval without memory)
 ``hyde``           the generator writes a hypothetical answer passage; it is the dense query
-``memorag``        the memory's clues + the question (the pipeline's own retrieval)
-``memorag+answer`` as memorag, plus the memory's draft answer as a query
+``rerank``         ``hybrid``, then the judge reorders the top candidates (no memory):
+                   the control that shows what the memory adds to judging
+``clues``          question + every clue line as a query (the pipeline's plan up to 0.2)
+``grounded``       question + only the clues grounded in real sentences (no judge)
+``memorag``        the pipeline's own retrieval (plan ``memorag``: grounded clues + judge)
+``memorag+answer`` as memorag, plus the memory's draft answer as a clue
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 
 from memorag.memory import Clues
 from memorag.pipeline import MemoRAG, _fill
+from memorag.plans import run_plan
 from memorag.prompts import prompts_for
 
-METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "memorag", "memorag+answer")
+METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "clues", "grounded", "memorag", "memorag+answer")
 
 
 @dataclass
@@ -59,10 +64,13 @@ class MethodRunner:
             passage = self.pipe.generator.chat(
                 [{"role": "user", "content": _fill(self._prompts().hyde, question=question)}], max_new_tokens=96)
             return MethodResult([h.text for h in r.search([passage], self.k)], query=passage)
-        elif method in ("memorag", "memorag+answer"):
+        elif method == "rerank":
+            hits = run_plan("rerank", self.pipe.plan_context(), question, None, self.k, self.pipe.plan_params())
+        elif method in ("clues", "grounded", "memorag", "memorag+answer"):
             full = self.clues(question)
             clues = Clues(question, full.spans, full.questions, full.answer if method == "memorag+answer" else "")
-            hits = self.pipe.retrieve(question, clues, self.k)
+            plan = self.pipe.query_plan if method.startswith("memorag") else method
+            hits = run_plan(plan, self.pipe.plan_context(), question, clues, self.k, self.pipe.plan_params())
             return MethodResult([h.text for h in hits], clues=clues.lines())
         else:
             raise ValueError(method)

@@ -199,6 +199,51 @@ class LlamaCppLLM:
              stop: list[str] | None = None) -> str:
         return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop))
 
+    # --------------------------------------------------------------- judging
+    def yes_probability(self, messages: list[ChatMessage]) -> float:
+        """P("yes") / (P("yes") + P("no")) for the first token of the reply to ``messages``.
+
+        One forward pass, no decoding; the longest prefix shared with the previous call
+        stays in the KV cache, so judging many passages against one question pays for the
+        question once. Used to rerank retrieval candidates (memorag.plans).
+        """
+        import numpy as np
+
+        text, _ = self.render(messages)
+        ids = self._prompt_ids(text)
+        if len(ids) + 1 > self.context_window:
+            raise ContextTooLongError(f"Judge prompt of {len(ids)} tokens does not fit the {self.context_window}-token window.")
+        llm = self._llm
+        if self._prefix_ids:  # never overwrite a memory's document state
+            raise BackendError("yes_probability runs on a context without a memorized prefix (use twin()).")
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = 0
+        for a, b in zip(cached, ids[:-1]):  # always re-evaluate at least the last token
+            if a != b:
+                break
+            common += 1
+        llm.n_tokens = common
+        llm.eval(ids[common:])
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        yes, no = self._yes_no_ids()
+        top = float(np.max(logits))
+        p_yes = float(np.sum(np.exp(logits[yes] - top)))
+        p_no = float(np.sum(np.exp(logits[no] - top)))
+        return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5
+
+    def _yes_no_ids(self) -> tuple[list[int], list[int]]:
+        if not hasattr(self, "_yn"):
+            def first(words: list[str]) -> list[int]:
+                out = set()
+                for w in words:
+                    toks = self._tokenize(w, add_bos=False)
+                    if toks:
+                        out.add(toks[0])
+                return sorted(out)
+
+            self._yn = (first(["yes", "Yes", " yes", " Yes", "YES", "是"]), first(["no", "No", " no", " No", "NO", "否"]))
+        return self._yn
+
     # ---------------------------------------------------------- prefix state
     def prefix_ids_for(self, messages: list[ChatMessage]) -> tuple[list[int], str]:
         head, tail = self.render(messages, open_user_turn=True)

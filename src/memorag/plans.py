@@ -1,0 +1,210 @@
+"""Query plans: how a question and the memory's clues become one ranked list of chunks.
+
+One registry, used by ``MemoRAG.ask``, ``memorag eval`` and ``bench/`` studies, so a plan
+is written once. A plan is a function ``(retriever, question, clues, k, params) -> hits``.
+
+  question   the question alone, dense + BM25 fused (plain hybrid RAG)
+  clues      question + every clue line as its own query, the lines sharing one weight
+             (the pipeline's plan up to 0.2; kept for comparison)
+  grounded   question + only the clues the document really holds: each clue line is
+             matched to a real sentence (memorag.grounding); the sentence is searched
+             instead of the model's wording and its chunk is a direct hit; invented
+             lines are dropped, so the memory cannot make retrieval worse than
+             ``question`` except by adding a grounded but unhelpful sentence.
+  feedback   no memory: the question's own top chunks supply their best sentence as a
+             second-round query (pseudo-relevance feedback). The control for
+             ``grounded``: it shows what a second round gains without a memory.
+  rerank     question-only hybrid, then a judge LLM reads the best-matching window of
+             each of the top ``rerank_depth`` chunks and says whether it helps answer
+             the question (P(yes), one forward pass each, no decoding); candidates are
+             reordered by that, fused with the first-round ranking.
+  memorag    grounded clues + rerank: the judge also sees the sentences the memory
+             pointed at (the bridge facts of a multi-hop question), and those
+             sentences' chunks enter the candidate list.
+
+Register your own with :func:`register_plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from memorag.errors import InputError
+from memorag.retrieval import Hit, Retriever, weighted_rrf
+
+
+@dataclass(frozen=True)
+class PlanParams:
+    question_weight: float = 2.0
+    clue_weight: float = 1.0  # shared by all clue lines (plan "clues") or grounded sentences
+    direct_weight: float = 1.0  # shared by the chunks grounded clues point at
+    lexical: bool = True
+    rrf_k: int | None = None  # None: memorag.retrieval.RRF_K
+    min_coverage: float = 0.6
+    feedback_chunks: int = 2
+    language: str = "en"
+    rerank_depth: int = 12  # candidates the judge reads (question-only hybrid recall@12 ~0.95 on HotpotQA)
+    rerank_weight: float = 2.0  # the judge's ranking vs the first-round ranking (weight 1)
+    window_chars: int = 400
+
+
+@dataclass
+class PlanContext:
+    """What a plan may use: the document's retriever and, for judging plans, a judge LLM
+    (anything with ``yes_probability(messages) -> float``; None skips judging)."""
+
+    retriever: Retriever
+    judge: object | None = None
+
+
+class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
+    spans: list[str]
+    questions: list[str]
+    answer: str
+
+    def lines(self) -> list[str]: ...
+
+
+PlanFn = Callable[[PlanContext, str, "CluesLike | None", int, PlanParams], list[Hit]]
+_PLANS: dict[str, PlanFn] = {}
+
+
+def register_plan(name: str, fn: PlanFn) -> None:
+    """Make ``fn`` available as ``task_type``-independent plan ``name`` (overrides allowed)."""
+    _PLANS[name] = fn
+
+
+def get_plan(name: str) -> PlanFn:
+    try:
+        return _PLANS[name]
+    except KeyError:
+        raise InputError(f"Unknown query plan {name!r}: choose one of {', '.join(sorted(_PLANS))}.") from None
+
+
+def plan_names() -> list[str]:
+    return sorted(_PLANS)
+
+
+def run_plan(name: str, ctx: PlanContext | Retriever, question: str, clues: CluesLike | None, k: int,
+             params: PlanParams | None = None) -> list[Hit]:
+    if isinstance(ctx, Retriever):
+        ctx = PlanContext(ctx)
+    return get_plan(name)(ctx, question, clues, k, params or PlanParams())
+
+
+# ------------------------------------------------------------------ plans
+def _question(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    return ctx.retriever.search([question], k, lexical=p.lexical, rrf_k=p.rrf_k)
+
+
+def _clues(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    r = ctx.retriever
+    lines = clues.lines() if clues else []
+    weights = [p.question_weight] + [p.clue_weight / max(1, len(lines))] * len(lines)
+    return r.search([question, *lines], k, weights=weights, lexical=p.lexical, rrf_k=p.rrf_k)
+
+
+def ground_clues(r: Retriever, question: str, clues, p: PlanParams) -> list:
+    """Every clue line matched to a document sentence (see memorag.grounding)."""
+    if not clues:
+        return []
+    index = r.sentence_index(p.language)
+    return [index.ground(line, question, min_coverage=p.min_coverage) for line in clues.lines()]
+
+
+def grounded_sentences(r: Retriever, question: str, clues, p: PlanParams) -> list:
+    """The distinct document sentences the clues point at, best-covered first."""
+    grounded = [g for g in ground_clues(r, question, clues, p) if g.grounded]
+    sentences, seen = [], set()
+    for g in sorted(grounded, key=lambda g: -g.coverage):
+        if g.sentence.text not in seen:
+            seen.add(g.sentence.text)
+            sentences.append(g.sentence)
+    return sentences
+
+
+def _grounded(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    r = ctx.retriever
+    sentences = grounded_sentences(r, question, clues, p)
+    if not sentences:  # nothing the memory said is in the document: question-only retrieval
+        return _question(ctx, question, clues, k, p)
+    direct: list[int] = []
+    for s in sentences:
+        if s.chunk_id not in direct:
+            direct.append(s.chunk_id)
+    queries = [question] + [s.text for s in sentences]
+    weights = [p.question_weight] + [p.clue_weight / len(sentences)] * len(sentences)
+    return r.search(queries, k, weights=weights, lexical=p.lexical, rrf_k=p.rrf_k,
+                    extra_rankings=[(direct, p.direct_weight)])
+
+
+def _feedback(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    r = ctx.retriever
+    first = r.search([question], max(k, p.feedback_chunks), lexical=p.lexical, rrf_k=p.rrf_k)
+    index = r.sentence_index(p.language)
+    top = {h.chunk_id for h in first[: p.feedback_chunks]}
+    best = [sid for sid in index.candidates(question, n=50) if index.sentences[sid].chunk_id in top]
+    picked: list[str] = []
+    for cid in [h.chunk_id for h in first[: p.feedback_chunks]]:
+        for sid in best:
+            if index.sentences[sid].chunk_id == cid:
+                picked.append(index.sentences[sid].text)
+                break
+    if not picked:
+        return first[:k]
+    queries = [question, *picked]
+    weights = [p.question_weight] + [p.clue_weight / len(picked)] * len(picked)
+    return r.search(queries, k, weights=weights, lexical=p.lexical, rrf_k=p.rrf_k)
+
+
+JUDGE_SYSTEM = {
+    "en": "You decide whether a passage helps answer a question. Reply yes or no.",
+    "zh": "你判断一段文字是否有助于回答问题。只回答“是”或“否”。",
+}
+JUDGE_USER = {
+    "en": "{notes}Question: {question}\n\nPassage: {passage}\n\nDoes the passage help answer the question? Yes or no?",
+    "zh": "{notes}问题：{question}\n\n段落：{passage}\n\n这段文字有助于回答这个问题吗？是或否？",
+}
+NOTES = {"en": "Facts from the document:\n{facts}\n\n", "zh": "文档中的事实：\n{facts}\n\n"}
+
+
+def judge_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
+                 notes: list[str] | None = None) -> list[Hit]:
+    """Reorder ``first`` (best first) by a judge's P(yes), fused with the original order."""
+    if ctx.judge is None or not first:
+        return first[:k]
+    r = ctx.retriever
+    index = r.sentence_index(p.language)
+    lang = p.language if p.language in JUDGE_USER else "en"
+    note_text = NOTES[lang].format(facts="\n".join(notes)) if notes else ""
+    scored = []
+    for h in first:
+        window = index.window(h.chunk_id, question, p.window_chars) or h.text[: p.window_chars]
+        messages = [{"role": "system", "content": JUDGE_SYSTEM[lang]},
+                    {"role": "user", "content": JUDGE_USER[lang].format(notes=note_text, question=question,
+                                                                        passage=window)}]
+        scored.append((ctx.judge.yes_probability(messages), h))
+    judged = [h.chunk_id for _, h in sorted(scored, key=lambda t: -t[0])]
+    fused = weighted_rrf([[h.chunk_id for h in first], judged], [1.0, p.rerank_weight], p.rrf_k)
+    by_id = {h.chunk_id: h for h in first}
+    return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
+
+
+def _rerank(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    first = ctx.retriever.search([question], p.rerank_depth, lexical=p.lexical, rrf_k=p.rrf_k)
+    return judge_rerank(ctx, question, first, k, p)
+
+
+def _memorag(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    sentences = grounded_sentences(ctx.retriever, question, clues, p)
+    first = _grounded(ctx, question, clues, p.rerank_depth, p)
+    return judge_rerank(ctx, question, first, k, p, notes=[s.text for s in sentences[:3]])
+
+
+register_plan("question", _question)
+register_plan("rerank", _rerank)
+register_plan("memorag", _memorag)
+register_plan("clues", _clues)
+register_plan("grounded", _grounded)
+register_plan("feedback", _feedback)

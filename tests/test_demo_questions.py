@@ -1,0 +1,67 @@
+"""The demo answers right: ten questions with known answers about the bundled sample,
+asked through the default pipeline exactly as `memorag demo` builds it (issue 9).
+
+Each answer is checked for the words any correct answer must hold (the answer key is the
+book, not a model's earlier output). At least 9 of the 10 must be right, and the demo's own
+question always.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from memorag.cli import SAMPLE_QUESTION
+
+pytestmark = pytest.mark.e2e
+
+# (question, list of alternatives; each alternative is a list of regexes that must all match)
+QUESTIONS = [
+    (SAMPLE_QUESTION, [[r"bingley", r"(four|five|4|5)[ ,]*(or (five|5) )?(thousand|000)"]]),
+    ("How much a year is Mr. Darcy said to have?", [[r"ten thousand|10,?000"]]),
+    ("In which county is Mr. Darcy's large estate?", [[r"derbyshire"]]),
+    ("What colour was the coat Mr. Bingley wore when the ladies saw him from the window?", [[r"blue"]]),
+    ("What colour was the horse Mr. Bingley rode?", [[r"black"]]),
+    ("Who told Mrs. Bennet that Netherfield Park was let?", [[r"\blong\b"]]),
+    ("By which feast day is the new tenant to take possession of Netherfield?", [[r"michaelmas"]]),
+    ("What is the name of Mr. Bingley's brother-in-law?", [[r"hurst"]]),
+    ("How long did Mr. Bingley sit with Mr. Bennet in his library when he returned the visit?",
+     [[r"ten minutes|10 minutes"]]),
+    ("What was Elizabeth trimming when her father said he hoped Mr. Bingley would like it?", [[r"\bhat\b"]]),
+]
+
+
+def correct(answer: str, alternatives: list[list[str]]) -> bool:
+    a = answer.lower()
+    return any(all(re.search(p, a) for p in alt) for alt in alternatives)
+
+
+@pytest.fixture(scope="module")
+def demo_pipe(sample_text, tmp_path_factory):
+    from memorag import MemoRAG
+
+    pipe = MemoRAG()  # the demo's own construction: every default
+    pipe.memorize(sample_text, save_dir=tmp_path_factory.mktemp("demo") / "sample", progress=False)
+    return pipe
+
+
+def test_answer_key_rejects_wrong_answers():
+    # The demo's old wrong answer must not pass the key.
+    old = "The new tenant of Netherfield Park is Mrs. Long, and she is rich with fortune from the north of England."
+    assert not correct(old, QUESTIONS[0][1])
+    assert correct("Mr. Bingley, with four or five thousand a year.", QUESTIONS[0][1])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 9, open: the 0.5B default generator answers 7 of 10 (it misreads "
+                   "evidence that holds the answer, e.g. names Mrs. Long as the tenant); strict, so a pass "
+                   "fails the suite until this mark is removed")
+def test_demo_answers_at_least_nine_of_ten(demo_pipe):
+    results = []
+    for question, key in QUESTIONS:
+        ans = demo_pipe.ask(question, max_new_tokens=64)
+        results.append((question, ans.answer, correct(ans.answer, key)))
+    report = "\n".join(f"{'OK ' if ok else 'BAD'} {q} -> {a}" for q, a, ok in results)
+    assert results[0][2], "the demo's own question must be answered right:\n" + report
+    assert sum(ok for _, _, ok in results) >= 9, report
