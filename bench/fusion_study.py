@@ -75,6 +75,9 @@ def main() -> None:
                 g = ground_clues(r, q.question, c, BASE)
                 lines_total += len(g)
                 lines_grounded += sum(x.grounded for x in g)
+                for depth in (10, 20):  # how much a perfect reranker of the top `depth` could gain
+                    deep = [h.text for h in run_plan("question", r, q.question, None, depth, BASE)]
+                    totals[f"question recall@{depth}"].append((recall_at_k(q.gold, deep), all_gold_at_k(q.gold, deep)))
                 ctx = PlanContext(r, judge)
                 for label, plan, params in settings:
                     evidence = [h.text for h in run_plan(plan, ctx, q.question, c, k, params)]
@@ -83,7 +86,7 @@ def main() -> None:
     print(f"{n} questions, clues from {args.method}, k={k}; "
           f"{lines_grounded}/{lines_total} clue lines grounded at coverage {BASE.min_coverage}")
     print("| plan | recall@k | all_gold@k |\n|---|---|---|")
-    for label, _, _ in settings:
+    for label in [s[0] for s in settings] + ["question recall@10", "question recall@20"]:
         rs = totals[label]
         print(f"| {label} | {sum(a for a, _ in rs) / n:.3f} | {sum(b for _, b in rs) / n:.3f} |")
 
