@@ -42,7 +42,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # native and never AMX (a native build segfaults on Xeons with AMX; see
 # scripts/llama_build_flags.py). The cached wheel sits in a directory keyed by version and
 # flags, and pip's own cache is bypassed because it ignores CMAKE_ARGS.
-eval "$("$PY" scripts/llama_build_flags.py "$LLAMA_VERSION")"
+BUILD_FLAGS=$("$PY" scripts/llama_build_flags.py "$LLAMA_VERSION") || exit 2  # it printed why
+eval "$BUILD_FLAGS"
 WHEEL_DIR="$WHEELS/llama-cpp-python-$LLAMA_VERSION-$VARIANT-$KEY"
 if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   echo "== building llama-cpp-python $LLAMA_VERSION for $VARIANT from source (first time only, ~5-10 min on 2 cores)"
