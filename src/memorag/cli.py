@@ -48,7 +48,7 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
         grounded = ans.clues.grounded
         for i, line in enumerate(ans.clues.lines()):
             found = grounded[i] if i < len(grounded) else None
-            mark = "" if found is None else ("  [in the document]" if found else "  [not in the document: ignored]")
+            mark = "" if found is None else ("  [found in the document]" if found else "  [not found in the document]")
             typer.echo(f"  - {line}{mark}", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)

@@ -138,14 +138,16 @@ class SentenceIndex:
         ids, scores = self._bm25.retrieve([known], k=n, show_progress=False)
         return [int(i) for i, s in zip(ids[0], scores[0]) if s > 0]
 
-    def ground(self, clue: str, question: str, min_coverage: float = 0.6, min_novel: int = 1) -> GroundedClue:
+    def ground(self, clue: str, question: str, min_coverage: float = 0.6, min_novel: int = 2) -> GroundedClue:
         """Match one clue line to the sentence that holds most of the words it adds to the question.
 
         Coverage is measured on the clue's *novel* content words (not in the question): a
         clue that only restates the question brings nothing, and one whose new names are
         not in the document is invented. ``min_coverage`` 0.6 lets a quote survive small
         paraphrases and a dropped word while an invented bridge entity (usually 1-3 new
-        words, none in the matched sentence) stays below it.
+        words, none in the matched sentence) stays below it. A line that adds fewer than
+        ``min_novel`` (2) words, such as a surrogate question that rephrases the question
+        with one new word, is too thin to point at one sentence.
         """
         q_words = set(content_words(question, self.language))
         clue_words = content_words(clue, self.language)
