@@ -14,6 +14,8 @@ otherwise (new machine, server wiped, in-memory engine).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -32,6 +34,18 @@ UPLOAD_BATCH = 256
 
 
 _LOCAL_CLIENTS: dict[str, QdrantClient] = {}
+
+
+def _close_local_clients() -> None:
+    # Close embedded clients while the interpreter is still whole: qdrant-client's own
+    # __del__ runs during shutdown and prints an ImportError traceback.
+    for client in _LOCAL_CLIENTS.values():
+        with contextlib.suppress(Exception):  # best effort at exit
+            client.close()
+    _LOCAL_CLIENTS.clear()
+
+
+atexit.register(_close_local_clients)
 
 
 def _client(location: str | None) -> QdrantClient:
