@@ -30,7 +30,7 @@ text = open(sys.argv[4], encoding="utf-8").read()
 ids = llm.tokenize(text.encode())[: int(sys.argv[3])]
 t0 = time.perf_counter(); llm.eval(ids); t1 = time.perf_counter()
 n = 0
-for _ in llm.generate(ids + llm.tokenize(b" The", add_bos=False), temp=0.0, reset=False):
+for _ in llm.generate(ids + llm.tokenize(b" The", add_bos=False), temp=0.0):  # reuses the cached prefix
     n += 1
     if n >= 64:
         break
