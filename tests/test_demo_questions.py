@@ -1,5 +1,7 @@
 """The demo answers right: ten questions with known answers about the bundled sample,
-asked through the default pipeline exactly as `memorag demo` builds it (issue 9).
+asked through the default pipeline exactly as `memorag demo` builds it (issue 9): the
+0.5B memory model and the 1.5B generator. ~2.5 minutes on 2 cores; kept in the default
+suite because it is the first thing a user sees.
 
 Each answer is checked for the words any correct answer must hold (the answer key is the
 book, not a model's earlier output). At least 9 of the 10 must be right, and the demo's own
@@ -18,7 +20,9 @@ pytestmark = pytest.mark.e2e
 
 # (question, list of alternatives; each alternative is a list of regexes that must all match)
 QUESTIONS = [
-    (SAMPLE_QUESTION, [[r"bingley", r"(four|five|4|5)[ ,]*(or (five|5) )?(thousand|000)"]]),
+    # how rich: the book says both "a young man of large fortune" and "four or five thousand a year"
+    (SAMPLE_QUESTION, [[r"bingley", r"(four|five|4|5)[ ,]*(or (five|5) )?(thousand|000)"],
+                       [r"bingley", r"large fortune"]]),
     ("How much a year is Mr. Darcy said to have?", [[r"ten thousand|10,?000"]]),
     ("In which county is Mr. Darcy's large estate?", [[r"derbyshire"]]),
     ("What colour was the coat Mr. Bingley wore when the ladies saw him from the window?", [[r"blue"]]),
@@ -51,12 +55,9 @@ def test_answer_key_rejects_wrong_answers():
     old = "The new tenant of Netherfield Park is Mrs. Long, and she is rich with fortune from the north of England."
     assert not correct(old, QUESTIONS[0][1])
     assert correct("Mr. Bingley, with four or five thousand a year.", QUESTIONS[0][1])
+    assert not correct("Mr. Darcy, a man of large fortune.", QUESTIONS[0][1])
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 9, open: the 0.5B default generator answers 7 of 10 (it misreads "
-                   "evidence that holds the answer, e.g. names Mrs. Long as the tenant); strict, so a pass "
-                   "fails the suite until this mark is removed")
 def test_demo_answers_at_least_nine_of_ten(demo_pipe):
     results = []
     for question, key in QUESTIONS:

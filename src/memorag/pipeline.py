@@ -18,7 +18,14 @@ from memorag.chunking import check_chunk_tokens
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import ChatMessage, Generator
 from memorag.memory import Clues, Memory, check_same_model
-from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.models.registry import (
+    DEFAULT_GENERATOR,
+    DEFAULT_GENERATOR_CTX,
+    is_default,
+    load_embedder,
+    load_llm,
+    make_index_factory,
+)
 from memorag.plans import PlanContext, PlanParams, get_plan, ground_clues, run_plan
 from memorag.prompts import prompts_for
 from memorag.retrieval import Hit, Retriever
@@ -83,7 +90,10 @@ class MemoRAG:
             self.generator: Generator = as_generator(customized_gen_model)
         elif gen_model_name_or_path:
             self.generator = load_llm(gen_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
-        else:
+        elif is_default(mem_model_name_or_path):
+            # The default memory model reads; a larger packaged model answers (registry.DEFAULT_GENERATOR).
+            self.generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
+        else:  # the original API: no generator given = the memory model answers too
             twin = getattr(self.memory.llm, "twin", None)
             self.generator = twin() if twin else self.memory.llm
         self.ret_hit = ret_hit

@@ -21,6 +21,12 @@ from memorag.errors import ModelNotFoundError
 from memorag.models.packaged import PACKAGED, assemble
 
 DEFAULT_MEMORY_MODEL = "qwen2.5-0.5b"
+# The generator used with the default memory model. Chosen by answer quality on the demo's
+# ten questions (tests/test_demo_questions.py): the 1.5B answers 10 of 10 at ~10 s of
+# generation per question on 2 cores, the 0.5B 7 of 10 at ~3 s (docs/evaluation.md). The
+# memory stays 0.5B: it reads whole documents, where the 1.5B costs ~3x the minutes.
+DEFAULT_GENERATOR = "qwen2.5-1.5b"
+DEFAULT_GENERATOR_CTX = 8192  # evidence (k chunks of ~512 tokens) + prompt + answer
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {"", "default", "memorag-default"}
 _MINILM_ALIASES = {"default", "minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -31,6 +37,10 @@ _HOW_TO = (
     "llama.cpp server); 'azure:...', 'deepseek:...'; or 'hf:ID' / a local transformers "
     "directory (needs `pip install memorag[hf]` and the weights on disk)."
 )
+
+
+def is_default(spec: str | None) -> bool:
+    return (spec or "default").strip().lower() in _DEFAULT_ALIASES
 
 
 def how_to() -> str:
