@@ -115,7 +115,7 @@ def ask(
     save_dir: Annotated[Path, typer.Argument(help="A directory written by `memorag memorize`.")],
     question: Annotated[str, typer.Argument(help="The question.")],
     task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only).")] = "memorag",
-    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: the memory model.")] = None,
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 3,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
     use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer.")] = False,
@@ -136,7 +136,7 @@ def ask(
 @friendly
 def summarize(
     save_dir: Annotated[Path, typer.Argument(help="A directory written by `memorag memorize`.")],
-    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: the memory model.")] = None,
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Longest summary, in tokens.")] = 400,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -20,7 +20,7 @@ def eval_command(
     retrieval_only: Annotated[bool, typer.Option(help="Skip answer generation; report retrieval metrics only.")] = False,
     output: Annotated[Path, typer.Option(help="Results JSON (a .partial.jsonl beside it makes runs resumable).")] = Path("results.json"),
     mem_model: Annotated[str, typer.Option(help="Memory model spec.")] = "default",
-    gen_model: Annotated[str | None, typer.Option(help="Generator spec (default: the memory model).")] = None,
+    gen_model: Annotated[str | None, typer.Option(help="Generator (and judge) spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
