@@ -30,8 +30,8 @@ BASE = PlanParams()
 SETTINGS: list[tuple[str, str, PlanParams]] = [
     ("question", "question", BASE),
     ("clues", "clues", BASE),
-    ("grounded", "grounded", BASE),
-    ("grounded clue0 direct1", "grounded", replace(BASE, clue_weight=0.0)),
+    ("grounded (direct hits)", "grounded", BASE),
+    ("grounded + sentences searched", "grounded", replace(BASE, sentence_weight=1.0)),
     ("rerank", "rerank", BASE),
     ("rerank w1", "rerank", replace(BASE, rerank_weight=1.0)),
     ("rerank w4", "rerank", replace(BASE, rerank_weight=4.0)),
