@@ -14,6 +14,7 @@ Language: English words (lower-cased, stop words removed) or, for Chinese, jieba
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -86,6 +87,15 @@ class SentenceIndex:
             for off, s in split_sentences(chunk.text):
                 self.sentences.append(Sentence(cid, s, chunk.start + off))
         self._words = [set(content_words(s.text, language)) for s in self.sentences]
+        self._by_chunk: dict[int, list[int]] = {}
+        for sid, s in enumerate(self.sentences):
+            self._by_chunk.setdefault(s.chunk_id, []).append(sid)
+        df: dict[str, int] = {}
+        for words in self._words:
+            for w in words:
+                df[w] = df.get(w, 0) + 1
+        n = max(1, len(self._words))
+        self._idf = {w: math.log(1 + n / c) for w, c in df.items()}
         self._bm25 = bm25s.BM25()
         corpus = [sorted(w) or ["_"] for w in self._words]
         self._bm25.index(corpus, show_progress=False)
@@ -94,18 +104,6 @@ class SentenceIndex:
         """The part of a chunk that best matches ``question``: its best sentence (by the IDF
         of the question words it holds) with the sentences around it, up to ``max_chars``.
         A judge reads this instead of the whole chunk: ~100 tokens instead of ~500."""
-        import math
-
-        if not hasattr(self, "_by_chunk"):
-            self._by_chunk: dict[int, list[int]] = {}
-            for sid, s in enumerate(self.sentences):
-                self._by_chunk.setdefault(s.chunk_id, []).append(sid)
-            df: dict[str, int] = {}
-            for words in self._words:
-                for w in words:
-                    df[w] = df.get(w, 0) + 1
-            n = max(1, len(self._words))
-            self._idf = {w: math.log(1 + n / c) for w, c in df.items()}
         sids = self._by_chunk.get(chunk_id, [])
         if not sids:
             return ""
