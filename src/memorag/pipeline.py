@@ -33,10 +33,10 @@ from memorag.store import dir_size, read_manifest, write_save_dir
 from memorag.text import check_text
 
 TASK_TYPES = ("memorag", "qa", "rag", "summarize")
-# The measured-best way to use the memory's clues so far (docs/evaluation.md, 40 HotpotQA
-# questions): question + clue lines sharing one weight. "grounded" (invented clues
-# dropped) is within noise of it; judging plans lose badly with the 0.5B default model,
-# which answers "yes" for every passage, so rerank is off unless asked for.
+# Question + clue lines sharing one weight (docs/evaluation.md, 40 HotpotQA questions:
+# 0.725 recall@5). "grounded" (only clues found in the document, as direct hits) scored
+# 0.750 but broke the demo's own question with a true, unhelpful clue; the judging plans
+# ("rerank", "memorag") scored 0.51-0.73. Any of them: MemoRAG(query_plan=...).
 DEFAULT_PLAN = "clues"
 
 
@@ -79,7 +79,7 @@ class MemoRAG:
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
-                 query_plan: str = DEFAULT_PLAN, rerank: bool = False) -> None:
+                 query_plan: str = DEFAULT_PLAN) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
                              enable_flash_attn, n_ctx=n_ctx, compression=compression)
@@ -99,9 +99,6 @@ class MemoRAG:
         self.ret_hit = ret_hit
         get_plan(query_plan)  # an unknown plan is refused here, not at the first question
         self.query_plan = query_plan
-        # For the judging plans (rerank, memorag): the generator's own context judges the top
-        # candidates when it is a local llama.cpp model; other generators skip judging.
-        self.rerank = rerank
         self.question_weight = question_weight
         self.clue_weight = clue_weight
         self.hybrid = hybrid
@@ -280,7 +277,9 @@ class MemoRAG:
                           language=self.memory.language or "en")
 
     def plan_context(self) -> PlanContext:
-        judge = self.generator if self.rerank and hasattr(self.generator, "yes_probability") else None
+        # Judging plans (rerank, memorag) use the generator's own context when it is a local
+        # llama.cpp model; with other generators they fall back to their first-round ranking.
+        judge = self.generator if hasattr(self.generator, "yes_probability") else None
         return PlanContext(self.retriever, judge)
 
     def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:

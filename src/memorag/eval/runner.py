@@ -91,7 +91,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
               "top_k": top_k, "retrieval_only": retrieval_only, "chunk_tokens": chunk_tokens,
               "memory_model": pipe.memory.llm.describe(), "embedder": pipe.embedder.describe(),
               "generator": pipe.generator.describe() if hasattr(pipe.generator, "describe") else repr(pipe.generator),
-              "query_plan": pipe.query_plan, "rerank": pipe.rerank,
+              "query_plan": pipe.query_plan,
               "memory_window": pipe.memory.llm.context_window, "compression": compression}
     root = state_dir or cache_dir() / "eval"
     output = Path(output)
