@@ -12,38 +12,12 @@ from memorag import MemoRAG  # noqa: E402
 from memorag.errors import StateError  # noqa: E402
 from memorag.llm.transformers_backend import TransformersLLM  # noqa: E402
 from memorag.memory import Memory  # noqa: E402
-
-CORPUS = [
-    "The lighthouse keeper Edda Quill logged every ship in a green ledger.",
-    "Tobias Quill founded the island school in 1880.",
-    "Question answer document memory clue recall the of and a in to.",
-] * 20
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+from memorag.testing.tiny import CORPUS, build_tiny_transformers_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny")
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    special = ["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=special,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>",
-                                   pad_token="<|endoftext|>")
-    fast.chat_template = TEMPLATE
-    fast.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=fast.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=4096,
-                      eos_token_id=fast.eos_token_id)
-    Qwen2ForCausalLM(cfg).save_pretrained(d)
-    return d
+    return build_tiny_transformers_model(tmp_path_factory.mktemp("tiny"))
 
 
 def test_kv_memory_round_trip_gives_identical_greedy_output(tiny_model_dir, tmp_path):

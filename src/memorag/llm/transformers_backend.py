@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
-from memorag.llm.base import ChatMessage, ProgressFn
+from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
 
-_SPLIT = "\u0000MEMORAG-SPLIT\u0000"
 STATE_FILE = "kv_cache.safetensors"
 
 
@@ -88,17 +87,14 @@ class TransformersLLM:
                 "n_ctx": self.context_window}
 
     def _render(self, messages: list[ChatMessage], *, open_user_turn: bool) -> tuple[str, str]:
-        msgs = [dict(m) for m in messages]
         if open_user_turn:
-            msgs[-1]["content"] += _SPLIT
+            return render_open_turn(messages, self._render_text)
+        return self._render_text([dict(m) for m in messages]), ""
+
+    def _render_text(self, msgs: list[dict]) -> str:
         if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
-        if open_user_turn:
-            head, _, tail = text.partition(_SPLIT)
-            return head, tail
-        return text, ""
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -215,6 +211,21 @@ class TransformersLLM:
         if len(ids) != int(info["n_tokens"]) or cache.get_seq_length() != len(ids):
             raise StateError(f"Memory state {path} does not match its description (corrupt save dir?).")
         self._prefix_ids, self._cache, self._tail = ids, cache, info.get("tail", "")
+
+    def snapshot_prefix(self) -> tuple | None:
+        # prefill builds a new cache object and continue_chat crops back to the prefix, so
+        # holding the current objects is a snapshot (no copy of the tensors).
+        if self._cache is None:
+            return None
+        self._crop_to_prefix()
+        return (list(self._prefix_ids), self._cache, self._tail)
+
+    def restore_prefix(self, snapshot: tuple | None) -> None:
+        if snapshot is None:
+            self._prefix_ids, self._cache, self._tail = [], None, ""
+        else:
+            ids, cache, tail = snapshot
+            self._prefix_ids, self._cache, self._tail = list(ids), cache, tail
 
     def twin(self, n_ctx: int = 8192) -> TransformersLLM:
         """A generator sharing the weights but not the memory's cache."""
