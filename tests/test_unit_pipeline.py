@@ -100,8 +100,12 @@ def test_task_types_use_the_memory_as_documented():
         pipe.ask(Q_A, task_type="chat")
 
 
-def test_every_registered_plan_runs_through_ask():
-    for name in plan_names():
+BUILT_IN_PLANS = ("question", "clues", "grounded", "feedback", "rerank", "memorag")
+
+
+def test_every_built_in_plan_runs_through_ask():
+    assert set(BUILT_IN_PLANS) <= set(plan_names())
+    for name in BUILT_IN_PLANS:
         pipe = new_pipe(query_plan=name)
         pipe.memorize(DOC_A, progress=False)
         ans = pipe.ask(Q_A)
