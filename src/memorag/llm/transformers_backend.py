@@ -29,7 +29,7 @@ class TransformersLLM:
     def __init__(self, name_or_path: str, *, spec: str | None = None, cache_dir: str | None = None,
                  access_token: str | None = None, load_in_4bit: bool = False, beacon_ratio: float | None = None,
                  dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
-                 n_ctx: int | None = None, **_: Any) -> None:
+                 n_ctx: int | None = None, offline: bool | None = None, **_: Any) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -37,8 +37,12 @@ class TransformersLLM:
             raise BackendError("The transformers backend needs `pip install 'memorag[hf]'`.") from None
         self._torch = torch
         local = Path(name_or_path).expanduser().is_dir()
+        # offline=None: a local directory never looks at the hub; a hub id does unless the
+        # user set HF_HUB_OFFLINE (read here, never set).
+        if offline is None:
+            offline = local or os.environ.get("HF_HUB_OFFLINE") == "1"
         kwargs: dict[str, Any] = {"cache_dir": cache_dir, "token": access_token, "trust_remote_code": trust_remote_code,
-                                  "local_files_only": local or os.environ.get("HF_HUB_OFFLINE") == "1"}
+                                  "local_files_only": offline}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
             model_kwargs = dict(kwargs)
