@@ -51,3 +51,13 @@ def test_pipeline_memorize_save_load_ask_on_transformers(tiny_model_dir, tmp_pat
     streamed: list[str] = []
     ans = again.ask("Who kept the ledger?", max_new_tokens=8, on_token=streamed.append)
     assert "".join(streamed).strip() == ans.answer and ans.evidence
+
+
+def test_temperature_samples_reproducibly_per_seed(tiny_model_dir):
+    msgs = [{"role": "user", "content": "Who founded the island school?"}]
+    a, b = TransformersLLM(str(tiny_model_dir), seed=7), TransformersLLM(str(tiny_model_dir), seed=7)
+    greedy = a.chat(msgs, max_new_tokens=16)
+    assert a.chat(msgs, max_new_tokens=16) == greedy  # temperature 0: greedy, repeatable
+    sampled = a.chat(msgs, max_new_tokens=16, temperature=2.0)
+    assert b.chat(msgs, max_new_tokens=16, temperature=2.0) == sampled  # same seed, same sample
+    assert sampled != greedy  # the temperature was used, not ignored

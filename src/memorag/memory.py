@@ -191,15 +191,14 @@ class Memory:
             from memorag.models.registry import load_llm
 
             llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
-                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit, beacon_ratio=beacon_ratio)
+                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit)
         self.llm = llm
         # beacon_ratio (the original API's name) is the compression ratio for documents
         # beyond the window: document tokens per memory token. None = just fit the window.
         self.beacon_ratio = beacon_ratio
-        from memorag.longmem import COMPRESSIONS
+        from memorag.config import Compression, choice
 
-        if compression not in (*COMPRESSIONS, "none"):
-            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, none; got {compression!r}.")
+        compression = choice(Compression, compression, "compression")
         # "none" keeps the original behaviour: the whole document must fit the window.
         self.compression = compression
         self._forced_language = language

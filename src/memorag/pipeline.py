@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from memorag.chunking import check_chunk_tokens
+from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
 from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.index.base import VectorIndex
@@ -28,19 +29,14 @@ from memorag.models.registry import (
     load_llm,
     make_index_factory,
 )
-from memorag.plans import PlanContext, PlanParams, get_plan, ground_clues, run_plan
+from memorag.plans import PlanContext, PlanParams, ground_clues, run_plan
 from memorag.progress import progress_bar
 from memorag.prompts import prompts_for
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import dir_size, read_manifest, write_save_dir
 from memorag.text import check_text
 
-TASK_TYPES = ("memorag", "qa", "rag", "summarize")
-# Question + clue lines sharing one weight (docs/evaluation.md, 40 HotpotQA questions:
-# 0.725 recall@5). "grounded" (only clues found in the document, as direct hits) scored
-# 0.750 but broke the demo's own question with a true, unhelpful clue; the judging plans
-# ("rerank", "memorag") scored 0.51-0.73. Any of them: MemoRAG(query_plan=...).
-DEFAULT_PLAN = "clues"
+TASK_TYPES = tuple(t.value for t in TaskType)
 
 
 @dataclass
@@ -100,7 +96,8 @@ class MemoRAG:
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
-        get_plan(query_plan)  # an unknown plan is refused here, not at the first question
+        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan)
+        compression = choice(Compression, compression, "compression")
         mem = mem_model_name_or_path
         if isinstance(mem, Memory):
             _refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
@@ -127,9 +124,7 @@ class MemoRAG:
             generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
         else:
             generator = None  # from_parts: the memory model answers too
-        self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator,
-                    ret_hit=ret_hit, question_weight=question_weight, clue_weight=clue_weight, hybrid=hybrid,
-                    overlap_indexing=overlap_indexing, query_plan=query_plan)
+        self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator, options)
         self.index_spec = index if isinstance(index, str) else getattr(index, "spec", None)
 
     @classmethod
@@ -145,17 +140,14 @@ class MemoRAG:
 
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
         """
-        get_plan(query_plan)
+        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan)
         pipe = cls.__new__(cls)
-        pipe._setup(memory if isinstance(memory, Memory) else Memory(llm=memory), retriever, generator,
-                    ret_hit=ret_hit, question_weight=question_weight, clue_weight=clue_weight, hybrid=hybrid,
-                    overlap_indexing=overlap_indexing, query_plan=query_plan)
+        pipe._setup(memory if isinstance(memory, Memory) else Memory(llm=memory), retriever, generator, options)
         pipe.index_spec = getattr(retriever.index_factory, "spec", None)
         return pipe
 
-    def _setup(self, memory: Memory, retriever: Retriever, generator: Generator | None, *, ret_hit: int,
-               question_weight: float, clue_weight: float, hybrid: bool, overlap_indexing: bool,
-               query_plan: str) -> None:
+    def _setup(self, memory: Memory, retriever: Retriever, generator: Generator | None,
+               options: PipelineOptions) -> None:
         self.memory = memory
         self.retriever = retriever
         self.embedder = retriever.embedder
@@ -163,15 +155,15 @@ class MemoRAG:
             twin = getattr(memory.llm, "twin", None)
             generator = twin() if twin else memory.llm
         self.generator = generator
-        self.ret_hit = ret_hit
-        self.query_plan = query_plan
-        self.question_weight = question_weight
-        self.clue_weight = clue_weight
-        self.hybrid = hybrid
+        self.ret_hit = options.ret_hit
+        self.query_plan = options.query_plan
+        self.question_weight = options.question_weight
+        self.clue_weight = options.clue_weight
+        self.hybrid = options.hybrid
         # Embed chunks in a thread while the memory model reads (both run native code that
         # releases the GIL). Off by default: on 2 local cores it saved 3% (docs/benchmarks.md);
         # it pays off when the memory model runs on a server or a GPU.
-        self.overlap_indexing = overlap_indexing
+        self.overlap_indexing = options.overlap_indexing
         self._manifest: dict | None = None
         self.stats: dict = {}
 
@@ -317,8 +309,7 @@ class MemoRAG:
     def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
             prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,
             on_token: Callable[[str], None] | None = None) -> Answer:
-        if task_type not in TASK_TYPES:
-            raise InputError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}.")
+        task_type = choice(TaskType, task_type, "task_type")
         if not self.memory.memorized:
             raise NotMemorizedError("No document is memorized: call memorize(context) or load(save_dir) first.")
         if task_type != "summarize":

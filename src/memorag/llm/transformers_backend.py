@@ -5,7 +5,7 @@ once, each task runs only its own tokens on top of the cache and then crops the 
 back to the prefix, and ``save_prefix`` writes the key/value tensors with safetensors
 (never pickle or ``torch.load``).
 
-Decoding is a plain greedy loop rather than ``model.generate``: it streams token by
+Decoding is a plain loop (greedy, or sampled when ``temperature`` > 0) rather than ``model.generate``: it streams token by
 token, reuses the cache exactly, and does not depend on ``generate``'s cache arguments,
 which change between transformers releases.
 """
@@ -27,9 +27,9 @@ STATE_FILE = "kv_cache.safetensors"
 
 class TransformersLLM:
     def __init__(self, name_or_path: str, *, spec: str | None = None, cache_dir: str | None = None,
-                 access_token: str | None = None, load_in_4bit: bool = False, beacon_ratio: float | None = None,
+                 access_token: str | None = None, load_in_4bit: bool = False,
                  dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
-                 n_ctx: int | None = None, offline: bool | None = None, **_: Any) -> None:
+                 n_ctx: int | None = None, offline: bool | None = None, seed: int = 0) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,12 +59,12 @@ class TransformersLLM:
                 "id already in the Hugging Face cache (this machine cannot download from the hub)."
             ) from None
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._rng = torch.Generator().manual_seed(seed)
         if not load_in_4bit:
             self.model.to(self.device)
         self.model.eval()
         self.spec = spec or f"hf:{name_or_path}"
         self.name = str(name_or_path)
-        self.beacon_ratio = beacon_ratio
         cfg = self.model.config
         self._context_window = int(n_ctx or getattr(cfg, "max_position_embeddings", 4096))
         self._eos = {t for t in [self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)]
@@ -118,15 +118,23 @@ class TransformersLLM:
         if extra > 0:
             self._cache.crop(-extra)  # negative = drop that many trailing tokens
 
-    def _greedy(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None) -> Iterator[str]:
-        """Greedy decoding on top of ``cache`` (which already holds everything before ``ids``)."""
+    def _pick(self, logits, temperature: float) -> int:
+        if temperature and temperature > 0:  # sample from softmax(logits / T), seeded per instance
+            probs = self._torch.softmax(logits.float() / temperature, dim=-1)
+            return int(self._torch.multinomial(probs.cpu(), 1, generator=self._rng))
+        return int(logits.argmax())
+
+    def _decode(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None,
+                temperature: float = 0.0) -> Iterator[str]:
+        """Decoding on top of ``cache`` (which already holds everything before ``ids``):
+        greedy at temperature 0, sampled above."""
         if len(ids) + (cache.get_seq_length() if cache is not None else 0) + 1 > self.context_window:
             raise ContextTooLongError(f"Prompt does not fit the model's {self.context_window}-token window.")
         logits, cache = self._forward(ids, cache)
         out: list[int] = []
         sent = ""
         for _ in range(max_new_tokens):
-            tok = int(logits.argmax())
+            tok = self._pick(logits, temperature)
             if tok in self._eos:
                 break
             out.append(tok)
@@ -145,11 +153,11 @@ class TransformersLLM:
     def stream_chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
                     stop: list[str] | None = None) -> Iterator[str]:
         text, _ = self._render(messages, open_user_turn=False)
-        yield from self._greedy(self._ids(text), None, max_new_tokens, stop)
+        yield from self._decode(self._ids(text), None, max_new_tokens, stop, temperature)
 
     def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
              stop: list[str] | None = None) -> str:
-        return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, stop=stop))
+        return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop))
 
     # -------------------------------------------------------- prefix state
     def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
@@ -178,7 +186,7 @@ class TransformersLLM:
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
         try:
-            yield from self._greedy(self._ids(user_suffix + self._tail), self._cache, max_new_tokens, stop)
+            yield from self._decode(self._ids(user_suffix + self._tail), self._cache, max_new_tokens, stop, temperature)
         finally:
             # The task's tokens were appended to the shared cache; cut back to the document.
             self._crop_to_prefix()
