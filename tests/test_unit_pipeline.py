@@ -232,6 +232,26 @@ def test_failed_load_leaves_the_current_document(tmp_path):
     assert snapshot(pipe) == before
 
 
+def test_failed_gist_compression_of_a_long_second_document_keeps_the_first(tmp_path, monkeypatch):
+    # Gist compression prefills every window of the new document into the memory model,
+    # overwriting the first document's prefix long before the final prefill.
+    monkeypatch.setenv("MEMORAG_CACHE_DIR", str(tmp_path / "cache"))  # finished gists are cached there
+    llm = ScriptedLLM(context_window=2048, script=[("dense summary", "Gist of this part of the document.")])
+    pipe = MemoRAG.from_parts(Memory(llm=llm, compression="gist"),
+                              Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96))
+    pipe.memorize(DOC_A[:4000], progress=False)
+    assert pipe.memory.compression_stats is None  # fits the window: no compression
+    before = snapshot(pipe)
+    long_b = "\n\n".join([DOC_B] * 3)
+    llm.fail("continue", RuntimeError("gist failed"), after=2)  # the third window's gist
+    with pytest.raises(RuntimeError, match="gist failed"):
+        pipe.memorize(long_b, progress=False)
+    assert llm.call_counts["prefill"] >= 3  # windows were read into the model before the failure
+    assert snapshot(pipe) == before
+    stats = pipe.memorize(long_b, progress=False)  # retried, the finished gists come from the cache
+    assert stats["compression"]["method"] == "gist" and stats["compression"]["windows_computed"] >= 1
+
+
 def test_memory_alone_keeps_its_document_when_reading_another_fails():
     mem = Memory(llm=ScriptedLLM())
     mem.memorize(DOC_A)
