@@ -71,8 +71,9 @@ def test_streaming_from_server(server_url):
     assert "3" in "".join(pieces)
 
 
-def test_generator_on_server(server_url):
-    pipe = MemoRAG(customized_gen_model=Agent("qwen", "openai", {"base_url": server_url}), n_ctx=4096)
+def test_generator_on_server(server_url, default_llm, embedder):
+    # The session's memory model and embedder: only the generator is on the server.
+    pipe = MemoRAG(default_llm, embedder, customized_gen_model=Agent("qwen", "openai", {"base_url": server_url}))
     pipe.memorize(DOC, progress=False)
     ans = pipe.ask("Who was the first keeper of the Varrow Island lighthouse?", max_new_tokens=24)
     assert "Edda" in ans.answer, ans.answer
