@@ -3,16 +3,20 @@ tokenizer trained here (no hub): the KV memory survives save/load exactly."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from memorag import MemoRAG
+from memorag.errors import StateError
+from memorag.llm.transformers_backend import TransformersLLM
+from memorag.memory import Memory
+from memorag.testing.tiny import CORPUS, build_tiny_transformers_model
 
-from memorag import MemoRAG  # noqa: E402
-from memorag.errors import StateError  # noqa: E402
-from memorag.llm.transformers_backend import TransformersLLM  # noqa: E402
-from memorag.memory import Memory  # noqa: E402
-from memorag.testing.tiny import CORPUS, build_tiny_transformers_model  # noqa: E402
+# Checked without importing: torch takes seconds to import, and collection (also of
+# `pytest -m unit`) should not pay for it.
+pytestmark = pytest.mark.skipif(find_spec("torch") is None or find_spec("transformers") is None,
+                                reason="needs the hf extra (torch, transformers)")
 
 
 @pytest.fixture(scope="module")
