@@ -31,7 +31,7 @@ from memorag.models.registry import (
 )
 from memorag.plans import PlanContext, PlanParams, ground_clues, run_plan
 from memorag.progress import progress_bar
-from memorag.prompts import prompts_for
+from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import dir_size, read_manifest, write_save_dir
 from memorag.text import check_text
@@ -56,11 +56,7 @@ class Answer:
                 "timings": self.timings}
 
 
-def _fill(template: str, **values: str) -> str:
-    # str.format would choke on braces inside user templates; replace only our names.
-    for key, value in values.items():
-        template = template.replace("{" + key + "}", value)
-    return template
+_fill = fill  # the name this module used before prompts.fill was public
 
 
 @dataclass(frozen=True)
@@ -253,7 +249,7 @@ class MemoRAG:
         """Write ``doc`` (whose prefix the memory model holds now) to ``save_dir``."""
         t = time.perf_counter()
 
-        def fill(tmp: Path) -> dict:
+        def fill_dir(tmp: Path) -> dict:
             memory_info = self.memory.save(tmp / "memory", doc.memory)
             retrieval_info = self.retriever.save(tmp / "retrieval", doc.retrieval)
             return {"models": {"memory": self.memory.llm.describe(), "embedder": self.embedder.describe()},
@@ -262,7 +258,7 @@ class MemoRAG:
                     "memory_tokens": memory_info["state"].get("n_tokens"),
                     "chunks": retrieval_info["n_chunks"], "retrieval": retrieval_info}
 
-        manifest = write_save_dir(save_dir, fill)
+        manifest = write_save_dir(save_dir, fill_dir)
         stats = {"save_seconds": round(time.perf_counter() - t, 3), "disk_bytes": dir_size(Path(save_dir))}
         return replace(doc, manifest=manifest), stats
 
@@ -336,11 +332,11 @@ class MemoRAG:
         t1 = time.perf_counter()
         evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
-            user = _fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
+            user = fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
         elif task_type == "summarize":
-            user = _fill(p.gen_summary, evidence=evidence, points="\n".join(clues.spans if clues else []))
+            user = fill(p.gen_summary, evidence=evidence, points="\n".join(clues.spans if clues else []))
         else:
-            user = _fill(p.gen_memorag, evidence=evidence, question=query)
+            user = fill(p.gen_memorag, evidence=evidence, question=query)
         messages: list[ChatMessage] = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
         pieces = []
         for piece in self.generator.stream_chat(messages, max_new_tokens=max_new_tokens):
