@@ -302,3 +302,13 @@ def test_constructor_takes_objects_and_refuses_arguments_that_cannot_apply():
         MemoRAG(llm, embedder, n_ctx=4096)
     with pytest.raises(InputError, match="compression"):
         MemoRAG(Memory(llm=llm), embedder, compression="gist")
+
+
+def test_from_parts_adapts_a_generate_only_generator():
+    class OnlyGenerate:
+        def generate(self, prompt):
+            return "from generate: " + prompt.splitlines()[-2]
+
+    pipe = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), OnlyGenerate())
+    pipe.memorize(DOC_A, progress=False)
+    assert pipe.ask(Q_A).answer == f"from generate: Question: {Q_A}"

@@ -150,7 +150,7 @@ class MemoRAG:
         if generator is None:  # the original API: no generator given = the memory model answers too
             twin = getattr(memory.llm, "twin", None)
             generator = twin() if twin else memory.llm
-        self.generator = generator
+        self.generator = as_generator(generator)
         self.ret_hit = options.ret_hit
         self.query_plan = options.query_plan
         self.question_weight = options.question_weight
