@@ -9,6 +9,7 @@ from memorag import MemoRAG
 from memorag.config import PipelineOptions
 from memorag.errors import InputError
 from memorag.index.faiss_index import FaissIndex
+from memorag.memory import Memory
 from memorag.models import registry
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
 from memorag.testing import HashEmbedder, ScriptedLLM
@@ -118,3 +119,18 @@ def test_bad_pipeline_options_are_refused_before_any_model_loads(kwargs, message
 def test_load_in_4bit_with_the_default_gguf_memory_is_refused_up_front():
     with pytest.raises(InputError, match="load_in_4bit"):
         MemoRAG(load_in_4bit=True)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"compression": "zip"}, "compression"), ({"beacon_ratio": 0.5}, "beacon_ratio"),
+    ({"beacon_ratio": "4"}, "beacon_ratio"),
+])
+def test_memory_checks_its_options_before_loading_a_model(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Memory("default", **kwargs)  # getting past the check would load the default model
+
+
+def test_memory_refuses_loading_options_with_a_model_object():
+    with pytest.raises(InputError, match="n_ctx cannot apply"):
+        Memory(llm=ScriptedLLM(), n_ctx=4096)
+    assert Memory(llm=ScriptedLLM(), beacon_ratio=8).beacon_ratio == 8  # the memory's own option applies

@@ -187,18 +187,30 @@ class Memory:
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None,
                  compression: str = "extractive") -> None:
+        from memorag.config import Compression, choice
+
+        # Checked before a model loads: a typo should not cost a model load.
+        compression = choice(Compression, compression, "compression")
+        if beacon_ratio is not None and (isinstance(beacon_ratio, bool) or not isinstance(beacon_ratio, int | float)
+                                         or not beacon_ratio >= 1):
+            raise InputError(f"beacon_ratio (document tokens per memory token) must be a number >= 1 or None; "
+                             f"got {beacon_ratio!r}.")
         if llm is None:
             from memorag.models.registry import load_llm
 
             llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                            flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit)
+        else:
+            given = {"cache_dir": cache_dir, "access_token": access_token, "load_in_4bit": load_in_4bit,
+                     "enable_flash_attn": enable_flash_attn, "n_ctx": n_ctx}
+            extra = [k for k, v in given.items() if v is not None and v is not False]
+            if extra:
+                raise InputError(f"{', '.join(extra)} cannot apply to a model given as llm=...: set them where "
+                                 "that model is made.")
         self.llm = llm
         # beacon_ratio (the original API's name) is the compression ratio for documents
         # beyond the window: document tokens per memory token. None = just fit the window.
         self.beacon_ratio = beacon_ratio
-        from memorag.config import Compression, choice
-
-        compression = choice(Compression, compression, "compression")
         # "none" keeps the original behaviour: the whole document must fit the window.
         self.compression = compression
         self._forced_language = language
