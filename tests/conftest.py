@@ -28,3 +28,11 @@ def default_llm():
     from memorag.models.registry import load_llm
 
     return load_llm("default", n_ctx=8192)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests that are neither unit (no model) nor e2e/slow (whole runs on the default models)
+    # exercise one backend on a real model: mark them so `-m integration` selects them.
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in ("unit", "e2e", "slow")):
+            item.add_marker(pytest.mark.integration)

@@ -75,11 +75,9 @@ def test_original_api_call_and_errors(memorized, document):
     pipe, save_dir, _, _ = memorized
     answer = pipe(context=document, query=QUESTION, max_new_tokens=40)  # same context: no re-memorize
     assert isinstance(answer, str) and answer
-    fresh = MemoRAG.__new__(MemoRAG)
-    fresh.__dict__.update(pipe.__dict__)
     from memorag.memory import Memory
 
-    fresh.memory = Memory(llm=pipe.memory.llm)
+    fresh = MemoRAG.from_parts(Memory(llm=pipe.memory.llm), pipe.retriever, pipe.generator)
     with pytest.raises(NotMemorizedError):
         fresh.ask(QUESTION)
     with pytest.raises(NotMemorizedError):

@@ -3,6 +3,8 @@ import pytest
 from memorag.eval import datasets as ds
 from memorag.eval.datasets import DatasetError, approx_tokens
 
+pytestmark = pytest.mark.unit  # no model: runs in `pytest -m unit`
+
 
 @pytest.fixture(scope="module")
 def hay():

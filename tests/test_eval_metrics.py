@@ -2,6 +2,8 @@ import pytest
 
 from memorag.eval.metrics import all_gold_at_k, exact_match, normalize_answer, qa_f1, recall_at_k, rouge_l
 
+pytestmark = pytest.mark.unit  # no model: runs in `pytest -m unit`
+
 
 def test_normalisation_drops_case_punctuation_articles():
     assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"

@@ -75,8 +75,7 @@ def test_pipeline_over_twice_the_window_answers_from_the_last_quarter(default_ll
     paras = sample_text.split("\n\n")
     cut = int(len(paras) * 0.85)
     doc = "\n\n".join(paras[:cut] + [fact] + paras[cut:])
-    pipe = MemoRAG.__new__(MemoRAG)
-    MemoRAG.__init__(pipe, customized_gen_model=default_llm, n_ctx=2048)
+    pipe = MemoRAG(customized_gen_model=default_llm, n_ctx=2048)
     stats = pipe.memorize(doc, progress=False)
     assert stats["compression"]["input_tokens"] > 2 * 2048
     assert stats["memory_tokens"] <= 2048

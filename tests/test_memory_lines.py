@@ -1,4 +1,8 @@
+import pytest
+
 from memorag.memory import clean_line, distinct_lines
+
+pytestmark = pytest.mark.unit  # no model: runs in `pytest -m unit`
 
 
 def test_clean_line_strips_markers_and_drops_preambles():

@@ -14,6 +14,8 @@ import pytest
 from memorag.errors import BackendError
 from memorag.llm.openai_api import Agent, agent_from_spec
 
+pytestmark = pytest.mark.unit  # no model: runs in `pytest -m unit`
+
 
 def completion(text: str) -> bytes:
     return json.dumps({

@@ -15,6 +15,7 @@ import pytest
 from memorag import MemoRAG
 from memorag.llm.openai_api import Agent
 from memorag.models.registry import resolve_gguf
+from memorag.testing.contracts import LLM_PREFIX_CHECKS, check_id
 
 pytestmark = pytest.mark.e2e
 
@@ -70,8 +71,9 @@ def test_streaming_from_server(server_url):
     assert "3" in "".join(pieces)
 
 
-def test_generator_on_server(server_url):
-    pipe = MemoRAG(customized_gen_model=Agent("qwen", "openai", {"base_url": server_url}), n_ctx=4096)
+def test_generator_on_server(server_url, default_llm, embedder):
+    # The session's memory model and embedder: only the generator is on the server.
+    pipe = MemoRAG(default_llm, embedder, customized_gen_model=Agent("qwen", "openai", {"base_url": server_url}))
     pipe.memorize(DOC, progress=False)
     ans = pipe.ask("Who was the first keeper of the Varrow Island lighthouse?", max_new_tokens=24)
     assert "Edda" in ans.answer, ans.answer
@@ -80,7 +82,8 @@ def test_generator_on_server(server_url):
 
 def test_memory_and_generator_on_server(server_url, tmp_path):
     pipe = MemoRAG(mem_model_name_or_path=f"openai:qwen@{server_url}", ret_hit=2)
-    assert pipe.generator is pipe.memory.llm  # stateless over HTTP: one client serves both
+    # One HTTP client serves both; the generator's twin has no prefix of its own.
+    assert pipe.generator is not pipe.memory.llm and pipe.generator._client is pipe.memory.llm._client
     pipe.memorize(DOC, save_dir=tmp_path / "state", progress=False)
     streamed: list[str] = []
     ans = pipe.ask("Who founded the island's school?", max_new_tokens=24, on_token=streamed.append)
@@ -90,3 +93,8 @@ def test_memory_and_generator_on_server(server_url, tmp_path):
     assert (tmp_path / "state" / "memory" / "prefix.json").is_file()
     again = MemoRAG.from_saved(tmp_path / "state")
     assert again.memory.recall("Who founded the school?")
+
+
+@pytest.mark.parametrize("check", LLM_PREFIX_CHECKS, ids=check_id)
+def test_openai_backend_passes_the_llm_prefix_contract(check, server_url, tmp_path):
+    check(Agent("qwen", "openai", {"base_url": server_url}, context_window=4096), tmp_path)

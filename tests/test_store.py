@@ -5,6 +5,8 @@ import pytest
 from memorag.errors import StateError
 from memorag.store import MANIFEST, read_manifest, write_save_dir
 
+pytestmark = pytest.mark.unit  # no model: runs in `pytest -m unit`
+
 
 def _fill(payload: bytes):
     def fill(tmp):

@@ -3,6 +3,8 @@ import pytest
 from memorag.errors import InputError
 from memorag.text import check_text, detect_language, read_text_file
 
+pytestmark = pytest.mark.unit  # no model: runs in `pytest -m unit`
+
 
 def test_detect_language():
     assert detect_language("It is a truth universally acknowledged.") == "en"

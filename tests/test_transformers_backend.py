@@ -3,47 +3,25 @@ tokenizer trained here (no hub): the KV memory survives save/load exactly."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from memorag import MemoRAG
+from memorag.errors import StateError
+from memorag.llm.transformers_backend import TransformersLLM
+from memorag.memory import Memory
+from memorag.testing.tiny import CORPUS, build_tiny_transformers_model
 
-from memorag import MemoRAG  # noqa: E402
-from memorag.errors import StateError  # noqa: E402
-from memorag.llm.transformers_backend import TransformersLLM  # noqa: E402
-from memorag.memory import Memory  # noqa: E402
-
-CORPUS = [
-    "The lighthouse keeper Edda Quill logged every ship in a green ledger.",
-    "Tobias Quill founded the island school in 1880.",
-    "Question answer document memory clue recall the of and a in to.",
-] * 20
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# Checked without importing: torch takes seconds to import, and collection (also of
+# `pytest -m unit`) should not pay for it.
+pytestmark = pytest.mark.skipif(find_spec("torch") is None or find_spec("transformers") is None,
+                                reason="needs the hf extra (torch, transformers)")
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny")
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    special = ["<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=special,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>",
-                                   pad_token="<|endoftext|>")
-    fast.chat_template = TEMPLATE
-    fast.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=fast.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=4096,
-                      eos_token_id=fast.eos_token_id)
-    Qwen2ForCausalLM(cfg).save_pretrained(d)
-    return d
+    return build_tiny_transformers_model(tmp_path_factory.mktemp("tiny"))
 
 
 def test_kv_memory_round_trip_gives_identical_greedy_output(tiny_model_dir, tmp_path):
@@ -77,3 +55,13 @@ def test_pipeline_memorize_save_load_ask_on_transformers(tiny_model_dir, tmp_pat
     streamed: list[str] = []
     ans = again.ask("Who kept the ledger?", max_new_tokens=8, on_token=streamed.append)
     assert "".join(streamed).strip() == ans.answer and ans.evidence
+
+
+def test_temperature_samples_reproducibly_per_seed(tiny_model_dir):
+    msgs = [{"role": "user", "content": "Who founded the island school?"}]
+    a, b = TransformersLLM(str(tiny_model_dir), seed=7), TransformersLLM(str(tiny_model_dir), seed=7)
+    greedy = a.chat(msgs, max_new_tokens=16)
+    assert a.chat(msgs, max_new_tokens=16) == greedy  # temperature 0: greedy, repeatable
+    sampled = a.chat(msgs, max_new_tokens=16, temperature=2.0)
+    assert b.chat(msgs, max_new_tokens=16, temperature=2.0) == sampled  # same seed, same sample
+    assert sampled != greedy  # the temperature was used, not ignored

@@ -1,10 +1,9 @@
 """memorag: memory-augmented retrieval-augmented generation over long documents."""
 
-__version__ = "0.1.0"
-
-from memorag.errors import MemoRAGError  # noqa: E402
-from memorag.memory import Memory  # noqa: E402
-from memorag.pipeline import Answer, MemoRAG  # noqa: E402
+from memorag._version import __version__
+from memorag.errors import MemoRAGError
+from memorag.memory import Memory
+from memorag.pipeline import Answer, MemoRAG
 
 # Agent and MemoRAGLite are listed but resolved lazily by __getattr__ below, so that
 # `import memorag` stays light; `from memorag import *` imports them (neither needs an

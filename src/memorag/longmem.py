@@ -36,6 +36,7 @@ from pathlib import Path
 from memorag.errors import InputError
 from memorag.llm.base import LLM
 from memorag.models.packaged import cache_dir
+from memorag.progress import progress_bar
 from memorag.prompts import prompts_for
 
 COMPRESSIONS = ("extractive", "gist")  # Memory also accepts "none": no compression
@@ -246,21 +247,7 @@ def compress(llm: LLM, text: str, *, method: str = "extractive", ratio: float | 
         raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {method!r}.")
     total = llm.count_tokens(text)
     budget = memory_budget(llm, total, ratio)
-    bar = callback = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=0, desc=f"memory: {method} windows", unit="window", dynamic_ncols=True)
-
-        def callback(done: int, n: int) -> None:
-            bar.total = n
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with progress_bar(f"memory: {method} windows", "window", progress) as callback:
         if method == "extractive":
             return extractive_memory(llm, text, budget, language, callback)
         return gist_memory(llm, text, budget, language, cache=cache, progress=callback)
-    finally:
-        if bar is not None:
-            bar.close()

@@ -13,11 +13,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import LLM, ChatMessage
+from memorag.progress import progress_bar
 from memorag.prompts import prompts_for
 from memorag.text import check_text, detect_language
 
@@ -135,6 +137,17 @@ def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) ->
     return lines
 
 
+@dataclass(frozen=True)
+class MemoryState:
+    """What the memory model's prefix state holds: one document, read in ``language``."""
+
+    language: str
+    context_sha256: str | None
+    context_chars: int
+    prefix_tokens: int
+    compression: dict | None = None  # CompressionStats.to_json() when the document was compressed
+
+
 @dataclass
 class Clues:
     """What the memory offers for one question."""
@@ -174,73 +187,122 @@ class Memory:
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None,
                  compression: str = "extractive") -> None:
+        from memorag.config import Compression, choice
+
+        # Checked before a model loads: a typo should not cost a model load.
+        compression = choice(Compression, compression, "compression")
+        if beacon_ratio is not None and (isinstance(beacon_ratio, bool) or not isinstance(beacon_ratio, int | float)
+                                         or not beacon_ratio >= 1):
+            raise InputError(f"beacon_ratio (document tokens per memory token) must be a number >= 1 or None; "
+                             f"got {beacon_ratio!r}.")
         if llm is None:
             from memorag.models.registry import load_llm
 
             llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
-                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit, beacon_ratio=beacon_ratio)
+                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit)
+        else:
+            given = {"cache_dir": cache_dir, "access_token": access_token, "load_in_4bit": load_in_4bit,
+                     "enable_flash_attn": enable_flash_attn, "n_ctx": n_ctx}
+            extra = [k for k, v in given.items() if v is not None and v is not False]
+            if extra:
+                raise InputError(f"{', '.join(extra)} cannot apply to a model given as llm=...: set them where "
+                                 "that model is made.")
         self.llm = llm
         # beacon_ratio (the original API's name) is the compression ratio for documents
         # beyond the window: document tokens per memory token. None = just fit the window.
         self.beacon_ratio = beacon_ratio
-        from memorag.longmem import COMPRESSIONS
-
-        if compression not in (*COMPRESSIONS, "none"):
-            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, none; got {compression!r}.")
         # "none" keeps the original behaviour: the whole document must fit the window.
         self.compression = compression
-        self.compression_stats: dict | None = None
-        self.language = language
         self._forced_language = language
-        self.context_sha256: str | None = None
-        self.n_context_chars = 0
-        self.memorized = False
+        self.state: MemoryState | None = None
+
+    # The memorized document's description (None / 0 before memorize or load).
+    @property
+    def memorized(self) -> bool:
+        return self.state is not None
+
+    @property
+    def language(self) -> str | None:
+        return self.state.language if self.state else self._forced_language
+
+    @property
+    def context_sha256(self) -> str | None:
+        return self.state.context_sha256 if self.state else None
+
+    @property
+    def n_context_chars(self) -> int:
+        return self.state.context_chars if self.state else 0
+
+    @property
+    def compression_stats(self) -> dict | None:
+        return self.state.compression if self.state else None
 
     # ------------------------------------------------------------- memorize
-    def _prefix_messages(self, context: str) -> list[ChatMessage]:
-        p = prompts_for(self.language or "en")
+    def language_for(self, context: str) -> str:
+        """The language prompts and tokenizers use for ``context`` (forced, or detected)."""
+        return self._forced_language or detect_language(context)
+
+    def _prefix_messages(self, context: str, language: str) -> list[ChatMessage]:
+        p = prompts_for(language)
         return [{"role": "system", "content": p.memory_system},
                 {"role": "user", "content": p.memory_intro + context}]
 
-    def memorize(self, context: str, *, progress: bool = False) -> dict:
-        """Read ``context`` once into the memory model's state. Returns stats."""
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Undo changes to the model's prefix state if the block fails or is interrupted.
+
+        llama.cpp reads a new document into the same KV cache that holds the current one
+        (and gist compression prefills every window), so a failure midway would leave the
+        memory pointing at a half-read document. The current prefix is copied first
+        (``snapshot_prefix``; for llama.cpp about the prefix's KV size in RAM) and put back
+        on any exception, including KeyboardInterrupt.
+        """
+        snapshot = getattr(self.llm, "snapshot_prefix", None)
+        saved = snapshot() if snapshot is not None else None
+        try:
+            yield
+        except BaseException:
+            restore = getattr(self.llm, "restore_prefix", None)
+            if restore is not None:
+                restore(saved)
+            raise
+
+    def prepare(self, context: str, *, progress: bool = False,
+                language: str | None = None) -> tuple[MemoryState, dict]:
+        """Read ``context`` into the model's prefix state and describe it, *without* making it
+        this memory's document: the caller swaps the returned state in (see :meth:`memorize`).
+        Call it inside :meth:`guard` so a failure restores the previous prefix."""
         check_text(context)
-        self.language = self._forced_language or detect_language(context)
-        bar = None
-        callback = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=0, unit="tok", desc="memory: reading", dynamic_ncols=True)
-
-            def callback(done: int, total: int) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
+        language = language or self.language_for(context)
         t0 = time.perf_counter()
         memory_text = context
-        self.compression_stats = None
-        try:
-            if self._needs_compression(context):
-                from memorag.longmem import compress
+        compression = None
+        if self._needs_compression(context):
+            from memorag.longmem import compress
 
-                memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
-                                               language=self.language, progress=progress)
-                self.compression_stats = cstats.to_json()
-            n_tokens = self.llm.prefill(self._prefix_messages(memory_text), progress=callback)
-        finally:
-            if bar is not None:
-                bar.close()
+            memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
+                                           language=language, progress=progress)
+            compression = cstats.to_json()
+        with progress_bar("memory: reading", "tok", progress) as callback:
+            n_tokens = self.llm.prefill(self._prefix_messages(memory_text, language), progress=callback)
         seconds = time.perf_counter() - t0
-        self.context_sha256 = hashlib.sha256(context.encode("utf-8")).hexdigest()
-        self.n_context_chars = len(context)
-        self.memorized = True
+        state = MemoryState(language, hashlib.sha256(context.encode("utf-8")).hexdigest(), len(context),
+                            n_tokens, compression)
         stats = {"memory_tokens": n_tokens, "memory_seconds": round(seconds, 3),
                  "memory_tokens_per_second": round(n_tokens / seconds, 1) if seconds else None}
-        if self.compression_stats:
-            stats["document_tokens"] = self.compression_stats["input_tokens"]
-            stats["compression"] = self.compression_stats
+        if compression:
+            stats["document_tokens"] = compression["input_tokens"]
+            stats["compression"] = compression
+        return state, stats
+
+    def memorize(self, context: str, *, progress: bool = False) -> dict:
+        """Read ``context`` once into the memory model's state. Returns stats.
+
+        If reading fails or is interrupted, the previously memorized document stays.
+        """
+        with self.guard():
+            state, stats = self.prepare(context, progress=progress)
+        self.state = state
         return stats
 
     def _needs_compression(self, context: str) -> bool:
@@ -307,29 +369,35 @@ class Memory:
         return clues
 
     # ---------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> dict:
+    def save(self, path: str | Path, state: MemoryState | None = None) -> dict:
         """Write the memory state into the *directory* ``path`` (created if needed).
 
         ``path`` is always a directory, even with a file suffix: the original API's
         ``save("cache/x/memory.bin")`` creates the directory ``cache/x/memory.bin/`` (the
         state file plus ``memory.json``), and ``load("cache/x/memory.bin")`` reads it back.
         An existing *file* at ``path`` is not overwritten: that raises :class:`InputError`.
+        ``state`` is the description of what the model's prefix holds (default: this
+        memory's document; the pipeline passes a new one before swapping it in).
         """
-        self._require()
+        if state is None:
+            self._require()
+            state = self.state
+        assert state is not None
         directory = Path(path).expanduser()
         if directory.exists() and not directory.is_dir():
             raise InputError(f"{directory} is a file; Memory.save writes a directory. Give a directory path "
                              "(it may end in .bin), or move the file away.")
         directory.mkdir(parents=True, exist_ok=True)
         backend = self.llm.save_prefix(directory)
-        info = {"format": MEMORY_FORMAT, "language": self.language, "context_sha256": self.context_sha256,
-                "context_chars": self.n_context_chars, "model": self.llm.describe(), "state": backend,
-                "compression": self.compression_stats}
+        info = {"format": MEMORY_FORMAT, "language": state.language, "context_sha256": state.context_sha256,
+                "context_chars": state.context_chars, "model": self.llm.describe(), "state": backend,
+                "compression": state.compression}
         (directory / MEMORY_JSON).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
         return info
 
-    def load(self, path: str | Path) -> dict:
-        """Read back a memory written by :meth:`save` to the same ``path`` (a directory)."""
+    def read(self, path: str | Path) -> tuple[MemoryState, dict]:
+        """Load the prefix state saved at ``path`` into the model and describe it, without
+        making it this memory's document (see :meth:`load`; call inside :meth:`guard`)."""
         directory = Path(path).expanduser()
         if directory.is_file():
             raise StateError(f"{directory} is a file, not a memory saved by memorag (Memory.save writes a "
@@ -346,11 +414,19 @@ class Memory:
             raise StateError(f"{meta} has memory format {info.get('format')}; this memorag reads {MEMORY_FORMAT}.")
         check_same_model(info.get("model", {}), self.llm.describe(), what="memory model")
         self.llm.load_prefix(directory, info["state"])
-        self.language = info.get("language") or "en"
-        self.context_sha256 = info.get("context_sha256")
-        self.n_context_chars = int(info.get("context_chars", 0))
-        self.compression_stats = info.get("compression")
-        self.memorized = True
+        state = MemoryState(info.get("language") or "en", info.get("context_sha256"),
+                            int(info.get("context_chars", 0)), int(info["state"].get("n_tokens") or 0),
+                            info.get("compression"))
+        return state, info
+
+    def load(self, path: str | Path) -> dict:
+        """Read back a memory written by :meth:`save` to the same ``path`` (a directory).
+
+        A missing or corrupt state leaves the current document in place.
+        """
+        with self.guard():
+            state, info = self.read(path)
+        self.state = state
         return info
 
 

@@ -11,13 +11,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from memorag.chunking import check_chunk_tokens
+from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
+from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import ChatMessage, Generator
-from memorag.memory import Clues, Memory, check_same_model
+from memorag.index.base import VectorIndex
+from memorag.llm.base import LLM, ChatMessage, Generator
+from memorag.memory import Clues, Memory, MemoryState, check_same_model
 from memorag.models.registry import (
     DEFAULT_GENERATOR,
     DEFAULT_GENERATOR_CTX,
@@ -26,18 +29,14 @@ from memorag.models.registry import (
     load_llm,
     make_index_factory,
 )
-from memorag.plans import PlanContext, PlanParams, get_plan, ground_clues, run_plan
-from memorag.prompts import prompts_for
-from memorag.retrieval import Hit, Retriever
+from memorag.plans import PlanContext, PlanParams, ground_clues, run_plan
+from memorag.progress import progress_bar
+from memorag.prompts import fill, prompts_for
+from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import dir_size, read_manifest, write_save_dir
 from memorag.text import check_text
 
-TASK_TYPES = ("memorag", "qa", "rag", "summarize")
-# Question + clue lines sharing one weight (docs/evaluation.md, 40 HotpotQA questions:
-# 0.725 recall@5). "grounded" (only clues found in the document, as direct hits) scored
-# 0.750 but broke the demo's own question with a true, unhelpful clue; the judging plans
-# ("rerank", "memorag") scored 0.51-0.73. Any of them: MemoRAG(query_plan=...).
-DEFAULT_PLAN = "clues"
+TASK_TYPES = tuple(t.value for t in TaskType)
 
 
 @dataclass
@@ -57,139 +56,227 @@ class Answer:
                 "timings": self.timings}
 
 
-def _fill(template: str, **values: str) -> str:
-    # str.format would choke on braces inside user templates; replace only our names.
-    for key, value in values.items():
-        template = template.replace("{" + key + "}", value)
-    return template
+_fill = fill  # the name this module used before prompts.fill was public
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """Everything one memorized document is: chunks + index (``retrieval``), the memory
+    model's prefix description (``memory``) and, once saved or loaded, the save dir's
+    ``manifest``. memorize and load build a new one aside and install it only when it is
+    complete, so a failure midway leaves the previous document fully usable."""
+
+    retrieval: RetrievalState
+    memory: MemoryState
+    manifest: dict | None = None
 
 
 class MemoRAG:
     """Memory-augmented RAG over one long document.
 
-    The constructor keeps the original research code's argument names. ``beacon_ratio`` is
-    passed to the memory (compression for documents beyond the model's window).
+    The constructor keeps the original research code's argument names and turns spec
+    strings into parts; any of the models may also be given as an object (an ``LLM`` or
+    :class:`Memory` for the memory, an ``Embedder`` for retrieval, a factory for ``index``).
+    :meth:`from_parts` takes ready-made parts only. ``beacon_ratio`` is passed to the memory
+    (compression for documents beyond the model's window).
     """
 
-    def __init__(self, mem_model_name_or_path: str | None = "default",
-                 ret_model_name_or_path: str | None = "default",
+    def __init__(self, mem_model_name_or_path: str | LLM | Memory | None = "default",
+                 ret_model_name_or_path: str | Embedder | None = "default",
                  gen_model_name_or_path: str | None = None, customized_gen_model: Generator | None = None,
                  ret_hit: int = 3, retrieval_chunk_size: int = 512, cache_dir: str | None = None,
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
-                 index: str = "faiss", n_ctx: int | None = None, question_weight: float = 2.0, clue_weight: float = 1.0,
+                 index: str | Callable[[], VectorIndex] = "faiss", n_ctx: int | None = None,
+                 question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
-        self.memory = Memory(mem_model_name_or_path, cache_dir, access_token, beacon_ratio, load_in_4bit,
-                             enable_flash_attn, n_ctx=n_ctx, compression=compression)
-        self.embedder = load_embedder(ret_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
-        self.index_spec = index
-        self.retriever = Retriever(self.embedder, make_index_factory(index), chunk_tokens=retrieval_chunk_size)
+        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan)
+        compression = choice(Compression, compression, "compression")
+        mem = mem_model_name_or_path
+        if isinstance(mem, Memory):
+            _refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
+                                beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
+                                enable_flash_attn=enable_flash_attn, compression=compression)
+            memory = mem
+        elif mem is None or isinstance(mem, str):
+            memory = Memory(mem, cache_dir, access_token, beacon_ratio, load_in_4bit, enable_flash_attn,
+                            n_ctx=n_ctx, compression=compression)
+        else:  # an LLM object
+            _refuse_with_object("the memory LLM", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
+                                load_in_4bit=load_in_4bit, enable_flash_attn=enable_flash_attn)
+            memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression)
+        ret = ret_model_name_or_path
+        embedder = load_embedder(ret, cache_dir=cache_dir, access_token=access_token) \
+            if ret is None or isinstance(ret, str) else ret
+        factory = make_index_factory(index) if isinstance(index, str) else index
         if customized_gen_model is not None:
-            self.generator: Generator = as_generator(customized_gen_model)
+            generator: Generator = as_generator(customized_gen_model)
         elif gen_model_name_or_path:
-            self.generator = load_llm(gen_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
-        elif is_default(mem_model_name_or_path):
+            generator = load_llm(gen_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
+        elif (mem is None or isinstance(mem, str)) and is_default(mem):
             # The default memory model reads; a larger packaged model answers (registry.DEFAULT_GENERATOR).
-            self.generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
-        else:  # the original API: no generator given = the memory model answers too
-            twin = getattr(self.memory.llm, "twin", None)
-            self.generator = twin() if twin else self.memory.llm
-        self.ret_hit = ret_hit
-        get_plan(query_plan)  # an unknown plan is refused here, not at the first question
-        self.query_plan = query_plan
-        self.question_weight = question_weight
-        self.clue_weight = clue_weight
-        self.hybrid = hybrid
+            generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
+        else:
+            generator = None  # from_parts: the memory model answers too
+        self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator, options)
+        self.index_spec = index if isinstance(index, str) else getattr(index, "spec", None)
+
+    @classmethod
+    def from_parts(cls, memory: Memory | LLM, retriever: Retriever, generator: Generator | None = None, *,
+                   ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
+                   overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN) -> MemoRAG:
+        """A pipeline from ready-made parts; nothing is loaded.
+
+        ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
+        ``generator`` defaults to ``memory.llm.twin()`` (its own context on the same
+        weights, so answering never evicts the document). E.g. with the fakes of
+        :mod:`memorag.testing`::
+
+            MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
+        """
+        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan)
+        pipe = cls.__new__(cls)
+        pipe._setup(memory if isinstance(memory, Memory) else Memory(llm=memory), retriever, generator, options)
+        pipe.index_spec = getattr(retriever.index_factory, "spec", None)
+        return pipe
+
+    def _setup(self, memory: Memory, retriever: Retriever, generator: Generator | None,
+               options: PipelineOptions) -> None:
+        self.memory = memory
+        self.retriever = retriever
+        self.embedder = retriever.embedder
+        if generator is None:  # the original API: no generator given = the memory model answers too
+            twin = getattr(memory.llm, "twin", None)
+            generator = twin() if twin else memory.llm
+        self.generator = as_generator(generator)
+        self.ret_hit = options.ret_hit
+        self.query_plan = options.query_plan
+        self.question_weight = options.question_weight
+        self.clue_weight = options.clue_weight
+        self.hybrid = options.hybrid
         # Embed chunks in a thread while the memory model reads (both run native code that
         # releases the GIL). Off by default: on 2 local cores it saved 3% (docs/benchmarks.md);
         # it pays off when the memory model runs on a server or a GPU.
-        self.overlap_indexing = overlap_indexing
+        self.overlap_indexing = options.overlap_indexing
+        self._manifest: dict | None = None
         self.stats: dict = {}
+
+    # ------------------------------------------------------------ document
+    @property
+    def document(self) -> DocumentState | None:
+        """The memorized document as one value (None before memorize or load)."""
+        if self.memory.state is None or self.retriever.state is None:
+            return None
+        return DocumentState(self.retriever.state, self.memory.state, self._manifest)
+
+    def _install(self, doc: DocumentState) -> None:
+        # Plain assignments, nothing that can fail: the parts switch to the new document together.
+        self.retriever.state, self.memory.state, self._manifest = doc.retrieval, doc.memory, doc.manifest
 
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
                  *, progress: bool = True) -> dict:
-        """Chunk and index ``context``, build the memory over it, and optionally save all three."""
+        """Chunk and index ``context``, build the memory over it, and optionally save all three.
+
+        The new document replaces the current one only when all of this has succeeded: an
+        error or Ctrl-C anywhere (embedding, reading, saving) leaves the previous document
+        as it was, memory prefix included.
+        """
         check_text(context)
         t0 = time.perf_counter()
-        if self.overlap_indexing:
-            retr, index_seconds, mem = self._memorize_overlapped(context, progress)
-        else:
-            retr, index_seconds = self._build_index(context, progress)
-            mem = self.memory.memorize(context, progress=progress)
-        self.stats = {"chars": len(context), **mem, "chunks": retr["chunks"], "passages": retr["passages"],
-                      "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing}
-        if save_dir is not None:
-            self.save(save_dir)
+        language = self.memory.language_for(context)
+        stats: dict = {}
+        with self.memory.guard():
+            if self.overlap_indexing:
+                retrieval, index_seconds, (memory, mem) = self._memorize_overlapped(context, language, progress)
+            else:
+                retrieval, index_seconds = self._build_index(context, language, progress)
+                memory, mem = self.memory.prepare(context, progress=progress, language=language)
+            doc = DocumentState(retrieval, memory)
+            stats = {"chars": len(context), **mem, **Retriever.stats(retrieval),
+                     "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing}
+            if save_dir is not None:
+                doc, save_stats = self._write(doc, save_dir)
+                stats.update(save_stats)
+        self._install(doc)
+        self.stats = stats
         self.stats["total_seconds"] = round(time.perf_counter() - t0, 3)
         if print_stats:
             print(format_stats(self.stats), file=sys.stderr)
         return self.stats
 
-    def _build_index(self, context: str, progress: bool,
-                     stop: threading.Event | None = None) -> tuple[dict, float]:
+    def _build_index(self, context: str, language: str, progress: bool,
+                     stop: threading.Event | None = None) -> tuple[RetrievalState, float]:
         t = time.perf_counter()
-        bar = _bar("index: embedding", "passage") if progress else None
+        with progress_bar("index: embedding", "passage", progress) as bar:
+            def update(done: int, total: int) -> None:
+                if stop is not None and stop.is_set():  # the memory pass failed: stop embedding
+                    raise InterruptedError("indexing stopped")
+                if bar:
+                    bar(done, total)
 
-        def update(done: int, total: int) -> None:
-            if stop is not None and stop.is_set():  # the memory pass failed: stop embedding
-                raise InterruptedError("indexing stopped")
-            if bar:
-                bar(done, total)
+            state = self.retriever.prepare(context, progress=update, language=language)
+        return state, time.perf_counter() - t
 
-        try:
-            retr = self.retriever.build(context, progress=update)
-        finally:
-            if bar:
-                bar.close()
-        return retr, time.perf_counter() - t
-
-    def _memorize_overlapped(self, context: str, progress: bool) -> tuple[dict, float, dict]:
+    def _memorize_overlapped(self, context: str, language: str,
+                             progress: bool) -> tuple[RetrievalState, float, tuple[MemoryState, dict]]:
         from concurrent.futures import ThreadPoolExecutor
 
         stop = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="memorag-index") as pool:
-            future = pool.submit(self._build_index, context, progress, stop)
+            future = pool.submit(self._build_index, context, language, progress, stop)
             try:
-                mem = self.memory.memorize(context, progress=progress)
+                mem = self.memory.prepare(context, progress=progress, language=language)
             except BaseException:
                 stop.set()  # e.g. Ctrl-C: do not wait for the whole embedding pass
                 raise
-            retr, index_seconds = future.result()
-        return retr, index_seconds, mem
+            retrieval, index_seconds = future.result()
+        return retrieval, index_seconds, mem
 
     def save(self, save_dir: str | Path) -> dict:
-        if not self.memory.memorized:
+        doc = self.document
+        if doc is None:
             raise NotMemorizedError("Nothing to save: memorize a document first.")
+        doc, save_stats = self._write(doc, save_dir)
+        self._manifest = doc.manifest
+        self.stats.update(save_stats)
+        assert doc.manifest is not None
+        return doc.manifest
+
+    def _write(self, doc: DocumentState, save_dir: str | Path) -> tuple[DocumentState, dict]:
+        """Write ``doc`` (whose prefix the memory model holds now) to ``save_dir``."""
         t = time.perf_counter()
 
-        def fill(tmp: Path) -> dict:
-            memory_info = self.memory.save(tmp / "memory")
-            retrieval_info = self.retriever.save(tmp / "retrieval")
+        def fill_dir(tmp: Path) -> dict:
+            memory_info = self.memory.save(tmp / "memory", doc.memory)
+            retrieval_info = self.retriever.save(tmp / "retrieval", doc.retrieval)
             return {"models": {"memory": self.memory.llm.describe(), "embedder": self.embedder.describe()},
-                    "index": self.index_spec, "language": self.memory.language,
-                    "context_sha256": self.memory.context_sha256,
+                    "index": getattr(doc.retrieval.index, "spec", self.index_spec),
+                    "language": doc.memory.language, "context_sha256": doc.memory.context_sha256,
                     "memory_tokens": memory_info["state"].get("n_tokens"),
                     "chunks": retrieval_info["n_chunks"], "retrieval": retrieval_info}
 
-        manifest = write_save_dir(save_dir, fill)
-        self.stats["save_seconds"] = round(time.perf_counter() - t, 3)
-        self.stats["disk_bytes"] = dir_size(Path(save_dir))
-        return manifest
+        manifest = write_save_dir(save_dir, fill_dir)
+        stats = {"save_seconds": round(time.perf_counter() - t, 3), "disk_bytes": dir_size(Path(save_dir))}
+        return replace(doc, manifest=manifest), stats
 
     def load(self, save_dir: str | Path, print_stats: bool = False) -> dict:
         """Restore memory, chunks and index from a save dir written by :meth:`memorize`.
 
+        A save dir that fails to load (corrupt, other models) leaves the current document.
         ``print_stats`` (as in the original API) prints the load stats to stderr.
         """
         t = time.perf_counter()
         manifest = read_manifest(save_dir)
         d = Path(save_dir)
         check_same_model(manifest["models"]["embedder"], self.embedder.describe(), what="embedding model")
-        self.memory.load(d / "memory")
-        self.retriever.load(d / "retrieval", manifest["retrieval"])
+        with self.memory.guard():
+            memory, _ = self.memory.read(d / "memory")
+            retrieval = self.retriever.read(d / "retrieval", manifest["retrieval"], language=manifest.get("language"))
+        self._install(DocumentState(retrieval, memory, manifest))
+        self.retriever.chunk_tokens = int(manifest["retrieval"].get("chunk_tokens", self.retriever.chunk_tokens))
         self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest["chunks"],
                       "memory_tokens": manifest["memory_tokens"], "disk_bytes": dir_size(d)}
         if print_stats:
@@ -218,8 +305,7 @@ class MemoRAG:
     def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
             prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,
             on_token: Callable[[str], None] | None = None) -> Answer:
-        if task_type not in TASK_TYPES:
-            raise InputError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}.")
+        task_type = choice(TaskType, task_type, "task_type")
         if not self.memory.memorized:
             raise NotMemorizedError("No document is memorized: call memorize(context) or load(save_dir) first.")
         if task_type != "summarize":
@@ -246,11 +332,11 @@ class MemoRAG:
         t1 = time.perf_counter()
         evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
-            user = _fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
+            user = fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
         elif task_type == "summarize":
-            user = _fill(p.gen_summary, evidence=evidence, points="\n".join(clues.spans if clues else []))
+            user = fill(p.gen_summary, evidence=evidence, points="\n".join(clues.spans if clues else []))
         else:
-            user = _fill(p.gen_memorag, evidence=evidence, question=query)
+            user = fill(p.gen_memorag, evidence=evidence, question=query)
         messages: list[ChatMessage] = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
         pieces = []
         for piece in self.generator.stream_chat(messages, max_new_tokens=max_new_tokens):
@@ -338,18 +424,14 @@ def as_generator(model) -> Generator:
     raise InputError("customized_gen_model needs chat()/stream_chat() or generate(prompt) methods.")
 
 
-def _bar(desc: str, unit: str):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit=unit, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    update.close = bar.close  # type: ignore[attr-defined]
-    return update
+def _refuse_with_object(what: str, **given: object) -> None:
+    """Arguments that configure loading a model from a spec mean nothing for a loaded one."""
+    defaults = {"cache_dir": None, "access_token": None, "n_ctx": None, "beacon_ratio": None, "load_in_4bit": False,
+                "enable_flash_attn": None, "compression": "extractive"}
+    extra = [name for name, value in given.items() if value != defaults[name]]
+    if extra:
+        raise InputError(f"{', '.join(extra)} cannot apply when {what} is given as an object: set them where "
+                         "that object is made (or pass a spec string).")
 
 
 def format_stats(stats: dict) -> str:
@@ -366,4 +448,4 @@ def format_stats(stats: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows if value is not None)
 
 
-__all__ = ["MemoRAG", "Answer", "StateError"]
+__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError"]

@@ -93,3 +93,13 @@ PROMPTS = {"en": EN, "zh": ZH}
 
 def prompts_for(language: str) -> PromptSet:
     return PROMPTS.get(language, EN)
+
+
+def fill(template: str, **values: str) -> str:
+    """Put ``values`` into ``{name}`` fields of ``template``, leaving every other brace alone.
+
+    str.format would choke on braces inside user templates (e.g. JSON examples).
+    """
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template

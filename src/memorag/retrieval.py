@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from memorag.chunking import Chunk, Chunker, check_chunk_tokens
 from memorag.embed.base import Embedder
 from memorag.errors import StateError
 from memorag.index.base import VectorIndex
+from memorag.text import detect_language
 
 CHUNKS_FILE = "chunks.json"
 # Reciprocal-rank-fusion constant. 60 is the usual value, set for rankings 1000 deep; ours
@@ -47,6 +48,21 @@ def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int | None 
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+@dataclass(frozen=True, eq=False)
+class RetrievalState:
+    """One document's retrieval side: chunks, which chunk each embedded passage belongs to,
+    the vector index over the passages, and the document's language (which picks the
+    BM25 tokenizer). Built whole by :meth:`Retriever.prepare` / :meth:`Retriever.read`
+    and swapped in by assignment, so a failed build never leaves a mix of two documents.
+    BM25 and the sentence index are built on first use and cached here, with the document."""
+
+    chunks: list[Chunk]
+    passage_owner: np.ndarray
+    index: VectorIndex
+    language: str = "en"
+    cache: dict = field(default_factory=dict, repr=False)
+
+
 class Retriever:
     def __init__(self, embedder: Embedder, index_factory: Callable[[], VectorIndex],
                  chunk_tokens: int = 512, batch_size: int = 32) -> None:
@@ -54,11 +70,20 @@ class Retriever:
         self.index_factory = index_factory
         self.chunk_tokens = check_chunk_tokens(chunk_tokens)
         self.batch_size = batch_size
-        self.chunks: list[Chunk] = []
-        self.passage_owner: np.ndarray = np.zeros(0, dtype=np.int64)
-        self.index: VectorIndex | None = None
-        self._bm25 = None
-        self._sentences = None
+        self.state: RetrievalState | None = None
+
+    # The current document's parts (empty before a build or load).
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self.state.chunks if self.state else []
+
+    @property
+    def passage_owner(self) -> np.ndarray:
+        return self.state.passage_owner if self.state else np.zeros(0, dtype=np.int64)
+
+    @property
+    def index(self) -> VectorIndex | None:
+        return self.state.index if self.state else None
 
     # ----------------------------------------------------------------- build
     def _passages(self, chunks: list[Chunk]) -> tuple[list[str], list[int]]:
@@ -73,40 +98,48 @@ class Retriever:
                 owner.append(i)
         return texts, owner
 
-    def build(self, text: str, progress: Callable[[int, int], None] | None = None) -> dict:
+    def prepare(self, text: str, progress: Callable[[int, int], None] | None = None,
+                language: str | None = None) -> RetrievalState:
+        """Chunk, embed and index ``text`` into a new state, leaving the current one alone."""
         chunker = Chunker(self.embedder.tokenizer(), chunk_tokens=self.chunk_tokens)
-        self.chunks = chunker.split(text)
-        texts, owner = self._passages(self.chunks)
+        chunks = chunker.split(text)
+        texts, owner = self._passages(chunks)
         index = self.index_factory()
         for start in range(0, len(texts), self.batch_size):
             index.add(self.embedder.embed(texts[start : start + self.batch_size]))
             if progress:
                 progress(min(start + self.batch_size, len(texts)), len(texts))
-        self.index = index
-        self.passage_owner = np.asarray(owner, dtype=np.int64)
-        self._bm25 = None
-        self._sentences = None
-        return {"chunks": len(self.chunks), "passages": len(texts)}
+        return RetrievalState(chunks, np.asarray(owner, dtype=np.int64), index, language or detect_language(text))
+
+    def build(self, text: str, progress: Callable[[int, int], None] | None = None,
+              language: str | None = None) -> dict:
+        """:meth:`prepare` ``text`` and make it the current document (only once complete)."""
+        self.state = self.prepare(text, progress, language)
+        return self.stats(self.state)
+
+    @staticmethod
+    def stats(state: RetrievalState) -> dict:
+        return {"chunks": len(state.chunks), "passages": len(state.passage_owner)}
 
     # ---------------------------------------------------------------- search
-    def _check(self) -> None:
-        if self.index is None or not self.chunks:
+    def _check(self) -> RetrievalState:
+        if self.state is None or not self.state.chunks:
             raise StateError("The retriever has no index: memorize or load a document first.")
+        return self.state
 
     def rank_chunks(self, queries: list[str], depth: int) -> list[list[int]]:
         """Dense search: for each query, chunk ids best first (a chunk scores as its best passage)."""
-        self._check()
-        assert self.index is not None
+        state = self._check()
         qv = self.embedder.embed(queries, is_query=True)
-        n_pass = min(len(self.passage_owner), max(depth * 4, depth))
-        _, ids = self.index.search(qv, n_pass)
+        n_pass = min(len(state.passage_owner), max(depth * 4, depth))
+        _, ids = state.index.search(qv, n_pass)
         out = []
         for row in ids:
             seen: list[int] = []
             for pid in row:
                 if pid < 0:
                     continue
-                cid = int(self.passage_owner[pid])
+                cid = int(state.passage_owner[pid])
                 if cid not in seen:
                     seen.append(cid)
             out.append(seen[:depth])
@@ -137,44 +170,42 @@ class Retriever:
             rankings.append(ranking)
             ws.append(w)
         fused = weighted_rrf(rankings, ws, rrf_k)
-        return [Hit(cid, score, self.chunks[cid].text) for cid, score in fused[:k]]
+        chunks = self._check().chunks
+        return [Hit(cid, score, chunks[cid].text) for cid, score in fused[:k]]
 
     def bm25_search(self, query: str, k: int) -> list[Hit]:
-        """Lexical baseline over the same chunks (bm25s; jieba words for Chinese)."""
-        self._check()
+        """Lexical baseline over the same chunks (bm25s; jieba words for Chinese documents).
+
+        The tokenizer follows the document's language (known since it was memorized), so
+        a query and the chunks it is matched against are always cut into words the same way.
+        """
+        state = self._check()
         import bm25s
 
-        from memorag.text import detect_language
-
-        def tok(texts: list[str]) -> list[list[str]]:
-            if detect_language(" ".join(texts[:50])) == "zh":
-                import jieba
-
-                return [[w for w in jieba.lcut(t) if w.strip()] for t in texts]
-            return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
-
-        if self._bm25 is None:
+        tok = _bm25_tokenizer(state.language)
+        model = state.cache.get("bm25")
+        if model is None:
             model = bm25s.BM25()
-            model.index(tok([c.text for c in self.chunks]), show_progress=False)
-            self._bm25 = (model, tok)
-        model, tok = self._bm25
-        n = min(k, len(self.chunks))
+            model.index(tok([c.text for c in state.chunks]), show_progress=False)
+            state.cache["bm25"] = model
+        n = min(k, len(state.chunks))
         docs, scores = model.retrieve(tok([query]), k=n, show_progress=False)
-        return [Hit(int(d), float(s), self.chunks[int(d)].text) for d, s in zip(docs[0], scores[0])]
+        return [Hit(int(d), float(s), state.chunks[int(d)].text) for d, s in zip(docs[0], scores[0])]
 
     # ----------------------------------------------------------- persistence
-    def save(self, directory: Path) -> dict:
-        self._check()
-        assert self.index is not None
+    def save(self, directory: Path, state: RetrievalState | None = None) -> dict:
+        """Write ``state`` (default: the current document) into ``directory``."""
+        state = state or self._check()
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {"chunks": [c.to_json() for c in self.chunks], "passage_owner": self.passage_owner.tolist()}
+        payload = {"chunks": [c.to_json() for c in state.chunks], "passage_owner": state.passage_owner.tolist()}
         (directory / CHUNKS_FILE).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
         info = {"chunks_file": CHUNKS_FILE, "chunk_tokens": self.chunk_tokens,
-                "n_chunks": len(self.chunks), "n_passages": len(self.passage_owner)}
-        info["index"] = self.index.save(directory)
+                "n_chunks": len(state.chunks), "n_passages": len(state.passage_owner)}
+        info["index"] = state.index.save(directory)
         return info
 
-    def load(self, directory: Path, info: dict) -> None:
+    def read(self, directory: Path, info: dict, language: str | None = None) -> RetrievalState:
+        """A state saved by :meth:`save`, checked against ``info``; the current one is left alone."""
         path = directory / info.get("chunks_file", CHUNKS_FILE)
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
@@ -188,16 +219,31 @@ class Retriever:
         index.load(directory, info["index"])
         if len(index) != len(owner):
             raise StateError("The saved index and chunk list disagree (corrupt save dir?).")
-        self.chunks, self.passage_owner, self.index = chunks, owner, index
-        self.chunk_tokens = int(info.get("chunk_tokens", self.chunk_tokens))
-        self._bm25 = None
-        self._sentences = None
+        if language is None:  # save dirs record it in the manifest; older callers may not pass it
+            language = detect_language(" ".join(c.text for c in chunks[:50]))
+        return RetrievalState(chunks, owner, index, language)
 
-    def sentence_index(self, language: str = "en"):
+    def load(self, directory: Path, info: dict, language: str | None = None) -> None:
+        self.state = self.read(directory, info, language)
+        self.chunk_tokens = int(info.get("chunk_tokens", self.chunk_tokens))
+
+    def sentence_index(self, language: str | None = None):
         """The document's sentences, indexed for grounding clues (built on first use, ~ms per 1K sentences)."""
-        self._check()
+        state = self._check()
         from memorag.grounding import SentenceIndex
 
-        if self._sentences is None or self._sentences.language != language:
-            self._sentences = SentenceIndex(self.chunks, language)
-        return self._sentences
+        language = language or state.language
+        index = state.cache.get("sentences")
+        if index is None or index.language != language:
+            index = state.cache["sentences"] = SentenceIndex(state.chunks, language)
+        return index
+
+
+def _bm25_tokenizer(language: str) -> Callable[[list[str]], list[list[str]]]:
+    if language == "zh":
+        import jieba
+
+        return lambda texts: [[w for w in jieba.lcut(t) if w.strip()] for t in texts]
+    import bm25s
+
+    return lambda texts: bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)

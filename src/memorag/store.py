@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from memorag import __version__
+from memorag._version import __version__
 from memorag.errors import StateError
 from memorag.models.packaged import sha256_file
 

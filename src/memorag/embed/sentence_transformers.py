@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,11 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, name_or_path: str | Path, *, spec: str | None = None, batch_size: int = 32,
                  cache_dir: str | None = None, access_token: str | None = None,
-                 query_prefix: str = "", passage_prefix: str = "") -> None:
+                 query_prefix: str = "", passage_prefix: str = "", offline: bool | None = None) -> None:
         local = Path(name_or_path).is_dir()
-        if local:
-            # A local model must never trigger a hub lookup (there is no network here).
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # A local model must never trigger a hub lookup: say so to this load only (the
+        # process-wide HF_HUB_OFFLINE would also stop a later hub model from downloading).
+        offline = local if offline is None else offline
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
@@ -44,7 +43,7 @@ class SentenceTransformerEmbedder:
             ) from exc
         try:
             self._model = SentenceTransformer(str(name_or_path), device="cpu", cache_folder=cache_dir,
-                                              token=access_token)
+                                              token=access_token, local_files_only=offline)
         except Exception as exc:
             raise ModelNotFoundError(
                 f"Could not load the embedding model '{name_or_path}': {type(exc).__name__}: {exc}. "

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from memorag.memory import Clues
-from memorag.pipeline import MemoRAG, _fill
+from memorag.pipeline import MemoRAG
 from memorag.plans import run_plan
-from memorag.prompts import prompts_for
+from memorag.prompts import fill, prompts_for
 
 METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "clues", "grounded", "memorag", "memorag+answer")
 
@@ -62,7 +62,7 @@ class MethodRunner:
             hits = r.search([question], self.k, lexical=True)
         elif method == "hyde":
             passage = self.pipe.generator.chat(
-                [{"role": "user", "content": _fill(self._prompts().hyde, question=question)}], max_new_tokens=96)
+                [{"role": "user", "content": fill(self._prompts().hyde, question=question)}], max_new_tokens=96)
             return MethodResult([h.text for h in r.search([passage], self.k)], query=passage)
         elif method == "rerank":
             hits = run_plan("rerank", self.pipe.plan_context(), question, None, self.k, self.pipe.plan_params())
@@ -86,8 +86,8 @@ class MethodRunner:
             if len(text) > budget_chars:  # keep both ends: LongBench's middle truncation
                 half = budget_chars // 2
                 text = text[:half] + "\n...\n" + text[-half:]
-            user = _fill(p.gen_full, context=text, question=question)
+            user = fill(p.gen_full, context=text, question=question)
         else:
-            user = _fill(p.gen_qa, evidence="\n\n".join(result.evidence), question=question)
+            user = fill(p.gen_qa, evidence="\n\n".join(result.evidence), question=question)
         messages = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
         return gen.chat(messages, max_new_tokens=self.max_new_tokens).strip()

@@ -21,7 +21,12 @@ class VectorIndex(Protocol):
     def add(self, vectors: np.ndarray) -> None: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(scores, ids)``, each of shape ``(len(queries), k)``; missing ids are -1."""
+        """Return ``(scores, ids)``, each of shape ``(len(queries), k)``, best first.
+
+        Scores are float32 inner products, ids int64 positions in insertion order. With
+        fewer than ``k`` vectors the rows are padded to ``k`` with id -1 and score -inf
+        (``memorag.testing.contracts.VECTOR_INDEX_CHECKS`` checks all of this).
+        """
         ...
 
     def save(self, directory: Path) -> dict: ...

@@ -45,8 +45,11 @@ class FaissIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self._index is None or len(self) == 0:
-            return (np.zeros((len(queries), k), np.float32), -np.ones((len(queries), k), np.int64))
-        return self._index.search(queries, min(k, len(self)))
+            return (np.full((len(queries), k), -np.inf, np.float32), -np.ones((len(queries), k), np.int64))
+        # faiss pads k > n itself with id -1 (and -FLT_MAX scores: made -inf, as the protocol says).
+        scores, ids = self._index.search(queries, k)
+        scores[ids < 0] = -np.inf
+        return scores, ids.astype(np.int64, copy=False)
 
     def save(self, directory: Path) -> dict:
         np.save(Path(directory) / VECTORS_FILE, self._vectors, allow_pickle=False)

@@ -104,7 +104,7 @@ class QdrantIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        scores = np.zeros((len(queries), k), np.float32)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = -np.ones((len(queries), k), np.int64)
         if not len(self):
             return scores, ids

@@ -8,13 +8,19 @@ Two halves:
   assistant reply without re-reading the prefix, and ``save_prefix``/``load_prefix``
   persist it. For llama.cpp and transformers the state is the KV cache; for a remote
   OpenAI-compatible server it is the prefix text, kept warm by the server's prefix cache.
+
+``snapshot_prefix``/``restore_prefix`` keep a copy of the prefix state in memory so a
+caller can undo a prefill that failed or was interrupted midway (llama.cpp overwrites its
+one KV cache in place): the pipeline uses them so that a failed memorize of a second
+document leaves the first one usable. ``memorag.testing`` has the contract every backend
+must pass (``llm_prefix_contract``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 
 class ChatMessage(TypedDict):
@@ -92,6 +98,25 @@ class LLM(Generator, Protocol):
         """Restore a prefix state written by :meth:`save_prefix` (``info`` is its return)."""
         ...
 
+    def snapshot_prefix(self) -> Any:
+        """An in-memory copy of the current prefix state (opaque; None when there is none).
+
+        It must stay valid across later ``prefill`` calls, which may overwrite the live state.
+        """
+        ...
+
+    def restore_prefix(self, snapshot: Any) -> None:
+        """Make a :meth:`snapshot_prefix` result the prefix state again (None: no prefix)."""
+        ...
+
+    def twin(self, n_ctx: int = 8192) -> LLM:
+        """Another instance on the same weights with its own, empty prefix state.
+
+        Used as the generator when the memory model also answers: generating in the
+        memory's own state would evict the document. ``n_ctx`` caps the new window.
+        """
+        ...
+
     def describe(self) -> dict:
         """What identifies this model in a manifest (name, file hash or size, settings)."""
         ...
@@ -99,3 +124,23 @@ class LLM(Generator, Protocol):
 
 def collect(stream: Iterator[str]) -> str:
     return "".join(stream)
+
+
+OPEN_TURN_MARK = "\u0000MEMORAG-SPLIT\u0000"
+"""A sentinel appended to the open user turn; no chat template changes it."""
+
+
+def render_open_turn(messages: list[ChatMessage], render: Callable[[list[dict]], str]) -> tuple[str, str]:
+    """Render ``messages`` with the last user turn left open.
+
+    ``render`` is a backend's own chat-template rendering (with the reply opened). Returns
+    ``(text up to the end of the last message's content, text that closes it and opens the
+    reply)``, so ``head + task + tail`` is exactly the rendering of the turn with ``task``
+    appended: a prefix state holds ``head`` and each task sends only ``task + tail``.
+    """
+    msgs = [dict(m) for m in messages]
+    msgs[-1]["content"] = msgs[-1]["content"] + OPEN_TURN_MARK
+    head, found, tail = render(msgs).partition(OPEN_TURN_MARK)
+    if not found:
+        raise ValueError("the chat template dropped the open user turn's content")
+    return head, tail

@@ -19,6 +19,7 @@ and what must not be retried (400, 401, 403, 404), becomes one :class:`BackendEr
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -162,13 +163,15 @@ class Agent:
                 f"The document is about {n} tokens; the server model's window is set to {self.context_window} "
                 "(pass context_window=... to Agent if the model's is larger)."
             )
-        self._prefix = [dict(m) for m in messages]  # type: ignore[misc]
+        prefix: list[ChatMessage] = [dict(m) for m in messages]  # type: ignore[misc]
         # Warm the server's prefix cache now, so the first question does not pay for the
         # document; a server without prefix caching simply answers one short request.
-        for _ in self.continue_chat("", max_new_tokens=1):
+        # The new prefix is kept only once that request succeeded.
+        for _ in self._continue(prefix, "", max_new_tokens=1):
             pass
         if progress:
             progress(n, n)
+        self._prefix = prefix
         return n
 
     @property
@@ -179,7 +182,12 @@ class Agent:
                       stop: list[str] | None = None) -> Iterator[str]:
         if not self._prefix:
             raise StateError("No prefix: memorize or load a document first.")
-        messages = [dict(m) for m in self._prefix]
+        return self._continue(self._prefix, user_suffix, max_new_tokens=max_new_tokens, temperature=temperature,
+                              stop=stop)
+
+    def _continue(self, prefix: list[ChatMessage], user_suffix: str, *, max_new_tokens: int,
+                  temperature: float | None = None, stop: list[str] | None = None) -> Iterator[str]:
+        messages = [dict(m) for m in prefix]
         messages[-1]["content"] = messages[-1]["content"] + user_suffix
         return self.stream_chat(messages, max_new_tokens=max_new_tokens, temperature=temperature,  # type: ignore[arg-type]
                                 stop=stop)
@@ -200,9 +208,17 @@ class Agent:
             raise StateError(f"Memory prefix {path} is missing or corrupt. Memorize the document again.") from None
         self._prefix = messages
 
+    def snapshot_prefix(self) -> list[ChatMessage] | None:
+        return [dict(m) for m in self._prefix] or None  # type: ignore[misc]
+
+    def restore_prefix(self, snapshot: list[ChatMessage] | None) -> None:
+        self._prefix = [dict(m) for m in snapshot or []]  # type: ignore[misc]
+
     def twin(self, n_ctx: int = 8192) -> Agent:
-        # Stateless over HTTP: the generator can share the client.
-        return self
+        # The HTTP client is shared (it is stateless); the prefix is not.
+        other = copy.copy(self)
+        other._prefix = []
+        return other
 
 
 def agent_from_spec(spec: str, **kwargs: Any) -> Agent:

@@ -5,7 +5,7 @@ once, each task runs only its own tokens on top of the cache and then crops the 
 back to the prefix, and ``save_prefix`` writes the key/value tensors with safetensors
 (never pickle or ``torch.load``).
 
-Decoding is a plain greedy loop rather than ``model.generate``: it streams token by
+Decoding is a plain loop (greedy, or sampled when ``temperature`` > 0) rather than ``model.generate``: it streams token by
 token, reuses the cache exactly, and does not depend on ``generate``'s cache arguments,
 which change between transformers releases.
 """
@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
-from memorag.llm.base import ChatMessage, ProgressFn
+from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
 
-_SPLIT = "\u0000MEMORAG-SPLIT\u0000"
 STATE_FILE = "kv_cache.safetensors"
 
 
 class TransformersLLM:
     def __init__(self, name_or_path: str, *, spec: str | None = None, cache_dir: str | None = None,
-                 access_token: str | None = None, load_in_4bit: bool = False, beacon_ratio: float | None = None,
+                 access_token: str | None = None, load_in_4bit: bool = False,
                  dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
-                 n_ctx: int | None = None, **_: Any) -> None:
+                 n_ctx: int | None = None, offline: bool | None = None, seed: int = 0) -> None:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,8 +37,12 @@ class TransformersLLM:
             raise BackendError("The transformers backend needs `pip install 'memorag[hf]'`.") from None
         self._torch = torch
         local = Path(name_or_path).expanduser().is_dir()
+        # offline=None: a local directory never looks at the hub; a hub id does unless the
+        # user set HF_HUB_OFFLINE (read here, never set).
+        if offline is None:
+            offline = local or os.environ.get("HF_HUB_OFFLINE") == "1"
         kwargs: dict[str, Any] = {"cache_dir": cache_dir, "token": access_token, "trust_remote_code": trust_remote_code,
-                                  "local_files_only": local or os.environ.get("HF_HUB_OFFLINE") == "1"}
+                                  "local_files_only": offline}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
             model_kwargs = dict(kwargs)
@@ -56,12 +59,12 @@ class TransformersLLM:
                 "id already in the Hugging Face cache (this machine cannot download from the hub)."
             ) from None
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._rng = torch.Generator().manual_seed(seed)
         if not load_in_4bit:
             self.model.to(self.device)
         self.model.eval()
         self.spec = spec or f"hf:{name_or_path}"
         self.name = str(name_or_path)
-        self.beacon_ratio = beacon_ratio
         cfg = self.model.config
         self._context_window = int(n_ctx or getattr(cfg, "max_position_embeddings", 4096))
         self._eos = {t for t in [self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)]
@@ -88,17 +91,14 @@ class TransformersLLM:
                 "n_ctx": self.context_window}
 
     def _render(self, messages: list[ChatMessage], *, open_user_turn: bool) -> tuple[str, str]:
-        msgs = [dict(m) for m in messages]
         if open_user_turn:
-            msgs[-1]["content"] += _SPLIT
+            return render_open_turn(messages, self._render_text)
+        return self._render_text([dict(m) for m in messages]), ""
+
+    def _render_text(self, msgs: list[dict]) -> str:
         if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
-        if open_user_turn:
-            head, _, tail = text.partition(_SPLIT)
-            return head, tail
-        return text, ""
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -118,15 +118,23 @@ class TransformersLLM:
         if extra > 0:
             self._cache.crop(-extra)  # negative = drop that many trailing tokens
 
-    def _greedy(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None) -> Iterator[str]:
-        """Greedy decoding on top of ``cache`` (which already holds everything before ``ids``)."""
+    def _pick(self, logits, temperature: float) -> int:
+        if temperature and temperature > 0:  # sample from softmax(logits / T), seeded per instance
+            probs = self._torch.softmax(logits.float() / temperature, dim=-1)
+            return int(self._torch.multinomial(probs.cpu(), 1, generator=self._rng))
+        return int(logits.argmax())
+
+    def _decode(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None,
+                temperature: float = 0.0) -> Iterator[str]:
+        """Decoding on top of ``cache`` (which already holds everything before ``ids``):
+        greedy at temperature 0, sampled above."""
         if len(ids) + (cache.get_seq_length() if cache is not None else 0) + 1 > self.context_window:
             raise ContextTooLongError(f"Prompt does not fit the model's {self.context_window}-token window.")
         logits, cache = self._forward(ids, cache)
         out: list[int] = []
         sent = ""
         for _ in range(max_new_tokens):
-            tok = int(logits.argmax())
+            tok = self._pick(logits, temperature)
             if tok in self._eos:
                 break
             out.append(tok)
@@ -145,11 +153,11 @@ class TransformersLLM:
     def stream_chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
                     stop: list[str] | None = None) -> Iterator[str]:
         text, _ = self._render(messages, open_user_turn=False)
-        yield from self._greedy(self._ids(text), None, max_new_tokens, stop)
+        yield from self._decode(self._ids(text), None, max_new_tokens, stop, temperature)
 
     def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
              stop: list[str] | None = None) -> str:
-        return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, stop=stop))
+        return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop))
 
     # -------------------------------------------------------- prefix state
     def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
@@ -178,7 +186,7 @@ class TransformersLLM:
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
         try:
-            yield from self._greedy(self._ids(user_suffix + self._tail), self._cache, max_new_tokens, stop)
+            yield from self._decode(self._ids(user_suffix + self._tail), self._cache, max_new_tokens, stop, temperature)
         finally:
             # The task's tokens were appended to the shared cache; cut back to the document.
             self._crop_to_prefix()
@@ -215,6 +223,21 @@ class TransformersLLM:
         if len(ids) != int(info["n_tokens"]) or cache.get_seq_length() != len(ids):
             raise StateError(f"Memory state {path} does not match its description (corrupt save dir?).")
         self._prefix_ids, self._cache, self._tail = ids, cache, info.get("tail", "")
+
+    def snapshot_prefix(self) -> tuple | None:
+        # prefill builds a new cache object and continue_chat crops back to the prefix, so
+        # holding the current objects is a snapshot (no copy of the tensors).
+        if self._cache is None:
+            return None
+        self._crop_to_prefix()
+        return (list(self._prefix_ids), self._cache, self._tail)
+
+    def restore_prefix(self, snapshot: tuple | None) -> None:
+        if snapshot is None:
+            self._prefix_ids, self._cache, self._tail = [], None, ""
+        else:
+            ids, cache, tail = snapshot
+            self._prefix_ids, self._cache, self._tail = list(ids), cache, tail
 
     def twin(self, n_ctx: int = 8192) -> TransformersLLM:
         """A generator sharing the weights but not the memory's cache."""

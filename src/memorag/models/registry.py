@@ -10,14 +10,26 @@ LLM specs:
 Embedder specs: ``default`` (all-MiniLM-L6-v2 from its PyPI wheel), a local
 sentence-transformers directory, or a hub id (needs network or a filled HF cache).
 Index specs: ``faiss`` (default) or ``qdrant[:PATH_OR_URL]``.
+Query plans: a registered name (``memorag.plans``).
+
+Outside code adds backends without editing this file: :func:`register_llm`,
+:func:`register_embedder`, :func:`register_index` bind a spec *scheme* (the part before
+the first ``:``) to a loader, and any spec of the form ``package.module:attr`` that is not
+a registered scheme is imported and called (a class or a factory function; an instance is
+used as is). Options the chosen backend cannot use are refused with an :class:`InputError`
+instead of being dropped.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memorag.errors import ModelNotFoundError
+from memorag.errors import InputError, ModelNotFoundError
 from memorag.models.packaged import PACKAGED, assemble
 
 DEFAULT_MEMORY_MODEL = "qwen2.5-0.5b"
@@ -64,11 +76,97 @@ def resolve_gguf(spec: str) -> Path | None:
     return None
 
 
+LLMLoader = Callable[..., Any]
+"""``loader(rest_of_spec, **options) -> LLM``; options are those given to :func:`load_llm`."""
+_LLM_SCHEMES: dict[str, LLMLoader] = {}
+_EMBEDDER_SCHEMES: dict[str, Callable[..., Any]] = {}
+_INDEX_SCHEMES: dict[str, Callable[[str], Callable[[], Any]]] = {}
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w.]*$")
+
+
+def register_llm(scheme: str, loader: LLMLoader) -> None:
+    """Make ``SCHEME:REST`` specs load with ``loader(REST, **options)`` (overrides built-ins)."""
+    _LLM_SCHEMES[scheme.lower()] = loader
+
+
+def register_embedder(scheme: str, loader: Callable[..., Any]) -> None:
+    """Make ``SCHEME:REST`` embedder specs load with ``loader(REST, cache_dir=..., access_token=...)``."""
+    _EMBEDDER_SCHEMES[scheme.lower()] = loader
+
+
+def register_index(scheme: str, make_factory: Callable[[str], Callable[[], Any]]) -> None:
+    """Make ``SCHEME[:REST]`` index specs use ``make_factory(REST)()`` for each new index."""
+    _INDEX_SCHEMES[scheme.lower()] = make_factory
+
+
+def import_object(path: str) -> Any:
+    """The object a ``package.module:attr`` path names, or an :class:`InputError` saying why not."""
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"Cannot import {path!r}: {exc}.") from None
+    return obj
+
+
+def _from_dotted(spec: str, options: dict[str, Any]) -> Any | None:
+    """``package.module:attr`` -> the object, called with the options that were given."""
+    if not _DOTTED.match(spec):
+        return None
+    obj = import_object(spec)
+    if not (isinstance(obj, type) or inspect.isfunction(obj)):  # an instance: use it as it is
+        if options:
+            raise InputError(f"{spec!r} names an object, not a class or function: {', '.join(options)} cannot apply.")
+        return obj
+    return _call(obj, spec, options)
+
+
+def _call(factory: Callable[..., Any], spec: str, options: dict[str, Any], *args: Any) -> Any:
+    """``factory(*args, **options)``, refusing options it does not take with one clear error."""
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in options if k not in params]
+        if unknown:
+            raise InputError(f"{', '.join(unknown)} cannot apply to {spec!r} "
+                             f"({getattr(factory, '__qualname__', factory)} does not take {'it' if len(unknown) == 1 else 'them'}).")
+    return factory(*args, **options)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    # Options left at their defaults were not asked for; only the rest must take effect.
+    return {k: v for k, v in options.items() if v is not None and v is not False}
+
+
+def _names_gguf(spec: str) -> bool:
+    key = spec.strip()
+    return (key.lower() in _DEFAULT_ALIASES or key in PACKAGED or key.startswith("gguf:")
+            or key.lower().endswith(".gguf"))
+
+
 def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_token: str | None = None,
              n_ctx: int | None = None, flash_attn: bool | None = None, load_in_4bit: bool = False,
-             beacon_ratio: float | None = None, **kwargs: Any):
-    """Load the LLM a spec names. See the module docstring for the accepted forms."""
+             **kwargs: Any):
+    """Load the LLM a spec names. See the module docstring for the accepted forms.
+
+    ``n_ctx`` is the context window (llama.cpp, transformers) or the window the
+    OpenAI-compatible backend assumes for its checks; ``flash_attn`` is llama.cpp's,
+    ``load_in_4bit`` (bitsandbytes) is for transformers models; ``cache_dir`` and
+    ``access_token`` are for models fetched from the Hugging Face hub. An option the
+    backend cannot use is an :class:`InputError`. Other keyword arguments go to the
+    backend's constructor.
+    """
     spec = (spec or "default").strip()
+    scheme, _, rest = spec.partition(":") if ":" in spec else ("", "", spec)
+    scheme = scheme.lower()
+    if scheme in _LLM_SCHEMES:
+        options = _given(cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx, flash_attn=flash_attn,
+                         load_in_4bit=load_in_4bit) | kwargs
+        return _call(_LLM_SCHEMES[scheme], spec, options, rest)
+    if load_in_4bit and _names_gguf(spec):  # refused before a packaged model is assembled
+        raise InputError("load_in_4bit is for Hugging Face models (bitsandbytes); a GGUF file is already "
+                         "quantized: choose a 4-bit GGUF (e.g. Q4_K_M) instead.")
     gguf = resolve_gguf(spec)
     if gguf is not None:
         from memorag.llm.llamacpp import LlamaCppLLM
@@ -77,13 +175,15 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
         # 12K-token document 2.7x faster (137.6 vs 51.5 tok/s, Qwen2.5-0.5B) with
         # identical greedy output after a state reload (bench/bench_core.py checks this).
         fa = True if flash_attn is None else flash_attn
-        return LlamaCppLLM(gguf, spec=spec, n_ctx=n_ctx, flash_attn=fa, **kwargs)
-    scheme = spec.split(":", 1)[0].lower() if ":" in spec else ""
+        return _call(LlamaCppLLM, spec, {"spec": spec, "n_ctx": n_ctx, "flash_attn": fa, **kwargs}, gguf)
     if scheme in {"openai", "azure", "deepseek"}:
         try:
             from memorag.llm.openai_api import agent_from_spec
         except ImportError:
             raise ModelNotFoundError(f"'{spec}' needs the OpenAI backend: `pip install 'memorag[openai]'`.") from None
+        _refuse(spec, "an OpenAI-compatible server", flash_attn=flash_attn, load_in_4bit=load_in_4bit)
+        if n_ctx is not None:  # the server's window; the backend checks prompts against it
+            kwargs.setdefault("context_window", n_ctx)
         return agent_from_spec(spec, **kwargs)
     local_dir = Path(spec).expanduser().is_dir() and (Path(spec).expanduser() / "config.json").is_file()
     hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
@@ -94,26 +194,48 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
             raise ModelNotFoundError(
                 f"'{spec}' is a Hugging Face model; that backend needs `pip install 'memorag[hf]'`. " + how_to()
             ) from None
+        _refuse(spec, "a transformers model", flash_attn=flash_attn)
         name = spec[3:] if scheme == "hf" else spec
-        return TransformersLLM(name, spec=spec, cache_dir=cache_dir, access_token=access_token,
-                               load_in_4bit=load_in_4bit, beacon_ratio=beacon_ratio, **kwargs)
+        return _call(TransformersLLM, spec, {"spec": spec, "cache_dir": cache_dir, "access_token": access_token,
+                                             "load_in_4bit": load_in_4bit, "n_ctx": n_ctx, **kwargs}, name)
+    dotted = _from_dotted(spec, _given(cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
+                                       flash_attn=flash_attn, load_in_4bit=load_in_4bit) | kwargs)
+    if dotted is not None:
+        return dotted
     raise ModelNotFoundError(f"Cannot find a model for '{spec}' on this machine. " + how_to())
 
 
+def _refuse(spec: str, what: str, **options: Any) -> None:
+    given = list(_given(**options))
+    if given:
+        raise InputError(f"{', '.join(given)} cannot apply to {spec!r}: it is {what}.")
+
+
 def load_embedder(spec: str | None = None, *, cache_dir: str | None = None, access_token: str | None = None):
+    key = (spec or "default").strip()
+    scheme, _, rest = key.partition(":")
+    if ":" in key and scheme.lower() in _EMBEDDER_SCHEMES:
+        return _call(_EMBEDDER_SCHEMES[scheme.lower()], key, _given(cache_dir=cache_dir, access_token=access_token),
+                     rest)
     from memorag.embed.sentence_transformers import (
         SentenceTransformerEmbedder,
         packaged_minilm_path,
     )
 
-    key = (spec or "default").strip()
     if key.lower() in _MINILM_ALIASES:
         return SentenceTransformerEmbedder(packaged_minilm_path(), spec="default")
+    dotted = _from_dotted(key, _given(cache_dir=cache_dir, access_token=access_token))
+    if dotted is not None:
+        return dotted
     return SentenceTransformerEmbedder(key, spec=key, cache_dir=cache_dir, access_token=access_token)
 
 
-def make_index_factory(spec: str | None = None):
+def make_index_factory(spec: str | None = None) -> Callable[[], Any]:
+    """A function that makes a new, empty index of the kind ``spec`` names."""
     key = (spec or "faiss").strip()
+    scheme, _, rest = key.partition(":")
+    if scheme.lower() in _INDEX_SCHEMES:
+        return _INDEX_SCHEMES[scheme.lower()](rest)
     if key == "faiss":
         from memorag.index.faiss_index import FaissIndex
 
@@ -125,4 +247,22 @@ def make_index_factory(spec: str | None = None):
             raise ModelNotFoundError("The qdrant index needs `pip install 'memorag[qdrant]'`.") from None
         location = key.split(":", 1)[1] if ":" in key else None
         return lambda: QdrantIndex(location)
-    raise ModelNotFoundError(f"Unknown index '{key}': use 'faiss' or 'qdrant[:PATH_OR_URL]'.")
+    if _DOTTED.match(key):
+        factory = import_object(key)
+        if not callable(factory):
+            raise InputError(f"{key!r} is not a class or function that makes an index.")
+        return factory
+    raise ModelNotFoundError(f"Unknown index '{key}': use 'faiss', 'qdrant[:PATH_OR_URL]' or 'package.module:Class'.")
+
+
+def resolve_plan(name: str) -> str:
+    """Check a query plan name; a ``package.module:function`` path is imported and registered."""
+    from memorag.plans import get_plan, plan_names, register_plan
+
+    if name not in plan_names() and _DOTTED.match(name):
+        fn = import_object(name)
+        if not callable(fn):
+            raise InputError(f"{name!r} is not a function, so it cannot be a query plan.")
+        register_plan(name, fn)
+    get_plan(name)  # an unknown name is an InputError listing the known ones
+    return name

@@ -1,0 +1,136 @@
+"""The factory (memorag.models.registry) and the validated options (memorag.config): outside
+backends by registration or dotted path, and arguments that cannot apply refused, not dropped."""
+
+from __future__ import annotations
+
+import pytest
+
+from memorag import MemoRAG
+from memorag.config import PipelineOptions
+from memorag.errors import InputError
+from memorag.index.faiss_index import FaissIndex
+from memorag.memory import Memory
+from memorag.models import registry
+from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.testing import HashEmbedder, ScriptedLLM
+
+pytestmark = pytest.mark.unit
+
+DOC = ("The lighthouse keeper Edda Quill kept the silver key in a blue porcelain jar. " +
+       "Gulls circled the harbour while the boats came home with herring. " * 30)
+
+
+@pytest.fixture
+def schemes(monkeypatch):
+    """Register test schemes for one test only."""
+    for table in ("_LLM_SCHEMES", "_EMBEDDER_SCHEMES", "_INDEX_SCHEMES"):
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    made: list[str] = []
+
+    def scripted(rest: str, *, n_ctx: int | None = None) -> ScriptedLLM:
+        made.append(rest)
+        return ScriptedLLM(spec=f"scripted:{rest}", context_window=n_ctx or 8192)
+
+    registry.register_llm("scripted", scripted)
+    registry.register_embedder("hash", lambda rest: HashEmbedder(int(rest or 256), spec=f"hash:{rest}"))
+    registry.register_index("flat", lambda rest: FaissIndex)
+    return made
+
+
+def test_registered_schemes_build_a_whole_pipeline_from_spec_strings(schemes, tmp_path):
+    pipe = MemoRAG("scripted:memory", "hash:128", index="flat", n_ctx=4096)
+    assert pipe.memory.llm.context_window == 4096  # n_ctx reached the registered loader
+    assert pipe.embedder.dimension == 128 and isinstance(pipe.generator, ScriptedLLM)
+    pipe.memorize(DOC, save_dir=tmp_path / "s", progress=False)
+    answer = pipe.ask("Where did Edda Quill keep the silver key?").answer
+    # from_saved rebuilds the same parts from the specs recorded in the manifest.
+    again = MemoRAG.from_saved(tmp_path / "s", index="flat")
+    assert again.memory.llm.spec == "scripted:memory" and again.embedder.spec == "hash:128"
+    assert again.ask("Where did Edda Quill keep the silver key?").answer == answer
+    assert schemes == ["memory", "memory"]
+
+
+def test_an_option_a_registered_loader_does_not_take_is_refused(schemes):
+    with pytest.raises(InputError, match="load_in_4bit cannot apply to 'scripted:x'"):
+        load_llm("scripted:x", load_in_4bit=True)
+    with pytest.raises(InputError, match="cache_dir"):
+        load_embedder("hash:64", cache_dir="/tmp/hf")
+
+
+def test_dotted_paths_name_outside_classes_and_functions():
+    llm = load_llm("memorag.testing.fakes:ScriptedLLM")
+    assert isinstance(llm, ScriptedLLM)
+    with pytest.raises(InputError, match="n_ctx cannot apply"):
+        load_llm("memorag.testing.fakes:ScriptedLLM", n_ctx=4096)
+    assert isinstance(load_embedder("memorag.testing:HashEmbedder"), HashEmbedder)
+    assert make_index_factory("memorag.index.faiss_index:FaissIndex") is FaissIndex
+    with pytest.raises(InputError, match="Cannot import"):
+        load_llm("memorag.no_such_module:Thing")
+    with pytest.raises(InputError, match="Cannot import"):
+        make_index_factory("memorag.index.faiss_index:NoSuchIndex")
+
+
+def test_a_dotted_query_plan_is_imported_and_used():
+    name = "memorag.plans:_question"
+    pipe = MemoRAG.from_parts(ScriptedLLM(), registry_retriever(), query_plan=name)
+    pipe.memorize(DOC, progress=False)
+    assert pipe.query_plan == name and pipe.ask("Where is the silver key?").evidence
+    with pytest.raises(InputError, match="query plan"):
+        PipelineOptions(query_plan="no_such_plan")
+
+
+def registry_retriever():
+    from memorag.retrieval import Retriever
+
+    return Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64)
+
+
+def test_backend_options_that_cannot_apply_are_refused(tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(InputError, match="load_in_4bit.*GGUF"):
+        load_llm(str(gguf), load_in_4bit=True)
+    with pytest.raises(InputError, match="flash_attn cannot apply.*transformers"):
+        load_llm("hf:some/model", flash_attn=True)
+    with pytest.raises(InputError, match="no_such_option cannot apply"):
+        load_llm(str(gguf), no_such_option=1)
+
+
+def test_n_ctx_reaches_an_openai_compatible_backend():
+    pytest.importorskip("openai")
+    agent = load_llm("openai:m@http://127.0.0.1:9/v1", n_ctx=2048)  # no request is made
+    assert agent.context_window == 2048
+    with pytest.raises(InputError, match="flash_attn, load_in_4bit cannot apply"):
+        load_llm("openai:m@http://127.0.0.1:9/v1", flash_attn=True, load_in_4bit=True)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"ret_hit": 0}, "ret_hit"), ({"ret_hit": "3"}, "ret_hit"), ({"ret_hit": True}, "ret_hit"),
+    ({"question_weight": 0}, "question_weight"), ({"clue_weight": -1.0}, "clue_weight"),
+    ({"clue_weight": float("nan")}, "clue_weight"), ({"hybrid": "yes"}, "hybrid"),
+    ({"query_plan": "nonsense"}, "query plan"), ({"compression": "zip"}, "compression"),
+])
+def test_bad_pipeline_options_are_refused_before_any_model_loads(kwargs, message):
+    # With the default spec strings, getting past validation would load the default models.
+    with pytest.raises(InputError, match=message):
+        MemoRAG(**kwargs)
+
+
+def test_load_in_4bit_with_the_default_gguf_memory_is_refused_up_front():
+    with pytest.raises(InputError, match="load_in_4bit"):
+        MemoRAG(load_in_4bit=True)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"compression": "zip"}, "compression"), ({"beacon_ratio": 0.5}, "beacon_ratio"),
+    ({"beacon_ratio": "4"}, "beacon_ratio"),
+])
+def test_memory_checks_its_options_before_loading_a_model(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Memory("default", **kwargs)  # getting past the check would load the default model
+
+
+def test_memory_refuses_loading_options_with_a_model_object():
+    with pytest.raises(InputError, match="n_ctx cannot apply"):
+        Memory(llm=ScriptedLLM(), n_ctx=4096)
+    assert Memory(llm=ScriptedLLM(), beacon_ratio=8).beacon_ratio == 8  # the memory's own option applies
