@@ -29,7 +29,7 @@ from memorag.models.registry import (
 from memorag.plans import PlanContext, PlanParams, get_plan, ground_clues, run_plan
 from memorag.prompts import prompts_for
 from memorag.retrieval import Hit, Retriever
-from memorag.store import dir_size, read_manifest, write_save_dir
+from memorag.store import dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
 from memorag.text import check_text
 
 TASK_TYPES = ("memorag", "qa", "rag", "summarize")
@@ -111,8 +111,19 @@ class MemoRAG:
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
                  *, progress: bool = True) -> dict:
-        """Chunk and index ``context``, build the memory over it, and optionally save all three."""
+        """Chunk and index ``context``, build the memory over it, and optionally save all three.
+
+        With ``save_dir`` the dir's writer lock is taken first and held until it is saved: a
+        second process writing the same dir gets :class:`~memorag.errors.LockedError` at once,
+        not after its own hour of work (memorag.store.writer_lock).
+        """
         check_text(context)
+        if save_dir is not None:
+            with writer_lock(save_dir):
+                return self._memorize(context, save_dir, print_stats, progress)
+        return self._memorize(context, None, print_stats, progress)
+
+    def _memorize(self, context: str, save_dir: str | Path | None, print_stats: bool, progress: bool) -> dict:
         t0 = time.perf_counter()
         if self.overlap_indexing:
             retr, index_seconds, mem = self._memorize_overlapped(context, progress)
@@ -185,13 +196,22 @@ class MemoRAG:
         ``print_stats`` (as in the original API) prints the load stats to stderr.
         """
         t = time.perf_counter()
-        manifest = read_manifest(save_dir)
+
+        def restore(d: Path, manifest: dict) -> dict:
+            try:
+                saved_embedder, retrieval = manifest["models"]["embedder"], manifest["retrieval"]
+            except (KeyError, TypeError):
+                raise StateError(f"{d}/manifest.json lacks the models or retrieval entries.") from None
+            check_same_model(saved_embedder, self.embedder.describe(), what="embedding model")
+            self.memory.load(d / "memory")
+            self.retriever.load(d / "retrieval", retrieval)
+            return manifest
+
+        # Verified first, and re-read if another process swapped the dir in meanwhile.
+        manifest = load_consistent(save_dir, restore)
         d = Path(save_dir)
-        check_same_model(manifest["models"]["embedder"], self.embedder.describe(), what="embedding model")
-        self.memory.load(d / "memory")
-        self.retriever.load(d / "retrieval", manifest["retrieval"])
-        self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest["chunks"],
-                      "memory_tokens": manifest["memory_tokens"], "disk_bytes": dir_size(d)}
+        self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest.get("chunks"),
+                      "memory_tokens": manifest.get("memory_tokens"), "disk_bytes": dir_size(d)}
         if print_stats:
             print(format_stats(self.stats), file=sys.stderr)
         return manifest
@@ -204,7 +224,9 @@ class MemoRAG:
     @classmethod
     def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
         """Build a pipeline with the models a save dir was made with, then load it."""
-        manifest = read_manifest(save_dir, verify=False)
+        # Verify before loading any model: a corrupt dir fails in a second, not after a
+        # multi-GB model load (load() verifies again; hashing costs ~0.3 s per 100 MB).
+        manifest = read_manifest(save_dir)
         models = manifest.get("models", {})
         kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
         kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
