@@ -284,19 +284,22 @@ def write_save_dir(save_dir: str | Path, fill: Callable[[Path], dict], *, lock_t
 
 # ----------------------------------------------------------------------------- reading
 def _find(d: Path) -> Path:
-    """``d`` itself, or wait briefly if a fallback swap is between its two renames."""
+    """``d`` itself, after repairing a fallback swap that a kill left between its two renames."""
     if d.exists() or not any(p.name.startswith(f".{d.name}.old-") for p in leftovers(d)):
         return d
-    for _ in range(40):  # the gap between two renames is microseconds; a kill leaves it open
+    for _ in range(40):
+        try:
+            # Lock free = no writer alive, so the .old-* dir is a leftover: rename it back.
+            with writer_lock(d, timeout=0):
+                return d
+        except LockedError:
+            pass  # a live writer is between its two renames (microseconds): look again
+        except OSError:
+            return d  # cannot take the lock here (read-only dir): report the dir as missing
         time.sleep(0.05)
         if d.exists():
             return d
-    try:
-        with writer_lock(d, timeout=0):  # recovers the .old-* dir when no writer is active
-            pass
-    except LockedError:
-        raise StateError(f"Save dir {d} is being replaced by another process; try again.") from None
-    return d
+    raise StateError(f"Save dir {d} is being replaced by another process; try again.")
 
 
 def _check_tree(d: Path, files: dict) -> None:
