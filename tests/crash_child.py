@@ -3,6 +3,7 @@
     crash_child.py loop TARGET             save generations 1, 2, ... until killed
     crash_child.py point TARGET NAME       save once and SIGKILL itself at the named point
     crash_child.py hold TARGET SECONDS     save once, holding the writer lock SECONDS in fill
+    crash_child.py contend TARGET SECONDS  save again and again for SECONDS, counting LockedErrors
     crash_child.py memorize TARGET TEXT    memorize TEXT (a file) with the default models, in a loop
 
 Prints ``ready`` once imported, ``begin N`` before and ``done N`` after each save (flushed),
@@ -83,10 +84,27 @@ def main() -> None:
         say("ready")
         store.write_save_dir(target, filler(int(sys.argv[4]), kill_midway=point == "during_fill"))
         say("done")
+    elif mode == "contend":
+        say("ready")
+        end, gen, done, locked = time.time() + float(sys.argv[3]), os.getpid() * 1000, 0, 0
+        while time.time() < end:
+            gen += 1
+            try:
+                store.write_save_dir(target, filler(gen))
+                done += 1
+            except LockedError:
+                locked += 1
+                time.sleep(0.001)
+        say(f"counts {done} {locked}")
     elif mode == "hold":
         say("ready")
+        fill = filler(int(sys.argv[4]), pause=float(sys.argv[3]))
+
+        def fill_and_say(tmp: Path) -> dict:
+            say("holding")  # the lock is taken: the parent may start the second writer now
+            return fill(tmp)
         try:
-            store.write_save_dir(target, filler(int(sys.argv[4]), pause=float(sys.argv[3])))
+            store.write_save_dir(target, fill_and_say)
         except LockedError as exc:
             say(f"locked {exc}")
             return

@@ -65,3 +65,45 @@ def test_refuses_to_overwrite_foreign_dir(tmp_path):
     with pytest.raises(StateError, match="not a memorag save dir"):
         write_save_dir(tmp_path, _fill(b"x"))
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_format_1_dirs_without_a_manifest_checksum_still_load(tmp_path):
+    from memorag.store import MANIFEST_SHA
+
+    d = tmp_path / "state"
+    write_save_dir(d, _fill(b"hello"))
+    m = json.loads((d / MANIFEST).read_text())
+    del m[MANIFEST_SHA]
+    m["format_version"] = 1  # as written by memorag before the checksum existed
+    (d / MANIFEST).write_text(json.dumps(m))
+    assert read_manifest(d)["models"]["memory"]["spec"] == "x"
+    m["format_version"] = 2  # format 2 without its checksum is refused
+    (d / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(StateError, match="checksum"):
+        read_manifest(d)
+
+
+def test_writer_lock_is_reentrant_and_refuses_a_second_holder_in_another_thread(tmp_path):
+    import threading
+
+    from memorag.errors import LockedError
+    from memorag.store import writer_lock
+
+    d = tmp_path / "state"
+    errors = []
+    with writer_lock(d):
+        write_save_dir(d, _fill(b"x"))  # save inside memorize's lock: same thread, no deadlock
+
+        def other():
+            try:
+                with writer_lock(d):
+                    pass
+            except LockedError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(10)
+    assert len(errors) == 1
+    with writer_lock(d):  # released: free again
+        pass

@@ -98,10 +98,14 @@ def memorize(
 
     text = read_text_file(file)  # validate before loading any model
     from memorag.pipeline import MemoRAG
+    from memorag.store import writer_lock
 
-    pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
-                   retrieval_chunk_size=chunk_tokens, index=index, compression=compression, beacon_ratio=beacon_ratio)
-    stats = pipe.memorize(text, save_dir=save_dir)
+    # Taken before the models load, so a second writer of SAVE_DIR is told at once.
+    with writer_lock(save_dir):
+        pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
+                       retrieval_chunk_size=chunk_tokens, index=index, compression=compression,
+                       beacon_ratio=beacon_ratio)
+        stats = pipe.memorize(text, save_dir=save_dir)
     if as_json:
         typer.echo(json.dumps(stats))
     else:

@@ -29,7 +29,7 @@ from memorag.models.registry import (
 from memorag.plans import PlanContext, PlanParams, get_plan, ground_clues, run_plan
 from memorag.prompts import prompts_for
 from memorag.retrieval import Hit, Retriever
-from memorag.store import dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
+from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
 from memorag.text import check_text
 
 TASK_TYPES = ("memorag", "qa", "rag", "summarize")
@@ -119,7 +119,8 @@ class MemoRAG:
         """
         check_text(context)
         if save_dir is not None:
-            with writer_lock(save_dir):
+            with writer_lock(save_dir) as target:
+                check_writable(target)  # a dir we would refuse to replace: say so before the work
                 return self._memorize(context, save_dir, print_stats, progress)
         return self._memorize(context, None, print_stats, progress)
 

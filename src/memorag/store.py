@@ -223,7 +223,7 @@ def _manifest_checksum(manifest: dict) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
-def _check_writable(target: Path) -> None:
+def check_writable(target: Path) -> None:
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise StateError(f"{target} exists and is not a directory; refusing to overwrite it.")
     if target.is_dir() and not (target / MANIFEST).is_file() and any(target.iterdir()):
@@ -238,7 +238,7 @@ def write_save_dir(save_dir: str | Path, fill: Callable[[Path], dict], *, lock_t
     lock (see :func:`writer_lock`) for the whole call.
     """
     with writer_lock(save_dir, lock_timeout) as target:
-        _check_writable(target)  # before the (possibly long) fill, not after
+        check_writable(target)  # before the (possibly long) fill, not after
         tmp = _sibling(target, "tmp", f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
         tmp.mkdir()
         try:
@@ -260,7 +260,7 @@ def write_save_dir(save_dir: str | Path, fill: Callable[[Path], dict], *, lock_t
                 f.flush()
                 os.fsync(f.fileno())
             _fsync_dir(tmp)
-            _check_writable(target)  # unchanged under the lock unless someone bypassed it
+            check_writable(target)  # unchanged under the lock unless someone bypassed it
             if not target.exists():
                 os.rename(tmp, target)
             elif _exchange(tmp, target):
