@@ -152,4 +152,4 @@ def test_large_file_is_read_in_blocks_with_bounded_memory(tmp_path, one_line):
     assert n_chars == p.stat().st_size
     # The decoded pieces and the joined text (1 byte per ASCII char each), never the raw
     # bytes and a stripped copy on top (the old reader peaked at 2.7x the file size).
-    assert extra < 2.2 * size, extra / size
+    assert extra < 2.4 * size, extra / size  # measured 1.75-2.02x (60-200 MB files)

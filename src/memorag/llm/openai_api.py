@@ -46,7 +46,8 @@ def _explain(exc: Exception, where: str) -> BackendError:
     elif isinstance(exc, openai.BadRequestError):
         msg = f"{where} rejected the request as invalid (400): {getattr(exc, 'message', exc)}"
     elif isinstance(exc, openai.RateLimitError):
-        # The client waits out a Retry-After of up to a minute; a longer one is not retried.
+        # The client waits out a Retry-After up to its limit (2 minutes in openai 3.x); a
+        # longer one is not waited for, so say what the server asked.
         after = exc.response.headers.get("retry-after") if getattr(exc, "response", None) is not None else None
         msg = (f"{where} answered 429 (rate limited)"
                + (f" and asks to retry after {after} s" if after else "")
