@@ -140,17 +140,21 @@ def test_random_kills_during_memorize(tmp_path, sample_text):
         pass
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    manifests = set()
+    saved_rounds = 0
     for _ in range(20):
         before = (d / MANIFEST).read_bytes()
         proc = spawn("memorize", str(d), str(text))
         time.sleep(rng.uniform(0.0, 12.0))  # ~5-10 s per memorize of this text here
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
-        manifest = read_manifest(d)
+        read_manifest(d)  # complete and intact, whatever the moment of the kill
         now = (d / MANIFEST).read_bytes()
-        assert now == before or any(line.startswith("begin") for line in out.splitlines())
-        manifests.add(manifest[store.MANIFEST_SHA])
+        if any(line.startswith("done") for line in out.splitlines()):
+            assert now != before  # a save completed: the new state is in place
+            saved_rounds += 1
+        elif now != before:  # killed between the swap and the child's "done" line
+            assert any(line.startswith("begin") for line in out.splitlines())
+    print(f"{saved_rounds} of 20 killed runs had saved at least once")
     from memorag import MemoRAG
 
     pipe = MemoRAG.from_saved(d, gen_model_name_or_path="default")
