@@ -226,7 +226,7 @@ class MemoRAG:
     def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
         """Build a pipeline with the models a save dir was made with, then load it."""
         # Verify before loading any model: a corrupt dir fails in a second, not after a
-        # multi-GB model load (load() verifies again; hashing costs ~0.3 s per 100 MB).
+        # multi-GB model load (load() verifies again; hashing costs ~0.35 s per 100 MB here).
         manifest = read_manifest(save_dir)
         models = manifest.get("models", {})
         kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))

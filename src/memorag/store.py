@@ -165,7 +165,7 @@ def _load_renameat2() -> Callable[[str, str, int], int] | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2
-    except (OSError, AttributeError):  # not glibc >= 2.28 (musl, macOS, Windows)
+    except (OSError, AttributeError, TypeError):  # not glibc >= 2.28 (musl, macOS, Windows)
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     fn.restype = ctypes.c_int
