@@ -5,6 +5,8 @@ import pytest
 from memorag.errors import StateError
 from memorag.store import MANIFEST, read_manifest, write_save_dir
 
+pytestmark = pytest.mark.unit
+
 
 def _fill(payload: bytes):
     def fill(tmp):
@@ -107,3 +109,20 @@ def test_writer_lock_is_reentrant_and_refuses_a_second_holder_in_another_thread(
     assert len(errors) == 1
     with writer_lock(d):  # released: free again
         pass
+
+
+def test_load_consistent_rereads_a_dir_swapped_midway(tmp_path):
+    from memorag.store import load_consistent
+
+    d = tmp_path / "state"
+    write_save_dir(d, _fill(b"first"))
+    seen = []
+
+    def load(dd, manifest):
+        seen.append((dd / "a" / "data.bin").read_bytes())
+        if len(seen) == 1:  # another writer swaps a new state in while this one reads
+            write_save_dir(d, _fill(b"second"))
+        return manifest["files"]["a/data.bin"]["bytes"]
+
+    assert load_consistent(d, load) == len(b"second")
+    assert seen == [b"first", b"second"]
