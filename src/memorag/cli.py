@@ -82,7 +82,7 @@ def _ask(pipe, question: str, task_type: str, max_new_tokens: int, use_memory_an
 @app.command()
 @friendly
 def memorize(
-    file: Annotated[Path, typer.Argument(help="UTF-8 text file to memorize.")],
+    file: Annotated[Path, typer.Argument(help="Text file to memorize (UTF-8; UTF-16/32 with a BOM).")],
     save_dir: Annotated[Path, typer.Option("--save-dir", "-o", help="Directory to write the memory, chunks and index to.")],
     mem_model: Annotated[str, typer.Option(help="Memory model spec (default, qwen2.5-1.5b, a .gguf path, openai:MODEL@URL, hf:ID).")] = "default",
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (default = all-MiniLM-L6-v2).")] = "default",
@@ -98,10 +98,14 @@ def memorize(
 
     text = read_text_file(file)  # validate before loading any model
     from memorag.pipeline import MemoRAG
+    from memorag.store import writer_lock
 
-    pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
-                   retrieval_chunk_size=chunk_tokens, index=index, compression=compression, beacon_ratio=beacon_ratio)
-    stats = pipe.memorize(text, save_dir=save_dir)
+    # Taken before the models load, so a second writer of SAVE_DIR is told at once.
+    with writer_lock(save_dir):
+        pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
+                       retrieval_chunk_size=chunk_tokens, index=index, compression=compression,
+                       beacon_ratio=beacon_ratio)
+        stats = pipe.memorize(text, save_dir=save_dir)
     if as_json:
         typer.echo(json.dumps(stats))
     else:

@@ -28,6 +28,10 @@ class StateError(MemoRAGError):
     """A saved state directory is missing, corrupt, or was made with other models/format."""
 
 
+class LockedError(StateError):
+    """Another process is writing the same save dir (one writer at a time)."""
+
+
 class ContextTooLongError(MemoRAGError):
     """The document does not fit the memory model's context window."""
 

@@ -33,7 +33,7 @@ from memorag.plans import PlanContext, PlanParams, ground_clues, run_plan
 from memorag.progress import progress_bar
 from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Hit, RetrievalState, Retriever
-from memorag.store import dir_size, read_manifest, write_save_dir
+from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
 from memorag.text import check_text
 
 TASK_TYPES = tuple(t.value for t in TaskType)
@@ -182,9 +182,19 @@ class MemoRAG:
 
         The new document replaces the current one only when all of this has succeeded: an
         error or Ctrl-C anywhere (embedding, reading, saving) leaves the previous document
-        as it was, memory prefix included.
+        as it was, memory prefix included. With ``save_dir`` the dir's writer lock is taken
+        first and held until it is saved: a second process writing the same dir gets
+        :class:`~memorag.errors.LockedError` at once, not after its own hour of work
+        (memorag.store.writer_lock).
         """
         check_text(context)
+        if save_dir is not None:
+            with writer_lock(save_dir) as target:
+                check_writable(target)  # a dir we would refuse to replace: say so before the work
+                return self._memorize(context, save_dir, print_stats, progress)
+        return self._memorize(context, None, print_stats, progress)
+
+    def _memorize(self, context: str, save_dir: str | Path | None, print_stats: bool, progress: bool) -> dict:
         t0 = time.perf_counter()
         language = self.memory.language_for(context)
         stats: dict = {}
@@ -269,16 +279,28 @@ class MemoRAG:
         ``print_stats`` (as in the original API) prints the load stats to stderr.
         """
         t = time.perf_counter()
-        manifest = read_manifest(save_dir)
+
+        def read(d: Path, manifest: dict) -> DocumentState:
+            try:
+                saved_embedder, retrieval_info = manifest["models"]["embedder"], manifest["retrieval"]
+            except (KeyError, TypeError):
+                raise StateError(f"{d}/manifest.json lacks the models or retrieval entries.") from None
+            check_same_model(saved_embedder, self.embedder.describe(), what="embedding model")
+            with self.memory.guard():
+                memory, _ = self.memory.read(d / "memory")
+                retrieval = self.retriever.read(d / "retrieval", retrieval_info, language=manifest.get("language"))
+            return DocumentState(retrieval, memory, manifest)
+
+        # Verified first, and re-read if another process swapped the dir in meanwhile; built
+        # aside and installed only when complete.
+        doc = load_consistent(save_dir, read)
+        manifest = doc.manifest
+        assert manifest is not None
         d = Path(save_dir)
-        check_same_model(manifest["models"]["embedder"], self.embedder.describe(), what="embedding model")
-        with self.memory.guard():
-            memory, _ = self.memory.read(d / "memory")
-            retrieval = self.retriever.read(d / "retrieval", manifest["retrieval"], language=manifest.get("language"))
-        self._install(DocumentState(retrieval, memory, manifest))
+        self._install(doc)
         self.retriever.chunk_tokens = int(manifest["retrieval"].get("chunk_tokens", self.retriever.chunk_tokens))
-        self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest["chunks"],
-                      "memory_tokens": manifest["memory_tokens"], "disk_bytes": dir_size(d)}
+        self.stats = {"load_seconds": round(time.perf_counter() - t, 4), "chunks": manifest.get("chunks"),
+                      "memory_tokens": manifest.get("memory_tokens"), "disk_bytes": dir_size(d)}
         if print_stats:
             print(format_stats(self.stats), file=sys.stderr)
         return manifest
@@ -291,7 +313,9 @@ class MemoRAG:
     @classmethod
     def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
         """Build a pipeline with the models a save dir was made with, then load it."""
-        manifest = read_manifest(save_dir, verify=False)
+        # Verify before loading any model: a corrupt dir fails in a second, not after a
+        # multi-GB model load (load() verifies again; hashing costs ~0.35 s per 100 MB here).
+        manifest = read_manifest(save_dir)
         models = manifest.get("models", {})
         kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
         kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -28,28 +29,60 @@ def check_text(text: object, what: str = "context") -> str:
     """Validate text given directly to the API: a non-empty ``str``."""
     if not isinstance(text, str):
         raise InputError(f"{what} must be a string, got {type(text).__name__}.")
-    if not text.strip():
+    if not text or text.isspace():  # not text.strip(): that would copy a 200 MB document
         raise InputError(f"{what} is empty (or only whitespace): there is nothing to memorize.")
     if "\x00" in text:
         raise InputError(f"{what} contains NUL bytes: it looks like binary data, not text.")
     return text
 
 
+# Longest BOMs first: the UTF-32-LE BOM starts with the UTF-16-LE one.
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+_BLOCK = 1 << 20
+
+
 def read_text_file(path: str | Path) -> str:
-    """Read a UTF-8 text file, refusing binary and non-UTF-8 files with one clear message."""
+    """Read a text file, refusing binary and undecodable files with one clear message.
+
+    UTF-8 (with or without a BOM); UTF-16 and UTF-32 when they start with a BOM. The file
+    is decoded in 1 MiB blocks, so the peak memory is the text plus the decoded pieces
+    (about twice the text), never the raw bytes on top; a NUL byte or an invalid sequence
+    anywhere stops the read at that block.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"File not found: {p}")
     if p.is_dir():
         raise InputError(f"{p} is a directory; give a text file.")
-    data = p.read_bytes()
-    if b"\x00" in data[:65536]:
-        raise InputError(f"{p} looks like a binary file (it contains NUL bytes); give a UTF-8 text file.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{p} is not valid UTF-8 (byte {exc.start} cannot be decoded). "
-            "Convert it first, e.g. `iconv -f LATIN1 -t UTF-8 in.txt > out.txt`."
-        ) from None
+    with open(p, "rb") as f:
+        head = f.read(4)
+        encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+        f.seek(0)
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+        pieces: list[str] = []
+        offset = 0
+        while True:
+            block = f.read(_BLOCK)
+            # NUL is a character in UTF-16/32; in UTF-8 it means binary data.
+            if encoding.startswith("utf-8") and b"\x00" in block:
+                at = offset + block.index(b"\x00")
+                raise InputError(f"{p} looks like a binary file (it contains NUL bytes, the first at byte {at}); "
+                                 "give a UTF-8 text file.")
+            pending = len(decoder.getstate()[0])  # bytes of a character split across blocks
+            try:
+                pieces.append(decoder.decode(block, final=not block))
+            except UnicodeDecodeError as exc:
+                where = offset - pending + exc.start
+                raise InputError(
+                    f"{p} is not valid {encoding.upper().replace('-SIG', '')} (byte {max(where, 0)} cannot be "
+                    "decoded). Convert it first, e.g. `iconv -f LATIN1 -t UTF-8 in.txt > out.txt`."
+                ) from None
+            if not block:
+                break
+            offset += len(block)
+    text = "".join(pieces)
+    del pieces
+    if "\x00" in text:
+        raise InputError(f"{p} contains NUL characters: it looks like binary data, not text.")
     return check_text(text, what=str(p))

@@ -39,7 +39,7 @@ def load_vectors(directory: Path, info: dict) -> np.ndarray:
     path = Path(directory) / info.get("file", VECTORS_FILE)
     try:
         vectors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise StateError(f"Index vectors {path} are missing or corrupt: {exc}") from None
     if vectors.ndim != 2 or len(vectors) != int(info.get("count", -1)):
         raise StateError(f"Index vectors {path} do not match the manifest (corrupt save dir?).")

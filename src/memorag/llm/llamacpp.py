@@ -5,6 +5,11 @@ once, ``continue_chat`` hands llama-cpp-python the prefix tokens plus the task t
 its prefix matching skips everything already in the cache. ``save_prefix`` writes the raw
 llama.cpp state file (``llama_state_save_file``): no pickle, and loading it is a read of
 the file, orders of magnitude faster than re-reading the document.
+
+Message contents (documents, questions, our own instructions) are tokenized as plain
+text: a ``<|im_start|>`` or ``<|endoftext|>`` written inside a document stays seven
+ordinary tokens and never opens a turn or ends the text. Only the chat template's own
+markup is tokenized with special tokens (see ``_encode``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,30 @@ from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
+
+
+class _Marked(str):
+    """Rendered prompt text whose message contents are wrapped in this render's marks.
+
+    The marks carry a fresh random id per render and a NUL (which check_text refuses in
+    user text), so no content can forge one; ``pattern`` finds them.
+    """
+
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def make(cls, text: str, pattern: re.Pattern[str]) -> _Marked:
+        out = cls(text)
+        out.pattern = pattern
+        return out
+
+    def plain(self) -> str:
+        return self.pattern.sub(r"\1", self)
+
+    def parts(self) -> list[str]:
+        """[markup, content, markup, content, ..., markup]."""
+        return self.pattern.split(self)
+
 
 STATE_FILE = "kv_state.bin"
 
@@ -119,8 +150,22 @@ class LlamaCppLLM:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenize(text, add_bos=False))
 
-    def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def _tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
+        # special=False unless the text is the chat template's own markup: user text that
+        # spells a control token must not become one.
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def _encode(self, marked: _Marked, *, add_bos: bool) -> list[int]:
+        """Token ids of rendered text whose message contents are wrapped in content marks.
+
+        Template markup between the marks is tokenized with special tokens, the contents
+        as plain text. Without marks the whole text counts as markup.
+        """
+        ids: list[int] = [self._llm.token_bos()] if add_bos else []
+        for i, part in enumerate(marked.parts()):
+            if part:
+                ids += self._tokenize(part, add_bos=False, special=i % 2 == 0)
+        return ids
 
     def describe(self) -> dict:
         return {
@@ -141,9 +186,22 @@ class LlamaCppLLM:
         ``(text_up_to_the_end_of_its_content, text_that_closes_it_and_opens_the_reply)``.
         Otherwise returns ``(full_prompt, "")``.
         """
+        head, tail = self._render_marked(messages, open_user_turn=open_user_turn)
+        return head.plain(), tail
+
+    def _render_marked(self, messages: list[ChatMessage], *, open_user_turn: bool = False) -> tuple[_Marked, str]:
+        # Each content is wrapped in marks so that _encode can tell contents from template
+        # markup after the template has rendered them.
+        key = uuid.uuid4().hex
+        start, end = f"\u0000<{key}", f"{key}>\u0000"
+        pattern = re.compile(re.escape(start) + "(.*?)" + re.escape(end), re.DOTALL)
+        msgs = [dict(m) for m in messages]
+        for m in msgs:
+            m["content"] = f"{start}{m['content']}{end}"
         if open_user_turn:
-            return render_open_turn(messages, self._render_text)
-        return self._render_text([dict(m) for m in messages]), ""
+            head, tail = render_open_turn(msgs, self._render_text)  # type: ignore[arg-type]
+            return _Marked.make(head, pattern), tail
+        return _Marked.make(self._render_text(msgs), pattern), ""
 
     def _render_text(self, msgs: list[dict]) -> str:
         if self.chat_mode:
@@ -154,9 +212,9 @@ class LlamaCppLLM:
         # Base model: plain completion layout.
         return "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
 
-    def _prompt_ids(self, text: str) -> list[int]:
-        add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
-        return self._tokenize(text, add_bos=add_bos)
+    def _prompt_ids(self, marked: _Marked) -> list[int]:
+        add_bos = self._add_bos and not (self._bos_text and marked.plain().startswith(self._bos_text))
+        return self._encode(marked, add_bos=add_bos)
 
     # ------------------------------------------------------------ generation
     def _stream_ids(self, ids: list[int], max_new_tokens: int, temperature: float, stop: list[str] | None) -> Iterator[str]:
@@ -189,7 +247,7 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str]:
-        text, _ = self.render(messages)
+        text, _ = self._render_marked(messages)
         yield from self._stream_ids(self._prompt_ids(text), max_new_tokens, temperature, stop)
 
     def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -206,7 +264,7 @@ class LlamaCppLLM:
         """
         import numpy as np
 
-        text, _ = self.render(messages)
+        text, _ = self._render_marked(messages)
         ids = self._prompt_ids(text)
         if len(ids) + 1 > self.context_window:
             raise ContextTooLongError(f"Judge prompt of {len(ids)} tokens does not fit the {self.context_window}-token window.")
@@ -243,7 +301,7 @@ class LlamaCppLLM:
 
     # ---------------------------------------------------------- prefix state
     def prefix_ids_for(self, messages: list[ChatMessage]) -> tuple[list[int], str]:
-        head, tail = self.render(messages, open_user_turn=True)
+        head, tail = self._render_marked(messages, open_user_turn=True)
         return self._prompt_ids(head), tail
 
     def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
@@ -281,7 +339,8 @@ class LlamaCppLLM:
     ) -> Iterator[str]:
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
-        suffix_ids = self._tokenize(user_suffix + self._tail, add_bos=False)
+        # The task (with the user's question) is plain text; the tail is template markup.
+        suffix_ids = self._tokenize(user_suffix, add_bos=False) + self._tokenize(self._tail, add_bos=False, special=True)
         yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
 
     def _truncate_to_prefix(self) -> None:

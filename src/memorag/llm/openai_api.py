@@ -47,7 +47,12 @@ def _explain(exc: Exception, where: str) -> BackendError:
     elif isinstance(exc, openai.BadRequestError):
         msg = f"{where} rejected the request as invalid (400): {getattr(exc, 'message', exc)}"
     elif isinstance(exc, openai.RateLimitError):
-        msg = f"{where} kept answering 429 (rate limited) after all retries. Wait, or lower the request rate."
+        # The client waits out a Retry-After up to its limit (2 minutes in openai 3.x); a
+        # longer one is not waited for, so say what the server asked.
+        after = exc.response.headers.get("retry-after") if getattr(exc, "response", None) is not None else None
+        msg = (f"{where} answered 429 (rate limited)"
+               + (f" and asks to retry after {after} s" if after else "")
+               + ", after the retries memorag makes. Wait, or lower the request rate.")
     elif isinstance(exc, openai.APITimeoutError):
         msg = f"{where} did not answer within the timeout, even after retries."
     elif isinstance(exc, openai.APIConnectionError):
@@ -57,6 +62,17 @@ def _explain(exc: Exception, where: str) -> BackendError:
     else:
         msg = f"{where} failed: {type(exc).__name__}: {exc}"
     return BackendError(msg)
+
+
+def _delta_text(chunk: Any) -> str:
+    choices = chunk.choices
+    if not choices:
+        return ""
+    delta = choices[0].delta
+    content = delta.content if delta is not None else None
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"delta content is {type(content).__name__}")
+    return content or ""
 
 
 class Agent:
@@ -113,16 +129,34 @@ class Agent:
                     temperature: float | None = None, stop: list[str] | None = None) -> Iterator[str]:
         import openai
 
+        got = 0  # characters already handed out: after the first, a retry would repeat them
+        chunks = 0
         try:
             stream = self._client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=max_new_tokens, stream=True,
                 temperature=self.temperature if temperature is None else temperature, stop=stop or None,
             )
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+            try:
+                for chunk in stream:
+                    piece = _delta_text(chunk)
+                    if piece:
+                        chunks += 1
+                        got += len(piece)
+                        yield piece
+                        # A server that ignores max_tokens (one piece is at least one token)
+                        # would otherwise stream for as long as it likes.
+                        if chunks >= max_new_tokens:
+                            break
+            finally:
+                stream.close()
         except openai.OpenAIError as exc:
+            if got:
+                raise BackendError(f"{self._where} cut the answer stream after {got} characters "
+                                   f"({type(exc).__name__}); the answer above is incomplete.") from None
             raise _explain(exc, self._where) from None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # e.g. an SSE line that is not JSON
+            raise BackendError(f"{self._where} sent a malformed stream ({type(exc).__name__}: {str(exc)[:120]})"
+                               + ("; the answer above is incomplete." if got else ".")) from None
 
     def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float | None = None,
              stop: list[str] | None = None) -> str:
@@ -133,9 +167,16 @@ class Agent:
                 model=self.model, messages=messages, max_tokens=max_new_tokens, stream=False,
                 temperature=self.temperature if temperature is None else temperature, stop=stop or None,
             )
+            content = resp.choices[0].message.content
         except openai.OpenAIError as exc:
             raise _explain(exc, self._where) from None
-        return resp.choices[0].message.content or ""
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            # A 200 whose body is not a chat completion (an HTML page from a proxy, "{}", ...)
+            raise BackendError(f"{self._where} sent a malformed response ({type(exc).__name__}: "
+                               f"{str(exc)[:120]}). Is base_url an OpenAI-compatible /v1 endpoint?") from None
+        if content is not None and not isinstance(content, str):
+            raise BackendError(f"{self._where} sent a malformed response (content is {type(content).__name__}).")
+        return content or ""
 
     def generate(self, prompt: str, max_new_tokens: int = 512) -> str:
         """Original API: one user prompt in, text out."""
