@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import LLM, ChatMessage
+from memorag.llm.base import LLM, ChatMessage, ProgressFn, StageProgressFn
 from memorag.prompts import prompts_for
 from memorag.text import check_text, detect_language
 
@@ -202,13 +202,26 @@ class Memory:
         return [{"role": "system", "content": p.memory_system},
                 {"role": "user", "content": p.memory_intro + context}]
 
-    def memorize(self, context: str, *, progress: bool = False) -> dict:
-        """Read ``context`` once into the memory model's state. Returns stats."""
+    def memorize(self, context: str, *, progress: bool | StageProgressFn = False) -> dict:
+        """Read ``context`` once into the memory model's state. Returns stats.
+
+        ``progress``: True draws tqdm bars; a callable gets ``(stage, done, total)`` with
+        stage ``compress`` (windows, long documents only) then ``memory`` (tokens read).
+        """
         check_text(context)
         self.language = self._forced_language or detect_language(context)
         bar = None
         callback = None
-        if progress:
+        compress_progress: bool | ProgressFn = progress is True
+        if callable(progress):
+            report = progress
+
+            def callback(done: int, total: int) -> None:
+                report("memory", done, total)
+
+            def compress_progress(done: int, total: int) -> None:
+                report("compress", done, total)
+        elif progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=0, unit="tok", desc="memory: reading", dynamic_ncols=True)
@@ -226,7 +239,7 @@ class Memory:
                 from memorag.longmem import compress
 
                 memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
-                                               language=self.language, progress=progress)
+                                               language=self.language, progress=compress_progress)
                 self.compression_stats = cstats.to_json()
             n_tokens = self.llm.prefill(self._prefix_messages(memory_text), progress=callback)
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from memorag.chunking import check_chunk_tokens
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import ChatMessage, Generator
+from memorag.llm.base import ChatMessage, Generator, StageProgressFn
 from memorag.memory import Clues, Memory, check_same_model
 from memorag.models.registry import (
     DEFAULT_GENERATOR,
@@ -110,8 +110,12 @@ class MemoRAG:
 
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
-                 *, progress: bool = True) -> dict:
-        """Chunk and index ``context``, build the memory over it, and optionally save all three."""
+                 *, progress: bool | StageProgressFn = True) -> dict:
+        """Chunk and index ``context``, build the memory over it, and optionally save all three.
+
+        ``progress``: True draws tqdm bars; a callable gets ``(stage, done, total)`` instead
+        (stages ``index``, ``compress``, ``memory``; see :data:`memorag.llm.base.StageProgressFn`).
+        """
         check_text(context)
         t0 = time.perf_counter()
         if self.overlap_indexing:
@@ -128,16 +132,18 @@ class MemoRAG:
             print(format_stats(self.stats), file=sys.stderr)
         return self.stats
 
-    def _build_index(self, context: str, progress: bool,
+    def _build_index(self, context: str, progress: bool | StageProgressFn,
                      stop: threading.Event | None = None) -> tuple[dict, float]:
         t = time.perf_counter()
-        bar = _bar("index: embedding", "passage") if progress else None
+        bar = _bar("index: embedding", "passage") if progress is True else None
 
         def update(done: int, total: int) -> None:
             if stop is not None and stop.is_set():  # the memory pass failed: stop embedding
                 raise InterruptedError("indexing stopped")
             if bar:
                 bar(done, total)
+            elif callable(progress):
+                progress("index", done, total)
 
         try:
             retr = self.retriever.build(context, progress=update)
@@ -146,7 +152,7 @@ class MemoRAG:
                 bar.close()
         return retr, time.perf_counter() - t
 
-    def _memorize_overlapped(self, context: str, progress: bool) -> tuple[dict, float, dict]:
+    def _memorize_overlapped(self, context: str, progress: bool | StageProgressFn) -> tuple[dict, float, dict]:
         from concurrent.futures import ThreadPoolExecutor
 
         stop = threading.Event()
@@ -217,7 +223,11 @@ class MemoRAG:
     # ----------------------------------------------------------------- ask
     def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
             prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,
-            on_token: Callable[[str], None] | None = None) -> Answer:
+            on_token: Callable[[str], None] | None = None,
+            on_evidence: Callable[[Clues | None, list[Hit]], None] | None = None) -> Answer:
+        """Answer ``query``. ``on_token`` gets each piece of the answer as it is generated;
+        ``on_evidence`` gets the clues and evidence once retrieval is done, before generation
+        starts (the HTTP service and the demo show them while the answer streams)."""
         if task_type not in TASK_TYPES:
             raise InputError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}.")
         if not self.memory.memorized:
@@ -244,6 +254,8 @@ class MemoRAG:
             clues.grounded = [g.sentence.text if g.grounded else ""
                               for g in ground_clues(self.retriever, query, clues, self.plan_params())]
         t1 = time.perf_counter()
+        if on_evidence:
+            on_evidence(clues, hits)
         evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
             user = _fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
