@@ -29,7 +29,8 @@ def check_text(text: object, what: str = "context") -> str:
     if not isinstance(text, str):
         raise InputError(f"{what} must be a string, got {type(text).__name__}.")
     if not text.strip():
-        raise InputError(f"{what} is empty (or only whitespace): there is nothing to memorize.")
+        nothing = "there is nothing to ask" if what in ("query", "question") else "there is nothing to memorize"
+        raise InputError(f"{what} is empty (or only whitespace): {nothing}.")
     if "\x00" in text:
         raise InputError(f"{what} contains NUL bytes: it looks like binary data, not text.")
     return text
