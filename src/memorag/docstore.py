@@ -68,7 +68,7 @@ class DocStore:
             (self.root / ".trash").mkdir(exist_ok=True)
         except OSError as exc:
             raise InputError(f"Cannot use {self.root} as a document store: {exc.strerror}.") from None
-        self.recover()
+        self.recovered = self.recover()  # what a killed process had left half done
 
     # -------------------------------------------------------------- locking
     @contextlib.contextmanager

@@ -43,14 +43,18 @@ def read_text_file(path: str | Path) -> str:
         raise InputError(f"File not found: {p}")
     if p.is_dir():
         raise InputError(f"{p} is a directory; give a text file.")
-    data = p.read_bytes()
+    return decode_text(p.read_bytes(), str(p))
+
+
+def decode_text(data: bytes, what: str = "the file") -> str:
+    """Decode uploaded bytes as UTF-8 text, refusing binary and non-UTF-8 data with one clear message."""
     if b"\x00" in data[:65536]:
-        raise InputError(f"{p} looks like a binary file (it contains NUL bytes); give a UTF-8 text file.")
+        raise InputError(f"{what} looks like a binary file (it contains NUL bytes); give a UTF-8 text file.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(
-            f"{p} is not valid UTF-8 (byte {exc.start} cannot be decoded). "
+            f"{what} is not valid UTF-8 (byte {exc.start} cannot be decoded). "
             "Convert it first, e.g. `iconv -f LATIN1 -t UTF-8 in.txt > out.txt`."
         ) from None
-    return check_text(text, what=str(p))
+    return check_text(text, what=what)
