@@ -201,7 +201,7 @@ def show_results(results: dict[str, dict]) -> None:
 
 
 # --------------------------------------------------------------------------- page
-def sidebar(engine: Engine) -> list[dict]:
+def sidebar(engine: Engine) -> None:
     docs = engine.store.list()
     with st.sidebar:
         st.header("Stored documents")
@@ -220,7 +220,6 @@ def sidebar(engine: Engine) -> list[dict]:
                     st.rerun()
                 except MemoRAGError as exc:
                     st.error(str(exc))
-    return docs
 
 
 def main() -> None:
@@ -239,8 +238,14 @@ def main() -> None:
     st.title("memorag: watch the memory at work", anchor=False)
     st.caption("The memory model reads the document once. For each question it recalls clues; the clues and the "
                "question find the evidence; the generator answers from the evidence.")
-    docs = sidebar(engine)
-    names = [d["name"] for d in docs]
+    try:
+        page(engine)
+    finally:
+        sidebar(engine)  # drawn last, so a document memorized in this run is listed
+
+
+def page(engine: Engine) -> None:
+    names = [d["name"] for d in engine.store.list()]
 
     st.header("1 · Document", anchor=False)
     source = st.radio("Source", SOURCES, horizontal=True, key="source",

@@ -119,8 +119,8 @@ class MemorizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description=f"Document name: {NAME_PATTERN}", examples=["pride-ch1-3"])
     text: str = Field(description="The document, as plain text.")
-    replace: bool = Field(False, description="Memorize again if the name exists (the old version serves "
-                                             "until the new one is complete).")
+    replace: bool = Field(False, description="Memorize again if the name exists (the old version stays on "
+                                             "disk until the new one is complete).")
 
 
 class AskRequest(BaseModel):
