@@ -120,10 +120,8 @@ def _chromium() -> str | None:
 class _Cdp:
     """Just enough of the Chrome DevTools Protocol: navigate, read the page, take a screenshot."""
 
-    def __init__(self, ws_url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=64 * 1024 * 1024)
+    def __init__(self, ws) -> None:
+        self.ws = ws
         self.n = 0
 
     def call(self, method: str, **params):
@@ -141,11 +139,30 @@ class _Cdp:
                          )["result"].get("value", "")
 
 
+def _screenshot(cdp: _Cdp, url: str) -> bytes:
+    """Open the demo with the sample question preselected; wait until both answers are in; capture."""
+    q = httpx.QueryParams({"doc": "sample", "q": SAMPLE_QUESTION, "task": "memorag", "compare": "1"})
+    cdp.call("Page.navigate", url=f"{url}/?{q}")
+    deadline = time.monotonic() + 900
+    text = ""
+    while time.monotonic() < deadline:
+        text = cdp.text()
+        if "Evidence in the document" in text and "▌" not in text and "Running..." not in text:
+            break
+        time.sleep(2)
+    assert "Clues from the memory" in text and "Evidence in the document" in text, text[-2000:]
+    assert text.count("Answer") >= 2 and "Bingley" in text, text[-2000:]
+    time.sleep(1)  # let the last paint land
+    return base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"])
+
+
 @pytest.mark.slow
 def test_screenshot_in_headless_chromium(tmp_path, sample_text):
     chromium = _chromium()
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from websockets.sync.client import connect
+
     from memorag.engine import Engine
 
     store = tmp_path / "store"
@@ -182,20 +199,9 @@ def test_screenshot_in_headless_chromium(tmp_path, sample_text):
                 time.sleep(0.2)
             devtools = int((profile / "DevToolsActivePort").read_text().split()[0])
             pages = httpx.get(f"http://127.0.0.1:{devtools}/json/list").json()
-            cdp = _Cdp(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
-            q = httpx.QueryParams({"doc": "sample", "q": SAMPLE_QUESTION, "task": "memorag", "compare": "1"})
-            cdp.call("Page.navigate", url=f"{url}/?{q}")
-            deadline = time.monotonic() + 900
-            text = ""
-            while time.monotonic() < deadline:
-                text = cdp.text()
-                if "Evidence in the document" in text and "▌" not in text and "Running..." not in text:
-                    break
-                time.sleep(2)
-            assert "Clues from the memory" in text and "Evidence in the document" in text, text[-2000:]
-            assert text.count("Answer") >= 2 and "Bingley" in text, text[-2000:]
-            time.sleep(1)  # let the last paint land
-            shot = base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"])
+            ws_url = next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"]
+            with connect(ws_url, max_size=64 * 1024 * 1024) as ws:
+                shot = _screenshot(_Cdp(ws), url)
             out = ROOT / "docs" / "demo.png"
             out.write_bytes(shot)
             assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 50_000

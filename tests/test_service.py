@@ -100,17 +100,31 @@ def test_ask_streams_evidence_tokens_then_answer(server, memorized):
         assert text[ev["start"]:ev["end"]] == ev["text"]
 
 
+def test_openai_client_lists_documents_and_gets_openai_errors(server, memorized):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["sample"]
+    with pytest.raises(openai.NotFoundError, match="no-such-doc"):
+        client.chat.completions.create(model="no-such-doc", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.AuthenticationError, match="Wrong bearer token"):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong-token-0123456789", max_retries=0).models.list()
+
+
+@pytest.mark.slow
 def test_openai_facade_streams_an_answer(server, memorized):
     openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN)
-    assert [m.id for m in client.models.list()] == ["sample"]
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=TOKEN, max_retries=0, timeout=900)
     stream = client.chat.completions.create(
         model="sample", stream=True, max_tokens=48,
         messages=[{"role": "user", "content": "What colour was the horse Mr. Bingley rode?"}])
     answer = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert correct(answer, [[r"black"]]), answer
-    with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="no-such-doc", messages=[{"role": "user", "content": "hi"}])
+    reply = client.chat.completions.create(
+        model="sample", max_tokens=48,
+        messages=[{"role": "system", "content": "ignored"},
+                  {"role": "user", "content": "In which county is Mr. Darcy's large estate?"}])
+    assert correct(reply.choices[0].message.content, [[r"derbyshire"]]), reply.choices[0].message.content
+    assert reply.model_extra["memorag"]["evidence"]
 
 
 # ------------------------------------------------------------------ bad requests (no model)
@@ -309,3 +323,16 @@ def test_summarize(server, memorized):
     body = r.json()
     assert body["task_type"] == "summarize" and body["answer"]
     assert body["clues"]["spans"], "the memory listed no key points"
+
+
+@pytest.mark.unit
+def test_cli_help_for_serve_and_ui():
+    from typer.testing import CliRunner
+
+    from memorag.cli import app
+
+    runner = CliRunner()
+    serve = runner.invoke(app, ["serve", "--help"])
+    assert serve.exit_code == 0 and "--max-body-mb" in serve.output and "--token" in serve.output
+    ui = runner.invoke(app, ["ui", "--help"])
+    assert ui.exit_code == 0 and "streamlit run demo/demo.py" in " ".join(ui.output.split())

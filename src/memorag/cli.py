@@ -205,7 +205,6 @@ def ui(
     """Open the Streamlit demo: memorize, ask, and watch clues, evidence and the answer (= streamlit run demo/demo.py)."""
     import importlib.util
     import os
-    import subprocess
 
     if importlib.util.find_spec("streamlit") is None:
         _fail("the demo needs Streamlit: pip install 'memorag[ui]'.")
@@ -213,7 +212,8 @@ def ui(
     env = {**os.environ, "MEMORAG_STORE": str(store)}
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # streamlit takes over this process (and its Ctrl-C)
 
 
 def _register_eval() -> None:

@@ -70,7 +70,8 @@ def render_clues(slot, clues: dict | None) -> None:
         return
     rows = []
     for kind, line, found in clue_lines(clues):
-        mark = "" if found is None else (" ✅ *found in the document*" if found else " ❔ *not found in the document*")
+        # Words, not emoji: a headless browser or a terminal font may have no emoji glyphs.
+        mark = "" if found is None else (" — *found in the document*" if found else " — *not found in the document*")
         rows.append(f"- **{kind}:** {line}{mark}")
     slot.markdown("**Clues from the memory**\n\n" + ("\n".join(rows) or "_(none)_"))
 
@@ -212,7 +213,7 @@ def sidebar(engine: Engine) -> None:
             stats = d.get("stats") or {}
             c1, c2 = st.columns([4, 1])
             c1.markdown(f"**{d['name']}**  \n{d['chars']:,} chars · {stats.get('memory_tokens', '?')} memory tokens")
-            if c2.button("🗑", key=f"delete-{d['name']}", help=f"Delete {d['name']}"):
+            if c2.button("Delete", key=f"delete-{d['name']}", help=f"Delete {d['name']} from the store"):
                 try:
                     engine.delete(d["name"])
                     if st.session_state.get("current_doc") == d["name"]:
@@ -223,7 +224,7 @@ def sidebar(engine: Engine) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="memorag demo", page_icon="🧠", layout="wide")
+    st.set_page_config(page_title="memorag demo", layout="wide")
     engine = get_engine(store_path())
     params = st.query_params
     if "auto" not in st.session_state:  # first run of this browser session: honour URL parameters
