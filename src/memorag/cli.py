@@ -191,6 +191,7 @@ def serve(
         _fail(f"the service needs FastAPI and uvicorn: pip install 'memorag[serve]' ({exc.name} is missing).")
     if max_body_mb <= 0:
         _fail("--max-body-mb must be positive.")
+    typer.echo(f"memorag: documents in {store.resolve()}; API on http://{host}:{port} (OpenAPI at /docs)", err=True)
     run_service(Settings(store=str(store), host=host, port=port, token=token or None,
                          max_body_bytes=int(max_body_mb * 1024 * 1024), mem_model=mem_model, gen_model=gen_model))
 

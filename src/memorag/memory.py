@@ -212,7 +212,7 @@ class Memory:
         self.language = self._forced_language or detect_language(context)
         bar = None
         callback = None
-        compress_progress: bool | ProgressFn = progress is True
+        compress_progress: bool | ProgressFn = bool(progress)
         if callable(progress):
             report = progress
 

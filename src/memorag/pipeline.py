@@ -135,7 +135,7 @@ class MemoRAG:
     def _build_index(self, context: str, progress: bool | StageProgressFn,
                      stop: threading.Event | None = None) -> tuple[dict, float]:
         t = time.perf_counter()
-        bar = _bar("index: embedding", "passage") if progress is True else None
+        bar = _bar("index: embedding", "passage") if progress and not callable(progress) else None
 
         def update(done: int, total: int) -> None:
             if stop is not None and stop.is_set():  # the memory pass failed: stop embedding

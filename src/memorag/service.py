@@ -511,6 +511,5 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     app = create_app(settings)
-    log.info("memorag store: %s", app.state.engine.store.root)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=os.environ.get("MEMORAG_LOG_LEVEL", "info"),
                 timeout_graceful_shutdown=5)
