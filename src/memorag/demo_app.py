@@ -211,9 +211,8 @@ def sidebar(engine: Engine) -> None:
             st.write("None yet: memorize one.")
         for d in docs:
             stats = d.get("stats") or {}
-            c1, c2 = st.columns([4, 1])
-            c1.markdown(f"**{d['name']}**  \n{d['chars']:,} chars · {stats.get('memory_tokens', '?')} memory tokens")
-            if c2.button("Delete", key=f"delete-{d['name']}", help=f"Delete {d['name']} from the store"):
+            st.markdown(f"**{d['name']}**  \n{d['chars']:,} chars · {stats.get('memory_tokens', '?')} memory tokens")
+            if st.button("Delete", key=f"delete-{d['name']}", help=f"Delete {d['name']} from the store"):
                 try:
                     engine.delete(d["name"])
                     if st.session_state.get("current_doc") == d["name"]:

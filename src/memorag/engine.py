@@ -34,7 +34,9 @@ from typing import Any
 from memorag.docstore import STATE, DocStore, check_name
 from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError, StateError
 from memorag.llm.base import ChatMessage
-from memorag.pipeline import TASK_TYPES
+from memorag.memory import Clues
+from memorag.pipeline import TASK_TYPES, MemoRAG
+from memorag.retrieval import Hit
 from memorag.text import check_text
 
 log = logging.getLogger("memorag.engine")
@@ -130,7 +132,7 @@ class Job:
                 "created": self.created, "started": self.started, "finished": self.finished}
 
 
-def evidence_json(pipe, hits) -> list[dict]:
+def evidence_json(pipe: MemoRAG, hits: list[Hit]) -> list[dict]:
     """Evidence chunks with their place in the document (character offsets), for highlighting."""
     chunks = pipe.retriever.chunks
     out = []
@@ -158,8 +160,8 @@ class Engine:
         self.pipeline_kwargs = pipeline_kwargs
         self._ask_worker = _SerialWorker("memorag-answer")
         self._build_worker = _SerialWorker("memorag-build")
-        self._pipe = None  # answering pipeline (worker thread only)
-        self._builder = None  # building pipeline (build thread only)
+        self._pipe: MemoRAG | None = None  # answering pipeline (worker thread only)
+        self._builder: MemoRAG | None = None  # building pipeline (build thread only)
         self._loaded: tuple[str, str] | None = None  # (name, version) in the answering memory
         self._jobs: dict[str, Job] = {}
         self._building: dict[str, str] = {}  # name -> job id (queued or running)
@@ -167,10 +169,8 @@ class Engine:
         self.ready = threading.Event()
 
     # --------------------------------------------------------------- models
-    def _answering(self):
+    def _answering(self) -> MemoRAG:
         if self._pipe is None:
-            from memorag.pipeline import MemoRAG
-
             self._pipe = MemoRAG(self.mem_model, self.ret_model, gen_model_name_or_path=self.gen_model,
                                  **self.pipeline_kwargs)
             self.ready.set()
@@ -180,10 +180,8 @@ class Engine:
         """Load the answering models now (in the worker), instead of at the first question."""
         return self._ask_worker.submit(self._answering)
 
-    def _building_pipe(self):
+    def _building_pipe(self) -> MemoRAG:
         if self._builder is None:
-            from memorag.pipeline import MemoRAG
-
             self._builder = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=_NoGenerator(),
                                     **self.pipeline_kwargs)
         return self._builder
@@ -291,11 +289,13 @@ class Engine:
                 pipe.load(self.store.state_dir(name))
                 self._loaded = key
 
-    def _ask(self, name, question, task_type, max_new_tokens, top_k, on_token, on_evidence, cancel) -> dict:
+    def _ask(self, name: str, question: str | None, task_type: str, max_new_tokens: int, top_k: int | None,
+             on_token: Callable[[str], None] | None, on_evidence: Callable[[dict], None] | None,
+             cancel: threading.Event | None) -> dict:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         self._load(name)
-        pipe = self._pipe
+        pipe = self._answering()
 
         def token(piece: str) -> None:
             if cancel is not None and cancel.is_set():
@@ -303,7 +303,7 @@ class Engine:
             if on_token:
                 on_token(piece)
 
-        def evidence(clues, hits) -> None:
+        def evidence(clues: Clues | None, hits: list[Hit]) -> None:
             if on_evidence:
                 on_evidence({"clues": clues.to_json() if clues else None, "evidence": evidence_json(pipe, hits)})
 
