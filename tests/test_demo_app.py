@@ -104,6 +104,10 @@ def test_demo_memorizes_and_compares_with_plain_rag(tmp_path, monkeypatch):
     at2.run()
     assert at2.radio(key="source").value == "A memorized document"
     assert at2.selectbox(key="pick").options == ["lighthouse"]
+    # delete from the sidebar
+    at2.button(key="delete-lighthouse").click().run()
+    assert not (tmp_path / "store" / "lighthouse").exists()
+    assert "None yet" in _texts(at2.sidebar.markdown)
     # bad input: an invalid name is refused with one message, nothing stored
     at.radio(key="source").set_value("Paste text").run()
     at.text_area(key="paste").input("Some text.").run()
