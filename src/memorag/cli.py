@@ -173,6 +173,54 @@ def demo(
     _ask(pipe, question, "memorag", 128, False, False, True, True)
 
 
+@app.command()
+@friendly
+def serve(
+    store: Annotated[Path, typer.Option(help="Directory of memorized documents (one subdirectory each); env MEMORAG_STORE.",
+                                        envvar="MEMORAG_STORE")] = Path("memorag_store"),
+    host: Annotated[str, typer.Option(help="Address to bind. Anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[str | None, typer.Option(help="Bearer token clients must send (prefer env MEMORAG_TOKEN: "
+                                                   "a flag shows in the process list).", envvar="MEMORAG_TOKEN",
+                                              show_envvar=False)] = None,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MB (a document to memorize is sent in one).")] = 16.0,
+    mem_model: Annotated[str, typer.Option(help="Memory model spec for new documents.")] = "default",
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model.")] = None,
+) -> None:
+    """Serve memorized documents over HTTP: memorize, ask (streamed), summarize, list, delete (docs/service.md)."""
+    try:
+        from memorag.service import Settings
+        from memorag.service import serve as run_service
+    except ImportError as exc:
+        _fail(f"the service needs FastAPI and uvicorn: pip install 'memorag[serve]' ({exc.name} is missing).")
+    if max_body_mb <= 0:
+        _fail("--max-body-mb must be positive.")
+    typer.echo(f"memorag: documents in {store.resolve()}; API on http://{host}:{port} (OpenAPI at /docs)", err=True)
+    run_service(Settings(store=str(store), host=host, port=port, token=token or None,
+                         max_body_bytes=int(max_body_mb * 1024 * 1024), mem_model=mem_model, gen_model=gen_model))
+
+
+@app.command()
+@friendly
+def ui(
+    store: Annotated[Path, typer.Option(help="Directory of memorized documents shared with `memorag serve`; env MEMORAG_STORE.",
+                                        envvar="MEMORAG_STORE")] = Path("memorag_store"),
+    port: Annotated[int, typer.Option(help="TCP port of the web page (bound to 127.0.0.1).")] = 8501,
+) -> None:
+    """Open the Streamlit demo: memorize, ask, and watch clues, evidence and the answer (= streamlit run demo/demo.py)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("streamlit") is None:
+        _fail("the demo needs Streamlit: pip install 'memorag[ui]'.")
+    script = Path(__file__).with_name("demo_app.py")
+    env = {**os.environ, "MEMORAG_STORE": str(store)}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)  # streamlit takes over this process (and its Ctrl-C)
+
+
 def _register_eval() -> None:
     from memorag.eval.cli import eval_command
 

@@ -38,3 +38,21 @@ class ContextTooLongError(MemoRAGError):
 
 class BackendError(MemoRAGError):
     """A model backend or remote server failed in a way retrying did not fix."""
+
+
+class NotFoundError(MemoRAGError):
+    """A named document (or job) does not exist in the document store."""
+
+
+class ConflictError(MemoRAGError):
+    """The request clashes with the store's state (the name is taken, or is being memorized)."""
+
+
+class BusyError(MemoRAGError):
+    """The service cannot take this request now (a memory is being built, or the queue is full).
+
+    ``retry_after`` says how many seconds to wait before trying again."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

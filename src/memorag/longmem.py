@@ -241,8 +241,12 @@ def gist_memory(llm: LLM, text: str, budget: int, language: str, *, window_token
 
 
 def compress(llm: LLM, text: str, *, method: str = "extractive", ratio: float | None = None, language: str = "en",
-             progress: bool = False, cache: GistCache | None = None) -> tuple[str, CompressionStats]:
-    """Return a memory text that fits the model's window, and what it cost."""
+             progress: bool | Callable[[int, int], None] = False,
+             cache: GistCache | None = None) -> tuple[str, CompressionStats]:
+    """Return a memory text that fits the model's window, and what it cost.
+
+    ``progress``: True draws a tqdm bar; a callable gets ``(windows_done, windows_total)``.
+    """
     if method not in COMPRESSIONS:
         raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {method!r}.")
     total = llm.count_tokens(text)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import LLM, ChatMessage
-from memorag.progress import progress_bar
+from memorag.llm.base import LLM, ChatMessage, StageProgressFn
+from memorag.progress import for_stage, progress_bar
 from memorag.prompts import prompts_for
 from memorag.text import check_text, detect_language
 
@@ -267,7 +267,7 @@ class Memory:
                 restore(saved)
             raise
 
-    def prepare(self, context: str, *, progress: bool = False,
+    def prepare(self, context: str, *, progress: bool | StageProgressFn = False,
                 language: str | None = None) -> tuple[MemoryState, dict]:
         """Read ``context`` into the model's prefix state and describe it, *without* making it
         this memory's document: the caller swaps the returned state in (see :meth:`memorize`).
@@ -281,9 +281,9 @@ class Memory:
             from memorag.longmem import compress
 
             memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
-                                           language=language, progress=progress)
+                                           language=language, progress=for_stage(progress, "compress"))
             compression = cstats.to_json()
-        with progress_bar("memory: reading", "tok", progress) as callback:
+        with progress_bar("memory: reading", "tok", for_stage(progress, "memory")) as callback:
             n_tokens = self.llm.prefill(self._prefix_messages(memory_text, language), progress=callback)
         seconds = time.perf_counter() - t0
         state = MemoryState(language, hashlib.sha256(context.encode("utf-8")).hexdigest(), len(context),
@@ -295,9 +295,11 @@ class Memory:
             stats["compression"] = compression
         return state, stats
 
-    def memorize(self, context: str, *, progress: bool = False) -> dict:
+    def memorize(self, context: str, *, progress: bool | StageProgressFn = False) -> dict:
         """Read ``context`` once into the memory model's state. Returns stats.
 
+        ``progress``: True draws tqdm bars; a callable gets ``(stage, done, total)`` with
+        stage ``compress`` (windows, long documents only) then ``memory`` (tokens read).
         If reading fails or is interrupted, the previously memorized document stays.
         """
         with self.guard():

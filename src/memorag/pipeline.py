@@ -19,7 +19,7 @@ from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType,
 from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.index.base import VectorIndex
-from memorag.llm.base import LLM, ChatMessage, Generator
+from memorag.llm.base import LLM, ChatMessage, Generator, StageProgressFn
 from memorag.memory import Clues, Memory, MemoryState, check_same_model
 from memorag.models.registry import (
     DEFAULT_GENERATOR,
@@ -30,7 +30,7 @@ from memorag.models.registry import (
     make_index_factory,
 )
 from memorag.plans import PlanContext, PlanParams, ground_clues, run_plan
-from memorag.progress import progress_bar
+from memorag.progress import for_stage, progress_bar
 from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
@@ -177,7 +177,7 @@ class MemoRAG:
 
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
-                 *, progress: bool = True) -> dict:
+                 *, progress: bool | StageProgressFn = True) -> dict:
         """Chunk and index ``context``, build the memory over it, and optionally save all three.
 
         The new document replaces the current one only when all of this has succeeded: an
@@ -186,6 +186,9 @@ class MemoRAG:
         first and held until it is saved: a second process writing the same dir gets
         :class:`~memorag.errors.LockedError` at once, not after its own hour of work
         (memorag.store.writer_lock).
+
+        ``progress``: True draws tqdm bars; a callable gets ``(stage, done, total)`` instead
+        (stages ``index``, ``compress``, ``memory``; see :data:`memorag.llm.base.StageProgressFn`).
         """
         check_text(context)
         if save_dir is not None:
@@ -194,7 +197,8 @@ class MemoRAG:
                 return self._memorize(context, save_dir, print_stats, progress)
         return self._memorize(context, None, print_stats, progress)
 
-    def _memorize(self, context: str, save_dir: str | Path | None, print_stats: bool, progress: bool) -> dict:
+    def _memorize(self, context: str, save_dir: str | Path | None, print_stats: bool,
+                  progress: bool | StageProgressFn) -> dict:
         t0 = time.perf_counter()
         language = self.memory.language_for(context)
         stats: dict = {}
@@ -217,10 +221,10 @@ class MemoRAG:
             print(format_stats(self.stats), file=sys.stderr)
         return self.stats
 
-    def _build_index(self, context: str, language: str, progress: bool,
+    def _build_index(self, context: str, language: str, progress: bool | StageProgressFn,
                      stop: threading.Event | None = None) -> tuple[RetrievalState, float]:
         t = time.perf_counter()
-        with progress_bar("index: embedding", "passage", progress) as bar:
+        with progress_bar("index: embedding", "passage", for_stage(progress, "index")) as bar:
             def update(done: int, total: int) -> None:
                 if stop is not None and stop.is_set():  # the memory pass failed: stop embedding
                     raise InterruptedError("indexing stopped")
@@ -230,8 +234,8 @@ class MemoRAG:
             state = self.retriever.prepare(context, progress=update, language=language)
         return state, time.perf_counter() - t
 
-    def _memorize_overlapped(self, context: str, language: str,
-                             progress: bool) -> tuple[RetrievalState, float, tuple[MemoryState, dict]]:
+    def _memorize_overlapped(self, context: str, language: str, progress: bool | StageProgressFn
+                             ) -> tuple[RetrievalState, float, tuple[MemoryState, dict]]:
         from concurrent.futures import ThreadPoolExecutor
 
         stop = threading.Event()
@@ -328,7 +332,11 @@ class MemoRAG:
     # ----------------------------------------------------------------- ask
     def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
             prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,
-            on_token: Callable[[str], None] | None = None) -> Answer:
+            on_token: Callable[[str], None] | None = None,
+            on_evidence: Callable[[Clues | None, list[Hit]], None] | None = None) -> Answer:
+        """Answer ``query``. ``on_token`` gets each piece of the answer as it is generated;
+        ``on_evidence`` gets the clues and evidence once retrieval is done, before generation
+        starts (the HTTP service and the demo show them while the answer streams)."""
         task_type = choice(TaskType, task_type, "task_type")
         if not self.memory.memorized:
             raise NotMemorizedError("No document is memorized: call memorize(context) or load(save_dir) first.")
@@ -354,6 +362,8 @@ class MemoRAG:
             clues.grounded = [g.sentence.text if g.grounded else ""
                               for g in ground_clues(self.retriever, query, clues, self.plan_params())]
         t1 = time.perf_counter()
+        if on_evidence:
+            on_evidence(clues, hits)
         evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
             user = fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")

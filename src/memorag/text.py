@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import io
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from memorag.errors import InputError
 
@@ -30,7 +32,8 @@ def check_text(text: object, what: str = "context") -> str:
     if not isinstance(text, str):
         raise InputError(f"{what} must be a string, got {type(text).__name__}.")
     if not text or text.isspace():  # not text.strip(): that would copy a 200 MB document
-        raise InputError(f"{what} is empty (or only whitespace): there is nothing to memorize.")
+        nothing = "there is nothing to ask" if what in ("query", "question") else "there is nothing to memorize"
+        raise InputError(f"{what} is empty (or only whitespace): {nothing}.")
     if "\x00" in text:
         raise InputError(f"{what} contains NUL bytes: it looks like binary data, not text.")
     return text
@@ -56,33 +59,43 @@ def read_text_file(path: str | Path) -> str:
     if p.is_dir():
         raise InputError(f"{p} is a directory; give a text file.")
     with open(p, "rb") as f:
-        head = f.read(4)
-        encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
-        f.seek(0)
-        decoder = codecs.getincrementaldecoder(encoding)("strict")
-        pieces: list[str] = []
-        offset = 0
-        while True:
-            block = f.read(_BLOCK)
-            # NUL is a character in UTF-16/32; in UTF-8 it means binary data.
-            if encoding.startswith("utf-8") and b"\x00" in block:
-                at = offset + block.index(b"\x00")
-                raise InputError(f"{p} looks like a binary file (it contains NUL bytes, the first at byte {at}); "
-                                 "give a UTF-8 text file.")
-            pending = len(decoder.getstate()[0])  # bytes of a character split across blocks
-            try:
-                pieces.append(decoder.decode(block, final=not block))
-            except UnicodeDecodeError as exc:
-                where = offset - pending + exc.start
-                raise InputError(
-                    f"{p} is not valid {encoding.upper().replace('-SIG', '')} (byte {max(where, 0)} cannot be "
-                    "decoded). Convert it first, e.g. `iconv -f LATIN1 -t UTF-8 in.txt > out.txt`."
-                ) from None
-            if not block:
-                break
-            offset += len(block)
+        return _decode_stream(f, str(p))
+
+
+def decode_text(data: bytes, what: str = "the file") -> str:
+    """Decode uploaded bytes as text (the service and the demo), with the same rules and
+    messages as :func:`read_text_file`."""
+    return _decode_stream(io.BytesIO(data), what)
+
+
+def _decode_stream(f: BinaryIO, what: str) -> str:
+    head = f.read(4)
+    encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+    f.seek(0)
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    pieces: list[str] = []
+    offset = 0
+    while True:
+        block = f.read(_BLOCK)
+        # NUL is a character in UTF-16/32; in UTF-8 it means binary data.
+        if encoding.startswith("utf-8") and b"\x00" in block:
+            at = offset + block.index(b"\x00")
+            raise InputError(f"{what} looks like a binary file (it contains NUL bytes, the first at byte {at}); "
+                             "give a UTF-8 text file.")
+        pending = len(decoder.getstate()[0])  # bytes of a character split across blocks
+        try:
+            pieces.append(decoder.decode(block, final=not block))
+        except UnicodeDecodeError as exc:
+            where = offset - pending + exc.start
+            raise InputError(
+                f"{what} is not valid {encoding.upper().replace('-SIG', '')} (byte {max(where, 0)} cannot be "
+                "decoded). Convert it first, e.g. `iconv -f LATIN1 -t UTF-8 in.txt > out.txt`."
+            ) from None
+        if not block:
+            break
+        offset += len(block)
     text = "".join(pieces)
     del pieces
     if "\x00" in text:
-        raise InputError(f"{p} contains NUL characters: it looks like binary data, not text.")
-    return check_text(text, what=str(p))
+        raise InputError(f"{what} contains NUL characters: it looks like binary data, not text.")
+    return check_text(text, what=what)

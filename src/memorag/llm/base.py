@@ -31,6 +31,11 @@ class ChatMessage(TypedDict):
 ProgressFn = Callable[[int, int], None]
 """Called as ``progress(tokens_done, tokens_total)`` during long prefills."""
 
+StageProgressFn = Callable[[str, int, int], None]
+"""Called as ``progress(stage, done, total)`` while memorizing, instead of drawing tqdm bars.
+Stages: ``index`` (passages embedded), ``compress`` (windows of a long document),
+``memory`` (tokens read into the memory). Used by the HTTP service and the demo."""
+
 
 @runtime_checkable
 class Generator(Protocol):

@@ -1,0 +1,181 @@
+"""A directory of memorized documents, one subdirectory per name (used by the HTTP service and the demo).
+
+    ROOT/
+      NAME/                  a committed document
+        entry.json           name, version, created, characters, memorize stats
+        document.txt         the text as given (the demo highlights evidence in it)
+        state/               a MemoRAG save dir (manifest, memory state, chunks, vectors)
+      .staging/JOB~PID/      a document being built: never listed
+      .trash/NAME~ID.KIND    a document being replaced (KIND=replaced) or deleted (KIND=deleted)
+      .lock                  flock: commits and deletes are exclusive, loads are shared
+
+A document is built entirely under ``.staging`` and renamed into place, so a kill at any
+moment leaves every committed document whole: opening the store drops staging dirs whose
+process is gone, finishes interrupted deletes, and puts back a document that a replacement
+had moved aside but not yet replaced (the kill fell between its two renames).
+
+Names are one path component from a strict alphabet (``NAME_PATTERN``): no separators, no
+leading dot, so a name can never reach outside ROOT or collide with the hidden dirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from memorag.errors import ConflictError, InputError, NotFoundError, StateError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
+ENTRY = "entry.json"
+DOCUMENT = "document.txt"
+STATE = "state"
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a valid document name, else raise :class:`InputError`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name)[:80]
+        raise InputError(f"Invalid document name {shown}: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (no '/', no leading '.').")
+    return name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class DocStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / ".staging").mkdir(exist_ok=True)
+            (self.root / ".trash").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"Cannot use {self.root} as a document store: {exc.strerror}.") from None
+        self.recovered = self.recover()  # what a killed process had left half done
+
+    # -------------------------------------------------------------- locking
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        # flock locks belong to the open file description, so two threads that each open
+        # the file exclude each other as two processes do.
+        with open(self.root / ".lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while loading a document: no commit or delete swaps it out meanwhile."""
+        return self._locked(exclusive=False)
+
+    def recover(self) -> dict:
+        """Undo what a killed process left half done. Returns what was cleaned, for logs and tests."""
+        report: dict[str, list[str]] = {"staging_removed": [], "restored": [], "trash_removed": []}
+        with self._locked(exclusive=True):
+            for d in (self.root / ".staging").iterdir():
+                pid = d.name.rpartition("~")[2]
+                if pid.isdigit() and _pid_alive(int(pid)):
+                    continue  # a build in progress (this process or another)
+                shutil.rmtree(d, ignore_errors=True)
+                report["staging_removed"].append(d.name)
+            for d in sorted((self.root / ".trash").iterdir()):
+                name, _, rest = d.name.partition("~")
+                if rest.endswith(".replaced") and _NAME.fullmatch(name) and not (self.root / name).exists() \
+                        and (d / ENTRY).is_file():
+                    os.replace(d, self.root / name)
+                    report["restored"].append(name)
+                else:
+                    shutil.rmtree(d, ignore_errors=True)
+                    report["trash_removed"].append(d.name)
+        return report
+
+    # -------------------------------------------------------------- reading
+    def path(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self.path(name) / ENTRY).is_file()
+
+    def info(self, name: str) -> dict:
+        entry = self.path(name) / ENTRY
+        if not entry.is_file():
+            raise NotFoundError(f"No memorized document named {name!r}. GET /documents lists them.")
+        try:
+            return json.loads(entry.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise StateError(f"The store entry {name!r} is corrupt ({ENTRY} unreadable); delete it and "
+                             "memorize the document again.") from None
+
+    def state_dir(self, name: str) -> Path:
+        return self.path(name) / STATE
+
+    def text(self, name: str) -> str:
+        self.info(name)
+        return (self.path(name) / DOCUMENT).read_text(encoding="utf-8")
+
+    def list(self) -> list[dict]:
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and _NAME.fullmatch(d.name) and (d / ENTRY).is_file():
+                with contextlib.suppress(NotFoundError, StateError):
+                    out.append(self.info(d.name))
+        return out
+
+    # -------------------------------------------------------------- writing
+    def new_staging(self, job_id: str) -> Path:
+        """A fresh directory to build a document in (removed by :meth:`recover` if this process dies)."""
+        d = self.root / ".staging" / f"{job_id}~{os.getpid()}"
+        d.mkdir()
+        return d
+
+    def commit(self, staging: Path, name: str, text: str, stats: dict, *, replace: bool) -> dict:
+        """Move a built document (``staging/state`` already written) into place as ``name``."""
+        check_name(name)
+        if not (staging / STATE / "manifest.json").is_file():
+            raise StateError(f"Nothing was built in {staging}.")
+        (staging / DOCUMENT).write_text(text, encoding="utf-8")
+        entry = {"name": name, "version": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "chars": len(text), "stats": stats}
+        (staging / ENTRY).write_text(json.dumps(entry, indent=1, ensure_ascii=False), encoding="utf-8")
+        target = self.root / name
+        with self._locked(exclusive=True):
+            moved = None
+            if target.exists():
+                if not replace:
+                    raise ConflictError(f"A document named {name!r} already exists; send replace=true to "
+                                        "memorize it again.")
+                moved = self.root / ".trash" / f"{name}~{entry['version']}.replaced"
+                os.replace(target, moved)
+            # A kill here leaves NAME missing and its old version in .trash: recover() restores it.
+            os.replace(staging, target)
+            if moved is not None:
+                shutil.rmtree(moved, ignore_errors=True)
+        return entry
+
+    def delete(self, name: str) -> None:
+        self.info(name)
+        with self._locked(exclusive=True):
+            target = self.path(name)
+            if not target.exists():
+                raise NotFoundError(f"No memorized document named {name!r}.")
+            gone = self.root / ".trash" / f"{name}~{uuid.uuid4().hex}.deleted"
+            os.replace(target, gone)  # one rename: the name is gone at once, the bytes follow
+            shutil.rmtree(gone, ignore_errors=True)

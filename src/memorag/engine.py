@@ -1,0 +1,334 @@
+"""Serving many memorized documents with one set of models (the HTTP service and the demo).
+
+An :class:`Engine` owns two MemoRAG pipelines over a :class:`~memorag.docstore.DocStore`:
+
+* the *answering* pipeline (memory model, embedder, generator) serves every question and
+  summary. Its memory context holds one document's state at a time; a question about
+  another document first loads that document's saved state (fast: a state file and the
+  chunks, no re-reading).
+* the *building* pipeline (its own memory-model context and embedder, no generator)
+  runs memorize jobs, so a long build never holds up questions about other documents.
+
+Why one worker thread per pipeline: a llama.cpp context is not thread-safe. Every call
+mutates its KV cache, its token list and its sampler, and the memory context must keep the
+loaded document's prefix between the tasks of one question. Two threads in one context
+would corrupt each other's answers (or crash in native code). So each pipeline has a
+single worker thread fed by a FIFO queue: requests are served one at a time in arrival
+order, and callers wait on a :class:`~concurrent.futures.Future`. On a CPU-only machine
+nothing is lost: one llama.cpp call already uses every core.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from memorag.docstore import STATE, DocStore, check_name
+from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError, StateError
+from memorag.llm.base import ChatMessage
+from memorag.memory import Clues
+from memorag.pipeline import TASK_TYPES, MemoRAG
+from memorag.retrieval import Hit
+from memorag.text import check_text
+
+log = logging.getLogger("memorag.engine")
+
+# Share of a build's time per stage, for one progress fraction (measured on the bundled
+# sample: embedding is ~10% of a build, reading into the memory the rest; a long
+# document first spends about as long compressing as reading).
+_WEIGHTS = {"index": 0.10, "memory": 0.85}
+_WEIGHTS_COMPRESSED = {"index": 0.10, "compress": 0.40, "memory": 0.45}
+
+
+class Cancelled(Exception):
+    """The caller went away (e.g. an HTTP client disconnected): stop generating."""
+
+
+class _SerialWorker:
+    """One daemon thread running submitted calls in order (a FIFO queue of Futures).
+
+    Daemon, so that stopping the service does not wait for a minutes-long build: the
+    store is consistent at any kill point (see memorag.docstore).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller through the Future
+                future.set_exception(exc)
+
+
+class _NoGenerator:
+    """The building pipeline never answers; this keeps it from loading the generator's weights."""
+
+    def chat(self, messages: list[ChatMessage], **kwargs: Any) -> str:
+        raise StateError("The building pipeline does not answer questions.")
+
+    def stream_chat(self, messages: list[ChatMessage], **kwargs: Any):
+        raise StateError("The building pipeline does not answer questions.")
+
+
+@dataclass
+class Job:
+    """A memorize job and its progress."""
+
+    id: str
+    name: str
+    chars: int
+    replace: bool = False
+    state: str = "queued"  # queued -> running -> done | failed
+    stage: str = "queued"  # queued, loading, index, compress, memory, saving, done
+    done: int = 0
+    total: int = 0
+    fraction: float = 0.0
+    error: str | None = None
+    stats: dict | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    _parts: dict = field(default_factory=dict, repr=False)
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        self.stage, self.done, self.total = stage, done, total
+        self._parts[stage] = done / total if total else 1.0
+        weights = _WEIGHTS_COMPRESSED if "compress" in self._parts else _WEIGHTS
+        self.fraction = round(min(0.99, sum(w * self._parts.get(s, 0.0) for s, w in weights.items())), 4)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "state": self.state, "stage": self.stage,
+                "done": self.done, "total": self.total, "fraction": self.fraction, "error": self.error,
+                "chars": self.chars, "replace": self.replace, "stats": self.stats,
+                "created": self.created, "started": self.started, "finished": self.finished}
+
+
+def evidence_json(pipe: MemoRAG, hits: list[Hit]) -> list[dict]:
+    """Evidence chunks with their place in the document (character offsets), for highlighting."""
+    chunks = pipe.retriever.chunks
+    out = []
+    for h in hits:
+        start = chunks[h.chunk_id].start if 0 <= h.chunk_id < len(chunks) else None
+        out.append({"chunk_id": h.chunk_id, "score": round(float(h.score), 5), "text": h.text,
+                    "start": start, "end": None if start is None else start + len(h.text)})
+    return out
+
+
+class Engine:
+    """Memorize, ask and summarize the documents of one store with one set of models.
+
+    ``pipeline_kwargs`` go to :class:`memorag.MemoRAG` for both pipelines (e.g.
+    ``query_plan``); models load on first use (:meth:`warm_up` loads the answering one early).
+    """
+
+    def __init__(self, store: DocStore | str, *, mem_model: str = "default", ret_model: str = "default",
+                 gen_model: str | None = None, max_queue: int = 32, **pipeline_kwargs: Any) -> None:
+        self.store = store if isinstance(store, DocStore) else DocStore(store)
+        self.mem_model = mem_model
+        self.ret_model = ret_model
+        self.gen_model = gen_model
+        self.max_queue = max_queue
+        self.pipeline_kwargs = pipeline_kwargs
+        self._ask_worker = _SerialWorker("memorag-answer")
+        self._build_worker = _SerialWorker("memorag-build")
+        self._pipe: MemoRAG | None = None  # answering pipeline (worker thread only)
+        self._builder: MemoRAG | None = None  # building pipeline (build thread only)
+        self._loaded: tuple[str, str] | None = None  # (name, version) in the answering memory
+        self._jobs: dict[str, Job] = {}
+        self._building: dict[str, str] = {}  # name -> job id (queued or running)
+        self._lock = threading.Lock()  # guards _jobs and _building (request threads + build thread)
+        self.ready = threading.Event()
+
+    # --------------------------------------------------------------- models
+    def _answering(self) -> MemoRAG:
+        if self._pipe is None:
+            self._pipe = MemoRAG(self.mem_model, self.ret_model, gen_model_name_or_path=self.gen_model,
+                                 **self.pipeline_kwargs)
+            self.ready.set()
+        return self._pipe
+
+    def warm_up(self) -> Future:
+        """Load the answering models now (in the worker), instead of at the first question."""
+        return self._ask_worker.submit(self._answering)
+
+    def _building_pipe(self) -> MemoRAG:
+        if self._builder is None:
+            self._builder = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=_NoGenerator(),
+                                    **self.pipeline_kwargs)
+        return self._builder
+
+    # ------------------------------------------------------------- memorize
+    def memorize(self, name: str, text: str, *, replace: bool = False) -> Job:
+        """Queue a memorize job; returns at once. Poll :meth:`job` for progress."""
+        check_name(name)
+        check_text(text, what="text")
+        with self._lock:
+            if name in self._building:
+                raise ConflictError(f"{name!r} is being memorized already (job {self._building[name]}).")
+            if self.store.exists(name) and not replace:
+                raise ConflictError(f"A document named {name!r} already exists; send replace=true to "
+                                    "memorize it again.")
+            job = Job(id=uuid.uuid4().hex[:16], name=name, chars=len(text), replace=replace)
+            self._jobs[job.id] = job
+            self._building[name] = job.id
+            self._forget_old_jobs()
+        self._build_worker.submit(self._build, job, text)
+        return job
+
+    def _forget_old_jobs(self, keep: int = 200) -> None:
+        finished = [j for j in self._jobs.values() if j.finished is not None]
+        for j in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - keep)]:
+            del self._jobs[j.id]
+
+    def _build(self, job: Job, text: str) -> None:
+        job.state, job.stage, job.started = "running", "loading", time.time()
+        staging = None
+        try:
+            pipe = self._building_pipe()
+            staging = self.store.new_staging(job.id)
+            stats = pipe.memorize(text, save_dir=staging / STATE, progress=job.report)
+            job.stage = "saving"
+            self.store.commit(staging, job.name, text, stats, replace=job.replace)
+            staging = None
+            job.stats, job.state, job.stage, job.fraction = stats, "done", "done", 1.0
+        except MemoRAGError as exc:
+            job.state, job.error = "failed", str(exc)
+        except Exception as exc:  # a bug or a backend crash: keep serving, report it on the job
+            log.exception("memorize job %s failed", job.id)
+            job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            job.finished = time.time()
+            with self._lock:
+                self._building.pop(job.name, None)
+
+    def job(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"No job {job_id!r} (jobs are kept in memory until the service restarts).")
+        return job
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def building(self, name: str) -> str | None:
+        """The id of the job memorizing ``name``, if one is queued or running."""
+        with self._lock:
+            return self._building.get(name)
+
+    # ------------------------------------------------------------------ ask
+    def check_available(self, name: str) -> dict:
+        """The store entry of ``name``; BusyError while it is being memorized, NotFoundError if absent."""
+        check_name(name)
+        with self._lock:
+            job_id = self._building.get(name)
+            job = self._jobs.get(job_id) if job_id else None
+        if job_id is not None:
+            pct = f" ({job.fraction:.0%} done)" if job else ""
+            raise BusyError(f"The memory of {name!r} is being built (job {job_id}{pct}); try again when "
+                            "the job is done.", retry_after=5)
+        return self.store.info(name)
+
+    def ask(self, name: str, question: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
+            top_k: int | None = None, on_token: Callable[[str], None] | None = None,
+            on_evidence: Callable[[dict], None] | None = None, cancel: threading.Event | None = None) -> Future:
+        """Queue a question about ``name``; the Future gives the answer as JSON.
+
+        Bad input, an unknown document and a document being built raise here, before
+        anything is queued. ``on_token`` and ``on_evidence`` run on the worker thread.
+        """
+        if task_type not in TASK_TYPES:
+            raise InputError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}.")
+        if task_type != "summarize":
+            question = check_text(question, what="question")
+        self.check_available(name)
+        if self._ask_worker.pending() >= self.max_queue:
+            raise BusyError(f"{self.max_queue} requests are already waiting; try again shortly.", retry_after=10)
+        return self._ask_worker.submit(self._ask, name, question, task_type, max_new_tokens, top_k,
+                                       on_token, on_evidence, cancel)
+
+    def _load(self, name: str) -> None:
+        pipe = self._answering()
+        with self.store.reading():
+            info = self.store.info(name)
+            key = (name, info["version"])
+            if self._loaded != key:
+                self._loaded = None
+                pipe.load(self.store.state_dir(name))
+                self._loaded = key
+
+    def _ask(self, name: str, question: str | None, task_type: str, max_new_tokens: int, top_k: int | None,
+             on_token: Callable[[str], None] | None, on_evidence: Callable[[dict], None] | None,
+             cancel: threading.Event | None) -> dict:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        self._load(name)
+        pipe = self._answering()
+
+        def token(piece: str) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()  # unwinds out of the generator's stream: decoding stops
+            if on_token:
+                on_token(piece)
+
+        def evidence(clues: Clues | None, hits: list[Hit]) -> None:
+            if on_evidence:
+                on_evidence({"clues": clues.to_json() if clues else None, "evidence": evidence_json(pipe, hits)})
+
+        t0 = time.perf_counter()
+        ans = pipe.ask(question, task_type=task_type, max_new_tokens=max_new_tokens, top_k=top_k,
+                       on_token=token, on_evidence=evidence)
+        out = ans.to_json()
+        out["document"] = name
+        out["evidence"] = evidence_json(pipe, ans.evidence)
+        out["timings"]["total"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    # --------------------------------------------------------------- delete
+    def delete(self, name: str) -> None:
+        check_name(name)
+        with self._lock:
+            if name in self._building:
+                raise ConflictError(f"{name!r} is being memorized (job {self._building[name]}); delete it "
+                                    "when the job is done.")
+            self.store.delete(name)
+        # The answering memory may still hold the deleted state; harmless: the next question
+        # about any document checks the store first, and a new document under this name has
+        # a new version, so it is loaded afresh.
+
+    def close(self) -> None:
+        self._ask_worker.stop()
+        self._build_worker.stop()
+
