@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_crash_safety import SRC, fill, spawn
+from test_crash_safety import SRC, Child, fill, spawn
 
 from memorag.errors import LockedError, StateError
 from memorag.store import MANIFEST, leftovers, load_consistent, lock_path, read_manifest, write_save_dir, writer_lock
@@ -22,9 +22,9 @@ from memorag.store import MANIFEST, leftovers, load_consistent, lock_path, read_
 pytestmark = pytest.mark.unit
 
 
-def _holding(d: Path, seconds: float, gen: int) -> subprocess.Popen:
+def _holding(d: Path, seconds: float, gen: int) -> Child:
     proc = spawn("hold", str(d), str(seconds), str(gen))
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    assert proc.line() == "holding"
     return proc
 
 
@@ -33,19 +33,19 @@ def test_second_writer_is_refused_at_once(tmp_path):
     write_save_dir(d, fill(1))
     first = _holding(d, 20.0, 2)
     second = spawn("hold", str(d), "0", "3")
-    out, _ = second.communicate(timeout=30)
+    out = second.finish(timeout=30)
     assert out.startswith("locked ") and "another memorag process" in out, out
     # Told at once, not after the first finished: the first still holds the lock. (No
     # wall-clock bound: on a loaded machine process start-up alone can take seconds.)
     assert first.poll() is None
-    assert first.communicate(timeout=30)[0].strip() == "done"
+    assert first.finish(timeout=60).strip() == "done"
     assert read_manifest(d)["generation"] == 2  # the first writer's state, whole
     # In-process too: the same error class, a StateError subclass
     first = _holding(d, 1.0, 4)
     with pytest.raises(LockedError), writer_lock(d):
         pass
     assert issubclass(LockedError, StateError)
-    first.communicate(timeout=30)
+    first.finish(timeout=30)
 
 
 def test_a_writer_given_a_timeout_waits(tmp_path):
@@ -54,7 +54,7 @@ def test_a_writer_given_a_timeout_waits(tmp_path):
     t = time.perf_counter()
     write_save_dir(d, fill(2), lock_timeout=30)
     assert time.perf_counter() - t > 0.5  # it waited for the first writer
-    assert first.communicate(timeout=30)[0].strip() == "done"
+    assert first.finish(timeout=30).strip() == "done"
     assert read_manifest(d)["generation"] == 2
 
 
@@ -70,7 +70,7 @@ def test_cli_memorize_into_a_locked_dir_is_one_line(tmp_path):
         elapsed = time.perf_counter() - t
     finally:
         first.kill()
-        first.communicate()
+        first.finish()
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert "another memorag process" in lines[0]
@@ -90,7 +90,7 @@ def test_racing_writers_and_a_reader_never_see_a_mixed_state(tmp_path):
         reads += 1
     counts = []
     for p in procs:
-        out, _ = p.communicate(timeout=30)
+        out = p.finish(timeout=30)
         assert p.returncode == 0, out
         counts.append([int(x) for x in out.split()[1:3]])
     done = sum(c[0] for c in counts)
