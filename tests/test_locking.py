@@ -80,8 +80,8 @@ def test_cli_memorize_into_a_locked_dir_is_one_line(tmp_path):
 def test_racing_writers_and_a_reader_never_see_a_mixed_state(tmp_path):
     d = tmp_path / "state"
     write_save_dir(d, fill(1))
-    procs = [spawn("contend", str(d), "3") for _ in range(2)]
-    reads, t_end = 0, time.time() + 3
+    procs = [spawn("contend", str(d), "8") for _ in range(2)]
+    reads, t_end = 0, time.time() + 8  # long enough to collide on a loaded machine too
     while time.time() < t_end:
         # Between the manifest and the files a writer may swap the dir: load_consistent
         # notices and re-reads, so the reader never fails and never gets a mix.
