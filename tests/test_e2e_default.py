@@ -40,7 +40,7 @@ def memorized(document, tmp_path_factory):
 def test_memorize_saves_manifest_with_models_and_counts(memorized):
     pipe, save_dir, stats, _ = memorized
     manifest = json.loads((save_dir / "manifest.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2 and manifest["manifest_sha256"]  # format 2: self-checksummed
     assert manifest["models"]["memory"]["file"].endswith(".gguf")
     assert manifest["models"]["embedder"]["name"] == "model"  # the packaged MiniLM directory
     assert manifest["memory_tokens"] == stats["memory_tokens"] > 3000
