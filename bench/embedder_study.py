@@ -7,35 +7,23 @@ Usage: python bench/embedder_study.py default,e5-small RESULTS.json [...]
 """
 
 import functools
-import json
 import sys
 import time
 
 from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
-from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.models.registry import load_embedder, make_index_factory
 from memorag.retrieval import Retriever
 
 print = functools.partial(print, flush=True)  # progress lines while it runs
 
-tok = load_llm("default", n_ctx=512)
 embs = {name: load_embedder(name) for name in sys.argv[1].split(",")}
 tot = {}
 secs = {n: 0.0 for n in embs}
 nq = 0
 for path in sys.argv[2:]:
-    with open(path) as fh:
-        run = json.load(fh)
+    run, hs = datasets.load_run(path)
     cfg = run["config"]
-    hs = datasets.build(
-        cfg["dataset"],
-        first_index=cfg["first_index"],
-        limit=cfg["limit"],
-        per_haystack=cfg["questions_per_haystack"],
-        haystack_tokens=cfg["haystack_tokens"],
-        seed=cfg["seed"],
-        count_tokens=tok.count_tokens,
-    )
     for hay in hs:
         rs = {}
         for n, e in embs.items():

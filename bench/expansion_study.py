@@ -31,7 +31,6 @@ DECOMP = (
     "Question: {q}\n\nWrite the simple questions, one per line, at most three. Keep every name from the question.",
 )
 llm = load_llm(args.llm, n_ctx=2048) if args.source.startswith("decomp") else None
-tok = load_llm("default", n_ctx=512)
 emb = load_embedder("default")
 K = 5
 rows = []
@@ -48,19 +47,9 @@ def rr(rankings, k):
 
 
 for path in args.results:
-    with open(path) as fh:
-        run = json.load(fh)
-        cfg = run["config"]
+    run, hs = datasets.load_run(path)
+    cfg = run["config"]
     clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == "memorag+answer"}
-    hs = datasets.build(
-        cfg["dataset"],
-        first_index=cfg["first_index"],
-        limit=cfg["limit"],
-        per_haystack=cfg["questions_per_haystack"],
-        haystack_tokens=cfg["haystack_tokens"],
-        seed=cfg["seed"],
-        count_tokens=tok.count_tokens,
-    )
     for hay in hs:
         r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
         r.build(hay.text)

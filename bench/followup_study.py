@@ -40,24 +40,13 @@ PROMPTS = {
 }
 sysmsg, user = PROMPTS[args.prompt]
 reader = load_llm(args.reader, n_ctx=4096)
-tok = load_llm("default", n_ctx=512)
 emb = load_embedder("default")
 K = 5
 rows = []
 t_llm = 0.0
 for path in args.results:
-    with open(path) as fh:
-        run = json.load(fh)
+    run, hs = datasets.load_run(path)
     cfg = run["config"]
-    hs = datasets.build(
-        cfg["dataset"],
-        first_index=cfg["first_index"],
-        limit=cfg["limit"],
-        per_haystack=cfg["questions_per_haystack"],
-        haystack_tokens=cfg["haystack_tokens"],
-        seed=cfg["seed"],
-        count_tokens=tok.count_tokens,
-    )
     for hay in hs:
         r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
         r.build(hay.text)

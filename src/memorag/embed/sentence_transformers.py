@@ -25,6 +25,13 @@ def packaged_minilm_path() -> Path:
     return path
 
 
+def counting_tokenizer(tok):
+    """``tok`` set up to count a whole text's tokens (chunk sizing): no truncation, no padding."""
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model from a local directory (or the HF hub when reachable)."""
 
@@ -69,12 +76,8 @@ class SentenceTransformerEmbedder:
         from tokenizers import Tokenizer
 
         if self._path is not None and (self._path / "tokenizer.json").is_file():
-            tok = Tokenizer.from_file(str(self._path / "tokenizer.json"))
-        else:
-            tok = self._model.tokenizer.backend_tokenizer
-        tok.no_truncation()
-        tok.no_padding()
-        return tok
+            return counting_tokenizer(Tokenizer.from_file(str(self._path / "tokenizer.json")))
+        return counting_tokenizer(self._model.tokenizer.backend_tokenizer)
 
     def embed(self, texts: list[str], *, is_query: bool = False) -> np.ndarray:
         if not texts:

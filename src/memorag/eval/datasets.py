@@ -224,3 +224,24 @@ def build(dataset: str, **params) -> list[Haystack]:
     if dataset not in BUILDERS:
         raise DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}.")
     return BUILDERS[dataset](**params)
+
+
+def load_run(path: str) -> tuple[dict, list[Haystack]]:
+    """A stored ``memorag eval`` results file and the haystacks it was run on, rebuilt exactly
+    (same dataset, indices, sizes and seed, sized with the default memory model's tokenizer
+    as the stored runs were)."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        run = json.load(fh)
+    return run, haystacks_of_run(run["config"])
+
+
+def haystacks_of_run(cfg: dict, count_tokens: TokenCounter | None = None) -> list[Haystack]:
+    if count_tokens is None:
+        from memorag.models.registry import load_llm
+
+        count_tokens = load_llm("default", n_ctx=512).count_tokens  # tokenizer only, as the run sized them
+    return build(cfg["dataset"], first_index=cfg["first_index"], limit=cfg["limit"],
+                 per_haystack=cfg["questions_per_haystack"], haystack_tokens=cfg["haystack_tokens"],
+                 seed=cfg["seed"], count_tokens=count_tokens)
