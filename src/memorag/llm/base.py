@@ -18,9 +18,12 @@ must pass (``llm_prefix_contract``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
+
+from memorag.errors import StateError
 
 
 class ChatMessage(TypedDict):
@@ -149,3 +152,25 @@ def render_open_turn(messages: list[ChatMessage], render: Callable[[list[dict]],
     if not found:
         raise ValueError("the chat template dropped the open user turn's content")
     return head, tail
+
+
+def write_message_prefix(directory: Path, file_name: str, messages: list[ChatMessage] | None,
+                         n_tokens: int) -> dict:
+    """Save a prefix kept as chat messages (backends whose state is text, not a KV cache)."""
+    if not messages:
+        raise StateError("No prefix state to save: memorize a document first.")
+    path = Path(directory) / file_name
+    path.write_text(json.dumps({"messages": messages}, ensure_ascii=False), encoding="utf-8")
+    return {"file": file_name, "n_tokens": n_tokens}
+
+
+def read_message_prefix(directory: Path, info: dict, default_file: str) -> list[ChatMessage]:
+    """Read back what :func:`write_message_prefix` wrote; anything else is a StateError."""
+    path = Path(directory) / info.get("file", default_file)
+    try:
+        messages = json.loads(path.read_text(encoding="utf-8"))["messages"]
+        if not all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in messages):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StateError(f"Memory prefix {path} is missing or corrupt. Memorize the document again.") from None
+    return messages

@@ -20,14 +20,13 @@ and what must not be retried (400, 401, 403, 404), becomes one :class:`BackendEr
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, StateError
-from memorag.llm.base import ChatMessage, ProgressFn
+from memorag.llm.base import ChatMessage, ProgressFn, read_message_prefix, write_message_prefix
 
 PREFIX_FILE = "prefix.json"
 SOURCES = ("openai", "azure", "deepseek")
@@ -234,20 +233,10 @@ class Agent:
                                 stop=stop)
 
     def save_prefix(self, directory: Path) -> dict:
-        if not self._prefix:
-            raise StateError("No prefix state to save: memorize a document first.")
-        path = Path(directory) / PREFIX_FILE
-        path.write_text(json.dumps({"messages": self._prefix}, ensure_ascii=False), encoding="utf-8")
-        return {"file": PREFIX_FILE, "n_tokens": self.prefix_tokens}
+        return write_message_prefix(directory, PREFIX_FILE, self._prefix, self.prefix_tokens)
 
     def load_prefix(self, directory: Path, info: dict) -> None:
-        path = Path(directory) / info.get("file", PREFIX_FILE)
-        try:
-            messages = json.loads(path.read_text(encoding="utf-8"))["messages"]
-            assert all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in messages)
-        except (OSError, ValueError, KeyError, TypeError, AssertionError):
-            raise StateError(f"Memory prefix {path} is missing or corrupt. Memorize the document again.") from None
-        self._prefix = messages
+        self._prefix = read_message_prefix(directory, info, PREFIX_FILE)
 
     def snapshot_prefix(self) -> list[ChatMessage] | None:
         return [dict(m) for m in self._prefix] or None  # type: ignore[misc]

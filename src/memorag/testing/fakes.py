@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from memorag.errors import ContextTooLongError, StateError
-from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
+from memorag.llm.base import ChatMessage, ProgressFn, read_message_prefix, render_open_turn, write_message_prefix
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -198,21 +198,11 @@ class ScriptedLLM(_Faults):
         return self._stream(Turn("continue", user_suffix, self._prefix[-1]["content"]), max_new_tokens, stop)
 
     def save_prefix(self, directory: Path) -> dict:
-        if not self._prefix:
-            raise StateError("No prefix state to save: memorize a document first.")
-        path = Path(directory) / PREFIX_FILE
-        path.write_text(json.dumps({"messages": self._prefix}, ensure_ascii=False), encoding="utf-8")
-        return {"file": PREFIX_FILE, "n_tokens": self.prefix_tokens}
+        return write_message_prefix(directory, PREFIX_FILE, self._prefix, self.prefix_tokens)
 
     def load_prefix(self, directory: Path, info: dict) -> None:
         self._prefix, self._head = None, ""
-        path = Path(directory) / info.get("file", PREFIX_FILE)
-        try:
-            messages = json.loads(path.read_text(encoding="utf-8"))["messages"]
-            if not all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in messages):
-                raise TypeError
-        except (OSError, ValueError, KeyError, TypeError):
-            raise StateError(f"Memory prefix {path} is missing or corrupt.") from None
+        messages = read_message_prefix(directory, info, PREFIX_FILE)
         self._prefix, self._head = messages, render_open_turn(messages, self._render)[0]
 
     def snapshot_prefix(self) -> tuple[list[ChatMessage], str] | None:
