@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fakehttp import JSONHandler, serving
 
 from memorag.errors import BackendError
 from memorag.llm.openai_api import Agent, agent_from_spec
@@ -25,7 +24,7 @@ def completion(text: str) -> bytes:
     }).encode()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JSONHandler):
     hits: dict[str, int] = {}
 
     def log_message(self, *args):  # keep test output quiet
@@ -54,24 +53,12 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, completion("hello"))
 
-    def _send(self, code: int, body: bytes, headers: dict | None = None):
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(Handler) as url:
+        yield url
 
 
 def agent(server: str, mode: str, **kw) -> Agent:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fakehttp import JSONHandler, serving
 
 from memorag.errors import BackendError
 
@@ -37,7 +36,7 @@ def _sse(text: str) -> bytes:
             + "\n\n").encode()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JSONHandler):
     protocol_version = "HTTP/1.1"
     hits: dict[str, int] = {}
 
@@ -112,23 +111,12 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
         self.connection.close()
 
-    def _send(self, code: int, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(code)
-        headers = {"Content-Type": "application/json", **(headers or {})}
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(Handler) as url:
+        yield url
 
 
 def agent(server: str, mode: str, *, timeout: float = 1.0, max_retries: int = 2) -> Agent:
