@@ -100,7 +100,7 @@ def test_task_types_use_the_memory_as_documented():
         pipe.ask(Q_A, task_type="chat")
 
 
-BUILT_IN_PLANS = ("question", "clues", "grounded", "feedback", "rerank", "memorag")
+BUILT_IN_PLANS = ("question", "clues", "grounded", "feedback", "rerank", "memorag", "likelihood", "recall", "entities")
 
 
 def test_every_built_in_plan_runs_through_ask():

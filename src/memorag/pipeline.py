@@ -397,9 +397,10 @@ class MemoRAG:
                           language=self.memory.language or "en")
 
     def plan_context(self) -> PlanContext:
-        # Judging plans (rerank, memorag) use the generator's own context when it is a local
-        # llama.cpp model; with other generators they fall back to their first-round ranking.
-        judge = self.generator if hasattr(self.generator, "yes_probability") else None
+        # Judging plans (rerank, memorag, likelihood, recall) use the generator's own context
+        # when it can score (a local llama.cpp model); otherwise they keep their first-round ranking.
+        can_judge = hasattr(self.generator, "yes_probability") or hasattr(self.generator, "continuation_logprobs")
+        judge = self.generator if can_judge else None
         return PlanContext(self.retriever, judge)
 
     def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:

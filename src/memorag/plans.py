@@ -21,12 +21,21 @@ is written once. A plan is a function ``(retriever, question, clues, k, params) 
   memorag    grounded clues + rerank: the judge also sees the sentences the memory
              pointed at (the bridge facts of a multi-hop question), and those
              sentences' chunks enter the candidate list.
+  likelihood question-only hybrid, then every candidate chunk is judged by its best
+             paragraph's *query likelihood*: how probable a small LLM finds the question
+             after reading that paragraph (mean log-probability of the question's
+             tokens). Scores compare passages with each other, so a judge that says
+             "yes" to everything cannot flatten the ranking (the flaw of ``rerank``).
+  recall     ``likelihood`` over the question's candidates plus the chunks the memory's
+             grounded clues point at: the memory proposes, the judge disposes, so an
+             invented or unhelpful clue cannot push out a better chunk.
 
 Register your own with :func:`register_plan`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,12 +61,18 @@ class PlanParams:
     rerank_depth: int = 12  # candidates the judge reads (question-only hybrid recall@12 ~0.95 on HotpotQA)
     rerank_weight: float = 2.0  # the judge's ranking vs the first-round ranking (weight 1)
     window_chars: int = 400
+    likelihood_depth: int = 10  # candidate chunks for plan "likelihood"
+    likelihood_passages: int = 16  # paragraphs the judge reads per question (its cost)
+    likelihood_chars: int = 700  # a paragraph longer than this is cut into windows this long
+    likelihood_weight: float = 1.0  # the judge's ranking vs the first-round ranking (weight 1)
 
 
 @dataclass
 class PlanContext:
     """What a plan may use: the document's retriever and, for judging plans, a judge LLM
-    (anything with ``yes_probability(messages) -> float``; None skips judging)."""
+    (``yes_probability(messages) -> float`` for ``rerank``/``memorag``,
+    ``continuation_logprobs(messages, text) -> list[float]`` for ``likelihood``/``recall``;
+    None skips judging)."""
 
     retriever: Retriever
     judge: object | None = None
@@ -207,6 +222,145 @@ def _memorag(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> l
     return judge_rerank(ctx, question, first, k, p, notes=[s.text for s in sentences[:3]])
 
 
+LIKELIHOOD_USER = {
+    "en": "Passage: {passage}\n\nWrite a question that this passage answers.",
+    "zh": "段落：{passage}\n\n写一个这段文字能回答的问题。",
+}
+
+
+def paragraphs(text: str, max_chars: int) -> list[str]:
+    """A chunk's paragraphs (blank-line separated), each cut into windows of ``max_chars``.
+
+    The judge reads paragraphs, not whole chunks: a 512-token chunk holds several topics,
+    and a chunk whose best paragraph answers the question should not be diluted by the
+    rest (nor cost the judge 500 tokens)."""
+    out: list[str] = []
+    for para in (p.strip() for p in text.split("\n\n")):
+        cut_any = False
+        while len(para) > max_chars:
+            cut = para.rfind(" ", max_chars // 2, max_chars)
+            cut = cut if cut > 0 else max_chars
+            out.append(para[:cut].strip())
+            para, cut_any = para[cut:].strip(), True
+        # a stray heading or fragment is not a passage (the tail of a cut paragraph is)
+        if para and (len(para) >= 40 or cut_any or not out):
+            out.append(para)
+    return out or [text[:max_chars]]
+
+
+def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p: PlanParams,
+                      extra: dict[int, list[str]] | None = None) -> dict[int, float]:
+    """Each candidate chunk's best query-likelihood score over the paragraphs the budget allows.
+
+    Every chunk gets its paragraph that shares the most (IDF-weighted) words with the
+    question; the rest of ``likelihood_passages`` goes to the next-best paragraphs of any
+    candidate. ``extra`` adds passages that must be read (the sentences a memory clue
+    pointed at) to their chunks.
+    """
+    from memorag.grounding import content_words
+
+    index = ctx.retriever.sentence_index(p.language)
+    q_words = set(content_words(question, p.language))
+
+    def overlap(text: str) -> float:
+        return sum(index._idf.get(w, 0.0) for w in q_words & set(content_words(text, p.language)))
+
+    per_chunk = []
+    for h in candidates:
+        paras = sorted(paragraphs(h.text, p.likelihood_chars), key=lambda t: -overlap(t))
+        per_chunk.append((h.chunk_id, paras))
+    chosen: list[tuple[int, str]] = [(cid, paras[0]) for cid, paras in per_chunk]
+    for cid, texts in (extra or {}).items():
+        chosen += [(cid, t[: p.likelihood_chars]) for t in texts]
+    rest = sorted(((overlap(t), -i, cid, t) for i, (cid, paras) in enumerate(per_chunk) for t in paras[1:]),
+                  reverse=True)
+    for _, _, cid, t in rest[: max(0, p.likelihood_passages - len(chosen))]:
+        chosen.append((cid, t))
+    lang = p.language if p.language in LIKELIHOOD_USER else "en"
+    best: dict[int, float] = {}
+    seen: set[tuple[int, str]] = set()
+    for cid, text in chosen:
+        if (cid, text) in seen:
+            continue
+        seen.add((cid, text))
+        lp = ctx.judge.continuation_logprobs(  # type: ignore[union-attr]
+            [{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=text)}], question)
+        score = sum(lp) / len(lp) if lp else float("-inf")
+        best[cid] = max(best.get(cid, float("-inf")), score)
+    return best
+
+
+def likelihood_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
+                      extra: dict[int, list[str]] | None = None) -> list[Hit]:
+    """Reorder ``first`` (best first) by query likelihood, fused with the original order."""
+    if ctx.judge is None or not hasattr(ctx.judge, "continuation_logprobs") or not first:
+        return first[:k]
+    best = likelihood_scores(ctx, question, first, p, extra)
+    order = [h.chunk_id for h in first]
+    judged = sorted(order, key=lambda c: -best.get(c, float("-inf")))
+    fused = weighted_rrf([order, judged], [1.0, p.likelihood_weight], p.rrf_k)
+    by_id = {h.chunk_id: h for h in first}
+    return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
+
+
+def _likelihood(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    first = ctx.retriever.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k)
+    return likelihood_rerank(ctx, question, first, k, p)
+
+
+def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    r = ctx.retriever
+    first = r.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k)
+    extra: dict[int, list[str]] = {}
+    for s in grounded_sentences(r, question, clues, p)[:3]:
+        extra.setdefault(s.chunk_id, []).append(s.text)
+    have = {h.chunk_id for h in first}
+    chunks = r.chunks
+    # the memory's chunks join the candidates after the question's own (their first-round place)
+    first += [Hit(cid, 0.0, chunks[cid].text) for cid in extra if cid not in have]
+    return likelihood_rerank(ctx, question, first, k, p, extra)
+
+
+# A name: capitalized words (joined by a few lowercase particles), or a year. Chinese text
+# has no capitals; there the plans fall back to the question alone.
+_NAME = re.compile(r"(?:[A-Z][\w'’.&-]*|\d{4})(?:\s+(?:(?:of|the|de|del|da|van|von|and|&)\s+)*[A-Z][\w'’.&-]*)*")
+_NOT_NAMES = {"who", "what", "which", "when", "where", "why", "how", "is", "are", "was", "were", "the", "a", "an",
+              "in", "on", "of", "do", "does", "did", "has", "have", "had", "can", "could", "for", "from", "and",
+              "or", "both", "this", "that", "these", "those", "it", "its", "he", "she", "they", "his", "her"}
+
+
+def names_in(text: str) -> list[str]:
+    """Distinct names in ``text`` (capitalized spans), in order; question words are not names."""
+    out: list[str] = []
+    for m in _NAME.finditer(text):
+        words = m.group().split()
+        while words and words[0].lower() in _NOT_NAMES:  # "Who", "The" at a sentence start
+            words = words[1:]
+        name = " ".join(words).strip(" .,'’")
+        parts = [part.strip() for part in re.split(r"\s+(?:and|&)\s+", name)]
+        # "Scott Derrickson and Ed Wood" are two names; "Kiss and Tell" is one title
+        for part in parts if len(parts) > 1 and all(len(x.split()) > 1 for x in parts) else [name]:
+            if len(part) > 1 and part not in out and part.lower() not in _NOT_NAMES:
+                out.append(part)
+    return out
+
+
+def _entities(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+    """Question + each name the question holds searched on its own (sharing ``clue_weight``).
+
+    A comparison question ("Who is older, Annie Morton or Terry Richardson?") needs each
+    entity's own paragraph, but the whole question ranks chunks that mention both names in
+    passing above them; a name searched alone ranks the chunk about it first."""
+    names = names_in(question)
+    if not names:
+        return _question(ctx, question, clues, k, p)
+    weights = [p.question_weight] + [p.clue_weight / len(names)] * len(names)
+    return ctx.retriever.search([question, *names], k, weights=weights, lexical=p.lexical, rrf_k=p.rrf_k)
+
+
+register_plan("entities", _entities)
+register_plan("likelihood", _likelihood)
+register_plan("recall", _recall)
 register_plan("question", _question)
 register_plan("rerank", _rerank)
 register_plan("memorag", _memorag)

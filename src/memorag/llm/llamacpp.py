@@ -286,6 +286,55 @@ class LlamaCppLLM:
         p_no = float(np.sum(np.exp(logits[no] - top)))
         return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5
 
+    def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
+        """Log-probability of each token of ``continuation`` as the reply to ``messages``.
+
+        The basis of query-likelihood reranking (score a passage by how likely the model
+        finds the question after reading it). Logits are requested only for the positions
+        that predict the continuation, so scoring costs one prefill of the prompt plus the
+        continuation; the longest prefix shared with the previous call stays cached.
+        """
+        import numpy as np
+
+        if self._prefix_ids:  # never overwrite a memory's document state
+            raise BackendError("continuation_logprobs runs on a context without a memorized prefix (use twin()).")
+        text, _ = self._render_marked(messages)
+        prompt = self._prompt_ids(text)
+        target = self._tokenize(continuation, add_bos=False)
+        if not target:
+            return []
+        ids = prompt + target
+        if len(ids) > self.context_window:
+            raise ContextTooLongError(f"Scoring prompt of {len(ids)} tokens does not fit the {self.context_window}-token window.")
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = 0
+        for a, b in zip(cached, ids[: len(prompt) - 1]):  # the last prompt token must be evaluated
+            if a != b:
+                break
+            common += 1
+        llm.n_tokens = common
+        llm._ctx.kv_cache_seq_rm(-1, common, -1)
+        first_needed = len(prompt) - 1  # position whose logits predict target[0]
+        n_vocab = llm.n_vocab()
+        out: list[float] = []
+        batch = llm._batch
+        for start in range(common, len(ids) - 1, self.n_batch):  # the last target token predicts nothing we need
+            piece = ids[start: min(len(ids) - 1, start + self.n_batch)]
+            batch.set_batch(batch=piece, n_past=start, logits_all=False)
+            wanted = [i for i in range(len(piece)) if start + i >= first_needed]
+            for i in range(len(piece)):
+                batch.batch.logits[i] = i in wanted
+            llm._ctx.decode(batch)
+            llm.input_ids[start: start + len(piece)] = piece
+            llm.n_tokens = start + len(piece)
+            for i in wanted:
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
+                top = float(np.max(logits))
+                lse = top + float(np.log(np.sum(np.exp(logits - top))))
+                out.append(float(logits[ids[start + i + 1]]) - lse)
+        return out
+
     def _yes_no_ids(self) -> tuple[list[int], list[int]]:
         if not hasattr(self, "_yn"):
             def first(words: list[str]) -> list[int]:

@@ -169,6 +169,15 @@ class ScriptedLLM(_Faults):
              stop: list[str] | None = None) -> str:
         return "".join(self.stream_chat(messages, max_new_tokens=max_new_tokens, stop=stop))
 
+    # ------------------------------------------------------------- judging
+    def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
+        """Crude query likelihood: each token of ``continuation`` costs 0 if the prompt holds
+        it and -5 if not, so a passage sharing more of the question's words scores higher
+        (deterministic, enough for plans to depend on which passage holds the words)."""
+        self._tick("judge")
+        seen = {t.lower() for m in messages for t in _TOKEN.findall(m["content"])}
+        return [0.0 if t.lower() in seen else -5.0 for t in _TOKEN.findall(continuation)]
+
     # ------------------------------------------------------- prefix state
     def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
         head, _ = render_open_turn(messages, self._render)

@@ -1,0 +1,121 @@
+"""Study (issue 9): rerank question-only candidates by query likelihood (plans ``likelihood``
+and ``recall``).
+
+For each HotpotQA question, question-only hybrid retrieval gives the top 10 chunks; a
+small LLM scores paragraphs of them by how likely it finds the *question* after reading
+each (mean log-probability of the question's tokens: query likelihood, as in UPR,
+arXiv:2204.07496, and arXiv:2310.13243), within a budget of paragraphs per question; a
+chunk's score is its best paragraph's. Plan ``recall`` adds the chunks the memory's
+grounded clues point at (stored clues of the run) to the candidates.
+
+Judge calls are cached by prompt in ``--cache`` (JSON), so budgets and fusion weights
+are compared without rescoring.
+
+Usage: python bench/rerank_study.py RUN.json [RUN.json ...] [--judge default]
+       python bench/rerank_study.py --build hotpotqa:400:20:1   (first index, limit, seed; no clues)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import replace
+
+from memorag.eval import datasets
+from memorag.eval.metrics import all_gold_at_k, recall_at_k
+from memorag.memory import Clues
+from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.plans import PlanContext, PlanParams, run_plan
+from memorag.retrieval import Retriever
+
+
+class CachedJudge:
+    def __init__(self, judge, path: str, name: str) -> None:
+        self.judge, self.path, self.name = judge, path, name
+        self.cache: dict[str, list[float]] = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                self.cache = json.load(fh)
+        self.calls = 0
+        self.seconds = 0.0
+
+    def continuation_logprobs(self, messages, continuation):
+        key = hashlib.sha1(json.dumps([self.name, messages, continuation]).encode()).hexdigest()
+        if key not in self.cache:
+            t = time.time()
+            self.cache[key] = self.judge.continuation_logprobs(messages, continuation)
+            self.seconds += time.time() - t
+            self.calls += 1
+        return self.cache[key]
+
+    def save(self) -> None:
+        with open(self.path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(self.cache, fh)
+        os.replace(self.path + ".tmp", self.path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="*")
+    ap.add_argument("--build", action="append", default=[], help="DATASET:FIRST:LIMIT:SEED (32K haystacks, 10 q each)")
+    ap.add_argument("--judge", default="default")
+    ap.add_argument("--method", default="memorag+answer", help="whose stored clues plan 'recall' uses")
+    ap.add_argument("--budgets", default="10,16")
+    ap.add_argument("--weights", default="0.5,1,2,100")
+    ap.add_argument("--cache", default="/tmp/rerank_cache.json")
+    args = ap.parse_args()
+
+    judge = CachedJudge(load_llm(args.judge, n_ctx=2048), args.cache, args.judge)
+    emb = load_embedder("default")
+    counter = load_llm("default", n_ctx=512).count_tokens
+    runs = []
+    for path in args.results:
+        run, hs = datasets.load_run(path)
+        clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == args.method}
+        runs.append((run["config"]["chunk_tokens"], hs, clues))
+    for spec in args.build:
+        name, first, limit, seed = spec.split(":")
+        runs.append((512, datasets.build(name, first_index=int(first), limit=int(limit), per_haystack=10,
+                                         haystack_tokens=32000, seed=int(seed), count_tokens=counter), {}))
+    k = 5
+    settings = [("question", "question", PlanParams())]
+    for b in map(int, args.budgets.split(",")):
+        for w in map(float, args.weights.split(",")):
+            for plan in ("likelihood", "recall"):
+                settings.append((f"{plan} budget {b} w{w:g}", plan,
+                                 replace(PlanParams(), likelihood_passages=b, likelihood_weight=w)))
+    totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for chunk_tokens, hs, clues in runs:
+        for hay in hs:
+            r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=chunk_tokens)
+            r.build(hay.text)
+            ctx = PlanContext(r, judge)
+            for q in hay.questions:
+                c = Clues(q.question, spans=list(clues.get(q.id, [])))
+                for label, hits in (("dense", r.search([q.question], k)), ("bm25", r.bm25_search(q.question, k))):
+                    ev = [h.text for h in hits]
+                    totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
+                for label, plan, params in settings:
+                    if plan == "recall" and not clues:
+                        continue
+                    ev = [h.text for h in run_plan(plan, ctx, q.question, c, k, params)]
+                    totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
+                judge.save()
+                n = len(totals["question"])
+                best = max((lab for lab in totals if lab not in ("question", "dense", "bm25")), key=lambda lab: sum(a for a, _ in totals[lab]))
+                print(f"{n} q  question {sum(a for a, _ in totals['question']) / n:.3f}  best {best} "
+                      f"{sum(a for a, _ in totals[best]) / len(totals[best]):.3f}  "
+                      f"{judge.seconds / max(1, judge.calls):.2f} s/passage, {judge.calls} scored", flush=True)
+    n = len(totals["question"])
+    print(f"\n{n} questions, judge {args.judge}, k={k}")
+    print("| plan | n | recall@5 | all_gold@5 |\n|---|---|---|---|")
+    for label, rs in totals.items():
+        print(f"| {label} | {len(rs)} | {sum(a for a, _ in rs) / len(rs):.3f} | {sum(b for _, b in rs) / len(rs):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
