@@ -192,7 +192,7 @@ NOTES = {"en": "Facts from the document:\n{facts}\n\n", "zh": "文档中的事�
 def judge_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
                  notes: list[str] | None = None) -> list[Hit]:
     """Reorder ``first`` (best first) by a judge's P(yes), fused with the original order."""
-    if ctx.judge is None or not first:
+    if not hasattr(ctx.judge, "yes_probability") or not first:
         return first[:k]
     r = ctx.retriever
     index = r.sentence_index(p.language)
@@ -293,7 +293,7 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
 def likelihood_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
                       extra: dict[int, list[str]] | None = None) -> list[Hit]:
     """Reorder ``first`` (best first) by query likelihood, fused with the original order."""
-    if ctx.judge is None or not hasattr(ctx.judge, "continuation_logprobs") or not first:
+    if not hasattr(ctx.judge, "continuation_logprobs") or not first:
         return first[:k]
     best = likelihood_scores(ctx, question, first, p, extra)
     order = [h.chunk_id for h in first]
