@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--method", default="memorag+answer", help="whose stored clues plan 'recall' uses")
     ap.add_argument("--budgets", default="10,16")
     ap.add_argument("--weights", default="0.5,1,2,100")
+    ap.add_argument("--depth", type=int, default=PlanParams().likelihood_depth)
+    ap.add_argument("--chars", type=int, default=PlanParams().likelihood_chars)
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
     args = ap.parse_args()
 
@@ -87,7 +89,8 @@ def main() -> None:
         for w in map(float, args.weights.split(",")):
             for plan in ("likelihood", "recall"):
                 settings.append((f"{plan} budget {b} w{w:g}", plan,
-                                 replace(PlanParams(), likelihood_passages=b, likelihood_weight=w)))
+                                 replace(PlanParams(), likelihood_passages=b, likelihood_weight=w,
+                                         likelihood_depth=args.depth, likelihood_chars=args.chars)))
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for chunk_tokens, hs, clues in runs:
         for hay in hs:

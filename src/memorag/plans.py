@@ -64,7 +64,10 @@ class PlanParams:
     likelihood_depth: int = 10  # candidate chunks for plan "likelihood"
     likelihood_passages: int = 16  # paragraphs the judge reads per question (its cost)
     likelihood_chars: int = 700  # a paragraph longer than this is cut into windows this long
-    likelihood_weight: float = 1.0  # the judge's ranking vs the first-round ranking (weight 1)
+    # the judge's ranking vs the first-round ranking (weight 1): 2 and 100 (judge alone) were
+    # 0.812 / 0.825 recall@5 on the 40 tuning questions, 0.850 / 0.838 on 40 held out; 2 keeps
+    # the first round in the fusion, so one misjudged paragraph cannot sink a strong hit.
+    likelihood_weight: float = 2.0
 
 
 @dataclass

@@ -7,9 +7,11 @@
 ``hyde``           the generator writes a hypothetical answer passage; it is the dense query
 ``rerank``         ``hybrid``, then the judge reorders the top candidates (no memory):
                    the control that shows what the memory adds to judging
+``likelihood``     ``hybrid``, then the judge scores the top candidates' paragraphs by query
+                   likelihood (no memory): the control for plan ``recall``
 ``clues``          question + every clue line as a query (the pipeline's plan up to 0.2)
 ``grounded``       question + only the clues grounded in real sentences (no judge)
-``memorag``        the pipeline's own retrieval (plan ``memorag``: grounded clues + judge)
+``memorag``        the pipeline's own retrieval (its ``query_plan``)
 ``memorag+answer`` as memorag, plus the memory's draft answer as a clue
 """
 
@@ -22,7 +24,7 @@ from memorag.pipeline import MemoRAG
 from memorag.plans import run_plan
 from memorag.prompts import fill, prompts_for
 
-METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "clues", "grounded", "memorag", "memorag+answer")
+METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "likelihood", "clues", "grounded", "memorag", "memorag+answer")
 
 
 @dataclass
@@ -64,8 +66,8 @@ class MethodRunner:
             passage = self.pipe.generator.chat(
                 [{"role": "user", "content": fill(self._prompts().hyde, question=question)}], max_new_tokens=96)
             return MethodResult([h.text for h in r.search([passage], self.k)], query=passage)
-        elif method == "rerank":
-            hits = run_plan("rerank", self.pipe.plan_context(), question, None, self.k, self.pipe.plan_params())
+        elif method in ("rerank", "likelihood"):
+            hits = run_plan(method, self.pipe.plan_context(), question, None, self.k, self.pipe.plan_params())
         elif method in ("clues", "grounded", "memorag", "memorag+answer"):
             full = self.clues(question)
             clues = Clues(question, full.spans, full.questions, full.answer if method == "memorag+answer" else "")
