@@ -132,7 +132,8 @@ class Checkpoints:
 
     def __init__(self, root: str | Path | None = None, *, every_tokens: int = DEFAULT_EVERY_TOKENS) -> None:
         if isinstance(every_tokens, bool) or not isinstance(every_tokens, int) or every_tokens < 1:
-            raise InputError(f"every_tokens must be a whole number of tokens >= 1; got {every_tokens!r}.")
+            raise InputError(f"The KV checkpoint interval (every_tokens, --checkpoint-every) must be a whole "
+                             f"number of tokens >= 1; got {every_tokens!r}.")
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.every_tokens = every_tokens
 
