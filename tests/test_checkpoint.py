@@ -376,3 +376,25 @@ def test_default_resume_uses_the_default_root(monkeypatch, tmp_path, reference):
     stats = pipe.memorize(DOC, progress=False)
     assert stats["resumed"]["memory"]["done"] == saved
     assert pipe.memory.llm.call_counts["prefill_batch"] == n_prefill - saved // STEP
+
+
+def test_overlapped_indexing_resumes_both_stages(root, reference):
+    """overlap_indexing embeds in a thread during the memory pass: both stages checkpoint."""
+    ref_view, n_embed, n_prefill = reference
+
+    def overlapped() -> MemoRAG:
+        retriever = Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64, batch_size=BATCH)
+        return MemoRAG.from_parts(ScriptedLLM(batch_tokens=STEP, context_window=32768), retriever,
+                                  overlap_indexing=True)
+
+    pipe = overlapped()
+    pipe.memory.llm.fail("prefill_batch", Killed(), after=9)
+    with pytest.raises(Killed):
+        pipe.memorize(DOC, progress=False, resume=Checkpoints(root, every_tokens=EVERY))
+    embedded = pipe.embedder.call_counts.get("embed", 0)  # the thread may or may not have finished
+    pipe = overlapped()
+    stats = pipe.memorize(DOC, progress=False, resume=Checkpoints(root, every_tokens=EVERY))
+    assert stats["resumed"]["memory"]["done"] == 8 * STEP
+    assert pipe.memory.llm.call_counts["prefill_batch"] == n_prefill - 8
+    assert pipe.embedder.call_counts.get("embed", 0) == n_embed - embedded
+    assert view(pipe) == ref_view
