@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from importlib.resources import files
 
 import pytest
 
 # Tests never reach a model hub (there is no network here): fail fast instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Memorize checkpoints (memorag.checkpoint) never go to the user's cache: a session dir for
+# module- and session-scoped fixtures, and a dir of its own for each test (below).
+_CHECKPOINTS = tempfile.mkdtemp(prefix="memorag-test-checkpoints-")
+os.environ["MEMORAG_CHECKPOINT_DIR"] = _CHECKPOINTS
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CHECKPOINTS, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _checkpoint_root(tmp_path_factory, monkeypatch):
+    """Work a test interrupts on purpose must not be resumed by another test."""
+    monkeypatch.setenv("MEMORAG_CHECKPOINT_DIR", str(tmp_path_factory.mktemp("checkpoints")))
 
 
 @pytest.fixture(scope="session")

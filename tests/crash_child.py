@@ -5,6 +5,8 @@
     crash_child.py hold TARGET SECONDS     save once, holding the writer lock SECONDS in fill
     crash_child.py contend TARGET SECONDS  save again and again for SECONDS, counting LockedErrors
     crash_child.py memorize TARGET TEXT    memorize TEXT (a file) with the default models, in a loop
+    crash_child.py resume TARGET TEXT ROOT memorize TEXT once as tests/test_resume.py does, with
+                                           checkpoints under ROOT, printing ``progress STAGE DONE TOTAL``
 
 Prints ``ready`` once imported, ``begin N`` before and ``done N`` after each save (flushed),
 so the parent knows which generations may be on disk when it kills this process.
@@ -122,6 +124,18 @@ def main() -> None:
             say(f"begin {gen}")
             pipe.memorize(f"Version {gen}.\n" + text, save_dir=target, progress=False)
             say(f"done {gen}")
+    elif mode == "resume":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from test_resume import EVERY, resume_pipe
+
+        from memorag.checkpoint import Checkpoints
+
+        text = Path(sys.argv[3]).read_text(encoding="utf-8")
+        pipe = resume_pipe()
+        say("ready")
+        pipe.memorize(text, save_dir=target, resume=Checkpoints(sys.argv[4], every_tokens=EVERY),
+                      progress=lambda stage, done, total: say(f"progress {stage} {done} {total}"))
+        say("done")
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from memorag.checkpoint import DEFAULT_EVERY_TOKENS
 from memorag.errors import MemoRAGError
 
 app = typer.Typer(
@@ -90,13 +91,21 @@ def memorize(
     index: Annotated[str, typer.Option(help="Vector index: faiss, qdrant, qdrant:DIR or qdrant:http://HOST:6333.")] = "faiss",
     compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive, gist, or none (refuse).")] = "extractive",
     beacon_ratio: Annotated[float | None, typer.Option(help="Compression ratio: document tokens per memory token (default: fill the window).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Checkpoint embedding batches and the memory's KV state, and resume a killed run of the same FILE from them (deleted once saved).")] = True,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints go (default: ~/.cache/memorag/checkpoints; env MEMORAG_CHECKPOINT_DIR).")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Tokens of the memory pass between two KV checkpoints.")] = DEFAULT_EVERY_TOKENS,
     as_json: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
 ) -> None:
-    """Read FILE once with the memory model; save memory, chunks and index to SAVE_DIR."""
+    """Read FILE once with the memory model; save memory, chunks and index to SAVE_DIR.
+
+    A run that is killed or interrupted can be started again with the same command: it
+    resumes from its checkpoints and says from where."""
+    from memorag.checkpoint import Checkpoints
     from memorag.pipeline import format_stats
     from memorag.text import read_text_file
 
     text = read_text_file(file)  # validate before loading any model
+    checkpoints = Checkpoints(checkpoint_dir, every_tokens=checkpoint_every) if resume else False
     from memorag.pipeline import MemoRAG
     from memorag.store import writer_lock
 
@@ -105,7 +114,7 @@ def memorize(
         pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
                        retrieval_chunk_size=chunk_tokens, index=index, compression=compression,
                        beacon_ratio=beacon_ratio)
-        stats = pipe.memorize(text, save_dir=save_dir)
+        stats = pipe.memorize(text, save_dir=save_dir, resume=checkpoints)
     if as_json:
         typer.echo(json.dumps(stats))
     else:

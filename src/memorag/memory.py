@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memorag.checkpoint import CheckpointRun
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import LLM, ChatMessage, StageProgressFn
 from memorag.progress import for_stage, progress_bar
@@ -268,10 +269,14 @@ class Memory:
             raise
 
     def prepare(self, context: str, *, progress: bool | StageProgressFn = False,
-                language: str | None = None) -> tuple[MemoryState, dict]:
+                language: str | None = None, checkpoints: CheckpointRun | None = None) -> tuple[MemoryState, dict]:
         """Read ``context`` into the model's prefix state and describe it, *without* making it
         this memory's document: the caller swaps the returned state in (see :meth:`memorize`).
-        Call it inside :meth:`guard` so a failure restores the previous prefix."""
+        Call it inside :meth:`guard` so a failure restores the previous prefix.
+
+        With ``checkpoints``, a backend whose prefix is a KV cache (``resumable_prefill``)
+        saves it every few thousand tokens and resumes from the newest valid checkpoint of
+        the same text (memorag.checkpoint)."""
         check_text(context)
         language = language or self.language_for(context)
         t0 = time.perf_counter()
@@ -283,8 +288,10 @@ class Memory:
             memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
                                            language=language, progress=for_stage(progress, "compress"))
             compression = cstats.to_json()
+        resumable = checkpoints is not None and getattr(self.llm, "resumable_prefill", False)
         with progress_bar("memory: reading", "tok", for_stage(progress, "memory")) as callback:
-            n_tokens = self.llm.prefill(self._prefix_messages(memory_text, language), progress=callback)
+            n_tokens = self.llm.prefill(self._prefix_messages(memory_text, language), progress=callback,
+                                        **({"checkpoints": checkpoints} if resumable else {}))
         seconds = time.perf_counter() - t0
         state = MemoryState(language, hashlib.sha256(context.encode("utf-8")).hexdigest(), len(context),
                             n_tokens, compression)

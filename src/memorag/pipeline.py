@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from memorag.checkpoint import CheckpointRun, Checkpoints
 from memorag.chunking import check_chunk_tokens
 from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
 from memorag.embed.base import Embedder
@@ -177,7 +178,7 @@ class MemoRAG:
 
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
-                 *, progress: bool | StageProgressFn = True) -> dict:
+                 *, progress: bool | StageProgressFn = True, resume: bool | Checkpoints = True) -> dict:
         """Chunk and index ``context``, build the memory over it, and optionally save all three.
 
         The new document replaces the current one only when all of this has succeeded: an
@@ -189,32 +190,45 @@ class MemoRAG:
 
         ``progress``: True draws tqdm bars; a callable gets ``(stage, done, total)`` instead
         (stages ``index``, ``compress``, ``memory``; see :data:`memorag.llm.base.StageProgressFn`).
+
+        ``resume`` (default True): checkpoint the embedding batches and, for llama.cpp, the
+        memory's KV state every 2,048 tokens, and resume from the checkpoints a killed run
+        of the same document left (under ``~/.cache/memorag/checkpoints``); they are
+        deleted once this memorize (and its save) has succeeded. A
+        :class:`~memorag.checkpoint.Checkpoints` sets their place and interval; False
+        neither reads nor writes them. What was resumed is in the stats (``resumed``).
         """
         check_text(context)
         if save_dir is not None:
             with writer_lock(save_dir) as target:
                 check_writable(target)  # a dir we would refuse to replace: say so before the work
-                return self._memorize(context, save_dir, print_stats, progress)
-        return self._memorize(context, None, print_stats, progress)
+                return self._memorize(context, save_dir, print_stats, progress, resume)
+        return self._memorize(context, None, print_stats, progress, resume)
 
     def _memorize(self, context: str, save_dir: str | Path | None, print_stats: bool,
-                  progress: bool | StageProgressFn) -> dict:
+                  progress: bool | StageProgressFn, resume: bool | Checkpoints = True) -> dict:
         t0 = time.perf_counter()
         language = self.memory.language_for(context)
+        checkpoints = _checkpoint_run(resume, progress)
         stats: dict = {}
         with self.memory.guard():
             if self.overlap_indexing:
-                retrieval, index_seconds, (memory, mem) = self._memorize_overlapped(context, language, progress)
+                retrieval, index_seconds, (memory, mem) = self._memorize_overlapped(context, language, progress,
+                                                                                    checkpoints)
             else:
-                retrieval, index_seconds = self._build_index(context, language, progress)
-                memory, mem = self.memory.prepare(context, progress=progress, language=language)
+                retrieval, index_seconds = self._build_index(context, language, progress, checkpoints=checkpoints)
+                memory, mem = self.memory.prepare(context, progress=progress, language=language,
+                                                  checkpoints=checkpoints)
             doc = DocumentState(retrieval, memory)
             stats = {"chars": len(context), **mem, **Retriever.stats(retrieval),
-                     "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing}
+                     "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing,
+                     **(checkpoints.stats() if checkpoints else {})}
             if save_dir is not None:
                 doc, save_stats = self._write(doc, save_dir)
                 stats.update(save_stats)
         self._install(doc)
+        if checkpoints is not None:
+            checkpoints.discard()  # the work is installed (and saved): nothing left to resume
         self.stats = stats
         self.stats["total_seconds"] = round(time.perf_counter() - t0, 3)
         if print_stats:
@@ -222,7 +236,8 @@ class MemoRAG:
         return self.stats
 
     def _build_index(self, context: str, language: str, progress: bool | StageProgressFn,
-                     stop: threading.Event | None = None) -> tuple[RetrievalState, float]:
+                     stop: threading.Event | None = None, checkpoints: CheckpointRun | None = None
+                     ) -> tuple[RetrievalState, float]:
         t = time.perf_counter()
         with progress_bar("index: embedding", "passage", for_stage(progress, "index")) as bar:
             def update(done: int, total: int) -> None:
@@ -231,18 +246,19 @@ class MemoRAG:
                 if bar:
                     bar(done, total)
 
-            state = self.retriever.prepare(context, progress=update, language=language)
+            state = self.retriever.prepare(context, progress=update, language=language, checkpoints=checkpoints)
         return state, time.perf_counter() - t
 
-    def _memorize_overlapped(self, context: str, language: str, progress: bool | StageProgressFn
+    def _memorize_overlapped(self, context: str, language: str, progress: bool | StageProgressFn,
+                             checkpoints: CheckpointRun | None = None
                              ) -> tuple[RetrievalState, float, tuple[MemoryState, dict]]:
         from concurrent.futures import ThreadPoolExecutor
 
         stop = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="memorag-index") as pool:
-            future = pool.submit(self._build_index, context, language, progress, stop)
+            future = pool.submit(self._build_index, context, language, progress, stop, checkpoints)
             try:
-                mem = self.memory.prepare(context, progress=progress, language=language)
+                mem = self.memory.prepare(context, progress=progress, language=language, checkpoints=checkpoints)
             except BaseException:
                 stop.set()  # e.g. Ctrl-C: do not wait for the whole embedding pass
                 raise
@@ -432,6 +448,26 @@ class MemoRAG:
                         prompt_template=prompt_template, use_memory_answer=use_memory_answer).answer
 
 
+def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn) -> CheckpointRun | None:
+    """This memorize's checkpoints (None with ``resume=False``). With tqdm bars on, a resumed
+    stage says so on stderr; a progress callback sees the jump in its ``done`` count."""
+    if resume is False:
+        return None
+    if resume is True:
+        config = Checkpoints()
+    elif isinstance(resume, Checkpoints):
+        config = resume
+    else:
+        raise InputError(f"resume must be True, False or a memorag.checkpoint.Checkpoints; got {resume!r}.")
+    announce = None
+    if progress is True:
+        def announce(line: str) -> None:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+    return config.run(announce)
+
+
 class _PromptGenerator:
     """Adapts an object with only ``generate(prompt) -> str`` (the original API's custom
     generators) to the chat/stream interface by flattening the messages into one prompt."""
@@ -476,6 +512,8 @@ def format_stats(stats: dict) -> str:
         ("index seconds", stats.get("index_seconds")), ("memory seconds", stats.get("memory_seconds")),
         ("memory tokens/s", stats.get("memory_tokens_per_second")), ("save seconds", stats.get("save_seconds")),
         ("load seconds", stats.get("load_seconds")),
+        ("resumed", ", ".join(f"{stage} from {r['percent']:g}%" for stage, r in stats["resumed"].items())
+         if stats.get("resumed") else None),
         ("size on disk (MB)", round(stats["disk_bytes"] / 1e6, 1) if stats.get("disk_bytes") else None),
         ("total seconds", stats.get("total_seconds")),
     ]

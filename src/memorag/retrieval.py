@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memorag.checkpoint import CheckpointRun, embed_in_batches
 from memorag.chunking import Chunk, Chunker, check_chunk_tokens
 from memorag.embed.base import Embedder
 from memorag.errors import StateError
@@ -99,16 +100,22 @@ class Retriever:
         return texts, owner
 
     def prepare(self, text: str, progress: Callable[[int, int], None] | None = None,
-                language: str | None = None) -> RetrievalState:
-        """Chunk, embed and index ``text`` into a new state, leaving the current one alone."""
+                language: str | None = None, checkpoints: CheckpointRun | None = None) -> RetrievalState:
+        """Chunk, embed and index ``text`` into a new state, leaving the current one alone.
+
+        With ``checkpoints`` each embedded batch is checkpointed and batches a killed
+        earlier run finished are taken from its checkpoint (memorag.checkpoint)."""
         chunker = Chunker(self.embedder.tokenizer(), chunk_tokens=self.chunk_tokens)
         chunks = chunker.split(text)
         texts, owner = self._passages(chunks)
         index = self.index_factory()
-        for start in range(0, len(texts), self.batch_size):
-            index.add(self.embedder.embed(texts[start : start + self.batch_size]))
+        checkpoint = checkpoints.embeddings(texts, self.batch_size, document=text, chunk_tokens=self.chunk_tokens,
+                                            embedder=self.embedder.describe(), dimension=self.embedder.dimension
+                                            ) if checkpoints is not None else None
+        for done, vectors in embed_in_batches(self.embedder.embed, texts, self.batch_size, checkpoint):
+            index.add(vectors)
             if progress:
-                progress(min(start + self.batch_size, len(texts)), len(texts))
+                progress(done, len(texts))
         return RetrievalState(chunks, np.asarray(owner, dtype=np.int64), index, language or detect_language(text))
 
     def build(self, text: str, progress: Callable[[int, int], None] | None = None,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
 
@@ -353,7 +354,12 @@ class LlamaCppLLM:
         head, tail = self._render_marked(messages, open_user_turn=True)
         return self._prompt_ids(head), tail
 
-    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
+    # prefill takes checkpoints= (memorag.checkpoint): the KV state can be saved midway and
+    # a killed memory pass resumed from it.
+    resumable_prefill = True
+
+    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None,
+                checkpoints: CheckpointRun | None = None) -> int:
         ids, tail = self.prefix_ids_for(messages)
         if len(ids) + 256 > self.context_window:
             raise ContextTooLongError(
@@ -364,15 +370,53 @@ class LlamaCppLLM:
         llm.reset()
         self._prefix_ids = []  # the KV cache no longer holds the old prefix (until it is complete)
         # Feed n_batch-sized slices ourselves so a progress bar can follow a long prefill;
-        # llama.cpp would cut the same batches internally, so this costs nothing.
+        # llama.cpp would cut the same batches internally, so this costs nothing. A resumed
+        # pass starts at a batch boundary, so it evaluates exactly the batches an
+        # uninterrupted one would have after that point.
         step = self.n_batch
-        for start in range(0, len(ids), step):
-            llm.eval(ids[start : start + step])
+        checkpoint = None if checkpoints is None else checkpoints.prefill(
+            ids, model=self.describe(), settings={"n_batch": step, "llama_cpp": self._llama_cpp.__version__},
+            step=step)
+        start = self._resume(checkpoint, ids) if checkpoint is not None else 0
+        if start and progress:
+            progress(start, len(ids))
+        for begin in range(start, len(ids), step):
+            llm.eval(ids[begin : begin + step])
+            done = min(begin + step, len(ids))
+            if checkpoint is not None and checkpoint.due(done):
+                checkpoint.save(done, self._state_bytes())
             if progress:
-                progress(min(start + step, len(ids)), len(ids))
+                progress(done, len(ids))
         self._prefix_ids = ids
         self._tail = tail
         return len(ids)
+
+    def _state_bytes(self) -> memoryview:
+        """llama.cpp's state (the KV cache of the tokens evaluated so far), copied out."""
+        ctx = self._llm._ctx.ctx
+        size = int(self._llama_cpp.llama_state_get_size(ctx))
+        buf = (ctypes.c_uint8 * size)()
+        n = int(self._llama_cpp.llama_state_get_data(ctx, buf, size))
+        if n <= 0 or n > size:
+            raise StateError("llama.cpp could not copy its state.")
+        return memoryview(buf).cast("B")[:n]
+
+    def _resume(self, checkpoint: PrefillCheckpoint, ids: list[int]) -> int:
+        """Put the newest valid checkpoint of ``ids`` into the KV cache; tokens restored (0: none)."""
+        found = checkpoint.latest()
+        if found is None:
+            return 0
+        n, data = found
+        llm = self._llm
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if int(self._llama_cpp.llama_state_set_data(llm._ctx.ctx, buf, len(data))) != len(data):
+            llm.reset()
+            checkpoint.rejected(n)
+            return 0
+        llm.input_ids[:n] = ids[:n]
+        llm.n_tokens = n
+        checkpoint.restored(n)
+        return n
 
     @property
     def prefix_tokens(self) -> int:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from memorag.checkpoint import CheckpointRun
 from memorag.errors import ContextTooLongError, StateError
 from memorag.llm.base import ChatMessage, ProgressFn, read_message_prefix, render_open_turn, write_message_prefix
 
@@ -179,20 +181,46 @@ class ScriptedLLM(_Faults):
         return [0.0 if t.lower() in seen else -5.0 for t in _TOKEN.findall(continuation)]
 
     # ------------------------------------------------------- prefix state
-    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None) -> int:
+    resumable_prefill = True  # prefill takes checkpoints=, like the llama.cpp backend
+
+    def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None,
+                checkpoints: CheckpointRun | None = None) -> int:
         head, _ = render_open_turn(messages, self._render)
         n = self.count_tokens(head)
         if n + 256 > self.context_window:
             raise ContextTooLongError(f"The document is {n} tokens; the scripted model's window is "
                                       f"{self.context_window}.")
         self._prefix, self._head = None, ""  # like a KV cache: the old prefix is gone from here on
-        for done in range(0, n, self.batch_tokens):
+        # Checkpoints as llama.cpp's: the "state" after k tokens names those k tokens, and a
+        # restored one is checked against the text being read (a KV cache of other tokens
+        # would be garbage). Each batch read ticks "prefill_batch", so tests can count them.
+        ids = [zlib.crc32(t.encode("utf-8")) for t in _TOKEN.findall(head)]
+        checkpoint = None if checkpoints is None else checkpoints.prefill(
+            ids, model=self.describe(), settings={"batch_tokens": self.batch_tokens}, step=self.batch_tokens)
+        start = 0
+        found = checkpoint.latest() if checkpoint is not None else None
+        if checkpoint is not None and found is not None:
+            if bytes(found[1]) == self._state(ids, found[0]):
+                start = found[0]
+                checkpoint.restored(start)
+                if progress:
+                    progress(start, n)
+            else:
+                checkpoint.rejected(found[0])
+        for done in range(start, n, self.batch_tokens):
             self._tick("prefill_batch")
+            end = min(done + self.batch_tokens, n)
+            if checkpoint is not None and checkpoint.due(end):
+                checkpoint.save(end, self._state(ids, end))
             if progress:
-                progress(min(done + self.batch_tokens, n), n)
+                progress(end, n)
         self._tick("prefill")
         self._prefix, self._head = [dict(m) for m in messages], head  # type: ignore[misc]
         return n
+
+    @staticmethod
+    def _state(ids: list[int], n: int) -> bytes:
+        return json.dumps({"tokens": n, "ids": hashlib.sha256(str(ids[:n]).encode()).hexdigest()}).encode()
 
     @property
     def prefix_tokens(self) -> int:
