@@ -332,18 +332,21 @@ class Collection:
     ``pipe`` is a ready :class:`memorag.MemoRAG` (e.g. ``MemoRAG.from_parts`` with the
     fakes of :mod:`memorag.testing`); without one, a pipeline is made on first use with the
     models the store's documents were memorized with (or the defaults for an empty store),
-    ``pipeline_kwargs`` overriding them. The collection drives the pipeline's memory and
-    retriever: after :meth:`ask` the pipeline holds the last routed document.
+    ``pipeline_kwargs`` overriding them; with ``build_only`` that pipeline gets no
+    generator (no answer model is loaded just to add documents). The collection drives the
+    pipeline's memory and retriever: after :meth:`ask` the pipeline holds the last routed
+    document.
     """
 
     def __init__(self, root: str | Path, pipe: Any = None, *, route_top: int = DEFAULT_ROUTE_TOP,
                  max_memories: int = DEFAULT_MAX_MEMORIES, max_memory_bytes: int | None = None,
-                 **pipeline_kwargs: Any) -> None:
+                 build_only: bool = False, **pipeline_kwargs: Any) -> None:
         if route_top < 1:
             raise InputError(f"route_top must be at least 1; got {route_top!r}.")
         self.store = DocStore(root)
         self._pipe = pipe
         self._pipeline_kwargs = pipeline_kwargs
+        self.build_only = build_only
         self.route_top = route_top
         self.memories = MemoryCache(max_memories, max_memory_bytes)
         self._retrieval: dict[str, tuple[str, RetrievalState]] = {}  # name -> (version, state)
@@ -365,6 +368,10 @@ class Collection:
                 kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
                 kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
                 kwargs.setdefault("index", manifest.get("index", "faiss"))
+            if self.build_only:
+                from memorag.engine import _NoGenerator
+
+                kwargs.setdefault("customized_gen_model", _NoGenerator())
             self._pipe = MemoRAG(**kwargs)
         return self._pipe
 
