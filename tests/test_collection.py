@@ -5,6 +5,7 @@ memory and on disk) through the index spec."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -361,3 +362,78 @@ def test_pdf_text_layer_is_extracted_and_a_broken_pdf_is_an_input_error(tmp_path
     coll = Collection(tmp_path / "store", make_pipe())
     coll.add([pdf])
     assert "Ida Marsh" in coll.ask("Who kept the ledger?").answer
+
+
+# ------------------------------------------------------------------------- append
+APPENDED = ("A later entry. The harbour master Ruth Calloway painted the tide gauge bright orange "
+            "after the winter gales of the following year.")
+
+
+def test_append_reads_and_embeds_only_the_new_part(tmp_path, index_spec):
+    src = write_sources(tmp_path / "src")
+    embedder = CountingEmbedder()
+    pipe = make_pipe(index_spec, embedder)
+    coll = Collection(tmp_path / "store", pipe, route_top=1)
+    coll.add([src])
+    llm = pipe.memory.llm
+    old = coll.text("harbour.txt")
+    old_chunks = len(coll.retrieval_state("harbour.txt").chunks)
+    reads, embedded = llm.call_counts["prefill"], embedder.passages
+    coll.ask(QUESTIONS["harbour.txt"])  # the memory is loaded (and cached) before the append
+    before_tokens = coll.memories._entries["harbour.txt"].state.prefix_tokens
+
+    stats = coll.append("harbour.txt", APPENDED)
+    app = stats["append"]
+    assert app["mode"] == "appended"
+    assert llm.call_counts["prefill"] == reads  # the document was not read again
+    assert app["prefill_tokens"] == llm.count_tokens(APPENDED) > 0  # only the new tokens were
+    assert stats["memory_tokens"] == before_tokens + app["prefill_tokens"]
+    assert embedder.passages - embedded == app["passages"] > 0  # only the new part embedded
+    assert app["chunks"] == len(coll.retrieval_state("harbour.txt").chunks) - old_chunks
+    full = coll.text("harbour.txt")
+    assert full == old + "\n\n" + APPENDED
+    assert coll.store.info("harbour.txt")["sha256"] == hashlib.sha256(full.encode()).hexdigest()
+
+    q = "What did Ruth Calloway paint?"
+    for c in (coll, Collection(tmp_path / "store", make_pipe(index_spec))):  # also from disk, afresh
+        ans = c.ask(q)
+        assert "tide gauge bright orange" in ans.answer
+        assert "Ruth Calloway" in ans.clues["harbour.txt"].spans[0]  # the memory holds the new part
+        new = [x for x in ans.citations if x.document == "harbour.txt" and x.start >= len(old)]
+        assert new and all(c.text(x.document)[x.start:x.end] == x.text for x in ans.citations)
+        assert "blue porcelain jar" in c.ask(QUESTIONS["harbour.txt"]).answer  # the old part still answers
+
+
+def test_append_that_fails_midway_leaves_the_document_as_it_was(tmp_path):
+    embedder = CountingEmbedder()
+    pipe = make_pipe("faiss", embedder)
+    coll = Collection(tmp_path / "store", pipe, route_top=1)
+    coll.add([write_sources(tmp_path / "src")])
+    before = coll.ask(QUESTIONS["harbour.txt"])
+    entry = coll.store.info("harbour.txt")
+    embedder.fail("embed", RuntimeError("embedding server went away"))
+    with pytest.raises(RuntimeError, match="went away"):
+        coll.append("harbour.txt", APPENDED)
+    assert coll.store.info("harbour.txt")["version"] == entry["version"]
+    assert APPENDED not in coll.text("harbour.txt")
+    assert list((coll.store.root / ".staging").iterdir()) == []
+    after = coll.ask(QUESTIONS["harbour.txt"])
+    assert after.answer == before.answer and after.clues["harbour.txt"].spans == before.clues["harbour.txt"].spans
+    with pytest.raises(NotFoundError):
+        coll.append("nope.txt", APPENDED)
+    with pytest.raises(InputError):
+        coll.append("harbour.txt", "  ")
+
+
+def test_append_beyond_the_window_memorizes_the_whole_document_again(tmp_path):
+    llm = ScriptedLLM(context_window=2048)
+    pipe = MemoRAG.from_parts(llm, Retriever(HashEmbedder(), FaissIndex, chunk_tokens=48))
+    coll = Collection(tmp_path / "store", pipe, route_top=1)
+    coll.add([write_sources(tmp_path / "src")])
+    reads = llm.call_counts["prefill"]
+    long_part = doc("Later", "The harbour master Ruth Calloway painted the tide gauge bright orange.", paragraphs=14)
+    stats = coll.append("harbour.txt", long_part)
+    assert stats["append"]["mode"] == "rebuilt" and "compression" in stats["append"]["reason"]
+    assert llm.call_counts["prefill"] > reads and stats.get("compression")  # read again, compressed
+    assert coll.text("harbour.txt").endswith(long_part)
+    assert "tide gauge" in coll.ask("What did Ruth Calloway paint?").answer

@@ -1,6 +1,7 @@
 """A collection on the real default models: three small documents, a question only the
 second can answer is routed to it, answered and cited with offsets into its text; once it
-is deleted the question no longer cites it."""
+is deleted the question no longer cites it. Then a fact appended to another document is
+answered, the memory model having evaluated only the appended tokens."""
 
 from __future__ import annotations
 
@@ -56,3 +57,12 @@ def test_routed_cited_answer_on_the_default_models(tmp_path, default_llm, embedd
     again = coll.ask(QUESTION, max_new_tokens=48)
     assert "museum.txt" not in dict(again.documents)
     assert {c.document for c in again.citations} <= {"garden.txt", "railway.txt"}
+
+    appended = "In 1988 the railway's last engine, named Bramble, was moved to a museum in Cardiff."
+    stats = coll.append("railway.txt", appended)
+    assert stats["append"]["mode"] == "appended"
+    # llama.cpp evaluated exactly the appended tokens (the separator included), nothing more
+    assert stats["append"]["prefill_tokens"] == default_llm.count_tokens("\n\n" + appended)
+    ans = coll.ask("What was the railway's last engine named?", max_new_tokens=32)
+    assert ans.documents[0][0] == "railway.txt" and "bramble" in ans.answer.lower()
+    assert any("Bramble" in c.text for c in ans.citations)

@@ -460,6 +460,86 @@ class Collection:
         self._forget(name)
         return stats
 
+    def append(self, name: str, text: str, *, progress: Any = False) -> dict:
+        """Append ``text`` to document ``name`` without reading the document again.
+
+        The memory continues from the document's saved state: the memory model evaluates
+        only the new tokens (``prefill_tokens`` in the returned stats), and only the new
+        part is chunked and embedded (``passages``); its chunks' offsets continue after the
+        old text. The stored text becomes ``old + separator + text`` (a blank line unless
+        one side already has a line break there). A memory that was compressed, a result
+        that would not fit the memory's window, or a backend that cannot extend a state is
+        memorized again as a whole instead (``mode: "rebuilt"`` and the reason). A failure
+        leaves the stored document as it was.
+        """
+        text = check_text(text, what="text")
+        info = self.store.info(name)
+        old = self.store.text(name)
+        added = (text if old.endswith("\n") or text.startswith("\n") else "\n\n" + text)
+        full = old + added
+        pipe = self.pipe
+        memory = pipe.memory
+        extend = getattr(memory.llm, "extend_prefix", None)
+        state = self._activate(name, info["version"])
+        reason = None
+        if extend is None:
+            reason = "this memory backend cannot extend a saved state"
+        elif state.compression:
+            reason = "the document's memory is compressed"
+        elif memory._needs_compression(full):
+            reason = "the longer document needs compression to fit the memory's window"
+        if reason is not None:
+            stats = self.add_text(name, full, source=info.get("source"), replace=True, progress=progress)
+            stats["append"] = {"mode": "rebuilt", "reason": reason, "appended_chars": len(added)}
+            return stats
+        t0 = time.perf_counter()
+        staging = self.store.new_staging(uuid.uuid4().hex[:16])
+        try:
+            with memory.guard():  # any failure puts the old document's prefix back
+                n_new = extend(added)
+                memory_state = MemoryState(state.language, text_sha256(full), len(full), memory.llm.prefix_tokens,
+                                           None)
+                t1 = time.perf_counter()
+                retrieval, n_chunks, n_passages = self._extended_retrieval(name, added, len(old))
+                from memorag.pipeline import DocumentState
+
+                _, save_stats = pipe._write(DocumentState(retrieval, memory_state), staging / STATE)
+                stats = {"chars": len(full), "memory_tokens": memory_state.prefix_tokens,
+                         "chunks": len(retrieval.chunks), "passages": len(retrieval.passage_owner),
+                         "append": {"mode": "appended", "appended_chars": len(added), "prefill_tokens": n_new,
+                                    "chunks": n_chunks, "passages": n_passages,
+                                    "memory_seconds": round(t1 - t0, 3),
+                                    "index_seconds": round(time.perf_counter() - t1, 3)},
+                         **save_stats, "total_seconds": round(time.perf_counter() - t0, 3)}
+                self.store.commit(staging, name, full, stats, replace=True,
+                                  extra={"sha256": text_sha256(full), "source": info.get("source")})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._forget(name)
+        return stats
+
+    def _extended_retrieval(self, name: str, added: str, offset: int) -> tuple[RetrievalState, int, int]:
+        """``name``'s chunks and vectors (read afresh from disk) plus those of ``added``, which
+        starts at character ``offset`` of the document. Returns (state, new chunks, new passages)."""
+        from memorag.chunking import Chunk, Chunker
+
+        pipe = self.pipe
+        retriever = pipe.retriever
+
+        def read(d: Path, manifest: dict) -> RetrievalState:
+            check_same_model(manifest["models"]["embedder"], pipe.embedder.describe(), what="embedding model")
+            return retriever.read(d / "retrieval", manifest["retrieval"], language=manifest.get("language"))
+
+        with self.store.reading():
+            base = load_consistent(self.store.state_dir(name), read)
+        chunker = Chunker(pipe.embedder.tokenizer(), chunk_tokens=retriever.chunk_tokens)
+        new_chunks = [Chunk(c.text, c.start + offset) for c in chunker.split(added)]
+        texts, owner = retriever._passages(new_chunks)
+        for start in range(0, len(texts), retriever.batch_size):
+            base.index.add(pipe.embedder.embed(texts[start : start + retriever.batch_size]))
+        owners = np.concatenate([base.passage_owner, np.asarray(owner, np.int64) + len(base.chunks)])
+        return RetrievalState(base.chunks + new_chunks, owners, base.index, base.language), len(new_chunks), len(texts)
+
     def delete(self, name: str) -> None:
         """Remove ``name`` from the store (its memory, chunks and vectors)."""
         self.store.delete(name)
