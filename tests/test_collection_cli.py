@@ -66,6 +66,15 @@ def test_add_ask_ls_rm_through_the_cli(tmp_path):
     assert "flour barrels" in shown.stdout
     assert f"bakery.md chunk {cite['chunk_id']}, chars {cite['start']}-{cite['end']}" in shown.stderr
 
+    (tmp_path / "more.txt").write_text("Later the baker Anselm Rook bought a copper kettle.")
+    appended = json.loads(ok(run_cli("append", "bakery.md", tmp_path / "more.txt", "--store", store, "--json",
+                                     cwd=tmp_path)).stdout)
+    assert appended["append"]["mode"] == "appended" and appended["append"]["prefill_tokens"] > 0
+    assert (store / "bakery.md" / "document.txt").read_text().endswith("\n\nLater the baker Anselm Rook bought a "
+                                                                      "copper kettle.")
+    assert "copper kettle" in json.loads(ok(run_cli("ask", "--store", store, "What did Anselm Rook buy?", "--json",
+                                                    cwd=tmp_path)).stdout)["answer"]
+
     assert "No memorized document named 'nope'" in error_line(run_cli("rm", "nope", "bakery.md", "--store", store,
                                                                       cwd=tmp_path))
     assert (store / "bakery.md").is_dir()  # nothing removed when one name is wrong
@@ -85,9 +94,12 @@ def test_add_ask_ls_rm_through_the_cli(tmp_path):
     (("ask",), "give SAVE_DIR and QUESTION"),
     (("ls", "--store", "{d}/S"), "does not exist"),
     (("rm", "x.txt", "--store", "{d}/S"), "does not exist"),
+    (("append", "x.txt", "{d}/odd.xyz", "--store", "{d}/S"), "unsupported file type"),
+    (("append", "x.txt", "{d}/odd.txt", "--store", "{d}/S"), "does not exist"),
 ])
 def test_cli_errors_are_one_line_and_make_no_store(tmp_path, args, message):
     (tmp_path / "odd.xyz").write_text("?")
+    (tmp_path / "odd.txt").write_text("some text")
     line = error_line(run_cli(*[a.format(d=tmp_path) for a in args], cwd=tmp_path))
     assert message in line
     assert not (tmp_path / "S").exists()
@@ -95,6 +107,6 @@ def test_cli_errors_are_one_line_and_make_no_store(tmp_path, args, message):
 
 def test_help_lists_the_store_commands(tmp_path):
     out = ok(run_cli("--help", cwd=tmp_path)).stdout
-    for cmd in ("add", "ls", "rm"):
+    for cmd in ("add", "append", "ls", "rm"):
         assert cmd in out
     assert "--store" in ok(run_cli("ask", "--help", cwd=tmp_path)).stdout

@@ -245,6 +245,35 @@ def add(
                f"{len(result.skipped)} skipped; {len(coll.names())} documents in {coll.store.root}", err=True)
 
 
+@app.command("append")
+@friendly
+def append_document(
+    name: Annotated[str, typer.Argument(help="The document to extend, as `memorag ls` shows it.", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="File whose text is appended (.txt, .md, .html, .pdf).", show_default=False)],
+    store: StoreOption = Path("memorag_store"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
+) -> None:
+    """Append a file's text to a document without reading the document again: only the new tokens are read and embedded.
+
+    A document whose memory was compressed, or that would outgrow the memory's window, is memorized again as a whole (the stats say so).
+    """
+    from memorag.extract import extract_text
+
+    text = extract_text(file)  # checked before any model loads
+    coll = _open_store(store, build_only=True)
+    coll.store.info(name)
+    stats = coll.append(name, text)
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    app_stats = stats["append"]
+    if app_stats["mode"] == "appended":
+        typer.echo(f"appended {app_stats['appended_chars']} characters to {name}: {app_stats['prefill_tokens']} "
+                   f"tokens read, {app_stats['passages']} passages embedded", err=True)
+    else:
+        typer.echo(f"memorized {name} again ({app_stats['reason']})", err=True)
+
+
 @app.command("ls")
 @friendly
 def list_documents(
