@@ -22,7 +22,7 @@ def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     env.pop("MEMORAG_STORE", None)
     return subprocess.run([sys.executable, "-m", "memorag.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=env)
+                          timeout=300, cwd=cwd, env=env)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
