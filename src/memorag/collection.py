@@ -335,7 +335,8 @@ class Collection:
     ``pipeline_kwargs`` overriding them; with ``build_only`` that pipeline gets no
     generator (no answer model is loaded just to add documents). The collection drives the
     pipeline's memory and retriever: after :meth:`ask` the pipeline holds the last routed
-    document.
+    document. One thread at a time (llama.cpp contexts are not thread-safe); processes
+    sharing the store are serialized by its lock.
     """
 
     def __init__(self, root: str | Path, pipe: Any = None, *, route_top: int = DEFAULT_ROUTE_TOP,
