@@ -125,24 +125,196 @@ def memorize(
 @app.command()
 @friendly
 def ask(
-    save_dir: Annotated[Path, typer.Argument(help="A directory written by `memorag memorize`.")],
-    question: Annotated[str, typer.Argument(help="The question.")],
-    task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only).")] = "memorag",
+    save_dir: Annotated[str | None, typer.Argument(help="A directory written by `memorag memorize` (with --store, "
+                                                        "leave it out and give only the question).",
+                                                   show_default=False)] = None,
+    question: Annotated[str | None, typer.Argument(help="The question.", show_default=False)] = None,
+    store: Annotated[Path | None, typer.Option(help="Ask across the documents of this store (made by `memorag add`) "
+                                                    "instead of one save dir; the answer cites them.")] = None,
+    task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only). Single save dir only.")] = "memorag",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 3,
+    route_top: Annotated[int, typer.Option(help="With --store: documents a question is routed to (each one's memory gives clues).")] = 2,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
-    use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer.")] = False,
+    use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer. Single save dir only.")] = False,
     show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
-    show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence, timings).")] = False,
+    show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr); with --store the citations are always printed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
 ) -> None:
-    """Answer QUESTION about a memorized document (the answer streams to stdout)."""
-    from memorag.pipeline import MemoRAG
+    """Answer QUESTION about a memorized document (SAVE_DIR QUESTION), or across a store (--store S QUESTION).
+
+    The answer streams to stdout. With --store the question is routed to the best-matching documents and every piece of evidence is printed as a numbered citation: document, chunk and character offsets [start, end) into the document's text.
+    """
     from memorag.text import check_text
 
+    if store is not None:
+        if task_type != "memorag" or use_memory_answer:
+            _fail("--task-type and --use-memory-answer apply to a single save dir, not to --store.")
+        if question is not None:
+            _fail("with --store give only the question (no SAVE_DIR).")
+        if save_dir is None:
+            _fail("missing QUESTION: memorag ask --store S \"your question\".")
+        _ask_store(store, check_text(save_dir, what="question"), gen_model, top_k, route_top, max_new_tokens,
+                   as_json, show_clues)
+        return
+    if save_dir is None or question is None:
+        _fail("give SAVE_DIR and QUESTION (memorag ask DIR \"your question\"), or --store S \"your question\".")
+    from memorag.pipeline import MemoRAG
+
     check_text(question, what="question")
-    pipe = MemoRAG.from_saved(save_dir, gen_model_name_or_path=gen_model, ret_hit=top_k)
+    pipe = MemoRAG.from_saved(Path(save_dir), gen_model_name_or_path=gen_model, ret_hit=top_k)
     _ask(pipe, question, task_type, max_new_tokens, use_memory_answer, as_json, show_clues, show_evidence)
+
+
+def _open_store(store: Path, **kwargs):
+    """A collection over an existing store (never creates one: a typo should not make a directory)."""
+    from memorag.collection import Collection
+
+    if not (store / ".staging").is_dir():
+        what = "does not exist" if not store.exists() else "is not a memorag store"
+        _fail(f"{store} {what}; add documents first: memorag add FILES --store {store}")
+    return Collection(store, **kwargs)
+
+
+def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, route_top: int, max_new_tokens: int,
+               as_json: bool, show_clues: bool) -> None:
+    if top_k < 1 or route_top < 1:
+        _fail("--top-k and --route-top must be at least 1.")
+    coll = _open_store(store, route_top=route_top, ret_hit=top_k,
+                       **({"gen_model_name_or_path": gen_model} if gen_model else {}))
+    streamed = not as_json
+    if streamed:
+        typer.secho("answer: ", bold=True, nl=False, err=True)
+
+    def on_token(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    ans = coll.ask(question, max_new_tokens=max_new_tokens, on_token=on_token if streamed else None)
+    if as_json:
+        typer.echo(json.dumps(ans.to_json(), ensure_ascii=False, indent=1))
+        return
+    sys.stdout.write("\n")
+    if show_clues:
+        for name, clues in ans.clues.items():
+            typer.secho(f"clues from {name}:", bold=True, err=True)
+            for line in clues.lines():
+                typer.echo(f"  - {line}", err=True)
+    typer.secho("routed to: " + ", ".join(f"{n} ({s:.3f})" for n, s in ans.documents), bold=True, err=True)
+    typer.secho("citations:", bold=True, err=True)
+    for c in ans.citations:
+        snippet = " ".join(c.text.split())
+        mark = "  (cited)" if c.n in ans.marks else ""
+        typer.echo(f"  [{c.n}] {c.document} chunk {c.chunk_id}, chars {c.start}-{c.end}{mark}: "
+                   f"{snippet[:200]}{'...' if len(snippet) > 200 else ''}", err=True)
+
+
+StoreOption = Annotated[Path, typer.Option("--store", help="The store's directory (one subdirectory per document; "
+                                                           "the same layout `memorag serve` uses); env MEMORAG_STORE.",
+                                           envvar="MEMORAG_STORE")]
+
+
+@app.command()
+@friendly
+def add(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) or glob patterns "
+                                                    "(quote them): .txt, .md, .html, .pdf.", show_default=False)],
+    store: StoreOption = Path("memorag_store"),
+    update: Annotated[bool, typer.Option("--update", help="Memorize documents whose text changed again "
+                                                          "(without it a changed document is an error).")] = False,
+    mem_model: Annotated[str | None, typer.Option(help="Memory model spec (default: the store's, else default).")] = None,
+    ret_model: Annotated[str | None, typer.Option(help="Embedding model spec (default: the store's, else default).")] = None,
+    index: Annotated[str | None, typer.Option(help="Vector index: faiss, qdrant, qdrant:DIR (default: the store's, else faiss).")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in embedder tokens (default: the store's, else 512).")] = None,
+    compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive, gist, or none (refuse).")] = "extractive",
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was added, updated, unchanged and skipped as JSON.")] = False,
+) -> None:
+    """Add documents to a store: each is read once by the memory model and keeps its own memory, chunks and vectors.
+
+    A document is named after its file (e.g. report.pdf). Files whose text is unchanged are skipped without any model work; files of other types inside folders are skipped and listed.
+    """
+    from memorag.collection import Collection, gather
+
+    gather(paths)  # a missing file or an unknown type fails before the store is made or a model loads
+    given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model, "index": index,
+             "retrieval_chunk_size": chunk_tokens}
+    coll = Collection(store, build_only=True, compression=compression, **{k: v for k, v in given.items() if v is not None})
+
+    def report(name: str, status: str) -> None:
+        if not as_json:
+            typer.echo(f"{status:>9}  {name}", err=True)
+
+    result = coll.add(paths, replace=update, on_document=report, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+        return
+    for path in result.skipped:
+        typer.echo(f"  skipped  {path} (not .txt, .md, .html or .pdf)", err=True)
+    typer.echo(f"{len(result.added)} added, {len(result.updated)} updated, {len(result.unchanged)} unchanged, "
+               f"{len(result.skipped)} skipped; {len(coll.names())} documents in {coll.store.root}", err=True)
+
+
+@app.command("append")
+@friendly
+def append_document(
+    name: Annotated[str, typer.Argument(help="The document to extend, as `memorag ls` shows it.", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="File whose text is appended (.txt, .md, .html, .pdf).", show_default=False)],
+    store: StoreOption = Path("memorag_store"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
+) -> None:
+    """Append a file's text to a document without reading the document again: only the new tokens are read and embedded.
+
+    A document whose memory was compressed, or that would outgrow the memory's window, is memorized again as a whole (the stats say so).
+    """
+    from memorag.extract import extract_text
+
+    text = extract_text(file)  # checked before any model loads
+    coll = _open_store(store, build_only=True)
+    coll.store.info(name)
+    stats = coll.append(name, text)
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    app_stats = stats["append"]
+    if app_stats["mode"] == "appended":
+        typer.echo(f"appended {app_stats['appended_chars']} characters to {name}: {app_stats['prefill_tokens']} "
+                   f"tokens read, {app_stats['passages']} passages embedded", err=True)
+    else:
+        typer.echo(f"memorized {name} again ({app_stats['reason']})", err=True)
+
+
+@app.command("ls")
+@friendly
+def list_documents(
+    store: StoreOption = Path("memorag_store"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the store's entries as JSON.")] = False,
+) -> None:
+    """List the documents of a store: name, characters, when added, source file."""
+    coll = _open_store(store)
+    entries = coll.list()
+    if as_json:
+        typer.echo(json.dumps([{k: e.get(k) for k in ("name", "chars", "created", "sha256", "source")}
+                               for e in entries], ensure_ascii=False))
+        return
+    if not entries:
+        typer.echo(f"no documents in {coll.store.root}", err=True)
+    for e in entries:
+        typer.echo(f"{e['name']}\t{e.get('chars')}\t{e.get('created')}\t{e.get('source') or ''}")
+
+
+@app.command("rm")
+@friendly
+def remove_documents(
+    names: Annotated[list[str], typer.Argument(help="Document names as `memorag ls` shows them.", show_default=False)],
+    store: StoreOption = Path("memorag_store"),
+) -> None:
+    """Delete documents (memory, chunks, vectors and stored text) from a store."""
+    coll = _open_store(store)
+    for name in names:
+        coll.store.info(name)  # all names checked before anything is deleted
+    for name in names:
+        coll.delete(name)
+        typer.echo(f"removed  {name}", err=True)
 
 
 @app.command()

@@ -117,7 +117,8 @@ class DocStore:
     def info(self, name: str) -> dict:
         entry = self.path(name) / ENTRY
         if not entry.is_file():
-            raise NotFoundError(f"No memorized document named {name!r}. GET /documents lists them.")
+            raise NotFoundError(f"No memorized document named {name!r} in {self.root} (`memorag ls --store` "
+                                "or GET /documents lists them).")
         try:
             return json.loads(entry.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -146,13 +147,17 @@ class DocStore:
         d.mkdir()
         return d
 
-    def commit(self, staging: Path, name: str, text: str, stats: dict, *, replace: bool) -> dict:
-        """Move a built document (``staging/state`` already written) into place as ``name``."""
+    def commit(self, staging: Path, name: str, text: str, stats: dict, *, replace: bool,
+               extra: dict | None = None) -> dict:
+        """Move a built document (``staging/state`` already written) into place as ``name``.
+
+        ``extra`` adds fields to the entry (a collection records the text's ``sha256`` and
+        the ``source`` file); the store's own fields win over them."""
         check_name(name)
         if not (staging / STATE / "manifest.json").is_file():
             raise StateError(f"Nothing was built in {staging}.")
         (staging / DOCUMENT).write_text(text, encoding="utf-8")
-        entry = {"name": name, "version": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        entry = {**(extra or {}), "name": name, "version": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "chars": len(text), "stats": stats}
         (staging / ENTRY).write_text(json.dumps(entry, indent=1, ensure_ascii=False), encoding="utf-8")
         target = self.root / name

@@ -422,6 +422,32 @@ class LlamaCppLLM:
     def prefix_tokens(self) -> int:
         return len(self._prefix_ids)
 
+    def extend_prefix(self, text: str, *, progress: ProgressFn | None = None) -> int:
+        """Append ``text`` to the open user turn of the prefix, evaluating only its tokens.
+
+        The KV cache already holds the prefix (after prefill, load_prefix or restore_prefix),
+        so the document is not read again: only ``text`` is prefilled. Returns the number of
+        tokens evaluated. ``text`` is tokenized on its own, as tasks are in continue_chat.
+        """
+        if not self._prefix_ids:
+            raise StateError("No prefix state to extend: memorize or load a document first.")
+        new = self._tokenize(text, add_bos=False)
+        if len(self._prefix_ids) + len(new) + 256 > self.context_window:
+            raise ContextTooLongError(
+                f"Appending {len(new)} tokens to the memory's {len(self._prefix_ids)} would not fit its "
+                f"{self.context_window}-token window (leaving room for questions and clues).")
+        self._truncate_to_prefix()
+        ids = list(self._prefix_ids)
+        self._prefix_ids = []  # incomplete until every new token is in (Memory.guard restores on failure)
+        llm = self._llm
+        step = self.n_batch
+        for start in range(0, len(new), step):
+            llm.eval(new[start : start + step])
+            if progress:
+                progress(min(start + step, len(new)), len(new))
+        self._prefix_ids = ids + new
+        return len(new)
+
     def continue_chat(
         self,
         user_suffix: str,

@@ -226,6 +226,27 @@ class ScriptedLLM(_Faults):
     def prefix_tokens(self) -> int:
         return self.count_tokens(self._head) if self._prefix else 0
 
+    def extend_prefix(self, text: str, *, progress: ProgressFn | None = None) -> int:
+        """Append ``text`` to the open user turn (as llama.cpp does: only ``text`` is read).
+        Fault points: ``"prefill_batch"`` per batch, then ``"extend"``. Returns the tokens read."""
+        if not self._prefix:
+            raise StateError("No prefix state to extend: memorize or load a document first.")
+        before = self.prefix_tokens
+        messages = [dict(m) for m in self._prefix]
+        messages[-1]["content"] += text
+        head = render_open_turn(messages, self._render)[0]  # type: ignore[arg-type]
+        n = self.count_tokens(head) - before
+        if before + n + 256 > self.context_window:
+            raise ContextTooLongError(f"Appending {n} tokens would not fit the scripted model's window.")
+        self._prefix, self._head = None, ""
+        for done in range(0, n, self.batch_tokens):
+            self._tick("prefill_batch")
+            if progress:
+                progress(min(done + self.batch_tokens, n), n)
+        self._tick("extend")
+        self._prefix, self._head = messages, head  # type: ignore[assignment]
+        return n
+
     def continue_chat(self, user_suffix: str, *, max_new_tokens: int = 256, temperature: float = 0.0,
                       stop: list[str] | None = None) -> Iterator[str]:
         if not self._prefix:

@@ -1,0 +1,112 @@
+"""`memorag add / ask --store / ls / rm` in a subprocess, on the fakes of memorag.testing
+(loaded by spec string from tests/scriptedspecs.py, so no model is loaded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+TESTS = Path(__file__).parent
+SRC = TESTS.parent / "src"
+FAKES = ["--mem-model", "scriptedspecs:llm", "--ret-model", "scriptedspecs:embedder", "--chunk-tokens", "32"]
+
+
+def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
+    env.pop("MEMORAG_STORE", None)
+    return subprocess.run([sys.executable, "-m", "memorag.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_add_ask_ls_rm_through_the_cli(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bakery.md").write_text("The baker Anselm Rook hid the brass ledger under the flour barrels.\n\n"
+                                   "The bakery door was painted yellow.")
+    (src / "harbour.txt").write_text("The keeper Edda Quill kept the silver key in a blue porcelain jar.")
+    (src / "notes.xyz").write_text("skipped")
+    store = tmp_path / "S"
+
+    added = json.loads(ok(run_cli("add", src, "--store", store, "--json", *FAKES, cwd=tmp_path)).stdout)
+    assert sorted(added["added"]) == ["bakery.md", "harbour.txt"] and added["skipped"] == [str(src / "notes.xyz")]
+    again = json.loads(ok(run_cli("add", src, "--store", store, "--json", cwd=tmp_path)).stdout)
+    assert sorted(again["unchanged"]) == ["bakery.md", "harbour.txt"] and again["added"] == []  # the store's models
+
+    listed = json.loads(ok(run_cli("ls", "--store", store, "--json", cwd=tmp_path)).stdout)
+    assert [e["name"] for e in listed] == ["bakery.md", "harbour.txt"]
+    assert listed[0]["source"] == str(src / "bakery.md") and len(listed[0]["sha256"]) == 64
+
+    q = "Where did Anselm Rook hide the brass ledger?"
+    ans = json.loads(ok(run_cli("ask", "--store", store, q, "--json", cwd=tmp_path)).stdout)
+    assert ans["documents"][0]["name"] == "bakery.md" and "flour barrels" in ans["answer"]
+    text = (store / "bakery.md" / "document.txt").read_text()
+    cite = next(c for c in ans["citations"] if c["document"] == "bakery.md")
+    assert "flour barrels" in text[cite["start"]:cite["end"]] == cite["text"]
+
+    shown = ok(run_cli("ask", "--store", store, q, cwd=tmp_path))
+    assert "flour barrels" in shown.stdout
+    assert f"bakery.md chunk {cite['chunk_id']}, chars {cite['start']}-{cite['end']}" in shown.stderr
+
+    (tmp_path / "more.txt").write_text("Later the baker Anselm Rook bought a copper kettle.")
+    appended = json.loads(ok(run_cli("append", "bakery.md", tmp_path / "more.txt", "--store", store, "--json",
+                                     cwd=tmp_path)).stdout)
+    assert appended["append"]["mode"] == "appended" and appended["append"]["prefill_tokens"] > 0
+    assert (store / "bakery.md" / "document.txt").read_text().endswith("\n\nLater the baker Anselm Rook bought a "
+                                                                      "copper kettle.")
+    assert "copper kettle" in json.loads(ok(run_cli("ask", "--store", store, "What did Anselm Rook buy?", "--json",
+                                                    cwd=tmp_path)).stdout)["answer"]
+
+    assert "No memorized document named 'nope'" in error_line(run_cli("rm", "nope", "bakery.md", "--store", store,
+                                                                      cwd=tmp_path))
+    assert (store / "bakery.md").is_dir()  # nothing removed when one name is wrong
+    ok(run_cli("rm", "bakery.md", "--store", store, cwd=tmp_path))
+    assert ok(run_cli("ls", "--store", store, cwd=tmp_path)).stdout.startswith("harbour.txt\t")
+    after = json.loads(ok(run_cli("ask", "--store", store, q, "--json", cwd=tmp_path)).stdout)
+    assert {c["document"] for c in after["citations"]} == {"harbour.txt"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (("add", "{d}/missing.txt", "--store", "{d}/S"), "File not found"),
+    (("add", "{d}/odd.xyz", "--store", "{d}/S"), "unsupported file type '.xyz'"),
+    (("ask", "--store", "{d}/S", "who?"), "does not exist"),
+    (("ask", "--store", "{d}", "who?"), "is not a memorag store"),
+    (("ask", "--store", "{d}/S", "a", "b"), "give only the question"),
+    (("ask", "--store", "{d}/S", "who?", "--task-type", "rag"), "single save dir"),
+    (("ask",), "give SAVE_DIR and QUESTION"),
+    (("ls", "--store", "{d}/S"), "does not exist"),
+    (("rm", "x.txt", "--store", "{d}/S"), "does not exist"),
+    (("append", "x.txt", "{d}/odd.xyz", "--store", "{d}/S"), "unsupported file type"),
+    (("append", "x.txt", "{d}/odd.txt", "--store", "{d}/S"), "does not exist"),
+])
+def test_cli_errors_are_one_line_and_make_no_store(tmp_path, args, message):
+    (tmp_path / "odd.xyz").write_text("?")
+    (tmp_path / "odd.txt").write_text("some text")
+    line = error_line(run_cli(*[a.format(d=tmp_path) for a in args], cwd=tmp_path))
+    assert message in line
+    assert not (tmp_path / "S").exists()
+
+
+def test_help_lists_the_store_commands(tmp_path):
+    out = ok(run_cli("--help", cwd=tmp_path)).stdout
+    for cmd in ("add", "append", "ls", "rm"):
+        assert cmd in out
+    assert "--store" in ok(run_cli("ask", "--help", cwd=tmp_path)).stdout
