@@ -23,31 +23,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gen-model", default=None)
     ap.add_argument("--questions", type=int, default=5)
+    ap.add_argument("--plans", default="", help="comma-separated query plans to time in memorag mode "
+                    "(default: the pipeline's own); e.g. recall,clues shows what the judge costs")
     args = ap.parse_args()
     text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
     pipe = MemoRAG(gen_model_name_or_path=args.gen_model)
     pipe.memorize(text, progress=False)
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     pipe.ask(questions[0], task_type="rag", max_new_tokens=8)  # warm both contexts
-    seconds: dict[str, list[float]] = {"rag": [], "memorag": []}
-    parts: dict[str, list[dict]] = {"rag": [], "memorag": []}
+    plans = [p for p in args.plans.split(",") if p] or [pipe.query_plan]
+    modes = [("plain RAG", "rag", pipe.query_plan)] + [(f"memorag ({p})", "memorag", p) for p in plans]
+    seconds: dict[str, list[float]] = {label: [] for label, _, _ in modes}
+    parts: dict[str, list[dict]] = {label: [] for label, _, _ in modes}
     # Mode by mode, not alternating: llama.cpp reuses the longest cached prompt prefix, and
     # the same question's evidence in the other mode is mostly that prefix, which would make
     # whichever mode runs second look cheap.
-    for mode in ("rag", "memorag"):
+    for label, task, plan in modes:
+        pipe.query_plan = plan
         for q in questions:
             t = time.perf_counter()
-            ans = pipe.ask(q, task_type=mode, max_new_tokens=64)
-            seconds[mode].append(time.perf_counter() - t)
-            parts[mode].append(ans.timings)
-    rag = sum(seconds["rag"]) / len(questions)
-    mem = sum(seconds["memorag"]) / len(questions)
-    clue = sum(p["clues_and_retrieval"] for p in parts["memorag"]) / len(questions)
-    print(f"{len(questions)} questions, generator {pipe.generator.describe().get('file', '?')}, k={pipe.ret_hit}")
+            ans = pipe.ask(q, task_type=task, max_new_tokens=64)
+            seconds[label].append(time.perf_counter() - t)
+            parts[label].append(ans.timings)
+    n = len(questions)
+    print(f"{n} questions, generator {pipe.generator.describe().get('file', '?')}, k={pipe.ret_hit}")
     print("| mode | s per question | of which clues + retrieval |\n|---|---|---|")
-    print(f"| plain RAG | {rag:.1f} | {sum(p['clues_and_retrieval'] for p in parts['rag']) / len(questions):.2f} |")
-    print(f"| memorag | {mem:.1f} | {clue:.1f} |")
-    print(f"ratio memorag / plain RAG: {mem / rag:.2f}")
+    for label, _, _ in modes:
+        print(f"| {label} | {sum(seconds[label]) / n:.1f} | "
+              f"{sum(p['clues_and_retrieval'] for p in parts[label]) / n:.1f} |")
+    rag = sum(seconds["plain RAG"]) / n
+    for label, _, _ in modes[1:]:
+        print(f"ratio {label} / plain RAG: {sum(seconds[label]) / n / rag:.2f}")
 
 
 if __name__ == "__main__":

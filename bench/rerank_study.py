@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=PlanParams().likelihood_depth)
     ap.add_argument("--chars", type=int, default=PlanParams().likelihood_chars)
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
+    ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
 
     judge = CachedJudge(load_llm(args.judge, n_ctx=2048), args.cache, args.judge)
@@ -92,6 +93,7 @@ def main() -> None:
                                  replace(PlanParams(), likelihood_passages=b, likelihood_weight=w,
                                          likelihood_depth=args.depth, likelihood_chars=args.chars)))
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    rows: list[dict] = []
     for chunk_tokens, hs, clues in runs:
         for hay in hs:
             r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=chunk_tokens)
@@ -102,11 +104,15 @@ def main() -> None:
                 for label, hits in (("dense", r.search([q.question], k)), ("bm25", r.bm25_search(q.question, k))):
                     ev = [h.text for h in hits]
                     totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
+                    rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
+                                 "all_gold": totals[label][-1][1]})
                 for label, plan, params in settings:
                     if plan == "recall" and not clues:
                         continue
                     ev = [h.text for h in run_plan(plan, ctx, q.question, c, k, params)]
                     totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
+                    rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
+                                 "all_gold": totals[label][-1][1]})
                 judge.save()
                 n = len(totals["question"])
                 best = max((lab for lab in totals if lab not in ("question", "dense", "bm25")), key=lambda lab: sum(a for a, _ in totals[lab]))
@@ -116,8 +122,16 @@ def main() -> None:
     n = len(totals["question"])
     print(f"\n{n} questions, judge {args.judge}, k={k}")
     print("| plan | n | recall@5 | all_gold@5 |\n|---|---|---|---|")
-    for label, rs in totals.items():
-        print(f"| {label} | {len(rs)} | {sum(a for a, _ in rs) / len(rs):.3f} | {sum(b for _, b in rs) / len(rs):.3f} |")
+    table = {label: {"n": len(rs), "recall@5": round(sum(a for a, _ in rs) / len(rs), 4),
+                     "all_gold@5": round(sum(b for _, b in rs) / len(rs), 4)} for label, rs in totals.items()}
+    for label, row in table.items():
+        print(f"| {label} | {row['n']} | {row['recall@5']:.3f} | {row['all_gold@5']:.3f} |")
+    if args.output:
+        config = {"results": args.results, "build": args.build, "judge": args.judge, "method": args.method,
+                  "budgets": args.budgets, "weights": args.weights, "depth": args.depth, "chars": args.chars,
+                  "top_k": k, "chunk_tokens": 512, "haystack_tokens": 32000, "questions_per_haystack": 10}
+        with open(args.output, "w", encoding="utf-8") as fh:
+            json.dump({"config": config, "table": table, "questions": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

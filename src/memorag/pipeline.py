@@ -400,10 +400,11 @@ class MemoRAG:
     def retrieve(self, query: str, clues: Clues | None, k: int) -> list[Hit]:
         """Evidence for ``query`` by the pipeline's query plan (``query_plan``, see memorag.plans).
 
-        With the default plan the question always stays in the fusion, and the clue lines
-        share one total weight (``clue_weight``) however many there are: small memory models
-        invent facts, so bad clues can add candidates but cannot outvote the question's own
-        hits. Without clues (task ``rag``) the question alone is searched.
+        With the default plan (``recall``) the question's own top chunks and the chunks the
+        memory's grounded clues point at are judged together by the generator's query
+        likelihood, fused with the first-round order: small memory models invent facts, so a
+        clue can add a candidate but not push out the question's own hits. Without clues
+        (task ``rag``) the question alone is searched, unjudged.
         """
         plan = self.query_plan if clues is not None else "question"
         return run_plan(plan, self.plan_context(), query, clues, k, self.plan_params())

@@ -62,7 +62,7 @@ class PlanParams:
     rerank_weight: float = 2.0  # the judge's ranking vs the first-round ranking (weight 1)
     window_chars: int = 400
     likelihood_depth: int = 10  # candidate chunks for plan "likelihood"
-    likelihood_passages: int = 16  # paragraphs the judge reads per question (its cost)
+    likelihood_passages: int = 10  # paragraphs the judge reads per question (its cost): one per candidate
     likelihood_chars: int = 700  # a paragraph longer than this is cut into windows this long
     # the judge's ranking vs the first-round ranking (weight 1): 2 and 100 (judge alone) were
     # 0.812 / 0.825 recall@5 on the 40 tuning questions, 0.850 / 0.838 on 40 held out; 2 keeps
