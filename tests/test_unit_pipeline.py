@@ -312,3 +312,17 @@ def test_from_parts_adapts_a_generate_only_generator():
     pipe = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), OnlyGenerate())
     pipe.memorize(DOC_A, progress=False)
     assert pipe.ask(Q_A).answer == f"from generate: Question: {Q_A}"
+
+
+def test_a_generator_that_is_also_the_memory_judges_on_a_twin_not_on_the_document_state():
+    llm = ScriptedLLM()
+    pipe = MemoRAG.from_parts(llm, Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), llm)
+    pipe.memorize(DOC_A, progress=False)
+    judge = pipe.plan_context().judge
+    assert judge is not None and judge is not llm and judge.prefix_tokens == 0
+    assert pipe.plan_context().judge is judge  # made once
+    before = llm.snapshot_prefix()
+    assert pipe.ask(Q_A).evidence and llm.snapshot_prefix() == before  # the document state is untouched
+    separate = new_pipe()
+    separate.memorize(DOC_A, progress=False)
+    assert separate.plan_context().judge is separate.generator  # a generator of its own judges itself

@@ -60,18 +60,23 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
         typer.echo(ans.answer)
 
 
-def _ask(pipe, question: str, task_type: str, max_new_tokens: int, use_memory_answer: bool, as_json: bool,
-         show_clues: bool, show_evidence: bool):
-    streamed = not as_json
-    if streamed:
-        typer.secho("answer: ", bold=True, nl=False, err=True)
+def _answer_printer():
+    """Prints "answer: " (stderr) and returns a callback streaming the answer to stdout."""
+    typer.secho("answer: ", bold=True, nl=False, err=True)
 
     def on_token(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    return on_token
+
+
+def _ask(pipe, question: str, task_type: str, max_new_tokens: int, use_memory_answer: bool, as_json: bool,
+         show_clues: bool, show_evidence: bool):
+    streamed = not as_json
+    on_token = _answer_printer() if streamed else None
     ans = pipe.ask(question, task_type=task_type, max_new_tokens=max_new_tokens,
-                   use_memory_answer=use_memory_answer, on_token=on_token if streamed else None)
+                   use_memory_answer=use_memory_answer, on_token=on_token)
     if streamed:
         sys.stdout.write("\n")
         _print_answer(ans, show_clues, show_evidence, streamed=True)
@@ -182,15 +187,7 @@ def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, ro
         _fail("--top-k and --route-top must be at least 1.")
     coll = _open_store(store, route_top=route_top, ret_hit=top_k,
                        **({"gen_model_name_or_path": gen_model} if gen_model else {}))
-    streamed = not as_json
-    if streamed:
-        typer.secho("answer: ", bold=True, nl=False, err=True)
-
-    def on_token(piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-
-    ans = coll.ask(question, max_new_tokens=max_new_tokens, on_token=on_token if streamed else None)
+    ans = coll.ask(question, max_new_tokens=max_new_tokens, on_token=None if as_json else _answer_printer())
     if as_json:
         typer.echo(json.dumps(ans.to_json(), ensure_ascii=False, indent=1))
         return

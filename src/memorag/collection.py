@@ -566,12 +566,7 @@ class Collection:
         pipe = self.pipe
 
         def read(d: Path, manifest: dict) -> RetrievalState:
-            try:
-                saved_embedder, info = manifest["models"]["embedder"], manifest["retrieval"]
-            except (KeyError, TypeError):
-                raise StateError(f"{d}/manifest.json lacks the models or retrieval entries.") from None
-            check_same_model(saved_embedder, pipe.embedder.describe(), what="embedding model")
-            return pipe.retriever.read(d / "retrieval", info, language=manifest.get("language"))
+            return pipe.read_retrieval(d, manifest)
 
         with self.store.reading():
             state = load_consistent(self.store.state_dir(name), read)

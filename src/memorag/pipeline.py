@@ -72,6 +72,14 @@ class DocumentState:
     manifest: dict | None = None
 
 
+def check_retrieval_entries(d: Path, manifest: dict) -> None:
+    """A clear StateError when a manifest lacks what loading its retrieval state needs."""
+    try:
+        manifest["models"]["embedder"], manifest["retrieval"]
+    except (KeyError, TypeError):
+        raise StateError(f"{d}/manifest.json lacks the models or retrieval entries.") from None
+
+
 class MemoRAG:
     """Memory-augmented RAG over one long document.
 
@@ -171,6 +179,13 @@ class MemoRAG:
         if self.memory.state is None or self.retriever.state is None:
             return None
         return DocumentState(self.retriever.state, self.memory.state, self._manifest)
+
+    def read_retrieval(self, d: Path, manifest: dict) -> RetrievalState:
+        """The chunks and vectors of the save dir ``d`` (whose ``manifest`` is verified),
+        refused if they were embedded by another model than this pipeline's."""
+        check_retrieval_entries(d, manifest)
+        check_same_model(manifest["models"]["embedder"], self.embedder.describe(), what="embedding model")
+        return self.retriever.read(d / "retrieval", manifest["retrieval"], language=manifest.get("language"))
 
     def _install(self, doc: DocumentState) -> None:
         # Plain assignments, nothing that can fail: the parts switch to the new document together.
@@ -301,14 +316,10 @@ class MemoRAG:
         t = time.perf_counter()
 
         def read(d: Path, manifest: dict) -> DocumentState:
-            try:
-                saved_embedder, retrieval_info = manifest["models"]["embedder"], manifest["retrieval"]
-            except (KeyError, TypeError):
-                raise StateError(f"{d}/manifest.json lacks the models or retrieval entries.") from None
-            check_same_model(saved_embedder, self.embedder.describe(), what="embedding model")
+            check_retrieval_entries(d, manifest)
             with self.memory.guard():
                 memory, _ = self.memory.read(d / "memory")
-                retrieval = self.retriever.read(d / "retrieval", retrieval_info, language=manifest.get("language"))
+                retrieval = self.read_retrieval(d, manifest)
             return DocumentState(retrieval, memory, manifest)
 
         # Verified first, and re-read if another process swapped the dir in meanwhile; built
@@ -416,9 +427,18 @@ class MemoRAG:
     def plan_context(self) -> PlanContext:
         # Judging plans (rerank, memorag, likelihood, recall) use the generator's own context
         # when it can score (a local llama.cpp model); otherwise they keep their first-round ranking.
-        can_judge = hasattr(self.generator, "yes_probability") or hasattr(self.generator, "continuation_logprobs")
-        judge = self.generator if can_judge else None
-        return PlanContext(self.retriever, judge)
+        gen = self.generator
+        if not (hasattr(gen, "yes_probability") or hasattr(gen, "continuation_logprobs")):
+            return PlanContext(self.retriever, None)
+        if getattr(gen, "prefix_tokens", 0):
+            # The generator is also the memory (customized_gen_model = the memory's LLM): judging
+            # would overwrite the document's KV state, so judge on a small twin context of the
+            # same weights, made once.
+            if getattr(self, "_judge_twin", None) is None:
+                twin = getattr(gen, "twin", None)
+                self._judge_twin = twin(n_ctx=2048) if twin else None
+            return PlanContext(self.retriever, self._judge_twin)
+        return PlanContext(self.retriever, gen)
 
     def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:
         """Original-API compatibility: the texts of the top ``ret_hit`` evidence chunks for

@@ -209,7 +209,12 @@ def judge_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: P
                                                                         passage=window)}]
         scored.append((ctx.judge.yes_probability(messages), h))
     judged = [h.chunk_id for _, h in sorted(scored, key=lambda t: -t[0])]
-    fused = weighted_rrf([[h.chunk_id for h in first], judged], [1.0, p.rerank_weight], p.rrf_k)
+    return _fuse_judged(first, judged, p.rerank_weight, k, p)
+
+
+def _fuse_judged(first: list[Hit], judged: list[int], weight: float, k: int, p: PlanParams) -> list[Hit]:
+    """The first-round order (weight 1) and a judge's order (``weight``), fused by RRF."""
+    fused = weighted_rrf([[h.chunk_id for h in first], judged], [1.0, weight], p.rrf_k)
     by_id = {h.chunk_id: h for h in first}
     return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
 
@@ -299,11 +304,8 @@ def likelihood_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int,
     if not hasattr(ctx.judge, "continuation_logprobs") or not first:
         return first[:k]
     best = likelihood_scores(ctx, question, first, p, extra)
-    order = [h.chunk_id for h in first]
-    judged = sorted(order, key=lambda c: -best.get(c, float("-inf")))
-    fused = weighted_rrf([order, judged], [1.0, p.likelihood_weight], p.rrf_k)
-    by_id = {h.chunk_id: h for h in first}
-    return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
+    judged = sorted((h.chunk_id for h in first), key=lambda c: -best.get(c, float("-inf")))
+    return _fuse_judged(first, judged, p.likelihood_weight, k, p)
 
 
 def _likelihood(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:

@@ -393,13 +393,18 @@ class LlamaCppLLM:
 
     def _state_bytes(self) -> memoryview:
         """llama.cpp's state (the KV cache of the tokens evaluated so far), copied out."""
+        buf, n = self._state_copy()
+        return memoryview(buf).cast("B")[:n]
+
+    def _state_copy(self) -> tuple[ctypes.Array, int]:
+        """A buffer holding llama.cpp's current state and the number of bytes it used."""
         ctx = self._llm._ctx.ctx
         size = int(self._llama_cpp.llama_state_get_size(ctx))
         buf = (ctypes.c_uint8 * size)()
         n = int(self._llama_cpp.llama_state_get_data(ctx, buf, size))
         if n <= 0 or n > size:
             raise StateError("llama.cpp could not copy its state.")
-        return memoryview(buf).cast("B")[:n]
+        return buf, n
 
     def _resume(self, checkpoint: PrefillCheckpoint, ids: list[int]) -> int:
         """Put the newest valid checkpoint of ``ids`` into the KV cache; tokens restored (0: none)."""
@@ -519,12 +524,7 @@ class LlamaCppLLM:
         if not self._prefix_ids:
             return None
         self._truncate_to_prefix()  # the state must hold exactly the prefix tokens
-        ctx = self._llm._ctx.ctx
-        size = int(self._llama_cpp.llama_state_get_size(ctx))
-        buf = (ctypes.c_uint8 * size)()
-        n = int(self._llama_cpp.llama_state_get_data(ctx, buf, size))
-        if n <= 0 or n > size:
-            raise StateError("llama.cpp could not copy its state.")
+        buf, n = self._state_copy()
         return _Snapshot(buf, n, list(self._prefix_ids), self._tail)
 
     def restore_prefix(self, snapshot: _Snapshot | None) -> None:
