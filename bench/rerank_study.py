@@ -26,10 +26,11 @@ from collections import defaultdict
 from dataclasses import replace
 
 from memorag.eval import datasets
-from memorag.eval.metrics import all_gold_at_k, recall_at_k
+from memorag.eval.metrics import all_gold_at_k, exact_match, qa_f1, recall_at_k
 from memorag.memory import Clues
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
 from memorag.plans import PlanContext, PlanParams, run_plan
+from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Retriever
 
 
@@ -69,10 +70,12 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=PlanParams().likelihood_depth)
     ap.add_argument("--chars", type=int, default=PlanParams().likelihood_chars)
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
+    ap.add_argument("--f1", default="", help="comma-separated labels whose evidence the generator "
+                    "(the judge model) answers from; answer F1 / EM are reported for them")
     ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
 
-    judge = CachedJudge(load_llm(args.judge, n_ctx=2048), args.cache, args.judge)
+    judge = CachedJudge(load_llm(args.judge, n_ctx=4096), args.cache, args.judge)  # room for k=5 evidence (--f1)
     emb = load_embedder("default")
     counter = load_llm("default", n_ctx=512).count_tokens
     runs = []
@@ -94,6 +97,15 @@ def main() -> None:
                                          likelihood_depth=args.depth, likelihood_chars=args.chars)))
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     rows: list[dict] = []
+    f1_labels = [x for x in args.f1.split(",") if x]
+    answers: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    prompts = prompts_for("en")
+
+    def answer(question: str, evidence: list[str]) -> str:
+        user = fill(prompts.gen_qa, evidence="\n\n".join(evidence), question=question)
+        return judge.judge.chat([{"role": "system", "content": prompts.gen_system},
+                                 {"role": "user", "content": user}], max_new_tokens=48).strip()
+
     for chunk_tokens, hs, clues in runs:
         for hay in hs:
             r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=chunk_tokens)
@@ -113,6 +125,10 @@ def main() -> None:
                     totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
                     rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
                                  "all_gold": totals[label][-1][1]})
+                    if label in f1_labels:
+                        pred = answer(q.question, ev)
+                        answers[label].append((qa_f1(pred, q.answers), exact_match(pred, q.answers)))
+                        rows[-1].update(prediction=pred, f1=answers[label][-1][0], em=answers[label][-1][1])
                 judge.save()
                 n = len(totals["question"])
                 best = max((lab for lab in totals if lab not in ("question", "dense", "bm25")), key=lambda lab: sum(a for a, _ in totals[lab]))
@@ -124,6 +140,9 @@ def main() -> None:
     print("| plan | n | recall@5 | all_gold@5 |\n|---|---|---|---|")
     table = {label: {"n": len(rs), "recall@5": round(sum(a for a, _ in rs) / len(rs), 4),
                      "all_gold@5": round(sum(b for _, b in rs) / len(rs), 4)} for label, rs in totals.items()}
+    for label, fs in answers.items():
+        table[label].update(f1=round(sum(f for f, _ in fs) / len(fs), 4), em=round(sum(e for _, e in fs) / len(fs), 4))
+        print(f"{label}: answer F1 {table[label]['f1']:.3f}, EM {table[label]['em']:.3f} ({len(fs)} answers)")
     for label, row in table.items():
         print(f"| {label} | {row['n']} | {row['recall@5']:.3f} | {row['all_gold@5']:.3f} |")
     if args.output:

@@ -19,6 +19,8 @@ must pass (``llm_prefix_contract``).
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
@@ -174,3 +176,44 @@ def read_message_prefix(directory: Path, info: dict, default_file: str) -> list[
     except (OSError, ValueError, KeyError, TypeError):
         raise StateError(f"Memory prefix {path} is missing or corrupt. Memorize the document again.") from None
     return messages
+
+
+class Marked(str):
+    """Rendered prompt text whose message contents are wrapped in this render's marks.
+
+    The marks carry a fresh random id per render and a NUL (which check_text refuses in
+    user text), so no content can forge one; ``pattern`` finds them.
+    """
+
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def make(cls, text: str, pattern: re.Pattern[str]) -> Marked:
+        out = cls(text)
+        out.pattern = pattern
+        return out
+
+    def plain(self) -> str:
+        return self.pattern.sub(r"\1", self)
+
+    def parts(self) -> list[str]:
+        """[markup, content, markup, content, ..., markup]."""
+        return self.pattern.split(self)
+
+
+def render_marked(messages: list[ChatMessage], render: Callable[[list[dict]], str], *,
+                  open_user_turn: bool = False) -> tuple[Marked, str]:
+    """Render ``messages`` with ``render`` (a backend's chat template), each message content
+    wrapped in marks, so that the backend can tokenize the template's markup with special
+    tokens and the contents as plain text: user text that spells ``<|im_start|>`` must not
+    become a control token. With ``open_user_turn`` as :func:`render_open_turn`."""
+    key = uuid.uuid4().hex
+    start, end = f"\u0000<{key}", f"{key}>\u0000"
+    pattern = re.compile(re.escape(start) + "(.*?)" + re.escape(end), re.DOTALL)
+    msgs = [dict(m) for m in messages]
+    for m in msgs:
+        m["content"] = f"{start}{m['content']}{end}"
+    if open_user_turn:
+        head, tail = render_open_turn(msgs, render)  # type: ignore[arg-type]
+        return Marked.make(head, pattern), tail
+    return Marked.make(render(msgs), pattern), ""

@@ -17,8 +17,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,31 +24,7 @@ from typing import Any
 
 from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
-from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
-
-
-class _Marked(str):
-    """Rendered prompt text whose message contents are wrapped in this render's marks.
-
-    The marks carry a fresh random id per render and a NUL (which check_text refuses in
-    user text), so no content can forge one; ``pattern`` finds them.
-    """
-
-    pattern: re.Pattern[str]
-
-    @classmethod
-    def make(cls, text: str, pattern: re.Pattern[str]) -> _Marked:
-        out = cls(text)
-        out.pattern = pattern
-        return out
-
-    def plain(self) -> str:
-        return self.pattern.sub(r"\1", self)
-
-    def parts(self) -> list[str]:
-        """[markup, content, markup, content, ..., markup]."""
-        return self.pattern.split(self)
-
+from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 
 STATE_FILE = "kv_state.bin"
 
@@ -156,7 +130,7 @@ class LlamaCppLLM:
         # spells a control token must not become one.
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
-    def _encode(self, marked: _Marked, *, add_bos: bool) -> list[int]:
+    def _encode(self, marked: Marked, *, add_bos: bool) -> list[int]:
         """Token ids of rendered text whose message contents are wrapped in content marks.
 
         Template markup between the marks is tokenized with special tokens, the contents
@@ -190,19 +164,8 @@ class LlamaCppLLM:
         head, tail = self._render_marked(messages, open_user_turn=open_user_turn)
         return head.plain(), tail
 
-    def _render_marked(self, messages: list[ChatMessage], *, open_user_turn: bool = False) -> tuple[_Marked, str]:
-        # Each content is wrapped in marks so that _encode can tell contents from template
-        # markup after the template has rendered them.
-        key = uuid.uuid4().hex
-        start, end = f"\u0000<{key}", f"{key}>\u0000"
-        pattern = re.compile(re.escape(start) + "(.*?)" + re.escape(end), re.DOTALL)
-        msgs = [dict(m) for m in messages]
-        for m in msgs:
-            m["content"] = f"{start}{m['content']}{end}"
-        if open_user_turn:
-            head, tail = render_open_turn(msgs, self._render_text)  # type: ignore[arg-type]
-            return _Marked.make(head, pattern), tail
-        return _Marked.make(self._render_text(msgs), pattern), ""
+    def _render_marked(self, messages: list[ChatMessage], *, open_user_turn: bool = False) -> tuple[Marked, str]:
+        return render_marked(messages, self._render_text, open_user_turn=open_user_turn)
 
     def _render_text(self, msgs: list[dict]) -> str:
         if self.chat_mode:
@@ -213,7 +176,7 @@ class LlamaCppLLM:
         # Base model: plain completion layout.
         return "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
 
-    def _prompt_ids(self, marked: _Marked) -> list[int]:
+    def _prompt_ids(self, marked: Marked) -> list[int]:
         add_bos = self._add_bos and not (self._bos_text and marked.plain().startswith(self._bos_text))
         return self._encode(marked, add_bos=add_bos)
 

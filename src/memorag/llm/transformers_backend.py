@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
-from memorag.llm.base import ChatMessage, ProgressFn, render_open_turn
+from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 
 STATE_FILE = "kv_cache.safetensors"
 
@@ -90,18 +90,26 @@ class TransformersLLM:
         return {"backend": "transformers", "spec": self.spec, "model": self.name, "fingerprint": self._fingerprint,
                 "n_ctx": self.context_window}
 
-    def _render(self, messages: list[ChatMessage], *, open_user_turn: bool) -> tuple[str, str]:
-        if open_user_turn:
-            return render_open_turn(messages, self._render_text)
-        return self._render_text([dict(m) for m in messages]), ""
+    def _render(self, messages: list[ChatMessage], *, open_user_turn: bool) -> tuple[Marked, str]:
+        # Contents are marked so that _ids can keep them plain text (see render_marked).
+        return render_marked(messages, self._render_text, open_user_turn=open_user_turn)
 
     def _render_text(self, msgs: list[dict]) -> str:
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def _tokens(self, text: str, *, plain: bool) -> list[int]:
+        # split_special_tokens: text spelling a special token ("<|im_start|>") stays text
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=plain)["input_ids"])
+
+    def _ids(self, marked: Marked) -> list[int]:
+        """Template markup with special tokens, message contents as plain text."""
+        ids: list[int] = []
+        for i, part in enumerate(marked.parts()):
+            if part:
+                ids += self._tokens(part, plain=i % 2 == 1)
+        return ids
 
     # ------------------------------------------------------------ decoding
     def _forward(self, ids: list[int], cache):
@@ -186,7 +194,9 @@ class TransformersLLM:
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
         try:
-            yield from self._decode(self._ids(user_suffix + self._tail), self._cache, max_new_tokens, stop, temperature)
+            # the task (with the user's question) is plain text; the tail is template markup
+            suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
+            yield from self._decode(suffix, self._cache, max_new_tokens, stop, temperature)
         finally:
             # The task's tokens were appended to the shared cache; cut back to the document.
             self._crop_to_prefix()
