@@ -100,6 +100,10 @@ class SentenceIndex:
         corpus = [sorted(w) or ["_"] for w in self._words]
         self._bm25.index(corpus, show_progress=False)
 
+    def idf_overlap(self, words: set[str], text: str) -> float:
+        """Summed IDF (over the document's sentences) of ``words`` that ``text`` contains."""
+        return sum(self._idf.get(w, 0.0) for w in words & set(content_words(text, self.language)))
+
     def window(self, chunk_id: int, question: str, max_chars: int = 400) -> str:
         """The part of a chunk that best matches ``question``: its best sentence (by the IDF
         of the question words it holds) with the sentences around it, up to ``max_chars``.

@@ -271,7 +271,7 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
     q_words = set(content_words(question, p.language))
 
     def overlap(text: str) -> float:
-        return sum(index._idf.get(w, 0.0) for w in q_words & set(content_words(text, p.language)))
+        return index.idf_overlap(q_words, text)
 
     per_chunk = []
     for h in candidates:
