@@ -270,17 +270,14 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
     index = ctx.retriever.sentence_index(p.language)
     q_words = set(content_words(question, p.language))
 
-    def overlap(text: str) -> float:
-        return index.idf_overlap(q_words, text)
-
-    per_chunk = []
+    per_chunk: list[tuple[int, list[tuple[float, str]]]] = []  # (chunk, [(overlap, paragraph)] best first)
     for h in candidates:
-        paras = sorted(paragraphs(h.text, p.likelihood_chars), key=lambda t: -overlap(t))
-        per_chunk.append((h.chunk_id, paras))
-    chosen: list[tuple[int, str]] = [(cid, paras[0]) for cid, paras in per_chunk]
+        scored = [(index.idf_overlap(q_words, t), t) for t in paragraphs(h.text, p.likelihood_chars)]
+        per_chunk.append((h.chunk_id, sorted(scored, key=lambda st: -st[0])))
+    chosen: list[tuple[int, str]] = [(cid, paras[0][1]) for cid, paras in per_chunk]
     for cid, texts in (extra or {}).items():
         chosen += [(cid, t[: p.likelihood_chars]) for t in texts]
-    rest = sorted(((overlap(t), -i, cid, t) for i, (cid, paras) in enumerate(per_chunk) for t in paras[1:]),
+    rest = sorted(((o, -i, cid, t) for i, (cid, paras) in enumerate(per_chunk) for o, t in paras[1:]),
                   reverse=True)
     for _, _, cid, t in rest[: max(0, p.likelihood_passages - len(chosen))]:
         chosen.append((cid, t))
