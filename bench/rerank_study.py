@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from memorag.eval import datasets
-from memorag.eval.metrics import all_gold_at_k, exact_match, qa_f1, recall_at_k
+from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k
 from memorag.memory import Clues
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
 from memorag.plans import PlanContext, PlanParams, run_plan
@@ -62,13 +62,17 @@ class CachedJudge:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="*")
-    ap.add_argument("--build", action="append", default=[], help="DATASET:FIRST:LIMIT:SEED (32K haystacks, 10 q each)")
+    ap.add_argument("--build", action="append", default=[],
+                    help="DATASET:FIRST:LIMIT:SEED[:PER_HAYSTACK[:TOKENS]] (default 10 q per 32K haystack)")
     ap.add_argument("--judge", default="default")
     ap.add_argument("--method", default="memorag+answer", help="whose stored clues plan 'recall' uses")
     ap.add_argument("--budgets", default="10,16")
     ap.add_argument("--weights", default="0.5,1,2,100")
     ap.add_argument("--depth", type=int, default=PlanParams().likelihood_depth)
     ap.add_argument("--chars", type=int, default=PlanParams().likelihood_chars)
+    ap.add_argument("--hops", default=str(PlanParams().follow_hops), help="comma-separated follow_hops values to compare (0 = off)")
+    ap.add_argument("--max-df", type=int, default=PlanParams().follow_max_df)
+    ap.add_argument("--anchors", type=int, default=PlanParams().follow_anchors)
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
     ap.add_argument("--f1", default="", help="comma-separated labels whose evidence the generator "
                     "(the judge model) answers from; answer F1 / EM are reported for them")
@@ -84,21 +88,26 @@ def main() -> None:
         clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == args.method}
         runs.append((run["config"]["chunk_tokens"], hs, clues))
     for spec in args.build:
-        name, first, limit, seed = spec.split(":")
-        runs.append((512, datasets.build(name, first_index=int(first), limit=int(limit), per_haystack=10,
-                                         haystack_tokens=32000, seed=int(seed), count_tokens=counter), {}))
+        name, first, limit, seed, *rest = spec.split(":")
+        per, tokens = (int(rest[0]) if rest else 10), (int(rest[1]) if len(rest) > 1 else 32000)
+        runs.append((512, datasets.build(name, first_index=int(first), limit=int(limit), per_haystack=per,
+                                         haystack_tokens=tokens, seed=int(seed), count_tokens=counter), {}))
     k = 5
     settings = [("question", "question", PlanParams())]
     for b in map(int, args.budgets.split(",")):
         for w in map(float, args.weights.split(",")):
-            for plan in ("likelihood", "recall"):
-                settings.append((f"{plan} budget {b} w{w:g}", plan,
-                                 replace(PlanParams(), likelihood_passages=b, likelihood_weight=w,
-                                         likelihood_depth=args.depth, likelihood_chars=args.chars)))
+            for hops in map(int, args.hops.split(",")):
+                for plan in ("likelihood", "recall"):
+                    label = f"{plan} budget {b} w{w:g}" + (f" hops {hops}" if hops else "")
+                    settings.append((label, plan,
+                                     replace(PlanParams(), likelihood_passages=b, likelihood_weight=w,
+                                             likelihood_depth=args.depth, likelihood_chars=args.chars,
+                                             follow_hops=hops, follow_max_df=args.max_df,
+                                             follow_anchors=args.anchors)))
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     rows: list[dict] = []
     f1_labels = [x for x in args.f1.split(",") if x]
-    answers: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     prompts = prompts_for("en")
 
     def answer(question: str, evidence: list[str]) -> str:
@@ -127,8 +136,10 @@ def main() -> None:
                                  "all_gold": totals[label][-1][1]})
                     if label in f1_labels:
                         pred = answer(q.question, ev)
-                        answers[label].append((qa_f1(pred, q.answers), exact_match(pred, q.answers)))
-                        rows[-1].update(prediction=pred, f1=answers[label][-1][0], em=answers[label][-1][1])
+                        answers[label].append((qa_f1(pred, q.answers), exact_match(pred, q.answers),
+                                               match_score(pred, q.answers, q.match)))
+                        rows[-1].update(prediction=pred, f1=answers[label][-1][0], em=answers[label][-1][1],
+                                        match=answers[label][-1][2])
                 judge.save()
                 n = len(totals["question"])
                 best = max((lab for lab in totals if lab not in ("question", "dense", "bm25")), key=lambda lab: sum(a for a, _ in totals[lab]))
@@ -141,13 +152,16 @@ def main() -> None:
     table = {label: {"n": len(rs), "recall@5": round(sum(a for a, _ in rs) / len(rs), 4),
                      "all_gold@5": round(sum(b for _, b in rs) / len(rs), 4)} for label, rs in totals.items()}
     for label, fs in answers.items():
-        table[label].update(f1=round(sum(f for f, _ in fs) / len(fs), 4), em=round(sum(e for _, e in fs) / len(fs), 4))
-        print(f"{label}: answer F1 {table[label]['f1']:.3f}, EM {table[label]['em']:.3f} ({len(fs)} answers)")
+        table[label].update(f1=round(sum(f[0] for f in fs) / len(fs), 4), em=round(sum(f[1] for f in fs) / len(fs), 4),
+                            match=round(sum(f[2] for f in fs) / len(fs), 4))
+        print(f"{label}: answer F1 {table[label]['f1']:.3f}, EM {table[label]['em']:.3f}, "
+              f"match {table[label]['match']:.3f} ({len(fs)} answers)")
     for label, row in table.items():
         print(f"| {label} | {row['n']} | {row['recall@5']:.3f} | {row['all_gold@5']:.3f} |")
     if args.output:
         config = {"results": args.results, "build": args.build, "judge": args.judge, "method": args.method,
-                  "budgets": args.budgets, "weights": args.weights, "depth": args.depth, "chars": args.chars,
+                  "budgets": args.budgets, "weights": args.weights, "hops": args.hops,
+                  "max_df": args.max_df, "anchors": args.anchors, "depth": args.depth, "chars": args.chars,
                   "top_k": k, "chunk_tokens": 512, "haystack_tokens": 32000, "questions_per_haystack": 10}
         with open(args.output, "w", encoding="utf-8") as fh:
             json.dump({"config": config, "table": table, "questions": rows}, fh, indent=1)

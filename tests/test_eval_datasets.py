@@ -66,3 +66,25 @@ def test_bad_parameters():
         ds.build("nope")
     with pytest.raises(DatasetError):
         ds.hotpotqa_haystacks(first_index=10**6, limit=5)
+
+
+def test_vartrack_chains_read_forward_and_only_the_first_line_names_the_value():
+    hays = ds.vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=3000, seed=2)
+    text = hays[0].text
+    names = set()
+    for q in hays[0].questions:
+        value = q.question.rsplit(" ", 1)[-1].rstrip(".")
+        lines = [g[0] for g in q.gold]
+        assert q.match == "all" and len(q.answers) == 5 and len(lines) == 5
+        assert lines[0] == f"VAR {q.answers[0]} = {value}"
+        assert all(lines[j + 1] == f"VAR {q.answers[j + 1]} = VAR {q.answers[j]}" for j in range(4))
+        positions = [text.index(line + ".") for line in lines]
+        assert positions == sorted(positions)  # each assignment comes after the one it copies
+        assert text.count(value) == 1  # only the chain's first line shares a word with the question
+        names |= set(q.answers)
+    assert len(names) == 15  # no variable name is reused across chains
+    again = ds.vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=3000, seed=2)
+    assert again[0].text == text and ds.vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=3000,
+                                                           seed=3)[0].text != text
+    with pytest.raises(DatasetError):
+        ds.vartrack_haystacks(hops=0)

@@ -46,9 +46,23 @@ def test_retrieval_recall_counts_contained_gold_sentences():
 def test_runner_summary_and_table_report_rouge_l():
     from memorag.eval.runner import markdown_table, summarize
 
-    rows = [{"method": "dense", "recall": 1.0, "all_gold": 1.0, "f1": 1.0, "em": 1.0, "rouge_l": 1.0, "seconds": 1.0},
-            {"method": "dense", "recall": 0.0, "all_gold": 0.0, "f1": 0.0, "em": 0.0, "rouge_l": 0.5, "seconds": 1.0}]
+    rows = [{"method": "dense", "recall": 1.0, "all_gold": 1.0, "f1": 1.0, "em": 1.0, "rouge_l": 1.0, "seconds": 1.0,
+             "match": 0.4},
+            {"method": "dense", "recall": 0.0, "all_gold": 0.0, "f1": 0.0, "em": 0.0, "rouge_l": 0.5, "seconds": 1.0,
+             "match": 1.0}]
     summary = summarize(rows, ["dense"], 5, retrieval_only=False)
-    assert summary["dense"]["rouge_l"] == 0.75
+    assert summary["dense"]["rouge_l"] == 0.75 and summary["dense"]["match"] == 0.7
+    assert "match" in markdown_table(summary, 5, False).splitlines()[0]
     assert "rouge_l" in markdown_table(summary, 5, False).splitlines()[0]
     assert "rouge_l" not in summarize(rows, ["dense"], 5, retrieval_only=True)["dense"]
+
+
+def test_match_score_all_is_the_share_found_and_any_needs_one():
+    from memorag.eval.metrics import match_score
+
+    chain = ["ABCDE", "QWERT", "ZXCVB"]
+    assert match_score("abcde, qwert", chain, "all") == pytest.approx(2 / 3)
+    assert match_score("ABCDE QWERT ZXCVB", chain, "all") == 1.0
+    assert match_score("nothing here", chain, "all") == 0.0
+    assert match_score("it was zxcvb", chain, "any") == 1.0
+    assert match_score("anything", [], "all") == 0.0

@@ -155,6 +155,42 @@ def test_recall_plan_lets_a_grounded_clue_bring_a_chunk_the_question_misses():
     assert far_chunk not in {h.chunk_id for h in run_plan("recall", PlanContext(r, ScriptedLLM()), q, invented, 3, p)}
 
 
+@pytest.mark.unit
+def test_links_join_sentences_through_rare_words_not_common_ones():
+    index = SentenceIndex(DOC)
+    first = next(i for i, s in enumerate(index.sentences) if "stars Shirley Temple" in s.text)
+    linked = [index.sentences[o].text for _, o in index.links(first, set(), max_df=2)]
+    assert any("Shirley Temple Black" in t for t in linked)  # "shirley", "temple": in two sentences
+    # "American" is in two sentences too; with it known the film's first sentence no longer links
+    film = next(i for i, s in enumerate(index.sentences) if "comedy film" in s.text)
+    assert [o for _, o in index.links(film, {"american", "1945", "comedy", "film", "kiss", "tell"}, 2)] == []
+    assert index.links(first, set(), max_df=0) == []  # every word is too common at df 0
+
+
+@pytest.mark.unit
+def test_following_links_walks_a_variable_chain_the_question_cannot_reach():
+    from dataclasses import replace
+
+    from memorag.eval.datasets import vartrack_haystacks
+    from memorag.eval.metrics import recall_at_k
+    from memorag.plans import PlanParams
+
+    hay = vartrack_haystacks(limit=2, per_haystack=2, haystack_tokens=2500, seed=5, hops=3)[0]
+    r = _hash_retriever(hay.text, chunk_tokens=64)
+    for q in hay.questions:
+        off = replace(PlanParams(), follow_hops=0)
+        on = replace(PlanParams(), follow_hops=3)
+        plain = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4, off)]
+        walked = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4, on)]
+        assert recall_at_k(q.gold, walked) == 1.0  # the value's line, then each copy of it
+        assert recall_at_k(q.gold, plain) < 1.0  # the copies share no word with the question
+        assert walked[0] == next(c.text for c in r.chunks if q.gold[0][0] in c.text)  # the anchor leads
+        # the walk stops at its budget: one hop reaches the value's line and one copy only
+        one = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4,
+                                        replace(on, follow_hops=1))]
+        assert recall_at_k(q.gold[:2], one) == 1.0 and recall_at_k(q.gold[2:], one[:2]) == 0.0
+
+
 def test_query_likelihood_on_the_default_model_is_consistent_and_prefers_the_right_passage():
     """Real llama.cpp scoring: the prefix cache gives the same numbers as a fresh run, and
     the passage that answers the question makes it more likely than an unrelated one."""

@@ -108,11 +108,10 @@ class SentenceIndex:
         """The part of a chunk that best matches ``question``: its best sentence (by the IDF
         of the question words it holds) with the sentences around it, up to ``max_chars``.
         A judge reads this instead of the whole chunk: ~100 tokens instead of ~500."""
-        sids = self._by_chunk.get(chunk_id, [])
-        if not sids:
+        best = self.best_sentence(chunk_id, question)
+        if best is None:
             return ""
-        q = set(content_words(question, self.language))
-        best = max(sids, key=lambda sid: (sum(self._idf.get(w, 0.0) for w in q & self._words[sid]), -sid))
+        sids = self._by_chunk[chunk_id]
         i = sids.index(best)
         lo, hi = i, i + 1
         text = self.sentences[best].text[:max_chars]
@@ -127,6 +126,45 @@ class SentenceIndex:
                         grown = True
             if not grown:
                 return text
+
+    def best_sentence(self, chunk_id: int, question: str) -> int | None:
+        """The id of the chunk's sentence holding the most (IDF-weighted) question words."""
+        sids = self._by_chunk.get(chunk_id, [])
+        if not sids:
+            return None
+        q = set(content_words(question, self.language))
+        return max(sids, key=lambda sid: (sum(self._idf.get(w, 0.0) for w in q & self._words[sid]), -sid))
+
+    def sentences_of(self, chunk_id: int) -> list[int]:
+        return self._by_chunk.get(chunk_id, [])
+
+    def words_of(self, sid: int) -> set[str]:
+        return self._words[sid]
+
+    def links(self, sid: int, known: set[str], max_df: int) -> list[tuple[float, int]]:
+        """Sentences that share a rare word with sentence ``sid``, best first, as
+        (score, sentence id).
+
+        A word links two sentences when fewer than ``max_df`` + 1 sentences of the document
+        hold it and it is not in ``known`` (the question's words and the words already
+        followed): a name or code that occurs in a handful of places ties them together,
+        a common word ties everything to everything. Score: the summed IDF of the shared
+        rare words."""
+        if not hasattr(self, "_postings"):
+            postings: dict[str, list[int]] = {}
+            for i, words in enumerate(self._words):
+                for w in words:
+                    postings.setdefault(w, []).append(i)
+            self._postings = postings
+        scores: dict[int, float] = {}
+        for w in self._words[sid] - known:
+            hits = self._postings.get(w, [])
+            if len(hits) > max_df:
+                continue
+            for other in hits:
+                if other != sid:
+                    scores[other] = scores.get(other, 0.0) + self._idf.get(w, 0.0)
+        return sorted(((sc, o) for o, sc in scores.items()), key=lambda t: (-t[0], t[1]))
 
     def candidates(self, text: str, n: int = 8) -> list[int]:
         words = content_words(text, self.language)

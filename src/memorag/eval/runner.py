@@ -11,7 +11,7 @@ from pathlib import Path
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, MethodRunner
-from memorag.eval.metrics import all_gold_at_k, exact_match, qa_f1, recall_at_k, rouge_l
+from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k, rouge_l
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
 from memorag.store import StateError
@@ -48,13 +48,16 @@ def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool
             scored = [r["rouge_l"] for r in rs if r.get("rouge_l") is not None]  # older rows lack it
             if scored:
                 agg["rouge_l"] = round(sum(scored) / len(scored), 4)
+            matched = [r["match"] for r in rs if r.get("match") is not None]  # older rows lack it
+            if matched:
+                agg["match"] = round(sum(matched) / len(matched), 4)
         agg["seconds_per_question"] = round(sum(r["seconds"] for r in rs) / len(rs), 2)
         out[m] = agg
     return out
 
 
 def markdown_table(summary: dict, k: int, retrieval_only: bool) -> str:
-    scores = [] if retrieval_only else ["f1", "em", "rouge_l"]
+    scores = [] if retrieval_only else ["f1", "em", "rouge_l", "match"]
     cols = [f"recall@{k}", f"all_gold@{k}", *scores, "n", "seconds_per_question"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for m, agg in summary.items():
@@ -135,7 +138,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                        "all_gold": all_gold_at_k(q.gold, res.evidence) if m != "full" else None,
                        "prediction": pred, "f1": qa_f1(pred, q.answers) if pred else 0.0,
                        "em": exact_match(pred, q.answers) if pred else 0.0,
-                       "rouge_l": rouge_l(pred, q.answers) if pred else 0.0, "clues": res.clues,
+                       "rouge_l": rouge_l(pred, q.answers) if pred else 0.0,
+                       "match": match_score(pred, q.answers, q.match), "clues": res.clues,
                        "query": res.query, "seconds": round(time.perf_counter() - t, 2),
                        "config_key": _config_key(config)}
                 log.write(json.dumps(row, ensure_ascii=False) + "\n")
