@@ -60,6 +60,14 @@ def test_unknown_plan_is_a_clear_error_and_plans_can_be_registered():
     register_plan("test-mine", mine)
     assert "test-mine" in plan_names()
     assert run_plan("test-mine", PlanContext(retriever=None), "q", None, 3) == [] and calls == ["q"]
+    from memorag.plans import CLUE_KINDS, plan_clue_kinds
+
+    assert plan_clue_kinds("test-mine") == CLUE_KINDS  # unsaid: the memory generates every kind
+    register_plan("test-spans", mine, clues=("spans",))
+    assert plan_clue_kinds("test-spans") == ("spans",)
+    with pytest.raises(InputError, match="clue kind"):
+        register_plan("test-bad", mine, clues=("gossip",))
+    assert "test-bad" not in plan_names()
 
 
 def test_grounded_plan_with_only_invented_clues_equals_question_only(embedder):

@@ -94,7 +94,13 @@ def test_task_types_use_the_memory_as_documented():
 
     assert tasks("rag") == []  # plain RAG: the question alone
     assert tasks("qa") == ["To answer this from "]  # surrogate questions only
+    # the default plan ("recall") reads recalled spans only: surrogate questions are not generated
+    assert pipe.query_plan == "recall" and tasks("memorag") == ["Quote, word for word"]
+    pipe.query_plan = "clues"  # reads every kind of clue line
     assert tasks("memorag") == ["Quote, word for word", "To answer this from "]
+    pipe.query_plan = "likelihood"  # reads none: the memory generates nothing
+    assert tasks("memorag") == []
+    pipe.query_plan = "recall"
     assert tasks("summarize", None) == ["List the key points "]
     with pytest.raises(InputError, match="task_type"):
         pipe.ask(Q_A, task_type="chat")

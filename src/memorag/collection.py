@@ -45,7 +45,7 @@ from memorag.docstore import STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
 from memorag.memory import Clues, MemoryState, check_same_model
-from memorag.plans import PlanContext, run_plan
+from memorag.plans import PlanContext, plan_clue_kinds, run_plan
 from memorag.retrieval import RetrievalState, Retriever
 from memorag.store import load_consistent, read_manifest
 from memorag.text import check_text
@@ -653,10 +653,11 @@ class Collection:
         versions = dict(self._versions())
         t1 = time.perf_counter()
         clues: dict[str, Clues] = {}
-        if use_memory:
+        kinds = plan_clue_kinds(pipe.query_plan) if use_memory else ()
+        if kinds:  # a plan that reads no clues loads no memory
             for name, _ in routed:
                 self._activate(name, versions[name])
-                clues[name] = pipe.memory.clues(question)
+                clues[name] = pipe.memory.clues(question, kinds=kinds)
         t2 = time.perf_counter()
         joined = join_states([(n, self.retrieval_state(n, versions[n])) for n, _ in routed])
         merged = Clues(question=question, spans=[s for c in clues.values() for s in c.spans],

@@ -367,12 +367,17 @@ class Memory:
         """Key points of the whole document, one per line."""
         return "\n".join(self.key_points(max_new_tokens))
 
-    def clues(self, query: str, *, use_answer: bool = False, max_new_tokens: int = 128) -> Clues:
+    def clues(self, query: str, *, use_answer: bool = False, max_new_tokens: int = 128,
+              kinds: tuple[str, ...] = ("spans", "questions", "answer")) -> Clues:
+        """Recalled spans, surrogate questions and (``use_answer``) a draft answer; ``kinds``
+        limits which are generated (a query plan that reads only spans skips the rest)."""
         t0 = time.perf_counter()
         clues = Clues(question=query)
-        clues.spans = self.recall_spans(query, max_new_tokens)
-        clues.questions = self.surrogate_questions(query, min(96, max_new_tokens))
-        if use_answer:
+        if "spans" in kinds:
+            clues.spans = self.recall_spans(query, max_new_tokens)
+        if "questions" in kinds:
+            clues.questions = self.surrogate_questions(query, min(96, max_new_tokens))
+        if use_answer and "answer" in kinds:
             clues.answer = self.answer(query)
         clues.seconds = time.perf_counter() - t0
         return clues

@@ -30,7 +30,7 @@ from memorag.models.registry import (
     load_llm,
     make_index_factory,
 )
-from memorag.plans import PlanContext, PlanParams, ground_clues, run_plan
+from memorag.plans import PlanContext, PlanParams, ground_clues, plan_clue_kinds, run_plan
 from memorag.progress import for_stage, progress_bar
 from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Hit, RetrievalState, Retriever
@@ -382,7 +382,9 @@ class MemoRAG:
         else:
             # memorag: recalled spans + surrogate questions (+ draft answer); qa: surrogate questions only.
             if task_type == "memorag":
-                clues = self.memory.clues(query, use_answer=use_memory_answer)
+                kinds = plan_clue_kinds(self.query_plan)
+                clues = (self.memory.clues(query, use_answer=use_memory_answer, kinds=kinds) if kinds
+                         else Clues(question=query))  # the plan reads no clues: no memory generation
             else:
                 clues = Clues(question=query, questions=self.memory.surrogate_questions(query))
             hits = self.retrieve(query, clues, k)

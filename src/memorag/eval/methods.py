@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from memorag.memory import Clues
 from memorag.pipeline import MemoRAG
-from memorag.plans import run_plan
+from memorag.plans import CLUE_KINDS, plan_clue_kinds, run_plan
 from memorag.prompts import fill, prompts_for
 
 METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "likelihood", "clues", "grounded", "memorag", "memorag+answer")
@@ -47,10 +47,11 @@ class MethodRunner:
     def _prompts(self):
         return prompts_for(self.pipe.memory.language or "en")
 
-    def clues(self, question: str) -> Clues:
-        if question not in self._clues:
-            self._clues[question] = self.pipe.memory.clues(question, use_answer=True)
-        return self._clues[question]
+    def clues(self, question: str, kinds: tuple[str, ...] = CLUE_KINDS) -> Clues:
+        key = f"{question}\x00{','.join(kinds)}"
+        if key not in self._clues:
+            self._clues[key] = self.pipe.memory.clues(question, use_answer=True, kinds=kinds)
+        return self._clues[key]
 
     def retrieve(self, method: str, question: str, document: str) -> MethodResult:
         r = self.pipe.retriever
@@ -69,9 +70,10 @@ class MethodRunner:
         elif method in ("rerank", "likelihood"):
             hits = run_plan(method, self.pipe.plan_context(), question, None, self.k, self.pipe.plan_params())
         elif method in ("clues", "grounded", "memorag", "memorag+answer"):
-            full = self.clues(question)
-            clues = Clues(question, full.spans, full.questions, full.answer if method == "memorag+answer" else "")
             plan = self.pipe.query_plan if method.startswith("memorag") else method
+            # the memory generates only the clue kinds the plan reads, as the pipeline does
+            full = self.clues(question, plan_clue_kinds(plan) if method.startswith("memorag") else CLUE_KINDS)
+            clues = Clues(question, full.spans, full.questions, full.answer if method == "memorag+answer" else "")
             hits = run_plan(plan, self.pipe.plan_context(), question, clues, self.k, self.pipe.plan_params())
             return MethodResult([h.text for h in hits], clues=clues.lines())
         else:
