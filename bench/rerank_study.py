@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
     ap.add_argument("--f1", default="", help="comma-separated labels whose evidence the generator "
                     "(the judge model) answers from; answer F1 / EM are reported for them")
+    ap.add_argument("--k", type=int, default=5, help="evidence chunks per question")
     ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
 
@@ -92,7 +93,7 @@ def main() -> None:
         per, tokens = (int(rest[0]) if rest else 10), (int(rest[1]) if len(rest) > 1 else 32000)
         runs.append((512, datasets.build(name, first_index=int(first), limit=int(limit), per_haystack=per,
                                          haystack_tokens=tokens, seed=int(seed), count_tokens=counter), {}))
-    k = 5
+    k = args.k
     settings = [("question", "question", PlanParams())]
     for b in map(int, args.budgets.split(",")):
         for w in map(float, args.weights.split(",")):
@@ -109,6 +110,7 @@ def main() -> None:
     f1_labels = [x for x in args.f1.split(",") if x]
     answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     prompts = prompts_for("en")
+    answered: dict[tuple[str, tuple[str, ...]], str] = {}
 
     def answer(question: str, evidence: list[str]) -> str:
         user = fill(prompts.gen_qa, evidence="\n\n".join(evidence), question=question)
@@ -135,12 +137,17 @@ def main() -> None:
                     rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
                                  "all_gold": totals[label][-1][1]})
                     if label in f1_labels:
-                        pred = answer(q.question, ev)
+                        # the same evidence in the same order gives the same prompt: answered once
+                        key = (q.question, tuple(ev))
+                        pred = answered[key] if key in answered else answer(q.question, ev)
+                        answered[key] = pred
                         answers[label].append((qa_f1(pred, q.answers), exact_match(pred, q.answers),
                                                match_score(pred, q.answers, q.match)))
                         rows[-1].update(prediction=pred, f1=answers[label][-1][0], em=answers[label][-1][1],
                                         match=answers[label][-1][2])
                 judge.save()
+                if args.output:  # after every question: a long run stopped early keeps its rows
+                    write_output(args, k, totals, answers, rows)
                 n = len(totals["question"])
                 best = max((lab for lab in totals if lab not in ("question", "dense", "bm25")), key=lambda lab: sum(a for a, _ in totals[lab]))
                 print(f"{n} q  question {sum(a for a, _ in totals['question']) / n:.3f}  best {best} "
@@ -148,24 +155,29 @@ def main() -> None:
                       f"{judge.seconds / max(1, judge.calls):.2f} s/passage, {judge.calls} scored", flush=True)
     n = len(totals["question"])
     print(f"\n{n} questions, judge {args.judge}, k={k}")
-    print("| plan | n | recall@5 | all_gold@5 |\n|---|---|---|---|")
-    table = {label: {"n": len(rs), "recall@5": round(sum(a for a, _ in rs) / len(rs), 4),
-                     "all_gold@5": round(sum(b for _, b in rs) / len(rs), 4)} for label, rs in totals.items()}
+    table = write_output(args, k, totals, answers, rows)
+    print(f"| plan | n | recall@{k} | all_gold@{k} |\n|---|---|---|---|")
     for label, fs in answers.items():
-        table[label].update(f1=round(sum(f[0] for f in fs) / len(fs), 4), em=round(sum(f[1] for f in fs) / len(fs), 4),
-                            match=round(sum(f[2] for f in fs) / len(fs), 4))
         print(f"{label}: answer F1 {table[label]['f1']:.3f}, EM {table[label]['em']:.3f}, "
               f"match {table[label]['match']:.3f} ({len(fs)} answers)")
     for label, row in table.items():
-        print(f"| {label} | {row['n']} | {row['recall@5']:.3f} | {row['all_gold@5']:.3f} |")
+        print(f"| {label} | {row['n']} | {row[f'recall@{k}']:.3f} | {row[f'all_gold@{k}']:.3f} |")
+
+
+def write_output(args, k: int, totals: dict, answers: dict, rows: list[dict]) -> dict:
+    table = {label: {"n": len(rs), f"recall@{k}": round(sum(a for a, _ in rs) / len(rs), 4),
+                     f"all_gold@{k}": round(sum(b for _, b in rs) / len(rs), 4)} for label, rs in totals.items()}
+    for label, fs in answers.items():
+        table[label].update(f1=round(sum(f[0] for f in fs) / len(fs), 4), em=round(sum(f[1] for f in fs) / len(fs), 4),
+                            match=round(sum(f[2] for f in fs) / len(fs), 4), answers=len(fs))
     if args.output:
         config = {"results": args.results, "build": args.build, "judge": args.judge, "method": args.method,
                   "budgets": args.budgets, "weights": args.weights, "hops": args.hops,
                   "max_df": args.max_df, "anchors": args.anchors, "depth": args.depth, "chars": args.chars,
-                  "top_k": k, "chunk_tokens": 512, "haystack_tokens": 32000, "questions_per_haystack": 10}
+                  "top_k": k, "chunk_tokens": 512}
         with open(args.output, "w", encoding="utf-8") as fh:
             json.dump({"config": config, "table": table, "questions": rows}, fh, indent=1)
-
+    return table
 
 if __name__ == "__main__":
     main()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from memorag.eval import datasets as ds
@@ -73,7 +75,7 @@ def test_vartrack_chains_read_forward_and_only_the_first_line_names_the_value():
     text = hays[0].text
     names = set()
     for q in hays[0].questions:
-        value = q.question.rsplit(" ", 1)[-1].rstrip(".")
+        value = re.search(r"the value (\d+)", q.question).group(1)
         lines = [g[0] for g in q.gold]
         assert q.match == "all" and len(q.answers) == 5 and len(lines) == 5
         assert lines[0] == f"VAR {q.answers[0]} = {value}"

@@ -232,6 +232,12 @@ def needle_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int = 4
 _VT_NOISE = "The river runs to the sea. The hills are quiet today. A road goes on and on. Birds sing at dawn.\n"
 
 
+# The task's instruction travels with the question, as RULER's prompt template carries it
+# (without it the 1.5B generator names the first variable only, even from the five lines alone).
+VT_QUESTION = ("Variables are assigned in chains: VAR B = VAR A gives B the value of A. Find all variables "
+               "that are assigned the value {value}, directly or through other variables.")
+
+
 def vartrack_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int = 4, haystack_tokens: int = 8000,
                        seed: int = 0, count_tokens: TokenCounter = approx_tokens, hops: int = 4) -> list[Haystack]:
     """``per_haystack`` chains of ``hops`` + 1 variables each, lines placed in document order
@@ -262,7 +268,7 @@ def vartrack_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int =
                 free.remove(pos)
             qi = start + c
             questions.append(EvalQuestion(id=f"vartrack-{seed}-{qi}",
-                                          question=f"Find all variables that are assigned the value {values[c]}.",
+                                          question=VT_QUESTION.format(value=values[c]),
                                           answers=chain, gold=[[line] for line in text], match="all"))
         body = []
         for i in range(slots):
