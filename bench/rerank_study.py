@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
     ap.add_argument("--f1", default="", help="comma-separated labels whose evidence the generator "
                     "(the judge model) answers from; answer F1 / EM are reported for them")
+    ap.add_argument("--notes", default="", help="comma-separated labels also answered with the sentences "
+                    "the link walk went through listed before the evidence (label + ' notes')")
     ap.add_argument("--k", type=int, default=5, help="evidence chunks per question")
     ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
@@ -108,12 +110,16 @@ def main() -> None:
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     rows: list[dict] = []
     f1_labels = [x for x in args.f1.split(",") if x]
+    note_labels = [x for x in args.notes.split(",") if x]
     answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     prompts = prompts_for("en")
     answered: dict[tuple[str, tuple[str, ...]], str] = {}
 
-    def answer(question: str, evidence: list[str]) -> str:
-        user = fill(prompts.gen_qa, evidence="\n\n".join(evidence), question=question)
+    def answer(question: str, evidence: list[str], linked: list[str] | None = None) -> str:
+        text = "\n\n".join(evidence)
+        if linked:
+            text = "Linked sentences:\n" + "\n".join(linked) + "\n\n" + text
+        user = fill(prompts.gen_qa, evidence=text, question=question)
         return judge.judge.chat([{"role": "system", "content": prompts.gen_system},
                                  {"role": "user", "content": user}], max_new_tokens=48).strip()
 
@@ -132,6 +138,7 @@ def main() -> None:
                 for label, plan, params in settings:
                     if plan == "recall" and not clues:
                         continue
+                    ctx.linked = []
                     ev = [h.text for h in run_plan(plan, ctx, q.question, c, k, params)]
                     totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
                     rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
@@ -141,6 +148,14 @@ def main() -> None:
                         key = (q.question, tuple(ev))
                         pred = answered[key] if key in answered else answer(q.question, ev)
                         answered[key] = pred
+                    if label in note_labels:
+                        pred = answer(q.question, ev, ctx.linked)
+                        scores = (qa_f1(pred, q.answers), exact_match(pred, q.answers),
+                                  match_score(pred, q.answers, q.match))
+                        answers[label + " notes"].append(scores)
+                        rows.append({"id": q.id, "haystack": hay.id, "method": label + " notes",
+                                     "prediction": pred, "linked": list(ctx.linked),
+                                     "f1": scores[0], "em": scores[1], "match": scores[2]})
                         answers[label].append((qa_f1(pred, q.answers), exact_match(pred, q.answers),
                                                match_score(pred, q.answers, q.match)))
                         rows[-1].update(prediction=pred, f1=answers[label][-1][0], em=answers[label][-1][1],
@@ -161,14 +176,15 @@ def main() -> None:
         print(f"{label}: answer F1 {table[label]['f1']:.3f}, EM {table[label]['em']:.3f}, "
               f"match {table[label]['match']:.3f} ({len(fs)} answers)")
     for label, row in table.items():
-        print(f"| {label} | {row['n']} | {row[f'recall@{k}']:.3f} | {row[f'all_gold@{k}']:.3f} |")
+        if f"recall@{k}" in row:
+            print(f"| {label} | {row['n']} | {row[f'recall@{k}']:.3f} | {row[f'all_gold@{k}']:.3f} |")
 
 
 def write_output(args, k: int, totals: dict, answers: dict, rows: list[dict]) -> dict:
     table = {label: {"n": len(rs), f"recall@{k}": round(sum(a for a, _ in rs) / len(rs), 4),
                      f"all_gold@{k}": round(sum(b for _, b in rs) / len(rs), 4)} for label, rs in totals.items()}
     for label, fs in answers.items():
-        table[label].update(f1=round(sum(f[0] for f in fs) / len(fs), 4), em=round(sum(f[1] for f in fs) / len(fs), 4),
+        table.setdefault(label, {"n": len(fs)}).update(f1=round(sum(f[0] for f in fs) / len(fs), 4), em=round(sum(f[1] for f in fs) / len(fs), 4),
                             match=round(sum(f[2] for f in fs) / len(fs), 4), answers=len(fs))
     if args.output:
         config = {"results": args.results, "build": args.build, "judge": args.judge, "method": args.method,

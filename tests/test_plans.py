@@ -193,6 +193,9 @@ def test_following_links_walks_a_variable_chain_the_question_cannot_reach():
         assert recall_at_k(q.gold, walked) == 1.0  # the value's line, then each copy of it
         assert recall_at_k(q.gold, plain) < 1.0  # the copies share no word with the question
         assert walked[0] == next(c.text for c in r.chunks if q.gold[0][0] in c.text)  # the anchor leads
+        ctx = PlanContext(r, None)
+        run_plan("likelihood", ctx, q.question, None, 4, on)
+        assert [s.rstrip(".") for s in ctx.linked] == [g[0] for g in q.gold]  # the walk, in order
         # the walk stops at its budget: one hop reaches the value's line and one copy only
         one = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4,
                                         replace(on, follow_hops=1))]

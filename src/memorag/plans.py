@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memorag.errors import InputError
 from memorag.retrieval import Hit, Retriever, weighted_rrf
@@ -92,6 +92,9 @@ class PlanContext:
 
     retriever: Retriever
     judge: object | None = None
+    # What the plan found on the way, for the generator's prompt: the sentences a link walk
+    # went through, anchor first (filled by follow_links; empty when no walk happened).
+    linked: list[str] = field(default_factory=list)
 
 
 class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
@@ -361,6 +364,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
         sid: int = anchor
         if index.sentences[sid].chunk_id not in order:
             order.append(index.sentences[sid].chunk_id)
+        ctx.linked.append(index.sentences[sid].text)
         known, visited, reached = set(q_words), {sid}, 0
         # A step inside a chunk already taken (a name's paragraph repeats it) is free; only
         # a step that reaches a new chunk counts as a hop. The step cap ends a walk that
@@ -372,6 +376,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
             known |= index.words_of(sid)  # go forward, not back along the word just followed
             sid = nxt[0]
             visited.add(sid)
+            ctx.linked.append(index.sentences[sid].text)
             if index.sentences[sid].chunk_id not in order:
                 order.append(index.sentences[sid].chunk_id)
                 reached += 1
