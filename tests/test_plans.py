@@ -183,23 +183,27 @@ def test_following_links_walks_a_variable_chain_the_question_cannot_reach():
     from memorag.eval.metrics import recall_at_k
     from memorag.plans import PlanParams
 
-    hay = vartrack_haystacks(limit=2, per_haystack=2, haystack_tokens=2500, seed=5, hops=3)[0]
+    hay = vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=4000, seed=5, hops=3)[0]
     r = _hash_retriever(hay.text, chunk_tokens=64)
     for q in hay.questions:
         off = replace(PlanParams(), follow_hops=0)
         on = replace(PlanParams(), follow_hops=3)
-        plain = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4, off)]
-        walked = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4, on)]
+        plain = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 5, off)]
+        walked = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 5, on)]
         assert recall_at_k(q.gold, walked) == 1.0  # the value's line, then each copy of it
         assert recall_at_k(q.gold, plain) < 1.0  # the copies share no word with the question
         assert walked[0] == next(c.text for c in r.chunks if q.gold[0][0] in c.text)  # the anchor leads
         ctx = PlanContext(r, None)
-        run_plan("likelihood", ctx, q.question, None, 4, on)
+        run_plan("likelihood", ctx, q.question, None, 5, on)
         assert [s.rstrip(".") for s in ctx.linked] == [g[0] for g in q.gold]  # the walk, in order
         # the walk stops at its budget: one hop reaches the value's line and one copy only
-        one = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 4,
+        one = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 5,
                                         replace(on, follow_hops=1))]
         assert recall_at_k(q.gold[:2], one) == 1.0 and recall_at_k(q.gold[2:], one[:2]) == 0.0
+        # at k=3 the walk takes one hop whatever follow_hops says: one place stays the judge's
+        ctx = PlanContext(r, None)
+        run_plan("likelihood", ctx, q.question, None, 3, on)
+        assert len(ctx.linked) == 2
 
 
 def test_query_likelihood_on_the_default_model_is_consistent_and_prefers_the_right_passage():
