@@ -2,12 +2,12 @@
 
 For each memory model spec (``default``, a trained ``.gguf``...): the eval harness's
 HotpotQA haystacks (memorag.eval.datasets, sized with the default model's tokenizer), each
-memorized once and cached like ``memorag eval``; then per question the memory's clues
-(``Memory.clues``, what ``MemoRAG.ask`` computes) and, through the eval harness's own
-``MethodRunner``:
+memorized once and cached like ``memorag eval``; then per question the memory's recalled
+spans (``Memory.recall_spans``, the task the training teaches; surrogate questions are left
+out for both models) and, through the eval harness's own ``MethodRunner``:
 
-* ``recall@k`` / ``all_gold@k`` of the clue plans ``clues`` (question + every clue line)
-  and ``grounded`` (question + the clue lines the document really holds);
+* ``recall@k`` / ``all_gold@k`` of the clue plans ``clues`` (question + every span) and
+  ``grounded`` (question + the spans the document really holds);
 * ``spans_in_document``: the share of recalled spans found verbatim in the haystack
   (case and whitespace ignored), and ``spans_grounded``: the share that memorag.grounding
   matches to a real sentence;
@@ -35,6 +35,7 @@ from memorag.eval import datasets
 from memorag.eval.methods import MethodRunner
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
 from memorag.eval.runner import _haystack_dir
+from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import load_llm
 from memorag.pipeline import MemoRAG
@@ -80,11 +81,14 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
         runner = MethodRunner(pipe, k)
         doc = _norm(hay.text)
         for q in hay.questions:
-            clues = runner.clues(q.question)
-            grounded = ground_clues(pipe.retriever, q.question, type(clues)(q.question, clues.spans),
-                                    PlanParams(language=pipe.memory.language or "en"))
+            # Recall spans only: training taught the recall task, and the surrogate questions
+            # and draft answer (never in the document) would blur both measures. The runner
+            # takes these clues as it would take Memory.clues' (its cache).
+            clues = Clues(q.question, spans=pipe.memory.recall_spans(q.question))
+            runner._clues[q.question] = clues
+            grounded = ground_clues(pipe.retriever, q.question, clues, PlanParams(language=pipe.memory.language or "en"))
             gold = [s.strip() for para in q.gold for s in para if s.strip()]
-            row = {"id": q.id, "question": q.question, "spans": clues.spans, "questions": clues.questions,
+            row = {"id": q.id, "question": q.question, "spans": clues.spans,
                    "spans_in_document": [_norm(s) in doc for s in clues.spans],
                    "spans_grounded": [g.grounded for g in grounded],
                    "gold_quoted": [any(_norm(g) in _norm(s) or _norm(s) in _norm(g) and len(s.split()) >= 4

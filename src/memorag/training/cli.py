@@ -50,7 +50,7 @@ def lora_command(
     grad_accum: Annotated[int, typer.Option(help="Forward passes per optimizer step.")] = 4,
     max_tokens: Annotated[int, typer.Option(help="Skip examples longer than this (prompt + reply tokens).")] = 1024,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    precision: Annotated[str, typer.Option(help="Base weights: auto (bf16 where the GPU or CPU has it in hardware: AMX, AVX512-BF16), fp32 or bf16.")] = "auto",
+    precision: Annotated[str, typer.Option(help="Base weights: auto (bf16 on a GPU that has it, else fp32), fp32 or bf16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for example order and adapter init.")] = 0,
     log_every: Annotated[int, typer.Option(help="Print progress every N steps.")] = 1,
 ) -> None:
