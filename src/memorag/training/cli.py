@@ -1,0 +1,118 @@
+"""`memorag train`: build clue data, fine-tune the memory model with LoRA, export a GGUF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+train_app = typer.Typer(
+    help="Train the memory model to quote the document: clue data, LoRA fine-tuning, GGUF export (docs/training.md).",
+    no_args_is_help=True,
+)
+
+_Base = Annotated[str, typer.Option(help="Base memory model: 'default', a packaged name, a .gguf file or a transformers dir.")]
+
+
+def _echo(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+@train_app.command("data")
+def data_command(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for train.jsonl and split.json.")],
+    hotpotqa: Annotated[int, typer.Option(help="HotpotQA examples (supporting-fact sentences).")] = 400,
+    squad: Annotated[int, typer.Option(help="SQuAD examples (the answer's sentence).")] = 100,
+    window_tokens: Annotated[int, typer.Option(help="Document window per example (estimated tokens).")] = 700,
+    hotpotqa_first: Annotated[int, typer.Option(help="First HotpotQA index drawn; lower ones stay for evaluation.")] = 1000,
+    hotpotqa_end: Annotated[int, typer.Option(help="End of the HotpotQA range (at most 3700: later ones are held out).")] = 3700,
+    seed: Annotated[int, typer.Option(help="Seed for the choice and order of examples.")] = 0,
+) -> None:
+    """Build clue examples in the memory's recall prompt format (needs the evaluation data wheel)."""
+    from memorag.training import data
+
+    examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed,
+                                 hotpotqa_range=(hotpotqa_first, hotpotqa_end))
+    path = data.write(examples, split, out_dir)
+    _echo(f"wrote {len(examples)} examples to {path} ({len(split.hotpotqa_indices)} HotpotQA, {len(split.squad_ids)} "
+          f"SQuAD); skipped: {split.skipped or 'none'}")
+
+
+@train_app.command("lora")
+def lora_command(
+    data_path: Annotated[Path, typer.Argument(help="train.jsonl (or the directory holding it).")],
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the adapter and train_log.json.")],
+    base: _Base = "default",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 200,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (linear warmup and decay).")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 1,
+    grad_accum: Annotated[int, typer.Option(help="Forward passes per optimizer step.")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Skip examples longer than this (prompt + reply tokens).")] = 1024,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    precision: Annotated[str, typer.Option(help="Base weights: auto (bf16 on a GPU that has it, else fp32), fp32 or bf16.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for example order and adapter init.")] = 0,
+    log_every: Annotated[int, typer.Option(help="Print progress every N steps.")] = 1,
+) -> None:
+    """Fine-tune LoRA adapters on clue examples (CPU, or a GPU when accelerate sees one)."""
+    from memorag.training import data
+    from memorag.training.lora import TrainConfig, train
+
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
+                         max_tokens=max_tokens, rank=rank, alpha=2 * rank, precision=precision, seed=seed,
+                         log_every=log_every)
+    config.check()
+    train(data.read(data_path), base, out_dir, config, log=_echo)
+
+
+@train_app.command("export")
+def export_command(
+    adapter_dir: Annotated[Path, typer.Argument(help="The adapter directory written by `memorag train lora`.")],
+    outfile: Annotated[Path, typer.Argument(help="The GGUF file to write.")],
+    base: _Base = "default",
+    quant: Annotated[str, typer.Option(help="Q4_K_M (the default model's type), Q5_K_M, Q6_K, Q8_0 or F16.")] = "Q4_K_M",
+    converter: Annotated[Path | None, typer.Option(help="convert_hf_to_gguf.py or its llama.cpp directory.")] = None,
+    keep_intermediate: Annotated[bool, typer.Option(help="Keep the merged model and the f16 GGUF.")] = False,
+) -> None:
+    """Merge the adapter into the base model and write a quantized GGUF for Memory("file.gguf")."""
+    from memorag.training.export import export
+
+    export(base, adapter_dir, outfile, qtype=quant, converter=converter, keep_intermediate=keep_intermediate,
+           log=_echo)
+
+
+@train_app.command("fetch-converter")
+def fetch_converter_command() -> None:
+    """Download llama.cpp's GGUF converter (from the llama-cpp-python sdist on PyPI) into the cache."""
+    from memorag.training.export import fetch_converter
+
+    typer.echo(str(fetch_converter(log=_echo)))
+
+
+@train_app.command("run")
+def run_command(
+    out_dir: Annotated[Path, typer.Argument(help="Working directory: data/, adapter/, train_log.json, the GGUF.")],
+    base: _Base = "default",
+    hotpotqa: Annotated[int, typer.Option(help="HotpotQA examples.")] = 400,
+    squad: Annotated[int, typer.Option(help="SQuAD examples.")] = 100,
+    window_tokens: Annotated[int, typer.Option(help="Document window per example (estimated tokens).")] = 700,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 200,
+    grad_accum: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 4,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    quant: Annotated[str, typer.Option(help="Quantization of the exported GGUF.")] = "Q4_K_M",
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """The whole flow: data, LoRA training, merge and GGUF export."""
+    from memorag.training import data, require_train_extra
+    from memorag.training.export import export, find_converter
+    from memorag.training.lora import TrainConfig, train
+
+    require_train_extra()
+    find_converter()  # before an hour of training, not after
+    config = TrainConfig(steps=steps, grad_accum=grad_accum, learning_rate=learning_rate, seed=seed)
+    examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed)
+    data.write(examples, split, out_dir / "data")
+    _echo(f"{len(examples)} examples in {out_dir / 'data'}")
+    train(examples, base, out_dir, config, log=_echo)
+    gguf = export(base, out_dir / "adapter", out_dir / f"memory-clues-{quant.lower()}.gguf", qtype=quant, log=_echo)
+    typer.echo(str(gguf))

