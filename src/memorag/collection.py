@@ -334,8 +334,8 @@ class Collection:
     models the store's documents were memorized with (or the defaults for an empty store),
     ``pipeline_kwargs`` overriding them; with ``build_only`` that pipeline gets no
     generator (no answer model is loaded just to add documents). The collection drives the
-    pipeline's memory and retriever: after :meth:`ask` the pipeline holds the last routed
-    document. One thread at a time (llama.cpp contexts are not thread-safe); processes
+    pipeline's memory and retriever: after :meth:`ask` the pipeline holds one of the routed
+    documents (the last one whose memory was made current). One thread at a time (llama.cpp contexts are not thread-safe); processes
     sharing the store are serialized by its lock.
     """
 
@@ -653,10 +653,16 @@ class Collection:
         versions = dict(self._versions())
         t1 = time.perf_counter()
         clues: dict[str, Clues] = {}
+        # Cached memories first: loading a missing one evicts the least recently used entry,
+        # which could otherwise be another memory this same question needs next (read from
+        # disk twice in one question; counted in tests/test_collection.py).
+        order = sorted(routed, key=lambda r: r[0] not in self.memories)  # stable: routed order within
         if use_memory:
-            for name, _ in routed:
+            got = {}
+            for name, _ in order:
                 self._activate(name, versions[name])
-                clues[name] = pipe.memory.clues(question)
+                got[name] = pipe.memory.clues(question)
+            clues = {name: got[name] for name, _ in routed}  # merged in routing order
         t2 = time.perf_counter()
         joined = join_states([(n, self.retrieval_state(n, versions[n])) for n, _ in routed])
         merged = Clues(question=question, spans=[s for c in clues.values() for s in c.spans],
@@ -669,8 +675,8 @@ class Collection:
             name, local = joined.locate(h.chunk_id)
             start = joined.state.chunks[h.chunk_id].start
             citations.append(Citation(n, name, local, start, start + len(h.text), h.text, float(h.score)))
-        if routed and use_memory:  # the pipeline now holds the last routed document, both parts
-            pipe.retriever.state = self.retrieval_state(routed[-1][0], versions[routed[-1][0]])
+        if order and use_memory:  # the pipeline now holds the last activated document, both parts
+            pipe.retriever.state = self.retrieval_state(order[-1][0], versions[order[-1][0]])
         t3 = time.perf_counter()
         language = joined.state.language if joined.state.language in ANSWER_PROMPT else "en"
         evidence = "\n\n".join(f"[{c.n}] ({c.document}) {c.text}" for c in citations)
