@@ -11,9 +11,9 @@ One store grows through the sizes: for each size the missing documents are writt
 files and added with ``Collection.add`` as ``memorag add`` does (extraction, sha256,
 chunks, vectors and the memory model's pass over each document, saved). Then a fresh
 ``Collection`` over the store (what ``memorag ask --store`` opens, the models already loaded)
-asks ``--questions`` SQuAD questions of documents in the store, and routes every answerable
-SQuAD question of those documents (routing accuracy: gold document routed first, within
-``route_top``, within 3).
+asks ``--questions`` SQuAD questions of documents in the store. After the largest size, every
+answerable SQuAD question of the store's articles is routed (routing accuracy: gold document
+routed first, within ``route_top``, within 3).
 
 Reported per size (wall AND CPU seconds, with the 1-minute load average before and after
 each timed phase, since other jobs may share the CPU):
@@ -25,8 +25,8 @@ each timed phase, since other jobs may share the CPU):
   disk: bytes of the store.
 
 ``--routing-only`` builds the same stores with the scripted memory fake of memorag.testing
-(routing reads only chunks and vectors; no LLM is loaded) and reports routing accuracy only:
-the quick way to compare routing rules (``--routing``).
+(routing reads only chunks and vectors; no LLM is loaded; one torch thread) and reports
+routing accuracy at every size: the quick way to compare routing rules (``--routing``).
 
 Usage:
   nice -n 19 python bench/bench_store_scale.py                        # 1, 10, 100 documents
@@ -183,19 +183,49 @@ class Timer:
                 "load1_before": self.load_before, "load1_after": self.load_after}
 
 
-def routing_accuracy(coll, docs: list[Doc], route_top: int) -> dict:
-    """Rank of each answerable SQuAD question's own document among the routed ones."""
+class Progress:
+    """``on_document`` callback: one line per document added, with its seconds and the load."""
+
+    def __init__(self, have: int, size: int) -> None:
+        self.done, self.size, self.tick = have, size, time.perf_counter()
+
+    def __call__(self, name: str, status: str) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        print(f"  [{self.done}/{self.size}] {name} {status} {now - self.tick:.1f} s (load {load1()})")
+        self.tick = now
+
+
+def routing_accuracy(coll, docs: list[Doc], route_top: int, rule: str) -> dict:
+    """Rank of each answerable SQuAD question's own document among the routed ones.
+
+    Runs with one torch thread: accuracy does not depend on it, and on a shared machine
+    two intra-op threads embedding one short question spin against each other (measured
+    here under load 5: 1.25 s wall and 0.31 s CPU per question with 2 threads, 0.03 s and
+    0.02 s with 1), which would make the ~1,600 questions take half an hour. Embedding
+    stayed slow after switching back to two threads in one run, so with models this runs
+    after everything timed.
+    """
+    import torch
+
     depth = max(3, route_top)
     ranks: list[int | None] = []
     wrong_first = {"squad": 0, "essay": 0}
     kinds = {d.name: d.kind for d in docs}
-    with Timer() as t:
-        for d in docs:
-            for q, _ in d.questions:
-                routed = [n for n, _ in coll.route(q, depth)]
-                ranks.append(routed.index(d.name) + 1 if d.name in routed else None)
-                if routed and routed[0] != d.name:
-                    wrong_first[kinds[routed[0]]] += 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with Timer() as t:
+            for d in docs:
+                for q, _ in d.questions:
+                    routed = [n for n, _ in coll.route(q, depth, rule=rule)]
+                    ranks.append(routed.index(d.name) + 1 if d.name in routed else None)
+                    if routed and routed[0] != d.name:
+                        wrong_first[kinds[routed[0]]] += 1
+                    if len(ranks) % 400 == 0:
+                        print(f"    routed {len(ranks)} questions ({rule})")
+    finally:
+        torch.set_num_threads(threads)
     n = len(ranks)
     if not n:
         return {"questions": 0}
@@ -205,8 +235,8 @@ def routing_accuracy(coll, docs: list[Doc], route_top: int) -> dict:
 
     return {"questions": n, "squad_documents": sum(1 for d in docs if d.kind == "squad"),
             "gold_first": share(1), f"gold_in_top{route_top}": share(route_top), "gold_in_top3": share(3),
-            "wrong_first_went_to": wrong_first, "route_seconds_per_question_wall": round(t.wall / n, 4),
-            "route_cpu_s_per_question": round(t.cpu / n, 4)}
+            "wrong_first_went_to": wrong_first, "torch_threads": 1,
+            "route_wall_s_per_question": round(t.wall / n, 4), "route_cpu_s_per_question": round(t.cpu / n, 4)}
 
 
 def pick_questions(docs: list[Doc], count: int, seed: int = 0) -> list[tuple[str, list[str], str]]:
@@ -234,7 +264,9 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=4, help="questions asked (timed) per size")
     ap.add_argument("--route-top", type=int, default=None, help="documents routed to (default: the collection's)")
     ap.add_argument("--max-memories", type=int, default=None, help="memory cache cap (default: the collection's)")
-    ap.add_argument("--routing", default=None, help="routing rule (default: the collection's)")
+    ap.add_argument("--routing", default=None,
+                    help="routing rules, comma-separated: the first routes the asks, accuracy is "
+                         "measured for each on the same store (default: the collection's rule)")
     ap.add_argument("--routing-only", action="store_true", help="no LLM: scripted memory, routing accuracy only")
     ap.add_argument("--store", type=Path, default=None, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default docs/results/store_scale_*.json)")
@@ -244,18 +276,19 @@ def main() -> None:
         sys.exit("--sizes: positive integers, e.g. 1,10,100")
 
     from memorag import MemoRAG
-    from memorag.collection import DEFAULT_MAX_MEMORIES, DEFAULT_ROUTE_TOP, Collection
+    from memorag.collection import DEFAULT_MAX_MEMORIES, DEFAULT_ROUTE_TOP, DEFAULT_ROUTING, Collection
 
     route_top = args.route_top or DEFAULT_ROUTE_TOP
     max_memories = args.max_memories or DEFAULT_MAX_MEMORIES
-    coll_kwargs: dict = {"route_top": route_top, "max_memories": max_memories}
-    if args.routing:
-        coll_kwargs["routing"] = args.routing
+    rules = [r.strip() for r in (args.routing or DEFAULT_ROUTING).split(",") if r.strip()]
+    coll_kwargs: dict = {"route_top": route_top, "max_memories": max_memories, "routing": rules[0]}
 
     docs = corpus(max(100, sizes[-1]), args.doc_tokens)[: sizes[-1]]
     print(f"{len(docs)} documents ({sum(d.kind == 'squad' for d in docs)} SQuAD articles), "
           f"~{args.doc_tokens} tokens each; sizes {sizes}; load average {os.getloadavg()}")
 
+    out = args.out or Path("docs/results") / (f"store_scale_{'routing_' if args.routing_only else ''}"
+                                               f"{'-'.join(map(str, sizes))}.json")
     work = args.store or Path(tempfile.mkdtemp(prefix="memorag-scale-"))
     store, sources = work / "store", work / "sources"
     if store.exists():
@@ -263,11 +296,14 @@ def main() -> None:
     sources.mkdir(parents=True, exist_ok=True)
 
     results: dict = {"sizes": sizes, "doc_tokens": args.doc_tokens, "route_top": route_top,
-                     "max_memories": max_memories, "routing": args.routing or "default",
+                     "max_memories": max_memories, "routing": rules,
                      "routing_only": args.routing_only, "cpus": os.cpu_count(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "runs": []}
     with Timer() as t_load:
         if args.routing_only:
+            import torch
+
+            torch.set_num_threads(1)  # nothing is timed; see routing_accuracy
             from memorag.models.registry import load_embedder, make_index_factory
             from memorag.retrieval import Retriever
             from memorag.testing import ScriptedLLM
@@ -291,18 +327,8 @@ def main() -> None:
                 (sources / d.name).write_text(d.text, encoding="utf-8")
                 files.append(sources / d.name)
             print(f"\n== {size} documents: adding {len(batch)} (load {load1()})")
-            done = [0]
-            tick = time.perf_counter()
-
-            def report(name: str, status: str) -> None:
-                nonlocal tick
-                done[0] += 1
-                now = time.perf_counter()
-                print(f"  [{have + done[0]}/{size}] {name} {status} {now - tick:.1f} s (load {load1()})")
-                tick = now
-
             with Timer() as t_add:
-                added = adder.add(files, on_document=report)
+                added = adder.add(files, on_document=Progress(have, size))
             tokens = sum(s.get("memory_tokens", 0) for s in added.stats.values())
             run["add"] = {"documents": len(batch), "memory_tokens": tokens,
                           "chars": sum(s.get("chars", 0) for s in added.stats.values()),
@@ -346,29 +372,36 @@ def main() -> None:
                 run["memory_cache"] = {"entries": len(asker.memories), "cap": max_memories,
                                        "full": len(asker.memories) == min(max_memories, size),
                                        "nbytes": asker.memories.nbytes, "rss_mb": rss_mb()}
+            # Routing accuracy switches torch to one thread (see routing_accuracy); with models
+            # that would change the timings of a later size, so it runs after the last one.
+            if size > 1 and (args.routing_only or size == sizes[-1]):
+                run["routing"] = {rule: routing_accuracy(asker, in_store, route_top, rule) for rule in rules}
+                for rule, acc in run["routing"].items():
+                    print(f"  routing ({rule}): {acc}")
             run["peak_rss_mb"] = peak_rss_mb()
-            if size > 1:
-                run["routing"] = routing_accuracy(asker, in_store, route_top)
-                print(f"  routing: {run['routing']}")
             results["runs"].append(run)
             print(f"  RSS {rss_mb()} MB, peak {run['peak_rss_mb']} MB")
+            write(out, results)  # after every size, so a long run that is stopped keeps what it measured
     finally:
         if args.store is None:
             shutil.rmtree(work, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    out = args.out or Path("docs/results") / (f"store_scale_{'routing_' if args.routing_only else ''}"
-                                               f"{'-'.join(map(str, sizes))}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write(out, results)
     print(f"\nwrote {out}")
     summary(results)
+
+
+def write(out: Path, results: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def summary(results: dict) -> None:
     print("| documents | add docs/s (wall / CPU) | tokens/s (wall / CPU) | ask s (median wall / CPU) "
           "| peak RSS MB | RSS cache full MB | disk MB | routed 1st / in top |")
     for r in results["runs"]:
-        a, k, rt = r["add"], r.get("ask", {}), r.get("routing", {})
+        a, k = r["add"], r.get("ask", {})
+        rt = r.get("routing", {}).get(results["routing"][0], {})
         top = results["route_top"]
         print(f"| {r['documents']} | {a['docs_per_s_wall']} / {a['docs_per_s_cpu']} "
               f"| {a['tokens_per_s_wall']} / {a['tokens_per_s_cpu']} "
