@@ -184,6 +184,34 @@ def test_bad_inputs_are_input_errors_before_any_work(tmp_path):
         coll.ask("Anything?")
 
 
+def test_routing_rules_score_a_document_by_its_best_chunk_or_its_best_three(tmp_path):
+    """"best" routes to the document with the single best-matching chunk; "top3-sum" to the
+    one whose three best chunks together match more (the comparison rule of the scale bench)."""
+    pipe = make_pipe()
+    coll = Collection(tmp_path / "store", pipe)
+    one = "The ferryman Bram Oddny rowed the grain barge across the river at dawn."
+    coll.add_text("single.txt", "\n\n".join([one] + [" ".join(FILLER)] * 4))
+    # Three chunks, each naming the ferryman and the barge, none the whole question.
+    coll.add_text("spread.txt", "\n\n".join(
+        [f"Bram Oddny {FILLER[i]} The grain barge waited." for i in range(3)] + [" ".join(FILLER)] * 2))
+    question = "Who rowed the grain barge across the river at dawn, Bram Oddny?"
+    best = coll.route(question, 2)
+    summed = coll.route(question, 2, rule="top3-sum")
+    assert best[0][0] == "single.txt" and summed[0][0] == "spread.txt"
+    joined = coll._all_documents()
+    hits = coll._retriever(joined).search([question], 60, lexical=True)
+    per_doc: dict[str, list[float]] = {}
+    for h in hits:
+        per_doc.setdefault(joined.locate(h.chunk_id)[0], []).append(h.score)
+    assert dict(best) == pytest.approx({n: s[0] for n, s in per_doc.items()})
+    assert dict(summed) == pytest.approx({n: sum(s[:3]) for n, s in per_doc.items()})
+    assert Collection(tmp_path / "store", pipe, routing="top3-sum").route(question, 1) == summed[:1]
+    with pytest.raises(InputError, match="routing rule"):
+        Collection(tmp_path / "store", pipe, routing="gist")
+    with pytest.raises(InputError, match="routing rule"):
+        coll.route(question, rule="mean")
+
+
 def test_document_names_are_safe_store_names():
     assert document_name(Path("/x/Annual Report (2024).pdf")) == "Annual-Report-2024-.pdf"
     assert document_name(Path(".profile.txt")) == "profile.txt"
