@@ -184,6 +184,34 @@ def test_bad_inputs_are_input_errors_before_any_work(tmp_path):
         coll.ask("Anything?")
 
 
+def test_routing_rules_score_a_document_by_its_best_chunk_or_its_best_three(tmp_path):
+    """"best" routes to the document with the single best-matching chunk; "top3-sum" to the
+    one whose three best chunks together match more (the comparison rule of the scale bench)."""
+    pipe = make_pipe()
+    coll = Collection(tmp_path / "store", pipe)
+    one = "The ferryman Bram Oddny rowed the grain barge across the river at dawn."
+    coll.add_text("single.txt", "\n\n".join([one] + [" ".join(FILLER)] * 4))
+    # Three chunks, each naming the ferryman and the barge, none the whole question.
+    coll.add_text("spread.txt", "\n\n".join(
+        [f"Bram Oddny {FILLER[i]} The grain barge waited." for i in range(3)] + [" ".join(FILLER)] * 2))
+    question = "Who rowed the grain barge across the river at dawn, Bram Oddny?"
+    best = coll.route(question, 2)
+    summed = coll.route(question, 2, rule="top3-sum")
+    assert best[0][0] == "single.txt" and summed[0][0] == "spread.txt"
+    joined = coll._all_documents()
+    hits = coll._retriever(joined).search([question], 60, lexical=True)
+    per_doc: dict[str, list[float]] = {}
+    for h in hits:
+        per_doc.setdefault(joined.locate(h.chunk_id)[0], []).append(h.score)
+    assert dict(best) == pytest.approx({n: s[0] for n, s in per_doc.items()})
+    assert dict(summed) == pytest.approx({n: sum(s[:3]) for n, s in per_doc.items()})
+    assert Collection(tmp_path / "store", pipe, routing="top3-sum").route(question, 1) == summed[:1]
+    with pytest.raises(InputError, match="routing rule"):
+        Collection(tmp_path / "store", pipe, routing="gist")
+    with pytest.raises(InputError, match="routing rule"):
+        coll.route(question, rule="mean")
+
+
 def test_document_names_are_safe_store_names():
     assert document_name(Path("/x/Annual Report (2024).pdf")) == "Annual-Report-2024-.pdf"
     assert document_name(Path(".profile.txt")) == "profile.txt"
@@ -437,3 +465,57 @@ def test_append_beyond_the_window_memorizes_the_whole_document_again(tmp_path):
     assert llm.call_counts["prefill"] > reads and stats.get("compression")  # read again, compressed
     assert coll.text("harbour.txt").endswith(long_part)
     assert "tide gauge" in coll.ask("What did Ruth Calloway paint?").answer
+
+
+# ------------------------------------------------------------------------- 100 documents, bounded memory
+_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pu"]
+
+
+def _vault(i: int) -> str:
+    """Made-up words unique to document ``i`` (0-99), so a question names one document."""
+    return f"{_SYLLABLES[i // 10]}{_SYLLABLES[i % 10]}dor"
+
+
+def _keeper(i: int) -> str:
+    return f"{_SYLLABLES[i % 10].title()}{_SYLLABLES[i // 10]}ria"
+
+
+def test_a_hundred_document_store_loads_only_routed_memories_and_never_holds_more_than_the_cap(tmp_path):
+    """Issue 11, bounded resources at scale: questions over a 100-document store read from
+    disk exactly the routed memories that are not cached, and at no point are more than
+    ``max_memories`` memories resident (counted in the cache and among live objects)."""
+    import gc
+
+    from memorag.collection import LoadedMemory
+
+    pipe = make_pipe()
+    cap, route_top = 3, 2
+    coll = Collection(tmp_path / "store", pipe, route_top=route_top, max_memories=cap)
+    for i in range(100):
+        coll.add_text(f"doc-{i:03d}", f"Ledger {i}.\n\n{FILLER[i % 3]}\n\nThe keeper {_keeper(i)} of vault "
+                      f"{_vault(i)} stored {i + 7} copper coins in the {_vault(i)} chest.\n\n{FILLER[(i + 1) % 3]}")
+    assert len(coll.names()) == 100 and len(coll.memories) == 0  # adding keeps no memory resident
+
+    reads: list[str] = []  # documents whose memory was read from disk, in order
+    real_read = pipe.memory.read
+
+    def counting_read(path):
+        reads.append(Path(path).parent.parent.name)  # .../NAME/state/memory
+        return real_read(path)
+
+    pipe.memory.read = counting_read
+    asked = [5, 42, 77, 5, 99, 13, 42, 60, 61, 5, 88, 0]  # repeats: some cached, some evicted by then
+    for i in asked:
+        before, n_reads = set(coll.memories.names), len(reads)
+        ans = coll.ask(f"How many coins did {_keeper(i)} store in vault {_vault(i)}?")
+        routed = [name for name, _ in ans.documents]
+        assert routed[0] == f"doc-{i:03d}" and len(routed) == route_top
+        assert f"{i + 7} copper coins" in ans.answer
+        # Only what this question needs is read: its routed documents that were not cached.
+        assert sorted(reads[n_reads:]) == sorted(set(routed) - before)
+        assert len(coll.memories) <= cap and set(routed) <= set(coll.memories.names)
+        # Nothing else keeps an evicted memory alive (the count holds no references itself).
+        resident = sum(isinstance(o, LoadedMemory) for o in gc.get_objects())
+        assert resident == len(coll.memories) <= cap
+    assert coll.memories.loads == len(reads) and coll.memories.evictions == len(reads) - len(coll.memories)
+    assert len(set(reads)) < 100 and coll.memories.hits > 0  # 12 questions never touched most memories

@@ -52,6 +52,11 @@ from memorag.text import check_text
 
 DEFAULT_ROUTE_TOP = 2
 DEFAULT_MAX_MEMORIES = 4
+# How a document's chunks' hits make its routing score (Collection.route):
+#   "best"     its best chunk's fused (dense + BM25) score;
+#   "top3-sum" the sum of its best three chunks' fused scores, from a deeper search.
+ROUTING_RULES = ("best", "top3-sum")
+DEFAULT_ROUTING = "best"
 
 # The answer prompt numbers the evidence so that marks in the answer map to citations.
 ANSWER_PROMPT = {
@@ -334,16 +339,17 @@ class Collection:
     models the store's documents were memorized with (or the defaults for an empty store),
     ``pipeline_kwargs`` overriding them; with ``build_only`` that pipeline gets no
     generator (no answer model is loaded just to add documents). The collection drives the
-    pipeline's memory and retriever: after :meth:`ask` the pipeline holds the last routed
-    document. One thread at a time (llama.cpp contexts are not thread-safe); processes
+    pipeline's memory and retriever: after :meth:`ask` the pipeline holds one of the routed
+    documents (the last one whose memory was made current). One thread at a time (llama.cpp contexts are not thread-safe); processes
     sharing the store are serialized by its lock.
     """
 
     def __init__(self, root: str | Path, pipe: Any = None, *, route_top: int = DEFAULT_ROUTE_TOP,
                  max_memories: int = DEFAULT_MAX_MEMORIES, max_memory_bytes: int | None = None,
-                 build_only: bool = False, **pipeline_kwargs: Any) -> None:
+                 build_only: bool = False, routing: str = DEFAULT_ROUTING, **pipeline_kwargs: Any) -> None:
         if route_top < 1:
             raise InputError(f"route_top must be at least 1; got {route_top!r}.")
+        self.routing = _check_routing(routing)
         self.store = DocStore(root)
         self._pipe = pipe
         self._pipeline_kwargs = pipeline_kwargs
@@ -619,23 +625,28 @@ class Collection:
             self._routing = (key, joined)
         return self._routing[1]
 
-    def route(self, question: str, top: int | None = None) -> list[tuple[str, float]]:
+    def route(self, question: str, top: int | None = None, *, rule: str | None = None) -> list[tuple[str, float]]:
         """The ``top`` documents for ``question``, best first, with their scores.
 
         One hybrid search (dense + BM25, fused by weighted RRF as in retrieval) over the
-        chunks of every document; a document scores as its best chunk. BM25 statistics are
-        taken over the whole store, so term rarity is comparable across documents.
+        chunks of every document. BM25 statistics are taken over the whole store, so term
+        rarity is comparable across documents. ``rule`` (default: the collection's
+        ``routing``) turns a document's chunk hits into its score: ``"best"``, its best
+        chunk; ``"top3-sum"``, the sum of its best three.
         """
         question = check_text(question, what="question")
         top = top or self.route_top
+        rule = _check_routing(rule or self.routing)
         joined = self._all_documents()
-        depth = max(20, 4 * top)
+        depth = max(20, 4 * top) if rule == "best" else max(60, 12 * top)
         hits = self._retriever(joined).search([question], depth, lexical=self.pipe.hybrid)
-        best: dict[str, float] = {}
-        for h in hits:
-            name, _ = joined.locate(h.chunk_id)
-            best.setdefault(name, h.score)  # hits are best first
-        return list(best.items())[:top]
+        per_doc: dict[str, list[float]] = {}
+        for h in hits:  # best first
+            per_doc.setdefault(joined.locate(h.chunk_id)[0], []).append(h.score)
+        take = 1 if rule == "best" else 3
+        scored = [(name, float(sum(scores[:take]))) for name, scores in per_doc.items()]
+        scored.sort(key=lambda ns: -ns[1])  # stable: ties keep the order of the best chunk
+        return scored[:top]
 
     def ask(self, question: str, *, route_top: int | None = None, top_k: int | None = None,
             max_new_tokens: int = 256, use_memory: bool = True,
@@ -653,11 +664,17 @@ class Collection:
         versions = dict(self._versions())
         t1 = time.perf_counter()
         clues: dict[str, Clues] = {}
+        # Cached memories first: loading a missing one evicts the least recently used entry,
+        # which could otherwise be another memory this same question needs next (read from
+        # disk twice in one question; counted in tests/test_collection.py).
+        order = sorted(routed, key=lambda r: r[0] not in self.memories)  # stable: routed order within
         kinds = plan_clue_kinds(pipe.query_plan) if use_memory else ()
         if kinds:  # a plan that reads no clues loads no memory
-            for name, _ in routed:
+            got = {}
+            for name, _ in order:
                 self._activate(name, versions[name])
-                clues[name] = pipe.memory.clues(question, kinds=kinds)
+                got[name] = pipe.memory.clues(question, kinds=kinds)
+            clues = {name: got[name] for name, _ in routed}  # merged in routing order
         t2 = time.perf_counter()
         joined = join_states([(n, self.retrieval_state(n, versions[n])) for n, _ in routed])
         merged = Clues(question=question, spans=[s for c in clues.values() for s in c.spans],
@@ -670,8 +687,8 @@ class Collection:
             name, local = joined.locate(h.chunk_id)
             start = joined.state.chunks[h.chunk_id].start
             citations.append(Citation(n, name, local, start, start + len(h.text), h.text, float(h.score)))
-        if routed and use_memory:  # the pipeline now holds the last routed document, both parts
-            pipe.retriever.state = self.retrieval_state(routed[-1][0], versions[routed[-1][0]])
+        if order and use_memory:  # the pipeline now holds the last activated document, both parts
+            pipe.retriever.state = self.retrieval_state(order[-1][0], versions[order[-1][0]])
         t3 = time.perf_counter()
         language = joined.state.language if joined.state.language in ANSWER_PROMPT else "en"
         evidence = "\n\n".join(f"[{c.n}] ({c.document}) {c.text}" for c in citations)
@@ -689,6 +706,12 @@ class Collection:
         return CollectionAnswer(answer, question, routed, citations, marks_in(answer, len(citations)), clues,
                                 {"routing": round(t1 - t0, 3), "clues": round(t2 - t1, 3),
                                  "retrieval": round(t3 - t2, 3), "generation": round(t4 - t3, 3)})
+
+
+def _check_routing(rule: str) -> str:
+    if rule not in ROUTING_RULES:
+        raise InputError(f"Unknown routing rule {rule!r}; choose one of {', '.join(ROUTING_RULES)}.")
+    return rule
 
 
 def marks_in(answer: str, n_citations: int) -> list[int]:
