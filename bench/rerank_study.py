@@ -70,9 +70,10 @@ def main() -> None:
     ap.add_argument("--weights", default="0.5,1,2,100")
     ap.add_argument("--depth", type=int, default=PlanParams().likelihood_depth)
     ap.add_argument("--chars", type=int, default=PlanParams().likelihood_chars)
-    ap.add_argument("--hops", default=str(PlanParams().follow_hops), help="comma-separated follow_hops values to compare (0 = off)")
+    ap.add_argument("--hops", default="0", help="comma-separated follow_hops values to compare (0 = off)")
     ap.add_argument("--max-df", type=int, default=PlanParams().follow_max_df)
     ap.add_argument("--anchors", type=int, default=PlanParams().follow_anchors)
+    ap.add_argument("--new-only", action="store_true", help="the walk adds only chunks the judge has not placed")
     ap.add_argument("--cache", default="/tmp/rerank_cache.json")
     ap.add_argument("--f1", default="", help="comma-separated labels whose evidence the generator "
                     "(the judge model) answers from; answer F1 / EM are reported for them")
@@ -106,7 +107,8 @@ def main() -> None:
                                      replace(PlanParams(), likelihood_passages=b, likelihood_weight=w,
                                              likelihood_depth=args.depth, likelihood_chars=args.chars,
                                              follow_hops=hops, follow_max_df=args.max_df,
-                                             follow_anchors=args.anchors)))
+                                             follow_anchors=args.anchors,
+                                             follow_new_only=args.new_only)))
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     rows: list[dict] = []
     f1_labels = [x for x in args.f1.split(",") if x]
