@@ -133,7 +133,11 @@ class SentenceIndex:
         if not sids:
             return None
         q = set(content_words(question, self.language))
-        return max(sids, key=lambda sid: (sum(self._idf.get(w, 0.0) for w in q & self._words[sid]), -sid))
+        return max(sids, key=lambda sid: (self.sentence_overlap(sid, q), -sid))
+
+    def sentence_overlap(self, sid: int, words: set[str]) -> float:
+        """:meth:`idf_overlap` of one indexed sentence, from its stored words (no re-tokenizing)."""
+        return sum(self._idf.get(w, 0.0) for w in words & self._words[sid])
 
     def sentences_of(self, chunk_id: int) -> list[int]:
         return self._by_chunk.get(chunk_id, [])

@@ -363,10 +363,11 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
     r = ctx.retriever
     index = r.sentence_index(p.language)
     q_words = set(content_words(question, p.language))
+    by_id = {h.chunk_id: h for h in ranked}
     scored = []
     for rank, h in enumerate(ranked[: p.follow_window]):
         for sid in index.sentences_of(h.chunk_id):
-            overlap = index.idf_overlap(q_words, index.sentences[sid].text)
+            overlap = index.sentence_overlap(sid, q_words)
             if overlap > 0:  # ties go to the better-ranked chunk: the judge's order stands
                 scored.append((-overlap, rank, sid))
     order: list[int] = []
@@ -387,14 +388,13 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
             sid = nxt[0]
             visited.add(sid)
             ctx.linked.append(index.sentences[sid].text)
-            if p.follow_new_only and any(h.chunk_id == index.sentences[sid].chunk_id for h in ranked):
+            if p.follow_new_only and index.sentences[sid].chunk_id in by_id:
                 continue  # the judge has already placed this chunk: its verdict stands
             if index.sentences[sid].chunk_id not in order:
                 order.append(index.sentences[sid].chunk_id)
                 reached += 1
                 if reached >= hops:
                     break
-    by_id = {h.chunk_id: h for h in ranked}
     out = [by_id.get(cid) or Hit(cid, 0.0, r.chunks[cid].text) for cid in order]
     out += [h for h in ranked if h.chunk_id not in order]
     return out[:k]
