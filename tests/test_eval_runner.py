@@ -16,20 +16,24 @@ def test_runner_writes_results_and_resumes(tmp_path):
     out = tmp_path / "results.json"
     kw = dict(limit=2, haystack_tokens=1200, questions_per_haystack=2, seed=5, top_k=2, retrieval_only=True,
               output=out, state_dir=tmp_path / "state", progress=False)
-    result = run("needle", ["dense", "bm25", "memorag"], **kw)
+    methods = ["dense", "bm25", "memorag", "clues"]
+    result = run("needle", methods, **kw)
     saved = json.loads(out.read_text())
     assert saved["dataset"] == "needle" and saved["config"]["top_k"] == 2
-    assert set(saved["methods"]) == {"dense", "bm25", "memorag"}
+    assert set(saved["methods"]) == set(methods)
     for agg in saved["methods"].values():
         assert agg["n"] == 2 and 0.0 <= agg["recall@2"] <= 1.0 and "all_gold@2" in agg
     q = saved["questions"][0]
     assert {"id", "method", "recall", "prediction", "clues"} <= set(q)
-    assert any(r["clues"] for r in saved["questions"] if r["method"] == "memorag")
+    # "clues" asks the memory for every clue kind; the needle's recall is bare numbers,
+    # which the default plan (spans only) drops as too short to search, so memorag's
+    # own rows may legitimately carry none.
+    assert any(r["clues"] for r in saved["questions"] if r["method"] == "clues")
     # BM25 finds an exact-key needle: this is a real retrieval, not a stub.
     assert saved["methods"]["bm25"]["recall@2"] > 0
     assert result["memorize_seconds"]  # the haystack was memorized...
 
-    again = run("needle", ["dense", "bm25", "memorag"], **kw)
+    again = run("needle", methods, **kw)
     assert again["memorize_seconds"] == []  # ...and a rerun reuses everything
     assert again["methods"] == result["methods"]
     table = markdown_table(again["methods"], 2, True)
