@@ -29,7 +29,7 @@ from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k
 from memorag.memory import Clues
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
-from memorag.plans import PlanContext, PlanParams, run_plan
+from memorag.plans import PlanContext, PlanParams, excerpt_evidence, run_plan
 from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Retriever
 
@@ -79,6 +79,9 @@ def main() -> None:
                     "(the judge model) answers from; answer F1 / EM are reported for them")
     ap.add_argument("--notes", default="", help="comma-separated labels also answered with the sentences "
                     "the link walk went through listed before the evidence (label + ' notes')")
+    ap.add_argument("--excerpts", default="", help="comma-separated labels also answered from excerpts of "
+                    "their evidence (plans.excerpt_evidence: the question's best sentences and the walked "
+                    "ones, with their neighbours; label + ' excerpts')")
     ap.add_argument("--k", type=int, default=5, help="evidence chunks per question")
     ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
@@ -113,6 +116,7 @@ def main() -> None:
     rows: list[dict] = []
     f1_labels = [x for x in args.f1.split(",") if x]
     note_labels = [x for x in args.notes.split(",") if x]
+    excerpt_labels = [x for x in args.excerpts.split(",") if x]
     answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     prompts = prompts_for("en")
     answered: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -124,6 +128,12 @@ def main() -> None:
         user = fill(prompts.gen_qa, evidence=text, question=question)
         return judge.judge.chat([{"role": "system", "content": prompts.gen_system},
                                  {"role": "user", "content": user}], max_new_tokens=48).strip()
+
+    def record(label: str, q, hay, pred: str, **extra) -> None:
+        scores = (qa_f1(pred, q.answers), exact_match(pred, q.answers), match_score(pred, q.answers, q.match))
+        answers[label].append(scores)
+        rows.append({"id": q.id, "haystack": hay.id, "method": label, "prediction": pred,
+                     "f1": scores[0], "em": scores[1], "match": scores[2], **extra})
 
     for chunk_tokens, hs, clues in runs:
         for hay in hs:
@@ -140,8 +150,9 @@ def main() -> None:
                 for label, plan, params in settings:
                     if plan == "recall" and not clues:
                         continue
-                    ctx.linked = []
-                    ev = [h.text for h in run_plan(plan, ctx, q.question, c, k, params)]
+                    ctx.linked, ctx.linked_ids = [], []
+                    hits = run_plan(plan, ctx, q.question, c, k, params)
+                    ev = [h.text for h in hits]
                     totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
                     rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
                                  "all_gold": totals[label][-1][1]})
@@ -150,18 +161,12 @@ def main() -> None:
                         key = (q.question, tuple(ev))
                         pred = answered[key] if key in answered else answer(q.question, ev)
                         answered[key] = pred
+                        record(label, q, hay, pred)
                     if label in note_labels:
-                        pred = answer(q.question, ev, ctx.linked)
-                        scores = (qa_f1(pred, q.answers), exact_match(pred, q.answers),
-                                  match_score(pred, q.answers, q.match))
-                        answers[label + " notes"].append(scores)
-                        rows.append({"id": q.id, "haystack": hay.id, "method": label + " notes",
-                                     "prediction": pred, "linked": list(ctx.linked),
-                                     "f1": scores[0], "em": scores[1], "match": scores[2]})
-                        answers[label].append((qa_f1(pred, q.answers), exact_match(pred, q.answers),
-                                               match_score(pred, q.answers, q.match)))
-                        rows[-1].update(prediction=pred, f1=answers[label][-1][0], em=answers[label][-1][1],
-                                        match=answers[label][-1][2])
+                        record(label + " notes", q, hay, answer(q.question, ev, ctx.linked), linked=list(ctx.linked))
+                    if label in excerpt_labels:
+                        short = excerpt_evidence(ctx, q.question, hits)
+                        record(label + " excerpts", q, hay, answer(q.question, short), evidence=short)
                 judge.save()
                 if args.output:  # after every question: a long run stopped early keeps its rows
                     write_output(args, k, totals, answers, rows)

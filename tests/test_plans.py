@@ -206,6 +206,32 @@ def test_following_links_walks_a_variable_chain_the_question_cannot_reach():
         assert len(ctx.linked) == 2
 
 
+@pytest.mark.unit
+def test_excerpts_keep_the_walked_chain_and_the_question_sentences_and_drop_the_filler():
+    from dataclasses import replace
+
+    from memorag.eval.datasets import vartrack_haystacks
+    from memorag.plans import PlanParams, excerpt_evidence
+
+    hay = vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=4000, seed=5, hops=3)[0]
+    r = _hash_retriever(hay.text, chunk_tokens=64)
+    q = hay.questions[0]
+    ctx = PlanContext(r, None)
+    hits = run_plan("likelihood", ctx, q.question, None, 5, replace(PlanParams(), follow_hops=3))
+    short = excerpt_evidence(ctx, q.question, hits, around=0)
+    assert len(short) == len(hits)
+    for (line,) in q.gold:  # every link of the chain survives, in the excerpt of its chunk
+        assert any(line in e for e in short)
+    assert sum(map(len, short)) < sum(len(h.text) for h in hits) / 2  # the filler around it goes
+    # around=1 adds each kept sentence's neighbours, in document order, gaps marked
+    index = r.sentence_index("en")
+    sids = index.sentences_of(hits[0].chunk_id)
+    middle = sids[len(sids) // 2]
+    text = index.excerpt(hits[0].chunk_id, {middle}, around=1)
+    assert text == " ".join(index.sentences[s].text for s in sids[len(sids) // 2 - 1: len(sids) // 2 + 2])
+    assert index.excerpt(hits[0].chunk_id, {sids[0], sids[-1]}, around=0).count("...") == (len(sids) > 2)
+
+
 def test_query_likelihood_on_the_default_model_is_consistent_and_prefers_the_right_passage():
     """Real llama.cpp scoring: the prefix cache gives the same numbers as a fresh run, and
     the passage that answers the question makes it more likely than an unrelated one."""

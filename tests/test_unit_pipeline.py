@@ -331,4 +331,20 @@ def test_a_generator_that_is_also_the_memory_judges_on_a_twin_not_on_the_documen
     assert pipe.ask(Q_A).evidence and llm.snapshot_prefix() == before  # the document state is untouched
     separate = new_pipe()
     separate.memorize(DOC_A, progress=False)
-    assert separate.plan_context().judge is separate.generator  # a generator of its own judges itself
+    # a generator of its own judges on a twin too, so the judge cannot evict its prompt cache
+    judge = separate.plan_context().judge
+    assert judge is not separate.generator and judge is separate.plan_context().judge
+
+    class NoTwin:  # a scoring generator that cannot make a second context judges itself
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            if name == "twin":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    alone = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96),
+                               NoTwin(ScriptedLLM()))
+    alone.memorize(DOC_A, progress=False)
+    assert alone.plan_context().judge is alone.generator

@@ -139,6 +139,19 @@ class SentenceIndex:
         """:meth:`idf_overlap` of one indexed sentence, from its stored words (no re-tokenizing)."""
         return sum(self._idf.get(w, 0.0) for w in words & self._words[sid])
 
+    def excerpt(self, chunk_id: int, keep: set[int], around: int = 1) -> str:
+        """The chunk's sentences in ``keep`` with ``around`` sentences either side, in
+        document order; a gap between kept runs is marked with an ellipsis."""
+        sids = self._by_chunk.get(chunk_id, [])
+        marked = {i for i, sid in enumerate(sids) if sid in keep}
+        shown = sorted({j for i in marked for j in range(i - around, i + around + 1) if 0 <= j < len(sids)})
+        parts: list[str] = []
+        for pos, j in enumerate(shown):
+            if pos and j != shown[pos - 1] + 1:
+                parts.append("...")
+            parts.append(self.sentences[sids[j]].text)
+        return " ".join(parts)
+
     def sentences_of(self, chunk_id: int) -> list[int]:
         return self._by_chunk.get(chunk_id, [])
 

@@ -101,6 +101,7 @@ class PlanContext:
     # What the plan found on the way, for the generator's prompt: the sentences a link walk
     # went through, anchor first (filled by follow_links; empty when no walk happened).
     linked: list[str] = field(default_factory=list)
+    linked_ids: list[int] = field(default_factory=list)  # the same sentences, as SentenceIndex ids
 
 
 class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
@@ -376,6 +377,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
         if index.sentences[sid].chunk_id not in order:
             order.append(index.sentences[sid].chunk_id)
         ctx.linked.append(index.sentences[sid].text)
+        ctx.linked_ids.append(sid)
         known, visited, reached = set(q_words), {sid}, 0
         # A step inside a chunk already taken (a name's paragraph repeats it) is free; only
         # a step that reaches a new chunk counts as a hop. The step cap ends a walk that
@@ -388,6 +390,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
             sid = nxt[0]
             visited.add(sid)
             ctx.linked.append(index.sentences[sid].text)
+            ctx.linked_ids.append(sid)
             if p.follow_new_only and index.sentences[sid].chunk_id in by_id:
                 continue  # the judge has already placed this chunk: its verdict stands
             if index.sentences[sid].chunk_id not in order:
@@ -398,6 +401,28 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
     out = [by_id.get(cid) or Hit(cid, 0.0, r.chunks[cid].text) for cid in order]
     out += [h for h in ranked if h.chunk_id not in order]
     return out[:k]
+
+
+def excerpt_evidence(ctx: PlanContext, question: str, hits: list[Hit], best: int = 2, around: int = 1,
+                     language: str = "en") -> list[str]:
+    """Each hit cut to what bears on ``question``: its ``best`` sentences by (IDF-weighted)
+    question words and the sentences a link walk went through in it (``ctx.linked_ids``),
+    each with ``around`` sentences either side. A hit with no such sentence keeps its text.
+
+    Why: a chain that the walk found is a handful of sentences spread over chunks of filler;
+    given whole chunks, the 1.5B generator named only the chain's first link."""
+    index = ctx.retriever.sentence_index(language)
+    from memorag.grounding import content_words
+
+    q_words = set(content_words(question, language))
+    walked = set(ctx.linked_ids)
+    out: list[str] = []
+    for h in hits:
+        sids = index.sentences_of(h.chunk_id)
+        scored = sorted(((index.sentence_overlap(sid, q_words), sid) for sid in sids), key=lambda t: (-t[0], t[1]))
+        keep = {sid for sc, sid in scored[:best] if sc > 0} | (walked & set(sids))
+        out.append(index.excerpt(h.chunk_id, keep, around) if keep else h.text)
+    return out
 
 
 def _likelihood(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
