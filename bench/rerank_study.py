@@ -53,6 +53,13 @@ class CachedJudge:
             self.calls += 1
         return self.cache[key]
 
+    def answer(self, messages, max_new_tokens: int = 48) -> str:
+        """The generator's answer (greedy, so cached by prompt like the scores)."""
+        key = hashlib.sha1(json.dumps([self.name, "answer", max_new_tokens, messages]).encode()).hexdigest()
+        if key not in self.cache:
+            self.cache[key] = self.judge.chat(messages, max_new_tokens=max_new_tokens).strip()
+        return self.cache[key]
+
     def save(self) -> None:
         with open(self.path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(self.cache, fh)
@@ -82,6 +89,7 @@ def main() -> None:
     ap.add_argument("--excerpts", default="", help="comma-separated labels also answered from excerpts of "
                     "their evidence (plans.excerpt_evidence: the question's best sentences and the walked "
                     "ones, with their neighbours; label + ' excerpts')")
+    ap.add_argument("--around", type=int, default=1, help="sentences either side of a kept one in --excerpts")
     ap.add_argument("--k", type=int, default=5, help="evidence chunks per question")
     ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
@@ -126,8 +134,7 @@ def main() -> None:
         if linked:
             text = "Linked sentences:\n" + "\n".join(linked) + "\n\n" + text
         user = fill(prompts.gen_qa, evidence=text, question=question)
-        return judge.judge.chat([{"role": "system", "content": prompts.gen_system},
-                                 {"role": "user", "content": user}], max_new_tokens=48).strip()
+        return judge.answer([{"role": "system", "content": prompts.gen_system}, {"role": "user", "content": user}])
 
     def record(label: str, q, hay, pred: str, **extra) -> None:
         scores = (qa_f1(pred, q.answers), exact_match(pred, q.answers), match_score(pred, q.answers, q.match))
@@ -165,7 +172,7 @@ def main() -> None:
                     if label in note_labels:
                         record(label + " notes", q, hay, answer(q.question, ev, ctx.linked), linked=list(ctx.linked))
                     if label in excerpt_labels:
-                        short = excerpt_evidence(ctx, q.question, hits)
+                        short = excerpt_evidence(ctx, q.question, hits, around=args.around)
                         record(label + " excerpts", q, hay, answer(q.question, short), evidence=short)
                 judge.save()
                 if args.output:  # after every question: a long run stopped early keeps its rows
@@ -196,7 +203,7 @@ def write_output(args, k: int, totals: dict, answers: dict, rows: list[dict]) ->
     if args.output:
         config = {"results": args.results, "build": args.build, "judge": args.judge, "method": args.method,
                   "budgets": args.budgets, "weights": args.weights, "hops": args.hops,
-                  "max_df": args.max_df, "anchors": args.anchors, "depth": args.depth, "chars": args.chars,
+                  "max_df": args.max_df, "around": args.around, "anchors": args.anchors, "depth": args.depth, "chars": args.chars,
                   "top_k": k, "chunk_tokens": 512}
         with open(args.output, "w", encoding="utf-8") as fh:
             json.dump({"config": config, "table": table, "questions": rows}, fh, indent=1)

@@ -348,3 +348,29 @@ def test_a_generator_that_is_also_the_memory_judges_on_a_twin_not_on_the_documen
                                NoTwin(ScriptedLLM()))
     alone.memorize(DOC_A, progress=False)
     assert alone.plan_context().judge is alone.generator
+
+
+def test_follow_hops_and_excerpts_reach_the_generator_through_ask():
+    from memorag.eval.datasets import vartrack_haystacks
+
+    hay = vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=4000, seed=5, hops=3)[0]
+    q = hay.questions[0]
+    gen = ScriptedLLM()
+    walked = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64), gen,
+                                ret_hit=5, query_plan="likelihood", follow_hops=3, evidence="excerpts")
+    walked.memorize(hay.text, progress=False)
+    ans = walked.ask(q.question, max_new_tokens=8)
+    request = gen.turns[-1].request
+    for (line,) in q.gold:  # the walk found every link, and the excerpts carry each to the generator
+        assert line in request
+    shown = request.split("Question:")[0]
+    assert len(shown) < sum(len(h.text) for h in ans.evidence) / 2  # excerpts, not whole chunks
+    plain = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64), ScriptedLLM(),
+                               ret_hit=5, query_plan="likelihood")
+    plain.memorize(hay.text, progress=False)
+    got = "\n".join(h.text for h in plain.ask(q.question, max_new_tokens=8).evidence)
+    assert not all(line in got for (line,) in q.gold)  # without the walk the chain is not all there
+    with pytest.raises(InputError, match="evidence must be one of"):
+        new_pipe(evidence="sentences")
+    with pytest.raises(InputError, match="follow_hops"):
+        new_pipe(follow_hops=-1)

@@ -32,6 +32,13 @@ class TaskType(str, Enum):
     SUMMARIZE = "summarize"  # the memory's key points
 
 
+class Evidence(str, Enum):
+    """What the generator reads of each evidence chunk."""
+
+    CHUNKS = "chunks"  # the whole chunk
+    EXCERPTS = "excerpts"  # plans.excerpt_evidence: the sentences that bear on the question, with neighbours
+
+
 def choice(enum: type[Enum], value: object, what: str) -> str:
     """``value`` as one of ``enum``'s values, or an InputError listing them."""
     try:
@@ -59,6 +66,8 @@ class PipelineOptions:
     hybrid: bool = True  # BM25 next to dense search
     overlap_indexing: bool = False
     query_plan: str = DEFAULT_PLAN  # a registered plan, or package.module:function
+    follow_hops: int = 0  # PlanParams.follow_hops: the link walk, off by default (see there)
+    evidence: str = "chunks"  # what the generator reads: whole "chunks" or "excerpts" of them
 
     def __post_init__(self) -> None:
         if isinstance(self.ret_hit, bool) or not isinstance(self.ret_hit, int) or self.ret_hit < 1:
@@ -72,6 +81,9 @@ class PipelineOptions:
         for name in ("hybrid", "overlap_indexing"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}.")
+        if isinstance(self.follow_hops, bool) or not isinstance(self.follow_hops, int) or self.follow_hops < 0:
+            raise InputError(f"follow_hops must be a whole number >= 0; got {self.follow_hops!r}.")
+        choice(Evidence, self.evidence, "evidence")
         from memorag.models.registry import resolve_plan
 
         resolve_plan(self.query_plan)

@@ -30,7 +30,7 @@ from memorag.models.registry import (
     load_llm,
     make_index_factory,
 )
-from memorag.plans import PlanContext, PlanParams, ground_clues, plan_clue_kinds, run_plan
+from memorag.plans import PlanContext, PlanParams, excerpt_evidence, ground_clues, plan_clue_kinds, run_plan
 from memorag.progress import for_stage, progress_bar
 from memorag.prompts import fill, prompts_for
 from memorag.retrieval import Hit, RetrievalState, Retriever
@@ -99,9 +99,10 @@ class MemoRAG:
                  index: str | Callable[[], VectorIndex] = "faiss", n_ctx: int | None = None,
                  question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
-                 query_plan: str = DEFAULT_PLAN) -> None:
+                 query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks") -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
-        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan)
+        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
+                                  follow_hops, evidence)
         compression = choice(Compression, compression, "compression")
         mem = mem_model_name_or_path
         if isinstance(mem, Memory):
@@ -135,7 +136,8 @@ class MemoRAG:
     @classmethod
     def from_parts(cls, memory: Memory | LLM, retriever: Retriever, generator: Generator | None = None, *,
                    ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
-                   overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN) -> MemoRAG:
+                   overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN, follow_hops: int = 0,
+                   evidence: str = "chunks") -> MemoRAG:
         """A pipeline from ready-made parts; nothing is loaded.
 
         ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
@@ -145,7 +147,8 @@ class MemoRAG:
 
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
         """
-        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan)
+        options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
+                                  follow_hops, evidence)
         pipe = cls.__new__(cls)
         pipe._setup(memory if isinstance(memory, Memory) else Memory(llm=memory), retriever, generator, options)
         pipe.index_spec = getattr(retriever.index_factory, "spec", None)
@@ -165,6 +168,8 @@ class MemoRAG:
         self.question_weight = options.question_weight
         self.clue_weight = options.clue_weight
         self.hybrid = options.hybrid
+        self.follow_hops = options.follow_hops
+        self.evidence = options.evidence
         # Embed chunks in a thread while the memory model reads (both run native code that
         # releases the GIL). Off by default: on 2 local cores it saved 3% (docs/benchmarks.md);
         # it pays off when the memory model runs on a server or a GPU.
@@ -373,12 +378,13 @@ class MemoRAG:
         p = prompts_for(self.memory.language or "en")
         t0 = time.perf_counter()
         clues = None
+        ctx = self.plan_context()
         if task_type == "summarize":
             points = self.memory.key_points()
             clues = Clues(question="", spans=points)
             hits = self.retriever.search(points or ["summary"], k, lexical=self.hybrid)
         elif task_type == "rag":  # plain RAG baseline: the question alone
-            hits = self.retrieve(query, None, k)
+            hits = self._retrieve_in(ctx, query, None, k)
         else:
             # memorag: recalled spans + surrogate questions (+ draft answer); qa: surrogate questions only.
             if task_type == "memorag":
@@ -387,13 +393,16 @@ class MemoRAG:
                          else Clues(question=query))  # the plan reads no clues: no memory generation
             else:
                 clues = Clues(question=query, questions=self.memory.surrogate_questions(query))
-            hits = self.retrieve(query, clues, k)
+            hits = self._retrieve_in(ctx, query, clues, k)
             clues.grounded = [g.sentence.text if g.grounded else ""
                               for g in ground_clues(self.retriever, query, clues, self.plan_params())]
         t1 = time.perf_counter()
         if on_evidence:
             on_evidence(clues, hits)
-        evidence = "\n\n".join(h.text for h in hits)
+        if self.evidence == "excerpts" and task_type != "summarize":
+            evidence = "\n\n".join(excerpt_evidence(ctx, query, hits, language=self.memory.language or "en"))
+        else:
+            evidence = "\n\n".join(h.text for h in hits)
         if prompt_template:
             user = fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
         elif task_type == "summarize":
@@ -419,12 +428,16 @@ class MemoRAG:
         clue can add a candidate but not push out the question's own hits. Without clues
         (task ``rag``) the question alone is searched, unjudged.
         """
+        return self._retrieve_in(self.plan_context(), query, clues, k)
+
+    def _retrieve_in(self, ctx: PlanContext, query: str, clues: Clues | None, k: int) -> list[Hit]:
         plan = self.query_plan if clues is not None else "question"
-        return run_plan(plan, self.plan_context(), query, clues, k, self.plan_params())
+        ctx.linked, ctx.linked_ids = [], []
+        return run_plan(plan, ctx, query, clues, k, self.plan_params())
 
     def plan_params(self) -> PlanParams:
         return PlanParams(question_weight=self.question_weight, clue_weight=self.clue_weight, lexical=self.hybrid,
-                          language=self.memory.language or "en")
+                          language=self.memory.language or "en", follow_hops=self.follow_hops)
 
     def plan_context(self) -> PlanContext:
         # Judging plans (rerank, memorag, likelihood, recall) use the generator's weights when

@@ -81,7 +81,7 @@ class PlanParams:
     # the evidence of "Who is the new tenant of Netherfield Park, and how rich is he?" and the
     # 1.5B generator answered wrongly; adding only chunks the judge had not placed
     # (follow_new_only) avoids that but lost the gain (80 HotpotQA: 0.838 at k=5, 0.713 at
-    # k=3 against 0.831 / 0.731 without the walk). Turn on with PlanParams(follow_hops=2).
+    # k=3 against 0.831 / 0.731 without the walk). Turn on with MemoRAG(follow_hops=2).
     follow_hops: int = 0
     follow_max_df: int = 5
     follow_anchors: int = 1
@@ -404,23 +404,29 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
 
 
 def excerpt_evidence(ctx: PlanContext, question: str, hits: list[Hit], best: int = 2, around: int = 1,
-                     language: str = "en") -> list[str]:
+                     language: str = "en", min_share: float = 0.5) -> list[str]:
     """Each hit cut to what bears on ``question``: its ``best`` sentences by (IDF-weighted)
-    question words and the sentences a link walk went through in it (``ctx.linked_ids``),
-    each with ``around`` sentences either side. A hit with no such sentence keeps its text.
+    question words, if they hold at least ``min_share`` of the best such score among all
+    hits, and the sentences a link walk went through in it (``ctx.linked_ids``), each with
+    ``around`` sentences either side. A hit with no such sentence keeps its text.
 
     Why: a chain that the walk found is a handful of sentences spread over chunks of filler;
-    given whole chunks, the 1.5B generator named only the chain's first link."""
+    given whole chunks, the 1.5B generator named only the chain's first link. The share
+    keeps out sentences that match only a common question word (every line of every chain
+    holds "VAR")."""
     index = ctx.retriever.sentence_index(language)
     from memorag.grounding import content_words
 
     q_words = set(content_words(question, language))
     walked = set(ctx.linked_ids)
+    scored = {h.chunk_id: sorted(((index.sentence_overlap(sid, q_words), sid) for sid in index.sentences_of(h.chunk_id)),
+                                 key=lambda t: (-t[0], t[1])) for h in hits}
+    top = max((sc[0][0] for sc in scored.values() if sc), default=0.0)
     out: list[str] = []
     for h in hits:
-        sids = index.sentences_of(h.chunk_id)
-        scored = sorted(((index.sentence_overlap(sid, q_words), sid) for sid in sids), key=lambda t: (-t[0], t[1]))
-        keep = {sid for sc, sid in scored[:best] if sc > 0} | (walked & set(sids))
+        sids = scored[h.chunk_id]
+        keep = {sid for sc, sid in sids[:best] if sc > 0 and sc >= min_share * top}
+        keep |= walked & {sid for _, sid in sids}
         out.append(index.excerpt(h.chunk_id, keep, around) if keep else h.text)
     return out
 
