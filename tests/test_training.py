@@ -174,3 +174,11 @@ def test_tiny_model_trains_exports_gguf_and_llama_cpp_generates(tiny, tmp_path):
     # llama.cpp decodes tokens from the exported weights (random text from a random model)
     gen = memory.llm._llm.create_completion("The lighthouse", max_tokens=6, temperature=0.0)
     assert gen["usage"]["completion_tokens"] >= 1
+
+    # A GGUF base (as the default model is): transformers dequantizes it on loading and keeps
+    # a gguf "quantizer" that refuses save_pretrained; merging must still write plain weights.
+    from memorag.training.export import merge
+
+    merged = merge(str(out), tmp_path / "run" / "adapter", tmp_path / "merged-from-gguf")
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    assert "quantization_config" not in json.loads((merged / "config.json").read_text())

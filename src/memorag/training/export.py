@@ -131,6 +131,11 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, *,
     else:
         model, tokenizer = model_and_tokenizer
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    # A base read from a GGUF keeps transformers' gguf "quantizer", which refuses
+    # save_pretrained; its weights were dequantized on loading, so they save as plain tensors.
+    merged.hf_quantizer = None
+    if getattr(merged.config, "quantization_config", None) is not None:
+        del merged.config.quantization_config
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
