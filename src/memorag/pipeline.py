@@ -378,7 +378,8 @@ class MemoRAG:
         p = prompts_for(self.memory.language or "en")
         t0 = time.perf_counter()
         clues = None
-        ctx = self.plan_context()
+        # the plan's context (its judge is made on first use) serves retrieval and excerpts
+        ctx = self.plan_context() if task_type != "summarize" else None
         if task_type == "summarize":
             points = self.memory.key_points()
             clues = Clues(question="", spans=points)
@@ -399,7 +400,7 @@ class MemoRAG:
         t1 = time.perf_counter()
         if on_evidence:
             on_evidence(clues, hits)
-        if self.evidence == "excerpts" and task_type != "summarize":
+        if self.evidence == "excerpts" and ctx is not None:
             evidence = "\n\n".join(excerpt_evidence(ctx, query, hits, language=self.memory.language or "en"))
         else:
             evidence = "\n\n".join(h.text for h in hits)
