@@ -89,6 +89,11 @@ def main() -> None:
     ap.add_argument("--excerpts", default="", help="comma-separated labels also answered from excerpts of "
                     "their evidence (plans.excerpt_evidence: the question's best sentences and the walked "
                     "ones, with their neighbours; label + ' excerpts')")
+    ap.add_argument("--reorder", default="", help="comma-separated labels also answered from the same "
+                    "evidence in another order (--order-kind; label + ' ' + kind)")
+    ap.add_argument("--order-kind", choices=("best-last", "document"), default="best-last",
+                    help="best-last: rank order reversed, the best chunk next to the question; "
+                    "document: the chunks' order in the document")
     ap.add_argument("--around", type=int, default=1, help="sentences either side of a kept one in --excerpts")
     ap.add_argument("--k", type=int, default=5, help="evidence chunks per question")
     ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
@@ -125,6 +130,7 @@ def main() -> None:
     f1_labels = [x for x in args.f1.split(",") if x]
     note_labels = [x for x in args.notes.split(",") if x]
     excerpt_labels = [x for x in args.excerpts.split(",") if x]
+    order_labels = [x for x in args.reorder.split(",") if x]
     answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     prompts = prompts_for("en")
     answered: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -169,6 +175,13 @@ def main() -> None:
                         pred = answered[key] if key in answered else answer(q.question, ev)
                         answered[key] = pred
                         record(label, q, hay, pred)
+                    if label in order_labels:
+                        moved = (hits[::-1] if args.order_kind == "best-last"
+                                 else sorted(hits, key=lambda h: h.chunk_id))
+                        key = (q.question, tuple(h.text for h in moved))
+                        pred = answered[key] if key in answered else answer(q.question, list(key[1]))
+                        answered[key] = pred
+                        record(f"{label} {args.order_kind}", q, hay, pred)
                     if label in note_labels:
                         record(label + " notes", q, hay, answer(q.question, ev, ctx.linked), linked=list(ctx.linked))
                     if label in excerpt_labels:
