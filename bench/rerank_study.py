@@ -133,7 +133,6 @@ def main() -> None:
     order_labels = [x for x in args.reorder.split(",") if x]
     answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     prompts = prompts_for("en")
-    answered: dict[tuple[str, tuple[str, ...]], str] = {}
 
     def answer(question: str, evidence: list[str], linked: list[str] | None = None) -> str:
         text = "\n\n".join(evidence)
@@ -170,18 +169,13 @@ def main() -> None:
                     rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
                                  "all_gold": totals[label][-1][1]})
                     if label in f1_labels:
-                        # the same evidence in the same order gives the same prompt: answered once
-                        key = (q.question, tuple(ev))
-                        pred = answered[key] if key in answered else answer(q.question, ev)
-                        answered[key] = pred
-                        record(label, q, hay, pred)
+                        # the same evidence in the same order gives the same prompt: the judge's
+                        # cache answers it once
+                        record(label, q, hay, answer(q.question, ev))
                     if label in order_labels:
                         moved = (hits[::-1] if args.order_kind == "best-last"
                                  else sorted(hits, key=lambda h: h.chunk_id))
-                        key = (q.question, tuple(h.text for h in moved))
-                        pred = answered[key] if key in answered else answer(q.question, list(key[1]))
-                        answered[key] = pred
-                        record(f"{label} {args.order_kind}", q, hay, pred)
+                        record(f"{label} {args.order_kind}", q, hay, answer(q.question, [h.text for h in moved]))
                     if label in note_labels:
                         record(label + " notes", q, hay, answer(q.question, ev, ctx.linked), linked=list(ctx.linked))
                     if label in excerpt_labels:
