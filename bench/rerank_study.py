@@ -25,12 +25,12 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 
+from memorag.answering import AnswerPrompt, RetrievalPlan, View
 from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k
 from memorag.memory import Clues
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
-from memorag.plans import PlanContext, PlanParams, excerpt_evidence, run_plan
-from memorag.prompts import fill, prompts_for
+from memorag.plans import PlanParams, excerpt_evidence
 from memorag.retrieval import Retriever
 
 
@@ -132,14 +132,12 @@ def main() -> None:
     excerpt_labels = [x for x in args.excerpts.split(",") if x]
     order_labels = [x for x in args.reorder.split(",") if x]
     answers: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    prompts = prompts_for("en")
+    prompt = AnswerPrompt()  # the answering core's prompt: what MemoRAG.ask sends the generator
 
-    def answer(question: str, evidence: list[str], linked: list[str] | None = None) -> str:
-        text = "\n\n".join(evidence)
+    def answer(view: View, question: str, evidence: list[str], linked: list[str] | None = None) -> str:
         if linked:
-            text = "Linked sentences:\n" + "\n".join(linked) + "\n\n" + text
-        user = fill(prompts.gen_qa, evidence=text, question=question)
-        return judge.answer([{"role": "system", "content": prompts.gen_system}, {"role": "user", "content": user}])
+            evidence = ["Linked sentences:\n" + "\n".join(linked), *evidence]
+        return judge.answer(prompt.messages(view, "memorag", question, evidence, []))
 
     def record(label: str, q, hay, pred: str, **extra) -> None:
         scores = (qa_f1(pred, q.answers), exact_match(pred, q.answers), match_score(pred, q.answers, q.match))
@@ -151,7 +149,7 @@ def main() -> None:
         for hay in hs:
             r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=chunk_tokens)
             r.build(hay.text)
-            ctx = PlanContext(r, judge)
+            view = View(r, None, "en")
             for q in hay.questions:
                 c = Clues(q.question, spans=list(clues.get(q.id, [])))
                 for label, hits in (("dense", r.search([q.question], k)), ("bm25", r.bm25_search(q.question, k))):
@@ -162,8 +160,8 @@ def main() -> None:
                 for label, plan, params in settings:
                     if plan == "recall" and not clues:
                         continue
-                    ctx.linked, ctx.linked_ids = [], []
-                    hits = run_plan(plan, ctx, q.question, c, k, params)
+                    found = RetrievalPlan(plan, params, judge).find(view, q.question, c, k)
+                    hits = found.hits
                     ev = [h.text for h in hits]
                     totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
                     rows.append({"id": q.id, "haystack": hay.id, "method": label, "recall": totals[label][-1][0],
@@ -171,16 +169,17 @@ def main() -> None:
                     if label in f1_labels:
                         # the same evidence in the same order gives the same prompt: the judge's
                         # cache answers it once
-                        record(label, q, hay, answer(q.question, ev))
+                        record(label, q, hay, answer(view, q.question, ev))
                     if label in order_labels:
                         moved = (hits[::-1] if args.order_kind == "best-last"
                                  else sorted(hits, key=lambda h: h.chunk_id))
-                        record(f"{label} {args.order_kind}", q, hay, answer(q.question, [h.text for h in moved]))
+                        record(f"{label} {args.order_kind}", q, hay, answer(view, q.question, [h.text for h in moved]))
                     if label in note_labels:
-                        record(label + " notes", q, hay, answer(q.question, ev, ctx.linked), linked=list(ctx.linked))
+                        record(label + " notes", q, hay, answer(view, q.question, ev, found.linked),
+                               linked=list(found.linked))
                     if label in excerpt_labels:
-                        short = excerpt_evidence(ctx, q.question, hits, around=args.around)
-                        record(label + " excerpts", q, hay, answer(q.question, short), evidence=short)
+                        short = excerpt_evidence(r, q.question, hits, around=args.around, linked_ids=found.linked_ids)
+                        record(label + " excerpts", q, hay, answer(view, q.question, short), evidence=short)
                 judge.save()
                 if args.output:  # after every question: a long run stopped early keeps its rows
                     write_output(args, k, totals, answers, rows)

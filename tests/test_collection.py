@@ -263,7 +263,7 @@ def test_marks_in_the_answer_map_to_numbered_evidence(tmp_path):
         return f"Under the flour barrels [{n}], see also [99]."
 
     llm = ScriptedLLM([(r"^Evidence, numbered", cite)])
-    pipe = MemoRAG.from_parts(llm, Retriever(HashEmbedder(), FaissIndex, chunk_tokens=48))
+    pipe = MemoRAG.from_parts(llm, Retriever(HashEmbedder(), FaissIndex, chunk_tokens=48), cite=True)
     pipe.generator = llm  # the scripted rule answers the generator's prompt
     coll = Collection(tmp_path / "store", pipe)
     coll.add([write_sources(tmp_path / "src")])

@@ -12,6 +12,7 @@ from memorag.index.faiss_index import FaissIndex
 from memorag.testing import HashEmbedder, ScriptedLLM
 from memorag.testing.contracts import (
     EMBEDDER_CHECKS,
+    JUDGE_CHECKS,
     LLM_PREFIX_CHECKS,
     VECTOR_INDEX_CHECKS,
     check_id,
@@ -134,6 +135,39 @@ def tiny_transformers(tmp_path_factory):
 @pytest.mark.parametrize("check", LLM_PREFIX_CHECKS, ids=check_id)
 def test_transformers_contract_on_a_tiny_model(check, tiny_transformers, tmp_path):
     check(tiny_transformers.twin(), tmp_path)
+
+
+# ---------------------------------------------------------------------------- judges
+@pytest.mark.unit
+@pytest.mark.parametrize("check", JUDGE_CHECKS, ids=check_id)
+def test_scripted_judge_contract(check):
+    check(ScriptedLLM())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("check", JUDGE_CHECKS, ids=check_id)
+def test_generator_twin_judge_contract(check):
+    from memorag.answering import TwinJudge
+
+    check(TwinJudge(ScriptedLLM()))
+
+
+@pytest.mark.parametrize("check", JUDGE_CHECKS, ids=check_id)
+def test_llamacpp_judge_contract_on_the_default_model(check, default_llm):
+    from memorag.answering import TwinJudge
+
+    check(TwinJudge(default_llm))  # the default plan's judge: the model's twin
+
+
+@pytest.mark.unit
+def test_a_judge_that_says_yes_to_everything_fails_the_contract():
+    class YesMan(ScriptedLLM):
+        def yes_probability(self, messages):
+            return 1.0
+
+    failures = run_checks(JUDGE_CHECKS, YesMan())
+    assert set(failures) == {"judge_yes_probability_is_a_probability_that_prefers_the_answer"}
+    assert set(run_checks(JUDGE_CHECKS[:1], object())) == {"judge_is_a_judge"}
 
 
 class ForgetfulLLM(ScriptedLLM):

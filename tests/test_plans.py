@@ -8,7 +8,7 @@ from memorag.chunking import Chunk
 from memorag.errors import InputError
 from memorag.grounding import SentenceIndex, split_sentences
 from memorag.memory import Clues
-from memorag.plans import PlanContext, get_plan, plan_names, register_plan, run_plan
+from memorag.plans import PlanContext, execute_plan, get_plan, plan_names, register_plan, run_plan
 
 DOC = [
     Chunk("Kiss and Tell is a 1945 American comedy film. It stars Shirley Temple as Corliss Archer. "
@@ -57,16 +57,25 @@ def test_unknown_plan_is_a_clear_error_and_plans_can_be_registered():
         calls.append(question)
         return []
 
-    register_plan("test-mine", mine)
+    with pytest.raises(InputError, match="which clue kinds it reads"):  # unsaid: refused, not guessed
+        register_plan("test-unsaid", mine)
+    assert "test-unsaid" not in plan_names()
+    register_plan("test-mine", mine, clues=())
     assert "test-mine" in plan_names()
     assert run_plan("test-mine", PlanContext(retriever=None), "q", None, 3) == [] and calls == ["q"]
-    from memorag.plans import CLUE_KINDS, plan_clue_kinds
+    from memorag.plans import execute_plan, plan_clue_kinds, plan_weights
 
-    assert plan_clue_kinds("test-mine") == CLUE_KINDS  # unsaid: the memory generates every kind
-    register_plan("test-spans", mine, clues=("spans",))
-    assert plan_clue_kinds("test-spans") == ("spans",)
+    found = execute_plan("test-mine", PlanContext(retriever=None), "q", None, 3)  # bare hits get empty notes
+    assert found.hits == [] and found.linked == [] and not found.judged
+    register_plan("test-spans", mine, clues=("spans",), weights=("clue_weight",))
+    assert plan_clue_kinds("test-spans") == ("spans",) and plan_weights("test-spans") == ("clue_weight",)
+    mine.clue_kinds = ("answer",)  # a plan given by path says it as attributes
+    register_plan("test-attr", mine)
+    assert plan_clue_kinds("test-attr") == ("answer",)
     with pytest.raises(InputError, match="clue kind"):
         register_plan("test-bad", mine, clues=("gossip",))
+    with pytest.raises(InputError, match="plan weight"):
+        register_plan("test-bad", mine, clues=(), weights=("rrf_k",))
     assert "test-bad" not in plan_names()
 
 
@@ -193,17 +202,15 @@ def test_following_links_walks_a_variable_chain_the_question_cannot_reach():
         assert recall_at_k(q.gold, walked) == 1.0  # the value's line, then each copy of it
         assert recall_at_k(q.gold, plain) < 1.0  # the copies share no word with the question
         assert walked[0] == next(c.text for c in r.chunks if q.gold[0][0] in c.text)  # the anchor leads
-        ctx = PlanContext(r, None)
-        run_plan("likelihood", ctx, q.question, None, 5, on)
-        assert [s.rstrip(".") for s in ctx.linked] == [g[0] for g in q.gold]  # the walk, in order
+        found = execute_plan("likelihood", PlanContext(r, None), q.question, None, 5, on)
+        assert [s.rstrip(".") for s in found.linked] == [g[0] for g in q.gold]  # the walk, in order
+        assert [h.text for h in found.hits] == walked
         # the walk stops at its budget: one hop reaches the value's line and one copy only
         one = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 5,
                                         replace(on, follow_hops=1))]
         assert recall_at_k(q.gold[:2], one) == 1.0 and recall_at_k(q.gold[2:], one[:2]) == 0.0
         # at k=3 the walk takes one hop whatever follow_hops says: one place stays the judge's
-        ctx = PlanContext(r, None)
-        run_plan("likelihood", ctx, q.question, None, 3, on)
-        assert len(ctx.linked) == 2
+        assert len(execute_plan("likelihood", PlanContext(r, None), q.question, None, 3, on).linked) == 2
 
 
 @pytest.mark.unit
@@ -216,9 +223,9 @@ def test_excerpts_keep_the_walked_chain_and_the_question_sentences_and_drop_the_
     hay = vartrack_haystacks(limit=3, per_haystack=3, haystack_tokens=4000, seed=5, hops=3)[0]
     r = _hash_retriever(hay.text, chunk_tokens=64)
     q = hay.questions[0]
-    ctx = PlanContext(r, None)
-    hits = run_plan("likelihood", ctx, q.question, None, 5, replace(PlanParams(), follow_hops=3))
-    short = excerpt_evidence(ctx, q.question, hits, around=0)
+    found = execute_plan("likelihood", PlanContext(r, None), q.question, None, 5, replace(PlanParams(), follow_hops=3))
+    hits = found.hits
+    short = excerpt_evidence(r, q.question, hits, around=0, linked_ids=found.linked_ids)
     assert len(short) == len(hits)
     for (line,) in q.gold:  # every link of the chain survives, in the excerpt of its chunk
         assert any(line in e for e in short)

@@ -75,6 +75,9 @@ def test_a_dotted_query_plan_is_imported_and_used():
     pipe = MemoRAG.from_parts(ScriptedLLM(), registry_retriever(), query_plan=name)
     pipe.memorize(DOC, progress=False)
     assert pipe.query_plan == name and pipe.ask("Where is the silver key?").evidence
+    assert pipe.ask("Where is the silver key?").clues.lines() == []  # plan "question"'s kinds came along
+    with pytest.raises(InputError, match="which clue kinds"):  # a function that does not say is refused
+        PipelineOptions(query_plan="memorag.plans:names_in")
     with pytest.raises(InputError, match="query plan"):
         PipelineOptions(query_plan="no_such_plan")
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from memorag import MemoRAG
+from memorag.answering import TwinJudge
 from memorag.errors import BackendError, InputError, NotMemorizedError, StateError
 from memorag.index.faiss_index import FaissIndex
 from memorag.memory import Memory
@@ -324,16 +325,20 @@ def test_a_generator_that_is_also_the_memory_judges_on_a_twin_not_on_the_documen
     llm = ScriptedLLM()
     pipe = MemoRAG.from_parts(llm, Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), llm)
     pipe.memorize(DOC_A, progress=False)
-    judge = pipe.plan_context().judge
-    assert judge is not None and judge is not llm and judge.prefix_tokens == 0
-    assert pipe.plan_context().judge is judge  # made once
+    judge = pipe.judge
+    assert isinstance(judge, TwinJudge) and pipe.judge is judge  # made once
+    assert judge.model is not llm and judge.model.prefix_tokens == 0
     before = llm.snapshot_prefix()
-    assert pipe.ask(Q_A).evidence and llm.snapshot_prefix() == before  # the document state is untouched
+    answer = pipe.ask(Q_A)
+    assert answer.evidence and answer.judged and llm.snapshot_prefix() == before  # the document state is untouched
+    assert judge.model.call_counts["judge"] > 0 and llm.call_counts.get("judge", 0) == 0
     separate = new_pipe()
     separate.memorize(DOC_A, progress=False)
     # a generator of its own judges on a twin too, so the judge cannot evict its prompt cache
-    judge = separate.plan_context().judge
-    assert judge is not separate.generator and judge is separate.plan_context().judge
+    judge = separate.judge
+    assert judge.model is not separate.generator and judge is separate.judge
+    separate.generator = ScriptedLLM()  # a new generator brings its own judge
+    assert separate.judge is not judge and separate.judge.generator is separate.generator
 
     class NoTwin:  # a scoring generator that cannot make a second context judges itself
         def __init__(self, inner):
@@ -347,7 +352,34 @@ def test_a_generator_that_is_also_the_memory_judges_on_a_twin_not_on_the_documen
     alone = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96),
                                NoTwin(ScriptedLLM()))
     alone.memorize(DOC_A, progress=False)
-    assert alone.plan_context().judge is alone.generator
+    assert alone.judge.model is alone.generator
+
+
+def test_a_generator_that_cannot_judge_gets_the_judge_given_or_none():
+    class Remote:  # an OpenAI-compatible generator: chat only, no scores
+        def __init__(self):
+            self.inner = ScriptedLLM()
+
+        def chat(self, messages, **kwargs):
+            return self.inner.chat(messages, **kwargs)
+
+        def stream_chat(self, messages, **kwargs):
+            return self.inner.stream_chat(messages, **kwargs)
+
+    unjudged = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), Remote())
+    unjudged.memorize(DOC_A, progress=False)
+    assert unjudged.judge is None and not unjudged.ask(Q_A).judged
+    judge = ScriptedLLM()
+    judged = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), Remote(),
+                                judge=judge)
+    judged.memorize(DOC_A, progress=False)
+    assert judged.judge is judge and judged.ask(Q_A).judged and judge.call_counts["judge"] > 0
+    with pytest.raises(InputError, match="Judge"):
+        MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), judge=Remote())
+    with pytest.raises(InputError, match="object"):
+        MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), judge="default")
+    off = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=96), judge=None)
+    assert off.judge is None
 
 
 def test_follow_hops_and_excerpts_reach_the_generator_through_ask():

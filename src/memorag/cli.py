@@ -185,7 +185,8 @@ def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, ro
                as_json: bool, show_clues: bool) -> None:
     if top_k < 1 or route_top < 1:
         _fail("--top-k and --route-top must be at least 1.")
-    coll = _open_store(store, route_top=route_top, ret_hit=top_k,
+    # cite: the answer prompt numbers the evidence and asks for the numbers used ("(cited)" below)
+    coll = _open_store(store, route_top=route_top, ret_hit=top_k, cite=True,
                        **({"gen_model_name_or_path": gen_model} if gen_model else {}))
     ans = coll.ask(question, max_new_tokens=max_new_tokens, on_token=None if as_json else _answer_printer())
     if as_json:

@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from memorag.answering import Citation, NoGenerator, View, answer_question, marks_in
 from memorag.docstore import STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
 from memorag.memory import Clues, MemoryState, check_same_model
-from memorag.plans import PlanContext, plan_clue_kinds, run_plan
 from memorag.retrieval import RetrievalState, Retriever
 from memorag.store import load_consistent, read_manifest
 from memorag.text import check_text
@@ -58,34 +58,10 @@ DEFAULT_MAX_MEMORIES = 4
 ROUTING_RULES = ("best", "top3-sum")
 DEFAULT_ROUTING = "best"
 
-# The answer prompt numbers the evidence so that marks in the answer map to citations.
-ANSWER_PROMPT = {
-    "en": ("Evidence, numbered:\n{evidence}\n\nQuestion: {question}\n"
-           "Answer in a few words, then cite the evidence you used by its number, like [1]."),
-    "zh": "编号的证据：\n{evidence}\n\n问题：{question}\n请简短回答，并用编号注明所依据的证据，例如 [1]。",
-}
-_MARK = re.compile(r"\[(\d{1,3})\]")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # ----------------------------------------------------------------------------- results
-@dataclass
-class Citation:
-    """One numbered piece of evidence: ``text == document_text[start:end]``."""
-
-    n: int  # the number the answer prompt gave it: [n]
-    document: str
-    chunk_id: int  # the chunk's id within its document
-    start: int
-    end: int
-    text: str
-    score: float
-
-    def to_json(self) -> dict:
-        return {"n": self.n, "document": self.document, "chunk_id": self.chunk_id, "start": self.start,
-                "end": self.end, "score": round(self.score, 5), "text": self.text}
-
-
 @dataclass
 class CollectionAnswer:
     answer: str
@@ -95,6 +71,8 @@ class CollectionAnswer:
     marks: list[int] = field(default_factory=list)  # evidence numbers the answer cites ([n]), in order
     clues: dict[str, Clues] = field(default_factory=dict)  # per routed document
     timings: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)  # the exact messages sent to the generator
+    evidence: list = field(default_factory=list)  # the hits, chunk ids over the routed documents joined
 
     @property
     def cited(self) -> list[Citation]:
@@ -376,9 +354,7 @@ class Collection:
                 kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
                 kwargs.setdefault("index", manifest.get("index", "faiss"))
             if self.build_only:
-                from memorag.engine import _NoGenerator
-
-                kwargs.setdefault("customized_gen_model", _NoGenerator())
+                kwargs.setdefault("customized_gen_model", NoGenerator())
             self._pipe = MemoRAG(**kwargs)
         return self._pipe
 
@@ -487,13 +463,13 @@ class Collection:
         pipe = self.pipe
         memory = pipe.memory
         extend = getattr(memory.llm, "extend_prefix", None)
-        state = self._activate(name, info["version"])
+        state = self.activate(name, info["version"])
         reason = None
         if extend is None:
             reason = "this memory backend cannot extend a saved state"
         elif state.compression:
             reason = "the document's memory is compressed"
-        elif memory._needs_compression(full):
+        elif memory.needs_compression(full):
             reason = "the longer document needs compression to fit the memory's window"
         if reason is not None:
             stats = self.add_text(name, full, source=info.get("source"), replace=True, progress=progress)
@@ -510,7 +486,7 @@ class Collection:
                 retrieval, n_chunks, n_passages = self._extended_retrieval(name, added, len(old))
                 from memorag.pipeline import DocumentState
 
-                _, save_stats = pipe._write(DocumentState(retrieval, memory_state), staging / STATE)
+                _, save_stats = pipe.write_document(DocumentState(retrieval, memory_state), staging / STATE)
                 stats = {"chars": len(full), "memory_tokens": memory_state.prefix_tokens,
                          "chunks": len(retrieval.chunks), "passages": len(retrieval.passage_owner),
                          "append": {"mode": "appended", "appended_chars": len(added), "prefill_tokens": n_new,
@@ -541,7 +517,7 @@ class Collection:
             base = load_consistent(self.store.state_dir(name), read)
         chunker = Chunker(pipe.embedder.tokenizer(), chunk_tokens=retriever.chunk_tokens)
         new_chunks = [Chunk(c.text, c.start + offset) for c in chunker.split(added)]
-        texts, owner = retriever._passages(new_chunks)
+        texts, owner = retriever.passages(new_chunks)
         for start in range(0, len(texts), retriever.batch_size):
             base.index.add(pipe.embedder.embed(texts[start : start + retriever.batch_size]))
         owners = np.concatenate([base.passage_owner, np.asarray(owner, np.int64) + len(base.chunks)])
@@ -579,7 +555,7 @@ class Collection:
         self._retrieval[name] = (version, state)
         return state
 
-    def _activate(self, name: str, version: str) -> MemoryState:
+    def activate(self, name: str, version: str) -> MemoryState:
         """Make ``name``'s memory the memory model's prefix (from the cache, else from disk)."""
         memory = self.pipe.memory
         llm = memory.llm
@@ -648,64 +624,82 @@ class Collection:
         scored.sort(key=lambda ns: -ns[1])  # stable: ties keep the order of the best chunk
         return scored[:top]
 
+    def view(self, routed: list[tuple[str, float]], *, use_memory: bool = True) -> tuple[View, RoutedMemory | None]:
+        """The routed documents as the answering core's view: their chunks joined, and (with
+        ``use_memory``) a clue source that asks each one's memory (memorag.answering)."""
+        versions = dict(self._versions())
+        joined = join_states([(n, self.retrieval_state(n, versions[n])) for n, _ in routed])
+        memory = RoutedMemory(self, routed, versions) if use_memory else None
+        language = joined.state.language
+        return View(self._retriever(joined), memory, language, tuple(joined.names),
+                    tuple(joined.chunk_offsets)), memory
+
     def ask(self, question: str, *, route_top: int | None = None, top_k: int | None = None,
-            max_new_tokens: int = 256, use_memory: bool = True,
-            on_token: Callable[[str], None] | None = None) -> CollectionAnswer:
+            max_new_tokens: int = 256, use_memory: bool = True, task_type: str = "memorag",
+            use_memory_answer: bool = False, on_token: Callable[[str], None] | None = None) -> CollectionAnswer:
         """Answer ``question`` from the documents it is routed to, with numbered citations.
 
-        ``use_memory=False`` skips the memories (no clues): plain hybrid retrieval over the
+        The answer is made by the answering core (memorag.answering.answer_question) with the
+        pipeline's parts, over the routed documents' chunks joined. ``use_memory=False`` (or
+        ``task_type="rag"``) skips the memories (no clues): plain hybrid retrieval over the
         routed documents.
         """
         question = check_text(question, what="question")
         pipe = self.pipe
-        k = top_k or pipe.ret_hit
+        if not use_memory:
+            if task_type not in ("memorag", "rag"):
+                raise InputError(f"use_memory=False asks without the memories; task_type {task_type!r} needs them.")
+            task_type = "rag"
+        if task_type == "summarize":
+            raise InputError("A store is not summarized as a whole: summarize one document (`memorag ask "
+                             "--summarize` on its save dir).")
         t0 = time.perf_counter()
         routed = self.route(question, route_top)
-        versions = dict(self._versions())
         t1 = time.perf_counter()
-        clues: dict[str, Clues] = {}
+        view, memory = self.view(routed, use_memory=task_type != "rag")
+        result = answer_question(view, question, pipe.answering(), task_type=task_type, top_k=top_k,
+                                 use_memory_answer=use_memory_answer, max_new_tokens=max_new_tokens,
+                                 on_token=on_token)
+        if memory is not None and memory.activated:  # the pipeline holds the last activated document, both parts
+            last = memory.activated[-1]
+            pipe.retriever.state = self.retrieval_state(last, memory.versions[last])
+        clues = memory.per_document if memory is not None else {}
+        return CollectionAnswer(result.answer, question, routed, result.citations, result.marks, clues,
+                                {"routing": round(t1 - t0, 3), **result.timings}, result.messages, result.evidence)
+
+
+class RoutedMemory:
+    """The memories of a question's routed documents as one clue source: each writes its
+    clues (cached memories first), merged in routing order."""
+
+    def __init__(self, collection: Collection, routed: list[tuple[str, float]], versions: dict[str, str]) -> None:
+        self.collection = collection
+        self.routed = [name for name, _ in routed]
+        self.versions = versions
+        self.per_document: dict[str, Clues] = {}
+        self.activated: list[str] = []  # in the order their memories were made current
+
+    def clues(self, query: str, *, use_answer: bool = False,
+              kinds: tuple[str, ...] = ("spans", "questions", "answer")) -> Clues:
         # Cached memories first: loading a missing one evicts the least recently used entry,
         # which could otherwise be another memory this same question needs next (read from
         # disk twice in one question; counted in tests/test_collection.py).
-        order = sorted(routed, key=lambda r: r[0] not in self.memories)  # stable: routed order within
-        kinds = plan_clue_kinds(pipe.query_plan) if use_memory else ()
-        if kinds:  # a plan that reads no clues loads no memory
-            got = {}
-            for name, _ in order:
-                self._activate(name, versions[name])
-                got[name] = pipe.memory.clues(question, kinds=kinds)
-            clues = {name: got[name] for name, _ in routed}  # merged in routing order
-        t2 = time.perf_counter()
-        joined = join_states([(n, self.retrieval_state(n, versions[n])) for n, _ in routed])
-        merged = Clues(question=question, spans=[s for c in clues.values() for s in c.spans],
-                       questions=[q for c in clues.values() for q in c.questions])
-        plan = pipe.query_plan if use_memory else "question"
-        context = PlanContext(self._retriever(joined), pipe.plan_context().judge)
-        hits = run_plan(plan, context, question, merged if use_memory else None, k, pipe.plan_params())
-        citations = []
-        for n, h in enumerate(hits, start=1):
-            name, local = joined.locate(h.chunk_id)
-            start = joined.state.chunks[h.chunk_id].start
-            citations.append(Citation(n, name, local, start, start + len(h.text), h.text, float(h.score)))
-        if order and use_memory:  # the pipeline now holds the last activated document, both parts
-            pipe.retriever.state = self.retrieval_state(order[-1][0], versions[order[-1][0]])
-        t3 = time.perf_counter()
-        language = joined.state.language if joined.state.language in ANSWER_PROMPT else "en"
-        evidence = "\n\n".join(f"[{c.n}] ({c.document}) {c.text}" for c in citations)
-        from memorag.prompts import fill, prompts_for
+        cache = self.collection.memories
+        order = sorted(self.routed, key=lambda n: n not in cache)  # stable: routed order within
+        got = {}
+        for name in order:
+            self.collection.activate(name, self.versions[name])
+            self.activated.append(name)
+            got[name] = self.collection.pipe.memory.clues(query, use_answer=use_answer, kinds=kinds)
+        self.per_document = {name: got[name] for name in self.routed}  # merged in routing order
+        each = list(self.per_document.values())
+        return Clues(question=query, spans=[s for c in each for s in c.spans],
+                     questions=[q for c in each for q in c.questions],
+                     answer=next((c.answer for c in each if c.answer), ""),
+                     seconds=sum(c.seconds for c in each))
 
-        messages = [{"role": "system", "content": prompts_for(language).gen_system},
-                    {"role": "user", "content": fill(ANSWER_PROMPT[language], evidence=evidence, question=question)}]
-        pieces = []
-        for piece in pipe.generator.stream_chat(messages, max_new_tokens=max_new_tokens):
-            pieces.append(piece)
-            if on_token:
-                on_token(piece)
-        answer = "".join(pieces).strip()
-        t4 = time.perf_counter()
-        return CollectionAnswer(answer, question, routed, citations, marks_in(answer, len(citations)), clues,
-                                {"routing": round(t1 - t0, 3), "clues": round(t2 - t1, 3),
-                                 "retrieval": round(t3 - t2, 3), "generation": round(t4 - t3, 3)})
+    def key_points(self) -> list[str]:
+        raise InputError("A store is not summarized as a whole: summarize one document.")
 
 
 def _check_routing(rule: str) -> str:
@@ -714,15 +708,5 @@ def _check_routing(rule: str) -> str:
     return rule
 
 
-def marks_in(answer: str, n_citations: int) -> list[int]:
-    """Evidence numbers ``[n]`` the answer uses, first-use order, only those that exist."""
-    out: list[int] = []
-    for m in _MARK.finditer(answer):
-        n = int(m.group(1))
-        if 1 <= n <= n_citations and n not in out:
-            out.append(n)
-    return out
-
-
-__all__ = ["AddResult", "Citation", "Collection", "CollectionAnswer", "JoinedIndex", "MemoryCache",
+__all__ = ["AddResult", "Citation", "Collection", "CollectionAnswer", "JoinedIndex", "MemoryCache", "RoutedMemory",
            "document_name", "gather", "join_states", "marks_in"]

@@ -68,6 +68,7 @@ class PipelineOptions:
     query_plan: str = DEFAULT_PLAN  # a registered plan, or package.module:function
     follow_hops: int = 0  # PlanParams.follow_hops: the link walk, off by default (see there)
     evidence: str = "chunks"  # what the generator reads: whole "chunks" or "excerpts" of them
+    cite: bool = False  # number the evidence in the answer prompt and ask for [n] marks
 
     def __post_init__(self) -> None:
         if isinstance(self.ret_hit, bool) or not isinstance(self.ret_hit, int) or self.ret_hit < 1:
@@ -78,12 +79,27 @@ class PipelineOptions:
                 raise InputError(f"{name} must be a number >= 0; got {value!r}.")
         if self.question_weight == 0:
             raise InputError("question_weight must be > 0: the question itself always takes part in retrieval.")
-        for name in ("hybrid", "overlap_indexing"):
+        for name in ("hybrid", "overlap_indexing", "cite"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}.")
         if isinstance(self.follow_hops, bool) or not isinstance(self.follow_hops, int) or self.follow_hops < 0:
             raise InputError(f"follow_hops must be a whole number >= 0; got {self.follow_hops!r}.")
         choice(Evidence, self.evidence, "evidence")
         from memorag.models.registry import resolve_plan
+        from memorag.plans import plan_weights
 
         resolve_plan(self.query_plan)
+        # A weight the chosen plan never reads would be dropped silently: say so instead.
+        defaults = PipelineOptions.__dataclass_fields__
+        ignored = [name for name in ("question_weight", "clue_weight")
+                   if getattr(self, name) != defaults[name].default and name not in plan_weights(self.query_plan)]
+        if ignored:
+            readers = ", ".join(sorted(n for n in _plan_names() if set(ignored) <= set(plan_weights(n))))
+            raise InputError(f"Query plan {self.query_plan!r} does not read {' or '.join(ignored)}; drop "
+                             f"{'them' if len(ignored) > 1 else 'it'} or choose a plan that does ({readers}).")
+
+
+def _plan_names() -> list[str]:
+    from memorag.plans import plan_names
+
+    return plan_names()

@@ -31,9 +31,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from memorag.answering import NoGenerator
 from memorag.docstore import STATE, DocStore, check_name
-from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError, StateError
-from memorag.llm.base import ChatMessage
+from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError
 from memorag.memory import Clues
 from memorag.pipeline import TASK_TYPES, MemoRAG
 from memorag.retrieval import Hit
@@ -87,16 +87,6 @@ class _SerialWorker:
                 future.set_result(fn(*args, **kwargs))
             except BaseException as exc:  # handed to the caller through the Future
                 future.set_exception(exc)
-
-
-class _NoGenerator:
-    """The building pipeline never answers; this keeps it from loading the generator's weights."""
-
-    def chat(self, messages: list[ChatMessage], **kwargs: Any) -> str:
-        raise StateError("The building pipeline does not answer questions.")
-
-    def stream_chat(self, messages: list[ChatMessage], **kwargs: Any):
-        raise StateError("The building pipeline does not answer questions.")
 
 
 @dataclass
@@ -182,7 +172,7 @@ class Engine:
 
     def _building_pipe(self) -> MemoRAG:
         if self._builder is None:
-            self._builder = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=_NoGenerator(),
+            self._builder = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=NoGenerator(),
                                     **self.pipeline_kwargs)
         return self._builder
 

@@ -282,7 +282,7 @@ class Memory:
         t0 = time.perf_counter()
         memory_text = context
         compression = None
-        if self._needs_compression(context):
+        if self.needs_compression(context):
             from memorag.longmem import compress
 
             memory_text, cstats = compress(self.llm, context, method=self.compression, ratio=self.beacon_ratio,
@@ -314,7 +314,8 @@ class Memory:
         self.state = state
         return stats
 
-    def _needs_compression(self, context: str) -> bool:
+    def needs_compression(self, context: str) -> bool:
+        """Whether ``context`` is compressed before it is read (too long for the window, or a ``beacon_ratio``)."""
         if self.compression == "none":
             return False
         if self.beacon_ratio is not None and self.beacon_ratio > 1:

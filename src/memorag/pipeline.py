@@ -11,16 +11,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from memorag.answering import (
+    Answering,
+    AnswerPrompt,
+    AnswerResult,
+    RetrievalPlan,
+    TwinJudge,
+    View,
+    answer_question,
+    check_judge,
+    evidence_renderer,
+    generator_judge,
+)
 from memorag.checkpoint import CheckpointRun, Checkpoints
 from memorag.chunking import check_chunk_tokens
 from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
 from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.index.base import VectorIndex
-from memorag.llm.base import LLM, ChatMessage, Generator, StageProgressFn
+from memorag.llm.base import LLM, ChatMessage, Generator, Judge, StageProgressFn
 from memorag.memory import Clues, Memory, MemoryState, check_same_model
 from memorag.models.registry import (
     DEFAULT_GENERATOR,
@@ -30,9 +42,9 @@ from memorag.models.registry import (
     load_llm,
     make_index_factory,
 )
-from memorag.plans import PlanContext, PlanParams, excerpt_evidence, ground_clues, plan_clue_kinds, run_plan
+from memorag.plans import PlanContext, PlanParams
 from memorag.progress import for_stage, progress_bar
-from memorag.prompts import fill, prompts_for
+from memorag.prompts import fill
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
 from memorag.text import check_text
@@ -40,21 +52,8 @@ from memorag.text import check_text
 TASK_TYPES = tuple(t.value for t in TaskType)
 
 
-@dataclass
-class Answer:
-    answer: str
-    question: str
-    task_type: str
-    clues: Clues | None = None
-    evidence: list[Hit] = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"question": self.question, "task_type": self.task_type, "answer": self.answer,
-                "clues": self.clues.to_json() if self.clues else None,
-                "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text}
-                             for h in self.evidence],
-                "timings": self.timings}
+Answer = AnswerResult  # what MemoRAG.ask returns (memorag.answering)
+JudgeSetting = Judge | str | None
 
 
 _fill = fill  # the name this module used before prompts.fill was public
@@ -99,11 +98,15 @@ class MemoRAG:
                  index: str | Callable[[], VectorIndex] = "faiss", n_ctx: int | None = None,
                  question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
-                 query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks") -> None:
+                 query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks",
+                 cite: bool = False, judge: JudgeSetting = "auto") -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence)
+                                  follow_hops, evidence, cite)
         compression = choice(Compression, compression, "compression")
+        if beacon_ratio is not None and compression == Compression.NONE.value:
+            raise InputError("beacon_ratio sets how far a long document is compressed; with compression='none' "
+                             "nothing is compressed. Drop one of them.")
         mem = mem_model_name_or_path
         if isinstance(mem, Memory):
             _refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
@@ -130,32 +133,40 @@ class MemoRAG:
             generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
         else:
             generator = None  # from_parts: the memory model answers too
-        self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator, options)
+        if isinstance(judge, str) and judge != "auto":
+            judge = load_judge(judge, cache_dir=cache_dir, access_token=access_token)
+        self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator, options,
+                    judge)
         self.index_spec = index if isinstance(index, str) else getattr(index, "spec", None)
 
     @classmethod
     def from_parts(cls, memory: Memory | LLM, retriever: Retriever, generator: Generator | None = None, *,
                    ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
                    overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN, follow_hops: int = 0,
-                   evidence: str = "chunks") -> MemoRAG:
+                   evidence: str = "chunks", cite: bool = False, judge: Judge | None | str = "auto") -> MemoRAG:
         """A pipeline from ready-made parts; nothing is loaded.
 
         ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
         ``generator`` defaults to ``memory.llm.twin()`` (its own context on the same
-        weights, so answering never evicts the document). E.g. with the fakes of
-        :mod:`memorag.testing`::
+        weights, so answering never evicts the document). ``judge`` (a
+        :class:`~memorag.llm.base.Judge`, None for no judging, or ``"auto"``: the
+        generator's twin when the generator can judge) scores evidence for the judging
+        query plans. E.g. with the fakes of :mod:`memorag.testing`::
 
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
         """
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence)
+                                  follow_hops, evidence, cite)
+        if isinstance(judge, str) and judge != "auto":
+            raise InputError("from_parts loads nothing: give the judge as an object (or 'auto' or None).")
         pipe = cls.__new__(cls)
-        pipe._setup(memory if isinstance(memory, Memory) else Memory(llm=memory), retriever, generator, options)
+        pipe._setup(memory if isinstance(memory, Memory) else Memory(llm=memory), retriever, generator, options,
+                    judge)
         pipe.index_spec = getattr(retriever.index_factory, "spec", None)
         return pipe
 
     def _setup(self, memory: Memory, retriever: Retriever, generator: Generator | None,
-               options: PipelineOptions) -> None:
+               options: PipelineOptions, judge: Judge | None | str = "auto") -> None:
         self.memory = memory
         self.retriever = retriever
         self.embedder = retriever.embedder
@@ -170,6 +181,11 @@ class MemoRAG:
         self.hybrid = options.hybrid
         self.follow_hops = options.follow_hops
         self.evidence = options.evidence
+        self.cite = options.cite
+        # "auto": the generator's twin when the generator can judge (made on first use, and
+        # again if the generator is replaced); else the given Judge, or None for no judging.
+        self._judge: Judge | None | str = judge if judge is None or judge == "auto" else check_judge(judge)
+        self._auto_judge: tuple[object, Judge | None] | None = None  # (generator, its judge)
         # Embed chunks in a thread while the memory model reads (both run native code that
         # releases the GIL). Off by default: on 2 local cores it saved 3% (docs/benchmarks.md);
         # it pays off when the memory model runs on a server or a GPU.
@@ -244,7 +260,7 @@ class MemoRAG:
                      "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing,
                      **(checkpoints.stats() if checkpoints else {})}
             if save_dir is not None:
-                doc, save_stats = self._write(doc, save_dir)
+                doc, save_stats = self.write_document(doc, save_dir)
                 stats.update(save_stats)
         self._install(doc)
         if checkpoints is not None:
@@ -289,14 +305,15 @@ class MemoRAG:
         doc = self.document
         if doc is None:
             raise NotMemorizedError("Nothing to save: memorize a document first.")
-        doc, save_stats = self._write(doc, save_dir)
+        doc, save_stats = self.write_document(doc, save_dir)
         self._manifest = doc.manifest
         self.stats.update(save_stats)
         assert doc.manifest is not None
         return doc.manifest
 
-    def _write(self, doc: DocumentState, save_dir: str | Path) -> tuple[DocumentState, dict]:
-        """Write ``doc`` (whose prefix the memory model holds now) to ``save_dir``."""
+    def write_document(self, doc: DocumentState, save_dir: str | Path) -> tuple[DocumentState, dict]:
+        """Write ``doc`` (whose prefix the memory model holds now) to ``save_dir``; returns it
+        with its manifest, and the save stats."""
         t = time.perf_counter()
 
         def fill_dir(tmp: Path) -> dict:
@@ -362,102 +379,67 @@ class MemoRAG:
         return pipe
 
     # ----------------------------------------------------------------- ask
+    @property
+    def judge(self) -> Judge | None:
+        """What scores evidence for the judging query plans (``recall``, ``likelihood``,
+        ``rerank``, ``memorag``): the ``judge`` given, or by default the generator's twin
+        when the generator can judge (a local llama.cpp model); None keeps the plans'
+        first-round ranking."""
+        if self._judge != "auto":
+            return self._judge  # type: ignore[return-value]
+        if self._auto_judge is None or self._auto_judge[0] is not self.generator:
+            self._auto_judge = (self.generator, generator_judge(self.generator))
+        return self._auto_judge[1]
+
+    @judge.setter
+    def judge(self, judge: Judge | None | str) -> None:
+        self._judge = judge if judge is None or judge == "auto" else check_judge(judge)
+
+    def view(self) -> View:
+        """The memorized document as the answering core's view (its chunks and its memory)."""
+        return View(self.retriever, self.memory, self.memory.language or "en")
+
+    def answering(self) -> Answering:
+        """This pipeline's answering parts: generator, query plan with its judge, evidence, prompt."""
+        return Answering(self.generator, RetrievalPlan(self.query_plan, self.plan_params(), self.judge),
+                         evidence_renderer(self.evidence), AnswerPrompt(cite=self.cite), self.ret_hit)
+
     def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
             prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,
             on_token: Callable[[str], None] | None = None,
             on_evidence: Callable[[Clues | None, list[Hit]], None] | None = None) -> Answer:
-        """Answer ``query``. ``on_token`` gets each piece of the answer as it is generated;
-        ``on_evidence`` gets the clues and evidence once retrieval is done, before generation
-        starts (the HTTP service and the demo show them while the answer streams)."""
+        """Answer ``query`` (memorag.answering.answer_question over :meth:`view`). ``on_token``
+        gets each piece of the answer as it is generated; ``on_evidence`` gets the clues and
+        evidence once retrieval is done, before generation starts (the HTTP service and the
+        demo show them while the answer streams)."""
         task_type = choice(TaskType, task_type, "task_type")
         if not self.memory.memorized:
             raise NotMemorizedError("No document is memorized: call memorize(context) or load(save_dir) first.")
         if task_type != "summarize":
             query = check_text(query, what="query")
-        k = top_k or self.ret_hit
-        p = prompts_for(self.memory.language or "en")
-        t0 = time.perf_counter()
-        clues = None
-        # the plan's context (its judge is made on first use) serves retrieval and excerpts
-        ctx = self.plan_context() if task_type != "summarize" else None
-        if task_type == "summarize":
-            points = self.memory.key_points()
-            clues = Clues(question="", spans=points)
-            hits = self.retriever.search(points or ["summary"], k, lexical=self.hybrid)
-        elif task_type == "rag":  # plain RAG baseline: the question alone
-            hits = self._retrieve_in(ctx, query, None, k)
-        else:
-            # memorag: recalled spans + surrogate questions (+ draft answer); qa: surrogate questions only.
-            if task_type == "memorag":
-                kinds = plan_clue_kinds(self.query_plan)
-                clues = (self.memory.clues(query, use_answer=use_memory_answer, kinds=kinds) if kinds
-                         else Clues(question=query))  # the plan reads no clues: no memory generation
-            else:
-                clues = Clues(question=query, questions=self.memory.surrogate_questions(query))
-            hits = self._retrieve_in(ctx, query, clues, k)
-            clues.grounded = [g.sentence.text if g.grounded else ""
-                              for g in ground_clues(self.retriever, query, clues, self.plan_params())]
-        t1 = time.perf_counter()
-        if on_evidence:
-            on_evidence(clues, hits)
-        if self.evidence == "excerpts" and ctx is not None:
-            evidence = "\n\n".join(excerpt_evidence(ctx, query, hits, language=self.memory.language or "en"))
-        else:
-            evidence = "\n\n".join(h.text for h in hits)
-        if prompt_template:
-            user = fill(prompt_template, context=evidence, evidence=evidence, input=query or "", question=query or "")
-        elif task_type == "summarize":
-            user = fill(p.gen_summary, evidence=evidence, points="\n".join(clues.spans if clues else []))
-        else:
-            user = fill(p.gen_memorag, evidence=evidence, question=query)
-        messages: list[ChatMessage] = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
-        pieces = []
-        for piece in self.generator.stream_chat(messages, max_new_tokens=max_new_tokens):
-            pieces.append(piece)
-            if on_token:
-                on_token(piece)
-        t2 = time.perf_counter()
-        return Answer("".join(pieces).strip(), query or "", task_type, clues, hits,
-                      {"clues_and_retrieval": round(t1 - t0, 3), "generation": round(t2 - t1, 3)})
+        return answer_question(self.view(), query, self.answering(), task_type=task_type, top_k=top_k,
+                               use_memory_answer=use_memory_answer, max_new_tokens=max_new_tokens,
+                               prompt_template=prompt_template, on_token=on_token, on_evidence=on_evidence)
 
     def retrieve(self, query: str, clues: Clues | None, k: int) -> list[Hit]:
         """Evidence for ``query`` by the pipeline's query plan (``query_plan``, see memorag.plans).
 
         With the default plan (``recall``) the question's own top chunks and the chunks the
-        memory's grounded clues point at are judged together by the generator's query
+        memory's grounded clues point at are judged together by the :attr:`judge`'s query
         likelihood, fused with the first-round order: small memory models invent facts, so a
         clue can add a candidate but not push out the question's own hits. Without clues
         (task ``rag``) the question alone is searched, unjudged.
         """
-        return self._retrieve_in(self.plan_context(), query, clues, k)
-
-    def _retrieve_in(self, ctx: PlanContext, query: str, clues: Clues | None, k: int) -> list[Hit]:
-        plan = self.query_plan if clues is not None else "question"
-        ctx.linked, ctx.linked_ids = [], []
-        return run_plan(plan, ctx, query, clues, k, self.plan_params())
+        plan = RetrievalPlan(self.query_plan if clues is not None else "question", self.plan_params(), self.judge)
+        return plan.find(self.view(), query, clues, k).hits
 
     def plan_params(self) -> PlanParams:
         return PlanParams(question_weight=self.question_weight, clue_weight=self.clue_weight, lexical=self.hybrid,
                           language=self.memory.language or "en", follow_hops=self.follow_hops)
 
     def plan_context(self) -> PlanContext:
-        # Judging plans (rerank, memorag, likelihood, recall) use the generator's weights when
-        # it can score (a local llama.cpp model); otherwise they keep their first-round ranking.
-        gen = self.generator
-        if not (hasattr(gen, "yes_probability") or hasattr(gen, "continuation_logprobs")):
-            return PlanContext(self.retriever, None)
-        twin = getattr(gen, "twin", None)
-        if twin is None:
-            return PlanContext(self.retriever, gen)
-        # The judge gets its own small context on the same (mmap-shared) weights: judging in
-        # the generator's context would overwrite its KV cache, which holds the memory's
-        # document when the generator is the memory (customized_gen_model) and otherwise the
-        # prompt prefix that the next answer reuses. Measured on the bundled sample (5
-        # questions, bench/bench_query_latency.py): generation after judging in the shared
-        # context took 11.0 s per answer against 6.1 s for plain RAG.
-        if getattr(self, "_judge_twin_of", None) is not gen:
-            self._judge_twin, self._judge_twin_of = twin(n_ctx=2048), gen
-        return PlanContext(self.retriever, self._judge_twin)
+        """What a query plan gets from this pipeline: its retriever and its :attr:`judge`."""
+        return PlanContext(self.retriever, self.judge)
 
     def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:
         """Original-API compatibility: the texts of the top ``ret_hit`` evidence chunks for
@@ -535,6 +517,16 @@ def as_generator(model) -> Generator:
     raise InputError("customized_gen_model needs chat()/stream_chat() or generate(prompt) methods.")
 
 
+def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None) -> Judge:
+    """A judge from a model spec (``"default"``: the packaged default generator, the judge
+    the default plan was measured with), in a window of its own sized for judging."""
+    from memorag.answering import JUDGE_CTX
+
+    model = load_llm(DEFAULT_GENERATOR if is_default(spec) else spec, n_ctx=JUDGE_CTX, cache_dir=cache_dir,
+                     access_token=access_token)
+    return check_judge(model)
+
+
 def _refuse_with_object(what: str, **given: object) -> None:
     """Arguments that configure loading a model from a spec mean nothing for a loaded one."""
     defaults = {"cache_dir": None, "access_token": None, "n_ctx": None, "beacon_ratio": None, "load_in_4bit": False,
@@ -561,4 +553,4 @@ def format_stats(stats: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows if value is not None)
 
 
-__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError"]
+__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError", "TwinJudge", "load_judge"]

@@ -1,7 +1,8 @@
 """Query plans: how a question and the memory's clues become one ranked list of chunks.
 
 One registry, used by ``MemoRAG.ask``, ``memorag eval`` and ``bench/`` studies, so a plan
-is written once. A plan is a function ``(retriever, question, clues, k, params) -> hits``.
+is written once. A plan is a function ``(context, question, clues, k, params)`` returning
+the ranked hits (see below):
 
   question   the question alone, dense + BM25 fused (plain hybrid RAG)
   clues      question + every clue line as its own query, the lines sharing one weight
@@ -30,7 +31,12 @@ is written once. A plan is a function ``(retriever, question, clues, k, params) 
              grounded clues point at: the memory proposes, the judge disposes, so an
              invented or unhelpful clue cannot push out a better chunk.
 
-Register your own with :func:`register_plan`.
+A plan returns what it found: a :class:`PlanResult` (the hits, and notes such as the
+sentences a link walk went through), or just the list of hits. :func:`execute_plan` gives
+the :class:`PlanResult` of any plan, :func:`run_plan` its hits.
+
+Register your own with :func:`register_plan`, saying which clue kinds and which weights
+it reads (the pipeline refuses a weight the chosen plan would ignore).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from memorag.errors import InputError
+from memorag.llm.base import Judge
 from memorag.retrieval import Hit, Retriever, weighted_rrf
 
 
@@ -89,19 +96,26 @@ class PlanParams:
     follow_new_only: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanContext:
-    """What a plan may use: the document's retriever and, for judging plans, a judge LLM
-    (``yes_probability(messages) -> float`` for ``rerank``/``memorag``,
-    ``continuation_logprobs(messages, text) -> list[float]`` for ``likelihood``/``recall``;
-    None skips judging)."""
+    """What a plan may use: the view's retriever and, for judging plans, a
+    :class:`~memorag.llm.base.Judge` (``continuation_logprobs`` for ``likelihood``/``recall``,
+    ``yes_probability`` for ``rerank``/``memorag``; None keeps the first-round ranking)."""
 
     retriever: Retriever
-    judge: object | None = None
-    # What the plan found on the way, for the generator's prompt: the sentences a link walk
-    # went through, anchor first (filled by follow_links; empty when no walk happened).
+    judge: Judge | None = None
+
+
+@dataclass
+class PlanResult:
+    """What a plan found: the ranked hits and the notes it made on the way."""
+
+    hits: list[Hit]
+    # the sentences a link walk went through, anchor first (empty when no walk happened),
+    # as SentenceIndex ids and as text; evidence renderers and prompts may show them
+    linked_ids: list[int] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
-    linked_ids: list[int] = field(default_factory=list)  # the same sentences, as SentenceIndex ids
+    judged: bool = False  # a judge reordered the candidates
 
 
 class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
@@ -112,28 +126,56 @@ class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
     def lines(self) -> list[str]: ...
 
 
-PlanFn = Callable[[PlanContext, str, "CluesLike | None", int, PlanParams], list[Hit]]
+PlanFn = Callable[[PlanContext, str, "CluesLike | None", int, PlanParams], "PlanResult | list[Hit]"]
 _PLANS: dict[str, PlanFn] = {}
 CLUE_KINDS = ("spans", "questions", "answer")
+# The pipeline options a plan may read; a plan is registered with those it reads, and a
+# pipeline refuses one set away from its default under a plan that ignores it.
+PLAN_WEIGHTS = ("question_weight", "clue_weight")
 _PLAN_CLUES: dict[str, tuple[str, ...]] = {}
+_PLAN_WEIGHTS: dict[str, tuple[str, ...]] = {}
 
 
-def register_plan(name: str, fn: PlanFn, clues: tuple[str, ...] = CLUE_KINDS) -> None:
-    """Make ``fn`` available as ``task_type``-independent plan ``name`` (overrides allowed).
+def register_plan(name: str, fn: PlanFn, clues: tuple[str, ...] | None = None,
+                  weights: tuple[str, ...] = ()) -> None:
+    """Make ``fn`` available as plan ``name`` (overrides allowed).
 
-    ``clues``: the kinds of clue lines the plan reads (of ``CLUE_KINDS``); the pipeline
-    asks the memory for those only, since each kind is a generation on the memory."""
+    ``clues`` (required): the kinds of clue lines the plan reads, of ``CLUE_KINDS`` (``()``
+    for none); the pipeline asks the memory for those only, since each kind is a
+    generation on the memory. ``weights``: the options of ``PLAN_WEIGHTS`` the plan reads
+    from its :class:`PlanParams`. A function given by path (``query_plan="pkg.mod:fn"``)
+    says both as attributes: ``fn.clue_kinds = ("spans",)``, ``fn.plan_weights = (...)``."""
+    if clues is None:
+        known = next((n for n, f in _PLANS.items() if f is fn), None)  # a registered plan under a new name
+        clues = getattr(fn, "clue_kinds", None) if known is None else _PLAN_CLUES[known]
+        weights = weights or (tuple(getattr(fn, "plan_weights", ())) if known is None else _PLAN_WEIGHTS[known])
+    if clues is None:
+        raise InputError(f"Plan {name!r} does not say which clue kinds it reads: register it with "
+                         f"register_plan(name, fn, clues=(...)) or set fn.clue_kinds = (...), choosing from "
+                         f"{', '.join(CLUE_KINDS)} (() for none); the memory writes only those.")
+    if isinstance(clues, str):
+        clues = (clues,)
     bad = [c for c in clues if c not in CLUE_KINDS]
     if bad:
         raise InputError(f"Unknown clue kind(s) {', '.join(bad)}: choose from {', '.join(CLUE_KINDS)}.")
+    bad = [w for w in weights if w not in PLAN_WEIGHTS]
+    if bad:
+        raise InputError(f"Unknown plan weight(s) {', '.join(bad)}: choose from {', '.join(PLAN_WEIGHTS)}.")
     _PLANS[name] = fn
     _PLAN_CLUES[name] = tuple(clues)
+    _PLAN_WEIGHTS[name] = tuple(weights)
 
 
 def plan_clue_kinds(name: str) -> tuple[str, ...]:
-    """The clue kinds plan ``name`` reads (all of them for a plan registered without saying)."""
+    """The clue kinds plan ``name`` reads."""
     get_plan(name)
-    return _PLAN_CLUES.get(name, CLUE_KINDS)
+    return _PLAN_CLUES[name]
+
+
+def plan_weights(name: str) -> tuple[str, ...]:
+    """The options of ``PLAN_WEIGHTS`` plan ``name`` reads."""
+    get_plan(name)
+    return _PLAN_WEIGHTS[name]
 
 
 def get_plan(name: str) -> PlanFn:
@@ -147,11 +189,19 @@ def plan_names() -> list[str]:
     return sorted(_PLANS)
 
 
-def run_plan(name: str, ctx: PlanContext | Retriever, question: str, clues: CluesLike | None, k: int,
-             params: PlanParams | None = None) -> list[Hit]:
+def execute_plan(name: str, ctx: PlanContext | Retriever, question: str, clues: CluesLike | None, k: int,
+                 params: PlanParams | None = None) -> PlanResult:
+    """Plan ``name``'s :class:`PlanResult` for ``question`` (a plan returning bare hits gets no notes)."""
     if isinstance(ctx, Retriever):
         ctx = PlanContext(ctx)
-    return get_plan(name)(ctx, question, clues, k, params or PlanParams())
+    found = get_plan(name)(ctx, question, clues, k, params or PlanParams())
+    return found if isinstance(found, PlanResult) else PlanResult(list(found))
+
+
+def run_plan(name: str, ctx: PlanContext | Retriever, question: str, clues: CluesLike | None, k: int,
+             params: PlanParams | None = None) -> list[Hit]:
+    """The hits of plan ``name`` (see :func:`execute_plan` for its notes too)."""
+    return execute_plan(name, ctx, question, clues, k, params).hits
 
 
 # ------------------------------------------------------------------ plans
@@ -233,7 +283,7 @@ NOTES = {"en": "Facts from the document:\n{facts}\n\n", "zh": "文档中的事�
 def judge_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
                  notes: list[str] | None = None) -> list[Hit]:
     """Reorder ``first`` (best first) by a judge's P(yes), fused with the original order."""
-    if not hasattr(ctx.judge, "yes_probability") or not first:
+    if ctx.judge is None or not first:
         return first[:k]
     r = ctx.retriever
     index = r.sentence_index(p.language)
@@ -257,15 +307,16 @@ def _fuse_judged(first: list[Hit], judged: list[int], weight: float, k: int, p: 
     return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
 
 
-def _rerank(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+def _rerank(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
     first = ctx.retriever.search([question], p.rerank_depth, lexical=p.lexical, rrf_k=p.rrf_k)
-    return judge_rerank(ctx, question, first, k, p)
+    return PlanResult(judge_rerank(ctx, question, first, k, p), judged=ctx.judge is not None)
 
 
-def _memorag(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+def _memorag(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
     sentences = grounded_sentences(ctx.retriever, question, clues, p)
     first = _grounded(ctx, question, clues, p.rerank_depth, p)
-    return judge_rerank(ctx, question, first, k, p, notes=[s.text for s in sentences[:3]])
+    return PlanResult(judge_rerank(ctx, question, first, k, p, notes=[s.text for s in sentences[:3]]),
+                      judged=ctx.judge is not None)
 
 
 LIKELIHOOD_USER = {
@@ -326,7 +377,8 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
         if (cid, text) in seen:
             continue
         seen.add((cid, text))
-        lp = ctx.judge.continuation_logprobs(  # type: ignore[union-attr]
+        assert ctx.judge is not None
+        lp = ctx.judge.continuation_logprobs(
             [{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=text)}], question)
         score = sum(lp) / len(lp) if lp else float("-inf")
         best[cid] = max(best.get(cid, float("-inf")), score)
@@ -336,16 +388,17 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
 def likelihood_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
                       extra: dict[int, list[str]] | None = None) -> list[Hit]:
     """Reorder ``first`` (best first) by query likelihood, fused with the original order."""
-    if not hasattr(ctx.judge, "continuation_logprobs") or not first:
+    if ctx.judge is None or not first:
         return first[:k]
     best = likelihood_scores(ctx, question, first, p, extra)
     judged = sorted((h.chunk_id for h in first), key=lambda c: -best.get(c, float("-inf")))
     return _fuse_judged(first, judged, p.likelihood_weight, k, p)
 
 
-def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: PlanParams) -> list[Hit]:
+def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: PlanParams) -> PlanResult:
     """``ranked`` led by its anchor sentences' chunks, each followed by the chunks reachable
-    from it by rare-word links (see SentenceIndex.links).
+    from it by rare-word links (see SentenceIndex.links); the result notes the sentences
+    walked through (``linked``), anchor first.
 
     Why: a question names the start of a chain (the value of a variable, the film of a
     two-hop question), never its next link; the next link is found through a word the
@@ -358,7 +411,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
     # questions fell to 0.637 (no walk 0.731, one hop 0.756); at k=5 two hops were best.
     hops = min(p.follow_hops, k - 2)
     if hops <= 0 or not ranked:
-        return ranked[:k]
+        return PlanResult(ranked[:k])
     from memorag.grounding import content_words
 
     r = ctx.retriever
@@ -372,12 +425,12 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
             if overlap > 0:  # ties go to the better-ranked chunk: the judge's order stands
                 scored.append((-overlap, rank, sid))
     order: list[int] = []
+    linked: list[int] = []
     for _, _, anchor in sorted(scored)[: p.follow_anchors]:
         sid: int = anchor
         if index.sentences[sid].chunk_id not in order:
             order.append(index.sentences[sid].chunk_id)
-        ctx.linked.append(index.sentences[sid].text)
-        ctx.linked_ids.append(sid)
+        linked.append(sid)
         known, visited, reached = set(q_words), {sid}, 0
         # A step inside a chunk already taken (a name's paragraph repeats it) is free; only
         # a step that reaches a new chunk counts as a hop. The step cap ends a walk that
@@ -389,8 +442,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
             known |= index.words_of(sid)  # go forward, not back along the word just followed
             sid = nxt[0]
             visited.add(sid)
-            ctx.linked.append(index.sentences[sid].text)
-            ctx.linked_ids.append(sid)
+            linked.append(sid)
             if p.follow_new_only and index.sentences[sid].chunk_id in by_id:
                 continue  # the judge has already placed this chunk: its verdict stands
             if index.sentences[sid].chunk_id not in order:
@@ -400,25 +452,26 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
                     break
     out = [by_id.get(cid) or Hit(cid, 0.0, r.chunks[cid].text) for cid in order]
     out += [h for h in ranked if h.chunk_id not in order]
-    return out[:k]
+    return PlanResult(out[:k], linked, [index.sentences[sid].text for sid in linked])
 
 
-def excerpt_evidence(ctx: PlanContext, question: str, hits: list[Hit], best: int = 2, around: int = 1,
-                     language: str = "en", min_share: float = 0.5) -> list[str]:
+def excerpt_evidence(retriever: Retriever, question: str, hits: list[Hit], best: int = 2, around: int = 1,
+                     language: str = "en", min_share: float = 0.5, linked_ids: list[int] = ()) -> list[str]:
     """Each hit cut to what bears on ``question``: its ``best`` sentences by (IDF-weighted)
     question words, if they hold at least ``min_share`` of the best such score among all
-    hits, and the sentences a link walk went through in it (``ctx.linked_ids``), each with
-    ``around`` sentences either side. A hit with no such sentence keeps its text.
+    hits, and the sentences a link walk went through in it (``linked_ids``, from the plan's
+    :class:`PlanResult`), each with ``around`` sentences either side. A hit with no such
+    sentence keeps its text.
 
     Why: a chain that the walk found is a handful of sentences spread over chunks of filler;
     given whole chunks, the 1.5B generator named only the chain's first link. The share
     keeps out sentences that match only a common question word (every line of every chain
     holds "VAR")."""
-    index = ctx.retriever.sentence_index(language)
+    index = retriever.sentence_index(language)
     from memorag.grounding import content_words
 
     q_words = set(content_words(question, language))
-    walked = set(ctx.linked_ids)
+    walked = set(linked_ids)
     scored = {h.chunk_id: sorted(((index.sentence_overlap(sid, q_words), sid) for sid in index.sentences_of(h.chunk_id)),
                                  key=lambda t: (-t[0], t[1])) for h in hits}
     top = max((sc[0][0] for sc in scored.values() if sc), default=0.0)
@@ -431,12 +484,18 @@ def excerpt_evidence(ctx: PlanContext, question: str, hits: list[Hit], best: int
     return out
 
 
-def _likelihood(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+def _judged(found: PlanResult, ctx: PlanContext) -> PlanResult:
+    found.judged = ctx.judge is not None
+    return found
+
+
+def _likelihood(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
     first = ctx.retriever.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k)
-    return follow_links(ctx, question, likelihood_rerank(ctx, question, first, p.likelihood_depth, p), k, p)
+    ranked = likelihood_rerank(ctx, question, first, p.likelihood_depth, p)
+    return _judged(follow_links(ctx, question, ranked, k, p), ctx)
 
 
-def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
+def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
     r = ctx.retriever
     first = r.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k)
     extra: dict[int, list[str]] = {}
@@ -446,7 +505,8 @@ def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> li
     chunks = r.chunks
     # the memory's chunks join the candidates after the question's own (their first-round place)
     first += [Hit(cid, 0.0, chunks[cid].text) for cid in extra if cid not in have]
-    return follow_links(ctx, question, likelihood_rerank(ctx, question, first, len(first), p, extra), k, p)
+    ranked = likelihood_rerank(ctx, question, first, len(first), p, extra)
+    return _judged(follow_links(ctx, question, ranked, k, p), ctx)
 
 
 # A name: capitalized words (joined by a few lowercase particles), or a year. Chinese text
@@ -486,15 +546,16 @@ def _entities(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> 
     return ctx.retriever.search([question, *names], k, weights=weights, lexical=p.lexical, rrf_k=p.rrf_k)
 
 
-register_plan("entities", _entities)
+# Plans that read no clues take none: a memory generation nobody reads costs seconds.
+register_plan("entities", _entities, clues=(), weights=("question_weight", "clue_weight"))
 register_plan("likelihood", _likelihood, clues=())
 # Only recalled spans (and the draft answer when asked for): over the stored clues of 40
 # HotpotQA questions, 5 of 63 surrogate questions grounded in a sentence and none in a gold
 # one, against 26 of 93 spans and answers (5 gold); each kind costs a memory generation.
 register_plan("recall", _recall, clues=("spans", "answer"))
 register_plan("question", _question, clues=())
-register_plan("rerank", _rerank)
-register_plan("memorag", _memorag)
-register_plan("clues", _clues)
-register_plan("grounded", _grounded)
-register_plan("feedback", _feedback)
+register_plan("rerank", _rerank, clues=())
+register_plan("memorag", _memorag, clues=CLUE_KINDS, weights=("question_weight",))
+register_plan("clues", _clues, clues=CLUE_KINDS, weights=("question_weight", "clue_weight"))
+register_plan("grounded", _grounded, clues=CLUE_KINDS, weights=("question_weight",))
+register_plan("feedback", _feedback, clues=(), weights=("question_weight", "clue_weight"))

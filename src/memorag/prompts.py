@@ -21,7 +21,8 @@ class PromptSet:
     gist: str  # compress one window into a dense summary (used for long documents)
     gen_system: str
     gen_qa: str  # {evidence} {question}
-    gen_memorag: str  # {evidence} {question} {draft}
+    gen_memorag: str  # {evidence} {question}
+    gen_cited: str  # {evidence} (numbered) {question}: the answer cites the numbers it used
     gen_summary: str  # {evidence} {points}
     gen_full: str  # {context} {question}
     hyde: str  # {question}
@@ -55,6 +56,8 @@ EN = PromptSet(
     gen_system="You answer questions using only the evidence given. Be brief and exact.",
     gen_qa="Evidence:\n{evidence}\n\nQuestion: {question}\nAnswer in a few words:",
     gen_memorag="Evidence:\n{evidence}\n\nQuestion: {question}\nAnswer in a few words:",
+    gen_cited=("Evidence, numbered:\n{evidence}\n\nQuestion: {question}\n"
+               "Answer in a few words, then cite the evidence you used by its number, like [1]."),
     gen_summary=(
         "Evidence:\n{evidence}\n\nKey points noted while reading:\n{points}\n\n"
         "Write a concise summary of the whole document from the evidence and the key points."
@@ -83,6 +86,7 @@ ZH = PromptSet(
     gen_system="你只根据给出的证据回答问题，回答简短准确。",
     gen_qa="证据：\n{evidence}\n\n问题：{question}\n简短回答：",
     gen_memorag="证据：\n{evidence}\n\n问题：{question}\n简短回答：",
+    gen_cited="编号的证据：\n{evidence}\n\n问题：{question}\n请简短回答，并用编号注明所依据的证据，例如 [1]。",
     gen_summary="证据：\n{evidence}\n\n阅读时记下的要点：\n{points}\n\n请根据证据和要点，为整篇文档写一段简洁的摘要。",
     gen_full="文档：\n{context}\n\n问题：{question}\n简短回答：",
     hyde="请像百科全书那样写一小段文字来回答这个问题：{question}",

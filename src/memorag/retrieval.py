@@ -87,7 +87,9 @@ class Retriever:
         return self.state.index if self.state else None
 
     # ----------------------------------------------------------------- build
-    def _passages(self, chunks: list[Chunk]) -> tuple[list[str], list[int]]:
+    def passages(self, chunks: list[Chunk]) -> tuple[list[str], list[int]]:
+        """The texts the embedder reads for ``chunks`` (a chunk longer than the embedder's input
+        is cut into several) and, for each, the index of its chunk."""
         fit = max(16, self.embedder.max_tokens - 2)  # room for [CLS]/[SEP]
         if fit >= self.chunk_tokens:
             return [c.text for c in chunks], list(range(len(chunks)))
@@ -107,7 +109,7 @@ class Retriever:
         earlier run finished are taken from its checkpoint (memorag.checkpoint)."""
         chunker = Chunker(self.embedder.tokenizer(), chunk_tokens=self.chunk_tokens)
         chunks = chunker.split(text)
-        texts, owner = self._passages(chunks)
+        texts, owner = self.passages(chunks)
         index = self.index_factory()
         checkpoint = checkpoints.embeddings(texts, self.batch_size, document=text, chunk_tokens=self.chunk_tokens,
                                             embedder=self.embedder.describe(), dimension=self.embedder.dimension

@@ -11,28 +11,67 @@
                    likelihood (no memory): the control for plan ``recall``
 ``clues``          question + every clue line as a query (the pipeline's plan up to 0.2)
 ``grounded``       question + only the clues grounded in real sentences (no judge)
-``memorag``        the pipeline's own retrieval (its ``query_plan``)
-``memorag+answer`` as memorag, plus the memory's draft answer as a clue
+``memorag``        exactly ``MemoRAG.ask`` (its query plan, judge, evidence and prompt)
+``memorag+answer`` as memorag, plus the memory's draft answer as a clue (``use_memory_answer``)
+
+Every method but ``full`` is the answering core (memorag.answering) with another plan or
+retrieval: the same evidence renderer, answer prompt and generator as ``ask``, so a method's
+score differs from ``memorag``'s only by how the evidence was found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from memorag.memory import Clues
+from memorag.answering import Answering, Found, RetrievalPlan, View, answer_messages, find_evidence, generate
+from memorag.llm.base import ChatMessage
+from memorag.memory import Clues, Memory
 from memorag.pipeline import MemoRAG
-from memorag.plans import CLUE_KINDS, plan_clue_kinds, run_plan
+from memorag.plans import CLUE_KINDS, PlanResult
 from memorag.prompts import fill, prompts_for
 
 METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "likelihood", "clues", "grounded", "memorag", "memorag+answer")
+# Methods that are a query plan of the answering core: (plan, whether the memory writes clues).
+# None as the plan: the pipeline's own query_plan.
+PLAN_METHODS: dict[str, tuple[str | None, bool]] = {
+    "hybrid": ("question", False), "rerank": ("rerank", False), "likelihood": ("likelihood", False),
+    "clues": ("clues", True), "grounded": ("grounded", True), "memorag": (None, True), "memorag+answer": (None, True),
+}
 
 
 @dataclass
 class MethodResult:
-    evidence: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)  # the evidence chunks' texts, best first
     prediction: str = ""
     clues: list[str] = field(default_factory=list)
     query: str = ""
+    found: Found | None = None  # the core's evidence (None for "full")
+    messages: list[ChatMessage] = field(default_factory=list)  # what the generator was sent (after answer())
+
+
+class CachedClues:
+    """A memory's clues cached per question and clue kind: the methods of one question
+    read the same clues, and each kind is a generation on the memory."""
+
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+        self._cache: dict[tuple[str, str], Clues] = {}
+
+    def clues(self, query: str, *, use_answer: bool = False, kinds: tuple[str, ...] = CLUE_KINDS) -> Clues:
+        out = Clues(question=query)
+        for kind in kinds:
+            if kind == "answer" and not use_answer:
+                continue
+            if (query, kind) not in self._cache:
+                self._cache[(query, kind)] = self.memory.clues(query, use_answer=kind == "answer", kinds=(kind,))
+            got = self._cache[(query, kind)]
+            out.spans, out.questions = out.spans or got.spans, out.questions or got.questions
+            out.answer = out.answer or got.answer
+            out.seconds += got.seconds
+        return out
+
+    def key_points(self) -> list[str]:
+        return self.memory.key_points()
 
 
 class MethodRunner:
@@ -42,56 +81,54 @@ class MethodRunner:
         self.pipe = pipe
         self.k = top_k
         self.max_new_tokens = max_new_tokens
-        self._clues: dict[str, Clues] = {}
+        self.memory = CachedClues(pipe.memory)
 
-    def _prompts(self):
-        return prompts_for(self.pipe.memory.language or "en")
+    def view(self, with_memory: bool = True) -> View:
+        return replace(self.pipe.view(), memory=self.memory if with_memory else None)
 
-    def clues(self, question: str, kinds: tuple[str, ...] = CLUE_KINDS) -> Clues:
-        key = f"{question}\x00{','.join(kinds)}"
-        if key not in self._clues:
-            self._clues[key] = self.pipe.memory.clues(question, use_answer=True, kinds=kinds)
-        return self._clues[key]
+    def parts(self, method: str) -> Answering:
+        """The pipeline's answering parts, with the method's plan."""
+        parts = self.pipe.answering()
+        plan, _ = PLAN_METHODS.get(method, (None, False))
+        if plan is not None:
+            parts = replace(parts, plan=RetrievalPlan(plan, parts.plan.params, parts.plan.judge))
+        return replace(parts, top_k=self.k)
 
     def retrieve(self, method: str, question: str, document: str) -> MethodResult:
         r = self.pipe.retriever
         if method == "full":
             return MethodResult()
-        if method == "dense":
-            hits = r.search([question], self.k)
-        elif method == "bm25":
-            hits = r.bm25_search(question, self.k)
-        elif method == "hybrid":
-            hits = r.search([question], self.k, lexical=True)
-        elif method == "hyde":
-            passage = self.pipe.generator.chat(
-                [{"role": "user", "content": fill(self._prompts().hyde, question=question)}], max_new_tokens=96)
-            return MethodResult([h.text for h in r.search([passage], self.k)], query=passage)
-        elif method in ("rerank", "likelihood"):
-            hits = run_plan(method, self.pipe.plan_context(), question, None, self.k, self.pipe.plan_params())
-        elif method in ("clues", "grounded", "memorag", "memorag+answer"):
-            plan = self.pipe.query_plan if method.startswith("memorag") else method
-            # the memory generates only the clue kinds the plan reads, as the pipeline does
-            full = self.clues(question, plan_clue_kinds(plan) if method.startswith("memorag") else CLUE_KINDS)
-            clues = Clues(question, full.spans, full.questions, full.answer if method == "memorag+answer" else "")
-            hits = run_plan(plan, self.pipe.plan_context(), question, clues, self.k, self.pipe.plan_params())
-            return MethodResult([h.text for h in hits], clues=clues.lines())
+        query = ""
+        if method in PLAN_METHODS:
+            found = find_evidence(self.view(PLAN_METHODS[method][1]), question, self.parts(method),
+                                  use_memory_answer=method == "memorag+answer")
+        elif method in ("dense", "bm25", "hyde"):
+            if method == "hyde":
+                query = self.pipe.generator.chat(
+                    [{"role": "user", "content": fill(prompts_for(self.view().language).hyde, question=question)}],
+                    max_new_tokens=96)
+                hits = r.search([query], self.k)
+            else:
+                hits = r.search([question], self.k) if method == "dense" else r.bm25_search(question, self.k)
+            found = Found(question, "memorag", None, PlanResult(hits))
         else:
             raise ValueError(method)
-        return MethodResult([h.text for h in hits])
+        return MethodResult([h.text for h in found.hits], clues=found.clues.lines() if found.clues else [],
+                            query=query, found=found)
 
     def answer(self, method: str, question: str, document: str, result: MethodResult) -> str:
-        p = self._prompts()
         gen = self.pipe.generator
-        if method == "full":
+        if result.found is not None:
+            messages = answer_messages(self.view(), result.found, self.parts(method))
+        else:  # "full"
+            p = prompts_for(self.view().language)
             window = getattr(gen, "context_window", 8192)
             budget_chars = max(1000, (window - self.max_new_tokens - 200) * 3)  # ~3+ chars per token
             text = document
             if len(text) > budget_chars:  # keep both ends: LongBench's middle truncation
                 half = budget_chars // 2
                 text = text[:half] + "\n...\n" + text[-half:]
-            user = fill(p.gen_full, context=text, question=question)
-        else:
-            user = fill(p.gen_qa, evidence="\n\n".join(result.evidence), question=question)
-        messages = [{"role": "system", "content": p.gen_system}, {"role": "user", "content": user}]
-        return gen.chat(messages, max_new_tokens=self.max_new_tokens).strip()
+            messages = [{"role": "system", "content": p.gen_system},
+                        {"role": "user", "content": fill(p.gen_full, context=text, question=question)}]
+        result.messages = messages
+        return generate(gen, messages, max_new_tokens=self.max_new_tokens)

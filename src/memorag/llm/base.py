@@ -132,6 +132,27 @@ class LLM(Generator, Protocol):
         ...
 
 
+@runtime_checkable
+class Judge(Protocol):
+    """Scores evidence for a question without decoding (the judging query plans' component).
+
+    ``continuation_logprobs`` serves the query-likelihood plans (``recall``, ``likelihood``):
+    how probable the model finds the question after reading a passage. ``yes_probability``
+    serves the yes/no plans (``rerank``, ``memorag``). A pipeline's judge defaults to the
+    local generator's twin when the generator is a Judge, and can be set on its own
+    (``MemoRAG(judge=...)``), so a remote generator still gets judged evidence.
+    ``memorag.testing.contracts.JUDGE_CHECKS`` is the contract.
+    """
+
+    def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
+        """Log-probability of each token of ``continuation`` as the reply to ``messages``."""
+        ...
+
+    def yes_probability(self, messages: list[ChatMessage]) -> float:
+        """P(the reply to ``messages`` starts with yes), in [0, 1]."""
+        ...
+
+
 def collect(stream: Iterator[str]) -> str:
     return "".join(stream)
 

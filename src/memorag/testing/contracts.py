@@ -14,6 +14,8 @@ deliberately broken backend is caught. The suites need no pytest.
 - ``EMBEDDER_CHECKS``: ``check(embedder)``.
 - ``LLM_PREFIX_CHECKS``: ``check(llm, tmp_path)``, ``llm`` with no prefix yet; checks that
   need a second instance make one with ``llm.twin()``.
+- ``JUDGE_CHECKS``: ``check(judge)``, a :class:`memorag.llm.base.Judge` (what the judging
+  query plans score evidence with).
 """
 
 from __future__ import annotations
@@ -314,4 +316,57 @@ LLM_PREFIX_CHECKS: tuple[Check, ...] = (
     llm_no_prefix_until_prefill, llm_prefill_counts_and_repeats, llm_save_load_round_trip,
     llm_corrupt_saved_prefix_is_a_state_error, llm_snapshot_restore_undoes_prefill, llm_twin_has_its_own_state,
     llm_describe,
+)
+
+
+# ---------------------------------------------------------------- judge
+JUDGE_QUESTION = "Who logged every ship in a green ledger?"
+JUDGE_RELEVANT = "The lighthouse keeper Edda Quill logged every ship in a green ledger."
+JUDGE_UNRELATED = "The baker hid the brass kettle under the flour barrels in the old mill."
+
+
+def _likelihood_messages(passage: str) -> list[dict]:
+    return [{"role": "user", "content": f"Passage: {passage}\n\nWrite a question that this passage answers."}]
+
+
+def _yes_no_messages(passage: str) -> list[dict]:
+    return [{"role": "system", "content": "You decide whether a passage helps answer a question. Reply yes or no."},
+            {"role": "user", "content": f"Question: {JUDGE_QUESTION}\n\nPassage: {passage}\n\n"
+                                        "Does the passage help answer the question? Yes or no?"}]
+
+
+def judge_is_a_judge(judge: Any) -> None:
+    from memorag.llm.base import Judge
+
+    assert isinstance(judge, Judge), "needs continuation_logprobs(messages, text) and yes_probability(messages)"
+
+
+def judge_logprobs_are_per_token_and_repeatable(judge: Any) -> None:
+    lp = judge.continuation_logprobs(_likelihood_messages(JUDGE_RELEVANT), JUDGE_QUESTION)
+    assert isinstance(lp, list) and lp and all(isinstance(x, float) for x in lp), f"not a list of floats: {lp!r}"
+    assert all(x <= 1e-6 for x in lp), f"a log-probability above 0: {max(lp)}"
+    assert judge.continuation_logprobs(_likelihood_messages(JUDGE_RELEVANT), JUDGE_QUESTION) == lp, \
+        "the same passage and question scored differently the second time"
+
+
+def judge_question_is_likelier_after_the_passage_that_answers_it(judge: Any) -> None:
+    def mean(passage: str) -> float:
+        lp = judge.continuation_logprobs(_likelihood_messages(passage), JUDGE_QUESTION)
+        return sum(lp) / len(lp)
+
+    assert mean(JUDGE_RELEVANT) > mean(JUDGE_UNRELATED), "the answering passage did not make the question likelier"
+
+
+def judge_yes_probability_is_a_probability_that_prefers_the_answer(judge: Any) -> None:
+    relevant = judge.yes_probability(_yes_no_messages(JUDGE_RELEVANT))
+    unrelated = judge.yes_probability(_yes_no_messages(JUDGE_UNRELATED))
+    assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in (relevant, unrelated)), \
+        f"yes_probability must be a float in [0, 1]; got {relevant!r}, {unrelated!r}"
+    assert relevant > unrelated, f"P(yes) {relevant:.3f} for the answering passage, {unrelated:.3f} for an unrelated one"
+
+
+JUDGE_CHECKS: tuple[Check, ...] = (
+    judge_is_a_judge, judge_logprobs_are_per_token_and_repeatable,
+    judge_question_is_likelier_after_the_passage_that_answers_it,
+    judge_yes_probability_is_a_probability_that_prefers_the_answer,
 )

@@ -180,6 +180,16 @@ class ScriptedLLM(_Faults):
         seen = {t.lower() for m in messages for t in _TOKEN.findall(m["content"])}
         return [0.0 if t.lower() in seen else -5.0 for t in _TOKEN.findall(continuation)]
 
+    def yes_probability(self, messages: list[ChatMessage]) -> float:
+        """Crude relevance: the share of the question's words (the sentences of the last
+        message that end in ``?``) that the rest of that message holds, so a passage holding
+        more of them is judged more helpful."""
+        self._tick("judge")
+        parts = _SENTENCE_END.split(messages[-1]["content"])
+        want = _words(" ".join(s for s in parts if s.rstrip().endswith("?")))
+        have = _words(" ".join(s for s in parts if not s.rstrip().endswith("?")))
+        return len(want & have) / len(want) if want else 0.0
+
     # ------------------------------------------------------- prefix state
     resumable_prefill = True  # prefill takes checkpoints=, like the llama.cpp backend
 
