@@ -13,3 +13,9 @@ def llm() -> ScriptedLLM:
 
 def embedder() -> HashEmbedder:
     return HashEmbedder(spec="scriptedspecs:embedder")
+
+
+def echo() -> ScriptedLLM:
+    """A generator whose answer is the user message of its prompt, word for word: what a
+    front-end sent the generator can be read back from the answer it returns."""
+    return ScriptedLLM([(r"^Evidence", lambda turn: turn.request)], spec="scriptedspecs:echo")

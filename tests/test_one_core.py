@@ -1,0 +1,115 @@
+"""One answering core under every front-end (memorag.answering, issue 22).
+
+One question about one document, asked through ``MemoRAG.ask``, ``Collection.ask`` on a
+one-document store, the HTTP service's ask endpoint and ``memorag eval``'s ``memorag``
+method, must find the same evidence chunks and send the generator the same prompt. The
+generator (tests/scriptedspecs.py ``echo``) answers with the user message it was sent, so
+even the HTTP answer shows what the generator read.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_unit_pipeline import DOC_A, Q_A
+
+from memorag import MemoRAG
+from memorag.answering import AnswerPrompt, Answering, RetrievalPlan, View, WholeChunks, answer_question
+from memorag.collection import Collection
+from memorag.engine import Engine
+from memorag.eval.methods import MethodRunner
+from memorag.index.faiss_index import FaissIndex
+from memorag.retrieval import Retriever
+from memorag.testing import HashEmbedder, ScriptedLLM
+
+pytestmark = pytest.mark.unit
+
+SPECS = {"mem_model_name_or_path": "scriptedspecs:llm", "ret_model_name_or_path": "scriptedspecs:embedder",
+         "gen_model_name_or_path": "scriptedspecs:echo", "retrieval_chunk_size": 64}
+
+
+def _pipe() -> MemoRAG:
+    return MemoRAG(**SPECS)
+
+
+def _memorize_through_the_service(client) -> None:
+    r = client.post("/documents", json={"name": "harbour", "text": DOC_A})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while (job := client.get(f"/jobs/{job_id}").json())["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["state"] == "done", job
+
+
+def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evidence(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from memorag.service import Settings, create_app
+
+    store = tmp_path / "store"
+    engine = Engine(store, mem_model=SPECS["mem_model_name_or_path"], ret_model=SPECS["ret_model_name_or_path"],
+                    gen_model=SPECS["gen_model_name_or_path"], retrieval_chunk_size=64)
+    with TestClient(create_app(Settings(store=str(store), warm_up=False), engine)) as client:
+        _memorize_through_the_service(client)
+        over_http = client.post("/documents/harbour/ask", json={"question": Q_A, "max_new_tokens": 2048}).json()
+
+    pipe = _pipe()
+    pipe.load(store / "harbour" / "state")
+    asked = pipe.ask(Q_A, max_new_tokens=2048)
+    fact = "The lighthouse keeper Edda Quill kept the silver key in a blue porcelain jar."
+    assert any(fact in h.text for h in asked.evidence) and asked.judged  # the default plan, judged
+    assert asked.clues.spans and any(asked.clues.grounded)  # the memory's clues took part, grounded
+    ids = [h.chunk_id for h in asked.evidence]
+    user = asked.messages[-1]["content"]
+    assert asked.answer == user  # the echo generator: the answer is the prompt it read
+
+    routed = Collection(store, _pipe()).ask(Q_A, max_new_tokens=2048)
+    assert [c.chunk_id for c in routed.citations] == ids and {c.document for c in routed.citations} == {"harbour"}
+    assert routed.messages == asked.messages and routed.answer == asked.answer
+    assert routed.clues["harbour"].lines() == asked.clues.lines()
+
+    assert [e["chunk_id"] for e in over_http["evidence"]] == ids
+    assert over_http["answer"] == user and over_http["clues"]["spans"] == asked.clues.spans
+
+    runner = MethodRunner(pipe, top_k=pipe.ret_hit, max_new_tokens=2048)
+    evaluated = runner.retrieve("memorag", Q_A, DOC_A)
+    prediction = runner.answer("memorag", Q_A, DOC_A, evaluated)
+    assert [h.chunk_id for h in evaluated.found.hits] == ids and evaluated.clues == asked.clues.lines()
+    assert evaluated.messages == asked.messages and prediction == asked.answer
+
+
+def test_eval_baselines_answer_with_the_prompt_ask_uses():
+    pipe = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64), ScriptedLLM())
+    pipe.memorize(DOC_A, progress=False)
+    runner = MethodRunner(pipe, top_k=3)
+    asked = pipe.ask(Q_A, task_type="rag")
+    hybrid = runner.retrieve("hybrid", Q_A, DOC_A)
+    runner.answer("hybrid", Q_A, DOC_A, hybrid)
+    assert [h.chunk_id for h in hybrid.found.hits] == [h.chunk_id for h in asked.evidence]
+    assert hybrid.messages == asked.messages  # plain hybrid RAG is task "rag" of ask
+    dense = runner.retrieve("dense", Q_A, DOC_A)
+    runner.answer("dense", Q_A, DOC_A, dense)
+    user = dense.messages[-1]["content"]
+    assert user.startswith("Evidence:\n" + dense.evidence[0]) and user.endswith(f"Question: {Q_A}\nAnswer in a few words:")
+    # the memory's clues are made once per question and kind for all methods
+    runner.retrieve("memorag", Q_A, DOC_A)
+    turns = len(pipe.memory.llm.turns)
+    runner.retrieve("memorag+answer", Q_A, DOC_A)
+    assert len(pipe.memory.llm.turns) == turns + 1  # only the draft answer is new
+
+
+def test_the_core_answers_over_a_view_of_parts_made_by_hand():
+    retriever = Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64)
+    retriever.build(DOC_A)
+    gen = ScriptedLLM()
+    parts = Answering(gen, RetrievalPlan("question"), WholeChunks(), AnswerPrompt(cite=True), top_k=2)
+    result = answer_question(View(retriever), Q_A, parts)
+    assert [c.n for c in result.citations] == [1, 2] and result.citations[0].document is None
+    chunk = retriever.chunks[result.evidence[0].chunk_id]
+    assert result.citations[0].start == chunk.start and DOC_A[chunk.start:result.citations[0].end] == chunk.text
+    assert result.messages[-1]["content"].startswith("Evidence, numbered:\n[1] ")
+    assert gen.turns[-1].request == result.messages[-1]["content"]  # what the generator got, exactly
+    assert result.clues is not None and result.clues.lines() == []  # plan "question" reads no clues, no memory
