@@ -15,7 +15,7 @@ import pytest
 from test_unit_pipeline import DOC_A, Q_A
 
 from memorag import MemoRAG
-from memorag.answering import AnswerPrompt, Answering, RetrievalPlan, View, WholeChunks, answer_question
+from memorag.answering import Answering, AnswerPrompt, RetrievalPlan, View, WholeChunks, answer_question
 from memorag.collection import Collection
 from memorag.engine import Engine
 from memorag.eval.methods import MethodRunner

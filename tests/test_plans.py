@@ -63,19 +63,19 @@ def test_unknown_plan_is_a_clear_error_and_plans_can_be_registered():
     register_plan("test-mine", mine, clues=())
     assert "test-mine" in plan_names()
     assert run_plan("test-mine", PlanContext(retriever=None), "q", None, 3) == [] and calls == ["q"]
-    from memorag.plans import execute_plan, plan_clue_kinds, plan_weights
+    from memorag.plans import execute_plan, plan_clue_kinds, plan_options
 
     found = execute_plan("test-mine", PlanContext(retriever=None), "q", None, 3)  # bare hits get empty notes
     assert found.hits == [] and found.linked == [] and not found.judged
-    register_plan("test-spans", mine, clues=("spans",), weights=("clue_weight",))
-    assert plan_clue_kinds("test-spans") == ("spans",) and plan_weights("test-spans") == ("clue_weight",)
+    register_plan("test-spans", mine, clues=("spans",), options=("clue_weight",))
+    assert plan_clue_kinds("test-spans") == ("spans",) and plan_options("test-spans") == ("clue_weight",)
     mine.clue_kinds = ("answer",)  # a plan given by path says it as attributes
     register_plan("test-attr", mine)
     assert plan_clue_kinds("test-attr") == ("answer",)
     with pytest.raises(InputError, match="clue kind"):
         register_plan("test-bad", mine, clues=("gossip",))
-    with pytest.raises(InputError, match="plan weight"):
-        register_plan("test-bad", mine, clues=(), weights=("rrf_k",))
+    with pytest.raises(InputError, match="plan option"):
+        register_plan("test-bad", mine, clues=(), options=("rrf_k",))
     assert "test-bad" not in plan_names()
 
 

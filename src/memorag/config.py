@@ -86,15 +86,15 @@ class PipelineOptions:
             raise InputError(f"follow_hops must be a whole number >= 0; got {self.follow_hops!r}.")
         choice(Evidence, self.evidence, "evidence")
         from memorag.models.registry import resolve_plan
-        from memorag.plans import plan_weights
+        from memorag.plans import PLAN_OPTIONS, plan_options
 
         resolve_plan(self.query_plan)
-        # A weight the chosen plan never reads would be dropped silently: say so instead.
+        # An option the chosen plan never reads would be dropped silently: say so instead.
         defaults = PipelineOptions.__dataclass_fields__
-        ignored = [name for name in ("question_weight", "clue_weight")
-                   if getattr(self, name) != defaults[name].default and name not in plan_weights(self.query_plan)]
+        ignored = [name for name in PLAN_OPTIONS
+                   if getattr(self, name) != defaults[name].default and name not in plan_options(self.query_plan)]
         if ignored:
-            readers = ", ".join(sorted(n for n in _plan_names() if set(ignored) <= set(plan_weights(n))))
+            readers = ", ".join(sorted(n for n in _plan_names() if set(ignored) <= set(plan_options(n))))
             raise InputError(f"Query plan {self.query_plan!r} does not read {' or '.join(ignored)}; drop "
                              f"{'them' if len(ignored) > 1 else 'it'} or choose a plan that does ({readers}).")
 

@@ -35,7 +35,7 @@ A plan returns what it found: a :class:`PlanResult` (the hits, and notes such as
 sentences a link walk went through), or just the list of hits. :func:`execute_plan` gives
 the :class:`PlanResult` of any plan, :func:`run_plan` its hits.
 
-Register your own with :func:`register_plan`, saying which clue kinds and which weights
+Register your own with :func:`register_plan`, saying which clue kinds and which pipeline options
 it reads (the pipeline refuses a weight the chosen plan would ignore).
 """
 
@@ -131,24 +131,25 @@ _PLANS: dict[str, PlanFn] = {}
 CLUE_KINDS = ("spans", "questions", "answer")
 # The pipeline options a plan may read; a plan is registered with those it reads, and a
 # pipeline refuses one set away from its default under a plan that ignores it.
-PLAN_WEIGHTS = ("question_weight", "clue_weight")
+PLAN_OPTIONS = ("question_weight", "clue_weight", "follow_hops")
 _PLAN_CLUES: dict[str, tuple[str, ...]] = {}
-_PLAN_WEIGHTS: dict[str, tuple[str, ...]] = {}
+_PLAN_OPTIONS: dict[str, tuple[str, ...]] = {}
 
 
 def register_plan(name: str, fn: PlanFn, clues: tuple[str, ...] | None = None,
-                  weights: tuple[str, ...] = ()) -> None:
+                  options: tuple[str, ...] = ()) -> None:
     """Make ``fn`` available as plan ``name`` (overrides allowed).
 
     ``clues`` (required): the kinds of clue lines the plan reads, of ``CLUE_KINDS`` (``()``
     for none); the pipeline asks the memory for those only, since each kind is a
-    generation on the memory. ``weights``: the options of ``PLAN_WEIGHTS`` the plan reads
-    from its :class:`PlanParams`. A function given by path (``query_plan="pkg.mod:fn"``)
-    says both as attributes: ``fn.clue_kinds = ("spans",)``, ``fn.plan_weights = (...)``."""
+    generation on the memory. ``options``: the pipeline options of ``PLAN_OPTIONS`` the plan
+    reads from its :class:`PlanParams`. A function given by path (``query_plan="pkg.mod:fn"``)
+    says both as attributes: ``fn.clue_kinds = ("spans",)``, ``fn.plan_options = (...)``."""
     if clues is None:
-        known = next((n for n, f in _PLANS.items() if f is fn), None)  # a registered plan under a new name
-        clues = getattr(fn, "clue_kinds", None) if known is None else _PLAN_CLUES[known]
-        weights = weights or (tuple(getattr(fn, "plan_weights", ())) if known is None else _PLAN_WEIGHTS[known])
+        # said as attributes, or else a plan registered already, now under another name
+        known = next((n for n, f in _PLANS.items() if f is fn), None)
+        clues = getattr(fn, "clue_kinds", None if known is None else _PLAN_CLUES[known])
+        options = options or tuple(getattr(fn, "plan_options", () if known is None else _PLAN_OPTIONS[known]))
     if clues is None:
         raise InputError(f"Plan {name!r} does not say which clue kinds it reads: register it with "
                          f"register_plan(name, fn, clues=(...)) or set fn.clue_kinds = (...), choosing from "
@@ -158,12 +159,12 @@ def register_plan(name: str, fn: PlanFn, clues: tuple[str, ...] | None = None,
     bad = [c for c in clues if c not in CLUE_KINDS]
     if bad:
         raise InputError(f"Unknown clue kind(s) {', '.join(bad)}: choose from {', '.join(CLUE_KINDS)}.")
-    bad = [w for w in weights if w not in PLAN_WEIGHTS]
+    bad = [w for w in options if w not in PLAN_OPTIONS]
     if bad:
-        raise InputError(f"Unknown plan weight(s) {', '.join(bad)}: choose from {', '.join(PLAN_WEIGHTS)}.")
+        raise InputError(f"Unknown plan option(s) {', '.join(bad)}: choose from {', '.join(PLAN_OPTIONS)}.")
     _PLANS[name] = fn
     _PLAN_CLUES[name] = tuple(clues)
-    _PLAN_WEIGHTS[name] = tuple(weights)
+    _PLAN_OPTIONS[name] = tuple(options)
 
 
 def plan_clue_kinds(name: str) -> tuple[str, ...]:
@@ -172,10 +173,10 @@ def plan_clue_kinds(name: str) -> tuple[str, ...]:
     return _PLAN_CLUES[name]
 
 
-def plan_weights(name: str) -> tuple[str, ...]:
-    """The options of ``PLAN_WEIGHTS`` plan ``name`` reads."""
+def plan_options(name: str) -> tuple[str, ...]:
+    """The pipeline options of ``PLAN_OPTIONS`` plan ``name`` reads."""
     get_plan(name)
-    return _PLAN_WEIGHTS[name]
+    return _PLAN_OPTIONS[name]
 
 
 def get_plan(name: str) -> PlanFn:
@@ -547,15 +548,15 @@ def _entities(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> 
 
 
 # Plans that read no clues take none: a memory generation nobody reads costs seconds.
-register_plan("entities", _entities, clues=(), weights=("question_weight", "clue_weight"))
-register_plan("likelihood", _likelihood, clues=())
+register_plan("entities", _entities, clues=(), options=("question_weight", "clue_weight"))
+register_plan("likelihood", _likelihood, clues=(), options=("follow_hops",))
 # Only recalled spans (and the draft answer when asked for): over the stored clues of 40
 # HotpotQA questions, 5 of 63 surrogate questions grounded in a sentence and none in a gold
 # one, against 26 of 93 spans and answers (5 gold); each kind costs a memory generation.
-register_plan("recall", _recall, clues=("spans", "answer"))
+register_plan("recall", _recall, clues=("spans", "answer"), options=("follow_hops",))
 register_plan("question", _question, clues=())
 register_plan("rerank", _rerank, clues=())
-register_plan("memorag", _memorag, clues=CLUE_KINDS, weights=("question_weight",))
-register_plan("clues", _clues, clues=CLUE_KINDS, weights=("question_weight", "clue_weight"))
-register_plan("grounded", _grounded, clues=CLUE_KINDS, weights=("question_weight",))
-register_plan("feedback", _feedback, clues=(), weights=("question_weight", "clue_weight"))
+register_plan("memorag", _memorag, clues=CLUE_KINDS, options=("question_weight",))
+register_plan("clues", _clues, clues=CLUE_KINDS, options=("question_weight", "clue_weight"))
+register_plan("grounded", _grounded, clues=CLUE_KINDS, options=("question_weight",))
+register_plan("feedback", _feedback, clues=(), options=("question_weight", "clue_weight"))

@@ -1,0 +1,190 @@
+"""Every option of the pipeline and of ``ask`` takes effect or is refused with one clear
+InputError (issue 22): the test walks ``PipelineOptions`` and ``MemoRAG.ask``'s keywords, so
+an option added without a check here fails it."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+from test_unit_pipeline import DOC_A, Q_A
+
+from memorag import MemoRAG
+from memorag.answering import Excerpts
+from memorag.collection import Collection
+from memorag.config import PipelineOptions
+from memorag.errors import InputError
+from memorag.index.faiss_index import FaissIndex
+from memorag.plans import register_plan
+from memorag.retrieval import Retriever
+from memorag.testing import HashEmbedder, ScriptedLLM
+
+pytestmark = pytest.mark.unit
+
+SEEN: list = []  # the PlanParams each call of the spy plan got
+
+
+def _spy(ctx, question, clues, k, params):
+    SEEN.append(params)
+    return ctx.retriever.search([question], k, lexical=params.lexical)
+
+
+register_plan("test-spy", _spy, clues=("spans",), options=("question_weight", "clue_weight", "follow_hops"))
+
+
+def _pipe(**options) -> MemoRAG:
+    pipe = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64), ScriptedLLM(),
+                              **options)
+    pipe.memorize(DOC_A, progress=False)
+    return pipe
+
+
+def _user(pipe: MemoRAG, **ask) -> str:
+    return pipe.ask(Q_A, **ask).messages[-1]["content"]
+
+
+def _reaches_the_plan(name: str, value) -> None:
+    SEEN.clear()
+    _pipe(query_plan="test-spy", **{name: value}).ask(Q_A)
+    assert getattr(SEEN[-1], name) == value
+    with pytest.raises(InputError, match=f"does not read {name}"):
+        _pipe(query_plan="question", **{name: value})  # a plan that would ignore it refuses it
+
+
+def check_ret_hit() -> None:
+    assert len(_pipe(ret_hit=5).ask(Q_A).evidence) == 5
+
+
+def check_hybrid() -> None:
+    SEEN.clear()
+    _pipe(query_plan="test-spy", hybrid=False).ask(Q_A)
+    assert SEEN[-1].lexical is False
+
+
+def check_overlap_indexing() -> None:
+    assert _pipe(overlap_indexing=True).stats["overlap_indexing"] is True
+
+
+def check_query_plan() -> None:
+    SEEN.clear()
+    _pipe(query_plan="test-spy").ask(Q_A)
+    assert SEEN
+
+
+def check_evidence() -> None:
+    pipe = _pipe(evidence="excerpts")
+    assert isinstance(pipe.answering().evidence, Excerpts)
+    assert len(_user(pipe)) < len(_user(_pipe()))  # excerpts of the chunks, not the chunks
+
+
+def check_cite() -> None:
+    assert _user(_pipe(cite=True)).startswith("Evidence, numbered:\n[1] ")
+
+
+OPTION_CHECKS = {
+    "ret_hit": check_ret_hit,
+    "question_weight": lambda: _reaches_the_plan("question_weight", 3.0),
+    "clue_weight": lambda: _reaches_the_plan("clue_weight", 0.5),
+    "follow_hops": lambda: _reaches_the_plan("follow_hops", 2),
+    "hybrid": check_hybrid,
+    "overlap_indexing": check_overlap_indexing,
+    "query_plan": check_query_plan,
+    "evidence": check_evidence,
+    "cite": check_cite,
+}
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(PipelineOptions)])
+def test_every_pipeline_option_takes_effect_or_is_refused(name):
+    assert name in OPTION_CHECKS, f"option {name!r} has no check in tests/test_options.py"
+    OPTION_CHECKS[name]()
+
+
+def check_task_type() -> None:
+    pipe = _pipe()
+    assert pipe.ask(Q_A, task_type="rag").clues is None
+    assert pipe.ask(Q_A, task_type="qa").clues.spans == []  # surrogate questions only
+    assert pipe.ask(None, task_type="summarize").clues.spans  # the memory's key points
+    with pytest.raises(InputError, match="task_type"):
+        pipe.ask(Q_A, task_type="chat")
+
+
+def check_use_memory_answer() -> None:
+    pipe = _pipe()
+    assert pipe.ask(Q_A, use_memory_answer=True).clues.answer
+    assert not pipe.ask(Q_A).clues.answer
+    for task in ("qa", "rag", "summarize"):
+        with pytest.raises(InputError, match="use_memory_answer"):
+            pipe.ask(Q_A, task_type=task, use_memory_answer=True)
+    with pytest.raises(InputError, match="use_memory_answer needs"):  # a plan that reads no draft answer
+        _pipe(query_plan="likelihood").ask(Q_A, use_memory_answer=True)
+
+
+def check_prompt_template() -> None:
+    assert _user(_pipe(), prompt_template="Q={question} {{json}}").startswith(f"Q={Q_A} {{{{json}}}}")
+
+
+def check_top_k() -> None:
+    assert len(_pipe().ask(Q_A, top_k=4).evidence) == 4
+
+
+def check_max_new_tokens() -> None:
+    assert len(_pipe().ask(Q_A, max_new_tokens=2).answer.split()) == 2
+
+
+def check_on_token() -> None:
+    pieces: list[str] = []
+    ans = _pipe().ask(Q_A, on_token=pieces.append)
+    assert "".join(pieces).strip() == ans.answer
+
+
+def check_on_evidence() -> None:
+    got = []
+    ans = _pipe().ask(Q_A, on_evidence=lambda clues, hits: got.append((clues, hits)))
+    assert got == [(ans.clues, ans.evidence)]
+
+
+ASK_CHECKS = {
+    "task_type": check_task_type, "use_memory_answer": check_use_memory_answer,
+    "prompt_template": check_prompt_template, "top_k": check_top_k, "max_new_tokens": check_max_new_tokens,
+    "on_token": check_on_token, "on_evidence": check_on_evidence,
+}
+
+
+@pytest.mark.parametrize("name", [p for p in inspect.signature(MemoRAG.ask).parameters if p not in ("self", "query")])
+def test_every_ask_option_takes_effect_or_is_refused(name):
+    assert name in ASK_CHECKS, f"ask option {name!r} has no check in tests/test_options.py"
+    ASK_CHECKS[name]()
+
+
+def test_beacon_ratio_compresses_or_is_refused_without_compression():
+    pipe = MemoRAG(ScriptedLLM(), HashEmbedder(), beacon_ratio=4.0, retrieval_chunk_size=64)
+    assert pipe.memorize(DOC_A, progress=False)["compression"]["input_tokens"] > 0
+    with pytest.raises(InputError, match="beacon_ratio"):
+        MemoRAG(ScriptedLLM(), HashEmbedder(), beacon_ratio=4.0, compression="none")
+
+
+def test_plans_that_do_not_say_their_clue_kinds_are_refused():
+    def unsaid(ctx, question, clues, k, params):
+        return []
+
+    with pytest.raises(InputError, match="which clue kinds it reads"):
+        register_plan("test-unsaid", unsaid)
+    register_plan("test-spy-again", _spy)  # a registered plan under a new name keeps what it said
+    _pipe(query_plan="test-spy-again", clue_weight=0.5)
+    with pytest.raises(InputError, match="which clue kinds"):
+        _pipe(query_plan="memorag.plans:names_in")
+
+
+def test_collection_refuses_options_its_view_cannot_use(tmp_path):
+    pipe = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64), ScriptedLLM())
+    coll = Collection(tmp_path / "store", pipe)
+    coll.add_text("harbour", DOC_A)
+    with pytest.raises(InputError, match="use_memory=False"):
+        coll.ask(Q_A, use_memory=False, task_type="qa")
+    with pytest.raises(InputError, match="summarize"):
+        coll.ask(Q_A, task_type="summarize")
+    with pytest.raises(InputError, match="use_memory_answer"):
+        coll.ask(Q_A, use_memory=False, use_memory_answer=True)
+    assert coll.ask(Q_A, use_memory_answer=True).clues["harbour"].answer  # takes effect in a store too
