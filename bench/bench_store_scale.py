@@ -79,10 +79,10 @@ def slug(title: str) -> str:
 
 
 def squad_documents(doc_tokens: int) -> list[Doc]:
-    from memorag.eval.datasets import _squad_articles, approx_tokens
+    from memorag.eval.datasets import approx_tokens, squad_articles
 
     docs = []
-    for i, art in enumerate(_squad_articles()):
+    for i, art in enumerate(squad_articles()):
         title = art["title"].replace("_", " ")
         parts, used, qs = [title], approx_tokens(title), []
         for p in art["paragraphs"]:
@@ -98,9 +98,9 @@ def squad_documents(doc_tokens: int) -> list[Doc]:
 
 
 def essay_documents(doc_tokens: int, count: int) -> list[Doc]:
-    from memorag.eval.datasets import _data_file, approx_tokens
+    from memorag.eval.datasets import approx_tokens, data_file
 
-    text = json.loads(_data_file("PaulGrahamEssays.json"))["text"]
+    text = json.loads(data_file("PaulGrahamEssays.json"))["text"]
     docs: list[Doc] = []
     seen: set[str] = set()
     for essay in _ESSAY_START.split(text):

@@ -34,7 +34,7 @@ from memorag.errors import StateError
 from memorag.eval import datasets
 from memorag.eval.methods import MethodRunner
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
-from memorag.eval.runner import _haystack_dir
+from memorag.eval.runner import haystack_dir
 from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import load_llm
@@ -73,7 +73,7 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
                    retrieval_chunk_size=512, n_ctx=n_ctx)
     rows = []
     for hay in haystacks:
-        hdir = _haystack_dir(state_root, hay, pipe)
+        hdir = haystack_dir(state_root, hay, pipe)
         try:
             pipe.load(hdir)
         except StateError:
@@ -85,7 +85,7 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
             # and draft answer (never in the document) would blur both measures. The runner
             # takes these clues as it would take Memory.clues' (its cache).
             clues = Clues(q.question, spans=pipe.memory.recall_spans(q.question))
-            runner._clues[q.question] = clues
+            runner.memory.remember(clues)
             grounded = ground_clues(pipe.retriever, q.question, clues, PlanParams(language=pipe.memory.language or "en"))
             gold = [s.strip() for para in q.gold for s in para if s.strip()]
             row = {"id": q.id, "question": q.question, "spans": clues.spans,

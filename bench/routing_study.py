@@ -22,7 +22,7 @@ import tempfile
 
 from memorag import MemoRAG
 from memorag.collection import Collection
-from memorag.eval.datasets import _squad_articles
+from memorag.eval.datasets import squad_articles
 from memorag.models.registry import load_embedder, make_index_factory
 from memorag.retrieval import Retriever
 from memorag.testing import ScriptedLLM
@@ -34,7 +34,7 @@ n_paragraphs = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 out_path = sys.argv[3] if len(sys.argv) > 3 else None
 DEPTH = 3
 
-articles = _squad_articles()[:n_articles]
+articles = squad_articles()[:n_articles]
 pipe = MemoRAG.from_parts(ScriptedLLM(context_window=1 << 20),
                           Retriever(load_embedder("default"), make_index_factory("faiss")))
 questions: list[tuple[str, str]] = []

@@ -105,9 +105,9 @@ def test_seventy_thousand_tokens_on_the_full_window_answer_from_last_quarter(tmp
     import json
 
     from memorag import MemoRAGLite
-    from memorag.eval.datasets import _data_file
+    from memorag.eval.datasets import data_file
 
-    essays = json.loads(_data_file("PaulGrahamEssays.json"))
+    essays = json.loads(data_file("PaulGrahamEssays.json"))
     text = essays["text"] if isinstance(essays, dict) else " ".join(map(str, essays))
     paras = [p for p in text.split("\n\n") if p.strip()]
     fact = "In the spring of 1997 the gardener Tobias Wren buried a brass compass under the old quince tree."

@@ -113,3 +113,17 @@ def test_the_core_answers_over_a_view_of_parts_made_by_hand():
     assert result.messages[-1]["content"].startswith("Evidence, numbered:\n[1] ")
     assert gen.turns[-1].request == result.messages[-1]["content"]  # what the generator got, exactly
     assert result.clues is not None and result.clues.lines() == []  # plan "question" reads no clues, no memory
+
+
+def test_eval_takes_clues_made_another_way():
+    from memorag.memory import Clues
+
+    pipe = MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex, chunk_tokens=64), ScriptedLLM())
+    pipe.memorize(DOC_A, progress=False)
+    runner = MethodRunner(pipe, top_k=3)
+    given = Clues(Q_A, spans=["Fishing boats left before dawn and returned with herring and cod in year 1805."])
+    runner.memory.remember(given)
+    turns = len(pipe.memory.llm.turns)
+    result = runner.retrieve("grounded", Q_A, DOC_A)
+    assert len(pipe.memory.llm.turns) == turns and result.clues == given.spans  # no memory generation
+    assert result.found.clues.grounded == given.spans  # the plan read it: grounded in its real sentence

