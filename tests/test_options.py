@@ -188,3 +188,13 @@ def test_collection_refuses_options_its_view_cannot_use(tmp_path):
     with pytest.raises(InputError, match="use_memory_answer"):
         coll.ask(Q_A, use_memory=False, use_memory_answer=True)
     assert coll.ask(Q_A, use_memory_answer=True).clues["harbour"].answer  # takes effect in a store too
+
+
+def test_a_judge_given_by_spec_is_loaded_and_checked():
+    from memorag.answering import TwinJudge
+
+    pipe = MemoRAG(ScriptedLLM(), HashEmbedder(), judge="scriptedspecs:llm", retrieval_chunk_size=64)
+    assert isinstance(pipe.judge, ScriptedLLM) and pipe.judge.spec == "scriptedspecs:llm"
+    assert isinstance(MemoRAG(ScriptedLLM(), HashEmbedder()).judge, TwinJudge)  # "auto": the generator's twin
+    with pytest.raises(InputError, match="Judge"):
+        MemoRAG(ScriptedLLM(), HashEmbedder(), judge="scriptedspecs:embedder")  # loads, but cannot judge

@@ -138,6 +138,7 @@ def ask(
                                                     "instead of one save dir; the answer cites them.")] = None,
     task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only). Single save dir only.")] = "memorag",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
+    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 3,
     route_top: Annotated[int, typer.Option(help="With --store: documents a question is routed to (each one's memory gives clues).")] = 2,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
@@ -160,14 +161,15 @@ def ask(
         if save_dir is None:
             _fail("missing QUESTION: memorag ask --store S \"your question\".")
         _ask_store(store, check_text(save_dir, what="question"), gen_model, top_k, route_top, max_new_tokens,
-                   as_json, show_clues)
+                   as_json, show_clues, judge)
         return
     if save_dir is None or question is None:
         _fail("give SAVE_DIR and QUESTION (memorag ask DIR \"your question\"), or --store S \"your question\".")
     from memorag.pipeline import MemoRAG
 
     check_text(question, what="question")
-    pipe = MemoRAG.from_saved(Path(save_dir), gen_model_name_or_path=gen_model, ret_hit=top_k)
+    pipe = MemoRAG.from_saved(Path(save_dir), gen_model_name_or_path=gen_model, ret_hit=top_k,
+                              **({"judge": judge} if judge else {}))
     _ask(pipe, question, task_type, max_new_tokens, use_memory_answer, as_json, show_clues, show_evidence)
 
 
@@ -182,12 +184,13 @@ def _open_store(store: Path, **kwargs):
 
 
 def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, route_top: int, max_new_tokens: int,
-               as_json: bool, show_clues: bool) -> None:
+               as_json: bool, show_clues: bool, judge: str | None = None) -> None:
     if top_k < 1 or route_top < 1:
         _fail("--top-k and --route-top must be at least 1.")
     # cite: the answer prompt numbers the evidence and asks for the numbers used ("(cited)" below)
     coll = _open_store(store, route_top=route_top, ret_hit=top_k, cite=True,
-                       **({"gen_model_name_or_path": gen_model} if gen_model else {}))
+                       **({"gen_model_name_or_path": gen_model} if gen_model else {}),
+                       **({"judge": judge} if judge else {}))
     ans = coll.ask(question, max_new_tokens=max_new_tokens, on_token=None if as_json else _answer_printer())
     if as_json:
         typer.echo(json.dumps(ans.to_json(), ensure_ascii=False, indent=1))

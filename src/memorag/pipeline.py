@@ -41,6 +41,7 @@ from memorag.models.registry import (
     load_embedder,
     load_llm,
     make_index_factory,
+    resolve_gguf,
 )
 from memorag.plans import PlanContext, PlanParams
 from memorag.progress import for_stage, progress_bar
@@ -519,12 +520,12 @@ def as_generator(model) -> Generator:
 
 def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None) -> Judge:
     """A judge from a model spec (``"default"``: the packaged default generator, the judge
-    the default plan was measured with), in a window of its own sized for judging."""
+    the default plan was measured with); a GGUF model gets a window sized for judging."""
     from memorag.answering import JUDGE_CTX
 
-    model = load_llm(DEFAULT_GENERATOR if is_default(spec) else spec, n_ctx=JUDGE_CTX, cache_dir=cache_dir,
-                     access_token=access_token)
-    return check_judge(model)
+    spec = DEFAULT_GENERATOR if is_default(spec) else spec
+    window = {"n_ctx": JUDGE_CTX} if resolve_gguf(spec) is not None else {}
+    return check_judge(load_llm(spec, cache_dir=cache_dir, access_token=access_token, **window))
 
 
 def _refuse_with_object(what: str, **given: object) -> None:

@@ -20,7 +20,8 @@ def eval_command(
     retrieval_only: Annotated[bool, typer.Option(help="Skip answer generation; report retrieval metrics only.")] = False,
     output: Annotated[Path, typer.Option(help="Results JSON (a .partial.jsonl beside it makes runs resumable).")] = Path("results.json"),
     mem_model: Annotated[str, typer.Option(help="Memory model spec.")] = "default",
-    gen_model: Annotated[str | None, typer.Option(help="Generator (and judge) spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
+    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the judging plans (recall, likelihood, rerank, memorag); 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none.")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
@@ -34,6 +35,6 @@ def eval_command(
                  questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
-                 memory_window=memory_window)
+                 memory_window=memory_window, judge=judge)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)
