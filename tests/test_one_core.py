@@ -55,6 +55,7 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
     with TestClient(create_app(Settings(store=str(store), warm_up=False), engine)) as client:
         _memorize_through_the_service(client)
         over_http = client.post("/documents/harbour/ask", json={"question": Q_A, "max_new_tokens": 2048}).json()
+    engine.close(wait=True)  # the service closed it; this waits until its models are released
 
     pipe = _pipe()
     pipe.load(store / "harbour" / "state")

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from memorag.answering import Citation, NoGenerator, View, answer_question, marks_in
+from memorag.answering import AnswerResult, Citation, NoGenerator, View, answer_question, citations_for, marks_in
 from memorag.docstore import STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
@@ -660,12 +660,40 @@ class Collection:
         result = answer_question(view, question, pipe.answering(), task_type=task_type, top_k=top_k,
                                  use_memory_answer=use_memory_answer, max_new_tokens=max_new_tokens,
                                  on_token=on_token)
-        if memory is not None and memory.activated:  # the pipeline holds the last activated document, both parts
-            last = memory.activated[-1]
-            pipe.retriever.state = self.retrieval_state(last, memory.versions[last])
+        self._hold_last(memory)
         clues = memory.per_document if memory is not None else {}
         return CollectionAnswer(result.answer, question, routed, result.citations, result.marks, clues,
                                 {"routing": round(t1 - t0, 3), **result.timings}, result.messages, result.evidence)
+
+
+    def ask_document(self, name: str, question: str | None, *, task_type: str = "memorag", top_k: int | None = None,
+                     max_new_tokens: int = 256, use_memory_answer: bool = False,
+                     on_token: Callable[[str], None] | None = None,
+                     on_evidence: Callable[[Clues | None, list[Citation]], None] | None = None) -> AnswerResult:
+        """Answer ``question`` from document ``name`` alone (no routing), as ``MemoRAG.ask``
+        does after loading it; its memory comes from the cache. Task ``summarize`` takes no
+        question. ``on_evidence(clues, citations)`` runs before generation starts."""
+        if task_type != "summarize":
+            question = check_text(question, what="question")
+        self.store.info(name)  # NotFoundError for an unknown name
+        view, memory = self.view([(name, 1.0)], use_memory=task_type != "rag")
+
+        def evidence(clues: Clues | None, hits: list) -> None:
+            if on_evidence:
+                on_evidence(clues, citations_for(view, hits))
+
+        result = answer_question(view, question, self.pipe.answering(), task_type=task_type, top_k=top_k,
+                                 use_memory_answer=use_memory_answer, max_new_tokens=max_new_tokens,
+                                 on_token=on_token, on_evidence=evidence)
+        self._hold_last(memory)
+        return result
+
+    def _hold_last(self, memory: RoutedMemory | None) -> None:
+        # The pipeline's memory holds the last document made current: give its retriever the
+        # same document, so the pipeline stays one consistent document.
+        if memory is not None and memory.activated:
+            last = memory.activated[-1]
+            self.pipe.retriever.state = self.retrieval_state(last, memory.versions[last])
 
 
 class RoutedMemory:
@@ -699,7 +727,12 @@ class RoutedMemory:
                      seconds=sum(c.seconds for c in each))
 
     def key_points(self) -> list[str]:
-        raise InputError("A store is not summarized as a whole: summarize one document.")
+        if len(self.routed) != 1:
+            raise InputError("A store is not summarized as a whole: summarize one document.")
+        name = self.routed[0]
+        self.collection.activate(name, self.versions[name])
+        self.activated.append(name)
+        return self.collection.pipe.memory.key_points()
 
 
 def _check_routing(rule: str) -> str:

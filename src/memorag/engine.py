@@ -1,18 +1,21 @@
 """Serving many memorized documents with one set of models (the HTTP service and the demo).
 
-An :class:`Engine` owns two MemoRAG pipelines over a :class:`~memorag.docstore.DocStore`:
+An :class:`Engine` is the job and worker wrapper around two :class:`~memorag.collection.Collection`
+objects over one store (the same store `memorag add/ask --store` use):
 
-* the *answering* pipeline (memory model, embedder, generator) serves every question and
-  summary. Its memory context holds one document's state at a time; a question about
-  another document first loads that document's saved state (fast: a state file and the
-  chunks, no re-reading).
-* the *building* pipeline (its own memory-model context and embedder, no generator)
-  runs memorize jobs, so a long build never holds up questions about other documents.
+* the *answering* collection (memory model, embedder, generator) serves every question and
+  summary through the answering core (``Collection.ask_document``). Its memory context holds
+  one document's state at a time; memories of recently asked documents are kept in its
+  cache (``Collection.memories``), so switching documents restores a snapshot instead of
+  reading a state file.
+* the *building* collection (its own memory-model context and embedder, no generator)
+  runs memorize jobs (``Collection.add_text``: the entry records the text's sha256 as the
+  CLI's do), so a long build never holds up questions about other documents.
 
-Why one worker thread per pipeline: a llama.cpp context is not thread-safe. Every call
+Why one worker thread per collection: a llama.cpp context is not thread-safe. Every call
 mutates its KV cache, its token list and its sampler, and the memory context must keep the
 loaded document's prefix between the tasks of one question. Two threads in one context
-would corrupt each other's answers (or crash in native code). So each pipeline has a
+would corrupt each other's answers (or crash in native code). So each collection has a
 single worker thread fed by a FIFO queue: requests are served one at a time in arrival
 order, and callers wait on a :class:`~concurrent.futures.Future`. On a CPU-only machine
 nothing is lost: one llama.cpp call already uses every core.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
 import uuid
@@ -31,12 +33,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from memorag.answering import NoGenerator
-from memorag.docstore import STATE, DocStore, check_name
+from memorag.answering import Citation, NoGenerator
+from memorag.collection import Collection
+from memorag.docstore import DocStore, check_name
 from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError
 from memorag.memory import Clues
 from memorag.pipeline import TASK_TYPES, MemoRAG
-from memorag.retrieval import Hit
 from memorag.text import check_text
 
 log = logging.getLogger("memorag.engine")
@@ -74,6 +76,9 @@ class _SerialWorker:
 
     def stop(self) -> None:
         self._queue.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
@@ -122,15 +127,10 @@ class Job:
                 "created": self.created, "started": self.started, "finished": self.finished}
 
 
-def evidence_json(pipe: MemoRAG, hits: list[Hit]) -> list[dict]:
+def evidence_json(citations: list[Citation]) -> list[dict]:
     """Evidence chunks with their place in the document (character offsets), for highlighting."""
-    chunks = pipe.retriever.chunks
-    out = []
-    for h in hits:
-        start = chunks[h.chunk_id].start if 0 <= h.chunk_id < len(chunks) else None
-        out.append({"chunk_id": h.chunk_id, "score": round(float(h.score), 5), "text": h.text,
-                    "start": start, "end": None if start is None else start + len(h.text)})
-    return out
+    return [{"chunk_id": c.chunk_id, "score": round(float(c.score), 5), "text": c.text, "start": c.start,
+             "end": c.end} for c in citations]
 
 
 class Engine:
@@ -150,30 +150,31 @@ class Engine:
         self.pipeline_kwargs = pipeline_kwargs
         self._ask_worker = _SerialWorker("memorag-answer")
         self._build_worker = _SerialWorker("memorag-build")
-        self._pipe: MemoRAG | None = None  # answering pipeline (worker thread only)
-        self._builder: MemoRAG | None = None  # building pipeline (build thread only)
-        self._loaded: tuple[str, str] | None = None  # (name, version) in the answering memory
+        self._answerer: Collection | None = None  # answers (ask worker thread only)
+        self._builder: Collection | None = None  # memorizes (build thread only)
         self._jobs: dict[str, Job] = {}
-        self._building: dict[str, str] = {}  # name -> job id (queued or running)
-        self._lock = threading.Lock()  # guards _jobs and _building (request threads + build thread)
+        self._building_names: dict[str, str] = {}  # name -> job id (queued or running)
+        self._lock = threading.Lock()  # guards _jobs and _building_names (request threads + build thread)
         self.ready = threading.Event()
 
     # --------------------------------------------------------------- models
-    def _answering(self) -> MemoRAG:
-        if self._pipe is None:
-            self._pipe = MemoRAG(self.mem_model, self.ret_model, gen_model_name_or_path=self.gen_model,
-                                 **self.pipeline_kwargs)
+    def _answering(self) -> Collection:
+        if self._answerer is None:
+            pipe = MemoRAG(self.mem_model, self.ret_model, gen_model_name_or_path=self.gen_model,
+                           **self.pipeline_kwargs)
+            self._answerer = Collection(self.store.root, pipe)
             self.ready.set()
-        return self._pipe
+        return self._answerer
 
     def warm_up(self) -> Future:
         """Load the answering models now (in the worker), instead of at the first question."""
         return self._ask_worker.submit(self._answering)
 
-    def _building_pipe(self) -> MemoRAG:
+    def _building_collection(self) -> Collection:
         if self._builder is None:
-            self._builder = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=NoGenerator(),
-                                    **self.pipeline_kwargs)
+            pipe = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=NoGenerator(),
+                           **self.pipeline_kwargs)
+            self._builder = Collection(self.store.root, pipe)
         return self._builder
 
     # ------------------------------------------------------------- memorize
@@ -182,14 +183,14 @@ class Engine:
         check_name(name)
         check_text(text, what="text")
         with self._lock:
-            if name in self._building:
-                raise ConflictError(f"{name!r} is being memorized already (job {self._building[name]}).")
+            if name in self._building_names:
+                raise ConflictError(f"{name!r} is being memorized already (job {self._building_names[name]}).")
             if self.store.exists(name) and not replace:
                 raise ConflictError(f"A document named {name!r} already exists; send replace=true to "
                                     "memorize it again.")
             job = Job(id=uuid.uuid4().hex[:16], name=name, chars=len(text), replace=replace)
             self._jobs[job.id] = job
-            self._building[name] = job.id
+            self._building_names[name] = job.id
             self._forget_old_jobs()
         self._build_worker.submit(self._build, job, text)
         return job
@@ -201,14 +202,8 @@ class Engine:
 
     def _build(self, job: Job, text: str) -> None:
         job.state, job.stage, job.started = "running", "loading", time.time()
-        staging = None
         try:
-            pipe = self._building_pipe()
-            staging = self.store.new_staging(job.id)
-            stats = pipe.memorize(text, save_dir=staging / STATE, progress=job.report)
-            job.stage = "saving"
-            self.store.commit(staging, job.name, text, stats, replace=job.replace)
-            staging = None
+            stats = self._building_collection().add_text(job.name, text, replace=job.replace, progress=job.report)
             job.stats, job.state, job.stage, job.fraction = stats, "done", "done", 1.0
         except MemoRAGError as exc:
             job.state, job.error = "failed", str(exc)
@@ -216,11 +211,9 @@ class Engine:
             log.exception("memorize job %s failed", job.id)
             job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
         finally:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
             job.finished = time.time()
             with self._lock:
-                self._building.pop(job.name, None)
+                self._building_names.pop(job.name, None)
 
     def job(self, job_id: str) -> Job:
         with self._lock:
@@ -236,14 +229,14 @@ class Engine:
     def building(self, name: str) -> str | None:
         """The id of the job memorizing ``name``, if one is queued or running."""
         with self._lock:
-            return self._building.get(name)
+            return self._building_names.get(name)
 
     # ------------------------------------------------------------------ ask
     def check_available(self, name: str) -> dict:
         """The store entry of ``name``; BusyError while it is being memorized, NotFoundError if absent."""
         check_name(name)
         with self._lock:
-            job_id = self._building.get(name)
+            job_id = self._building_names.get(name)
             job = self._jobs.get(job_id) if job_id else None
         if job_id is not None:
             pct = f" ({job.fraction:.0%} done)" if job else ""
@@ -269,23 +262,12 @@ class Engine:
         return self._ask_worker.submit(self._ask, name, question, task_type, max_new_tokens, top_k,
                                        on_token, on_evidence, cancel)
 
-    def _load(self, name: str) -> None:
-        pipe = self._answering()
-        with self.store.reading():
-            info = self.store.info(name)
-            key = (name, info["version"])
-            if self._loaded != key:
-                self._loaded = None
-                pipe.load(self.store.state_dir(name))
-                self._loaded = key
-
     def _ask(self, name: str, question: str | None, task_type: str, max_new_tokens: int, top_k: int | None,
              on_token: Callable[[str], None] | None, on_evidence: Callable[[dict], None] | None,
              cancel: threading.Event | None) -> dict:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        self._load(name)
-        pipe = self._answering()
+        answerer = self._answering()
 
         def token(piece: str) -> None:
             if cancel is not None and cancel.is_set():
@@ -293,16 +275,16 @@ class Engine:
             if on_token:
                 on_token(piece)
 
-        def evidence(clues: Clues | None, hits: list[Hit]) -> None:
+        def evidence(clues: Clues | None, citations: list[Citation]) -> None:
             if on_evidence:
-                on_evidence({"clues": clues.to_json() if clues else None, "evidence": evidence_json(pipe, hits)})
+                on_evidence({"clues": clues.to_json() if clues else None, "evidence": evidence_json(citations)})
 
         t0 = time.perf_counter()
-        ans = pipe.ask(question, task_type=task_type, max_new_tokens=max_new_tokens, top_k=top_k,
-                       on_token=token, on_evidence=evidence)
+        ans = answerer.ask_document(name, question, task_type=task_type, max_new_tokens=max_new_tokens,
+                                    top_k=top_k, on_token=token, on_evidence=evidence)
         out = ans.to_json()
         out["document"] = name
-        out["evidence"] = evidence_json(pipe, ans.evidence)
+        out["evidence"] = evidence_json(ans.citations)
         out["timings"]["total"] = round(time.perf_counter() - t0, 3)
         return out
 
@@ -310,15 +292,27 @@ class Engine:
     def delete(self, name: str) -> None:
         check_name(name)
         with self._lock:
-            if name in self._building:
-                raise ConflictError(f"{name!r} is being memorized (job {self._building[name]}); delete it "
+            if name in self._building_names:
+                raise ConflictError(f"{name!r} is being memorized (job {self._building_names[name]}); delete it "
                                     "when the job is done.")
             self.store.delete(name)
         # The answering memory may still hold the deleted state; harmless: the next question
         # about any document checks the store first, and a new document under this name has
         # a new version, so it is loaded afresh.
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = False) -> None:
+        """Stop both workers once their queued calls are done and release the models and the
+        cached memories (a stopped engine holds no KV state). ``wait``: until they have."""
+        self._ask_worker.submit(self._release, "_answerer")
+        self._build_worker.submit(self._release, "_builder")
         self._ask_worker.stop()
         self._build_worker.stop()
+        if wait:
+            self._ask_worker.join()
+            self._build_worker.join()
+
+    def _release(self, which: str) -> None:  # on the worker that owns it
+        setattr(self, which, None)
+        if which == "_answerer":
+            self.ready.clear()
 
