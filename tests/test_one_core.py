@@ -71,6 +71,7 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
     assert [c.chunk_id for c in routed.citations] == ids and {c.document for c in routed.citations} == {"harbour"}
     assert routed.messages == asked.messages and routed.answer == asked.answer
     assert routed.clues["harbour"].lines() == asked.clues.lines()
+    assert routed.clues["harbour"].grounded == asked.clues.grounded
 
     assert [e["chunk_id"] for e in over_http["evidence"]] == ids
     assert over_http["answer"] == user and over_http["clues"]["spans"] == asked.clues.spans

@@ -662,6 +662,10 @@ class Collection:
                                  on_token=on_token)
         self._hold_last(memory)
         clues = memory.per_document if memory is not None else {}
+        if result.clues is not None:  # each document's clue lines with the sentences they were grounded in
+            grounded = dict(zip(result.clues.lines(), result.clues.grounded))
+            for c in clues.values():
+                c.grounded = [grounded.get(line, "") for line in c.lines()]
         return CollectionAnswer(result.answer, question, routed, result.citations, result.marks, clues,
                                 {"routing": round(t1 - t0, 3), **result.timings}, result.messages, result.evidence)
 
