@@ -1,7 +1,7 @@
 """The MemoRAG pipeline.
 
     memorize = chunk + index + build memory      (once per document, saved to a dir)
-    ask      = clues + retrieve + generate       (per question, no re-reading)
+    ask      = clues + retrieve + generate       (per question, no re-reading; memorag.answering)
 """
 
 from __future__ import annotations
@@ -87,7 +87,11 @@ class MemoRAG:
     strings into parts; any of the models may also be given as an object (an ``LLM`` or
     :class:`Memory` for the memory, an ``Embedder`` for retrieval, a factory for ``index``).
     :meth:`from_parts` takes ready-made parts only. ``beacon_ratio`` is passed to the memory
-    (compression for documents beyond the model's window).
+    (compression for documents beyond the model's window). ``judge`` scores evidence for the
+    judging query plans: ``"auto"`` (the generator's twin when the generator can judge),
+    a model spec (``"default"``: the packaged default generator), a
+    :class:`~memorag.llm.base.Judge`, or None (no judging). ``cite`` numbers the evidence in
+    the answer prompt and asks for the numbers used (:attr:`Answer.marks`).
     """
 
     def __init__(self, mem_model_name_or_path: str | LLM | Memory | None = "default",
