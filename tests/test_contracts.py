@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from memorag.errors import StateError
 from memorag.index.faiss_index import FaissIndex
 from memorag.testing import HashEmbedder, ScriptedLLM
 from memorag.testing.contracts import (
     EMBEDDER_CHECKS,
+    EXTENDABLE_PREFIX_CHECKS,
     JUDGE_CHECKS,
     LLM_PREFIX_CHECKS,
     VECTOR_INDEX_CHECKS,
@@ -135,6 +137,31 @@ def tiny_transformers(tmp_path_factory):
 @pytest.mark.parametrize("check", LLM_PREFIX_CHECKS, ids=check_id)
 def test_transformers_contract_on_a_tiny_model(check, tiny_transformers, tmp_path):
     check(tiny_transformers.twin(), tmp_path)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("check", EXTENDABLE_PREFIX_CHECKS, ids=check_id)
+def test_scripted_llm_extendable_prefix_contract(check, tmp_path):
+    check(ScriptedLLM(batch_tokens=8), tmp_path)
+
+
+@pytest.mark.unit
+def test_an_extend_that_reads_the_whole_document_again_fails_the_contract(tmp_path):
+    class Rereading(ScriptedLLM):
+        def extend_prefix(self, text, *, progress=None):
+            if self.snapshot_prefix() is None:
+                raise StateError("no prefix")
+            messages = [dict(m) for m in self.snapshot_prefix()[0]]
+            messages[-1]["content"] += text
+            return self.prefill(messages, progress=progress)  # reads everything, returns the whole count
+
+    failures = run_checks(EXTENDABLE_PREFIX_CHECKS, Rereading(batch_tokens=8), tmp_path)
+    assert set(failures) == {"extend_reads_only_the_new_tokens"}
+
+
+@pytest.mark.parametrize("check", EXTENDABLE_PREFIX_CHECKS, ids=check_id)
+def test_llamacpp_extendable_prefix_contract_on_the_default_model(check, default_llm, tmp_path):
+    check(default_llm.twin(n_ctx=2048), tmp_path)
 
 
 # ---------------------------------------------------------------------------- judges

@@ -45,6 +45,7 @@ from memorag.answering import AnswerResult, Citation, NoGenerator, View, answer_
 from memorag.docstore import STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
+from memorag.llm.base import ExtendablePrefix
 from memorag.memory import Clues, MemoryState, check_same_model
 from memorag.retrieval import RetrievalState, Retriever
 from memorag.store import load_consistent, read_manifest
@@ -462,10 +463,10 @@ class Collection:
         full = old + added
         pipe = self.pipe
         memory = pipe.memory
-        extend = getattr(memory.llm, "extend_prefix", None)
+        extendable = isinstance(memory.llm, ExtendablePrefix)
         state = self.activate(name, info["version"])
         reason = None
-        if extend is None:
+        if not extendable:
             reason = "this memory backend cannot extend a saved state"
         elif state.compression:
             reason = "the document's memory is compressed"
@@ -479,7 +480,7 @@ class Collection:
         staging = self.store.new_staging(uuid.uuid4().hex[:16])
         try:
             with memory.guard():  # any failure puts the old document's prefix back
-                n_new = extend(added)
+                n_new = memory.llm.extend_prefix(added)
                 memory_state = MemoryState(state.language, text_sha256(full), len(full), memory.llm.prefix_tokens,
                                            None)
                 t1 = time.perf_counter()

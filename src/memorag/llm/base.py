@@ -133,6 +133,18 @@ class LLM(Generator, Protocol):
 
 
 @runtime_checkable
+class ExtendablePrefix(Protocol):
+    """An LLM whose prefix state can grow: ``extend_prefix`` appends text to the open user
+    turn and reads only the new tokens (llama.cpp, ``ScriptedLLM``). ``Collection.append``
+    uses it to add to a memorized document without reading it again; a backend without it
+    memorizes the whole document again. Contract: ``contracts.EXTENDABLE_PREFIX_CHECKS``."""
+
+    def extend_prefix(self, text: str, *, progress: ProgressFn | None = None) -> int:
+        """Append ``text`` to the prefix's open user turn; returns the tokens read."""
+        ...
+
+
+@runtime_checkable
 class Judge(Protocol):
     """Scores evidence for a question without decoding (the judging query plans' component).
 

@@ -14,6 +14,8 @@ deliberately broken backend is caught. The suites need no pytest.
 - ``EMBEDDER_CHECKS``: ``check(embedder)``.
 - ``LLM_PREFIX_CHECKS``: ``check(llm, tmp_path)``, ``llm`` with no prefix yet; checks that
   need a second instance make one with ``llm.twin()``.
+- ``EXTENDABLE_PREFIX_CHECKS``: ``check(llm, tmp_path)`` as ``LLM_PREFIX_CHECKS``, for an
+  LLM that is also a :class:`memorag.llm.base.ExtendablePrefix`.
 - ``JUDGE_CHECKS``: ``check(judge)``, a :class:`memorag.llm.base.Judge` (what the judging
   query plans score evidence with).
 """
@@ -316,6 +318,52 @@ LLM_PREFIX_CHECKS: tuple[Check, ...] = (
     llm_no_prefix_until_prefill, llm_prefill_counts_and_repeats, llm_save_load_round_trip,
     llm_corrupt_saved_prefix_is_a_state_error, llm_snapshot_restore_undoes_prefill, llm_twin_has_its_own_state,
     llm_describe,
+)
+
+
+# ---------------------------------------------------------------- extendable prefix
+MORE = " The ferry Saint Brendan carried the green ledger to the mainland in 1901."
+
+
+def extend_before_prefill_is_a_state_error(llm: Any, tmp_path: Path) -> None:
+    _raises(StateError, lambda: llm.extend_prefix(MORE), "extend_prefix before prefill")
+
+
+def extend_reads_only_the_new_tokens(llm: Any, tmp_path: Path) -> None:
+    from memorag.llm.base import ExtendablePrefix
+
+    assert isinstance(llm, ExtendablePrefix), "needs extend_prefix(text, progress=...)"
+    n = llm.prefill(_prefix(DOC_A))
+    calls: list[tuple[int, int]] = []
+    m = llm.extend_prefix(MORE, progress=lambda done, total: calls.append((done, total)))
+    assert isinstance(m, int) and 0 < m <= llm.count_tokens(MORE) + 2, \
+        f"extend_prefix read {m} tokens for a text of {llm.count_tokens(MORE)}: not only the new part"
+    assert llm.prefix_tokens == n + m, f"prefix has {llm.prefix_tokens} tokens, expected {n} + {m}"
+    assert calls and calls[-1][0] == calls[-1][1], f"progress did not end at done == total: {calls[-3:]}"
+    first = _continue(llm)
+    assert first.strip() and _continue(llm) == first, "a task on the extended prefix changed it"
+
+
+def extend_is_undone_by_restore_and_kept_by_save(llm: Any, tmp_path: Path) -> None:
+    n = llm.prefill(_prefix(DOC_A))
+    before = _continue(llm)
+    snapshot = llm.snapshot_prefix()
+    llm.extend_prefix(MORE)
+    extended, n_extended = _continue(llm), llm.prefix_tokens
+    directory = Path(tmp_path) / "extended"
+    directory.mkdir(parents=True, exist_ok=True)
+    info = llm.save_prefix(directory)
+    llm.restore_prefix(snapshot)
+    assert llm.prefix_tokens == n and _continue(llm) == before, "restore_prefix did not undo extend_prefix"
+    other = llm.twin()
+    other.load_prefix(directory, json.loads(json.dumps(info)))
+    assert other.prefix_tokens == n_extended and _continue(other) == extended, \
+        "the saved extended prefix does not answer as it did before saving"
+
+
+EXTENDABLE_PREFIX_CHECKS: tuple[Check, ...] = (
+    extend_before_prefill_is_a_state_error, extend_reads_only_the_new_tokens,
+    extend_is_undone_by_restore_and_kept_by_save,
 )
 
 
