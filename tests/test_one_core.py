@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from servicekit import read_sse
 from test_unit_pipeline import DOC_A, Q_A
 
 from memorag import MemoRAG
@@ -129,3 +130,38 @@ def test_eval_takes_clues_made_another_way():
     result = runner.retrieve("grounded", Q_A, DOC_A)
     assert len(pipe.memory.llm.turns) == turns and result.clues == given.spans  # no memory generation
     assert result.found.clues.grounded == given.spans  # the plan read it: grounded in its real sentence
+
+
+def test_the_service_asks_across_the_store_with_numbered_citations(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from memorag.service import Settings, create_app
+
+    store = tmp_path / "store"
+    engine = Engine(store, mem_model=SPECS["mem_model_name_or_path"], ret_model=SPECS["ret_model_name_or_path"],
+                    gen_model="scriptedspecs:llm", retrieval_chunk_size=64)
+    other = DOC_A.replace("Edda Quill", "Maren Vask").replace("silver key", "copper whistle")
+    with TestClient(create_app(Settings(store=str(store), warm_up=False), engine)) as client:
+        for name, text in (("harbour", DOC_A), ("fjord", other)):
+            r = client.post("/documents", json={"name": name, "text": text})
+            deadline = time.monotonic() + 60
+            while client.get(f"/jobs/{r.json()['id']}").json()["state"] != "done":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        texts = {n: client.get(f"/documents/{n}", params={"text": "true"}).json()["text"] for n in ("harbour", "fjord")}
+        assert all(client.get(f"/documents/{n}").json()["sha256"] for n in texts)  # built through a collection
+        question = "Where did Maren Vask keep the copper whistle?"
+        answer = client.post("/ask", json={"question": question, "route_top": 2}).json()
+        with client.stream("POST", "/ask", json={"question": question, "stream": True}) as r:
+            events = read_sse(r)
+        bad = client.post("/ask", json={"question": " "})
+    engine.close(wait=True)
+    assert [d["name"] for d in answer["documents"]][0] == "fjord"
+    assert "copper whistle" in answer["answer"]
+    for c in answer["citations"]:  # every piece of evidence sits at its offsets in its document
+        assert texts[c["document"]][c["start"]:c["end"]] == c["text"]
+    assert [c["n"] for c in answer["citations"]] == list(range(1, len(answer["citations"]) + 1))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "evidence" and kinds[-1] == "done" and "token" in kinds
+    assert events[0][1]["citations"] == events[-1][1]["citations"] == answer["citations"]
+    assert bad.status_code == 400 and "question" in bad.json()["error"]

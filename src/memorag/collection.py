@@ -26,6 +26,7 @@ character of text, not per token of KV state).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import glob
 import hashlib
 import json
@@ -637,13 +638,17 @@ class Collection:
 
     def ask(self, question: str, *, route_top: int | None = None, top_k: int | None = None,
             max_new_tokens: int = 256, use_memory: bool = True, task_type: str = "memorag",
-            use_memory_answer: bool = False, on_token: Callable[[str], None] | None = None) -> CollectionAnswer:
+            use_memory_answer: bool = False, cite: bool | None = None,
+            on_token: Callable[[str], None] | None = None,
+            on_evidence: Callable[[dict[str, Clues], list[Citation]], None] | None = None) -> CollectionAnswer:
         """Answer ``question`` from the documents it is routed to, with numbered citations.
 
         The answer is made by the answering core (memorag.answering.answer_question) with the
         pipeline's parts, over the routed documents' chunks joined. ``use_memory=False`` (or
         ``task_type="rag"``) skips the memories (no clues): plain hybrid retrieval over the
-        routed documents.
+        routed documents. ``cite`` overrides the pipeline's ``cite`` (numbered evidence and
+        ``[n]`` marks in the answer). ``on_evidence(clues per document, citations)`` runs
+        before generation starts.
         """
         question = check_text(question, what="question")
         pipe = self.pipe
@@ -658,9 +663,17 @@ class Collection:
         routed = self.route(question, route_top)
         t1 = time.perf_counter()
         view, memory = self.view(routed, use_memory=task_type != "rag")
-        result = answer_question(view, question, pipe.answering(), task_type=task_type, top_k=top_k,
+        parts = pipe.answering()
+        if cite is not None:
+            parts = dataclasses.replace(parts, prompt=dataclasses.replace(parts.prompt, cite=cite))
+
+        def evidence(clues: Clues | None, hits: list) -> None:
+            if on_evidence:
+                on_evidence(memory.per_document if memory is not None else {}, citations_for(view, hits))
+
+        result = answer_question(view, question, parts, task_type=task_type, top_k=top_k,
                                  use_memory_answer=use_memory_answer, max_new_tokens=max_new_tokens,
-                                 on_token=on_token)
+                                 on_token=on_token, on_evidence=evidence)
         self._hold_last(memory)
         clues = memory.per_document if memory is not None else {}
         if result.clues is not None:  # each document's clue lines with the sentences they were grounded in

@@ -268,12 +268,7 @@ class Engine:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         answerer = self._answering()
-
-        def token(piece: str) -> None:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()  # unwinds out of the generator's stream: decoding stops
-            if on_token:
-                on_token(piece)
+        token = self._token_callback(on_token, cancel)
 
         def evidence(clues: Clues | None, citations: list[Citation]) -> None:
             if on_evidence:
@@ -287,6 +282,51 @@ class Engine:
         out["evidence"] = evidence_json(ans.citations)
         out["timings"]["total"] = round(time.perf_counter() - t0, 3)
         return out
+
+    def ask_store(self, question: str, *, route_top: int | None = None, top_k: int | None = None,
+                  max_new_tokens: int = 256, on_token: Callable[[str], None] | None = None,
+                  on_evidence: Callable[[dict], None] | None = None,
+                  cancel: threading.Event | None = None) -> Future:
+        """Queue a question across the store: routed to the documents that match it and
+        answered with numbered citations (``Collection.ask`` with ``cite=True``, as
+        ``memorag ask --store``). The Future gives the answer as JSON."""
+        question = check_text(question, what="question")
+        if route_top is not None and route_top < 1:
+            raise InputError(f"route_top must be at least 1; got {route_top!r}.")
+        if self._ask_worker.pending() >= self.max_queue:
+            raise BusyError(f"{self.max_queue} requests are already waiting; try again shortly.", retry_after=10)
+        return self._ask_worker.submit(self._ask_store, question, route_top, top_k, max_new_tokens, on_token,
+                                       on_evidence, cancel)
+
+    def _ask_store(self, question: str, route_top: int | None, top_k: int | None, max_new_tokens: int,
+                   on_token: Callable[[str], None] | None, on_evidence: Callable[[dict], None] | None,
+                   cancel: threading.Event | None) -> dict:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+
+        def evidence(clues: dict[str, Clues], citations: list[Citation]) -> None:
+            if on_evidence:
+                on_evidence({"clues": {n: c.to_json() for n, c in clues.items()},
+                             "citations": [c.to_json() for c in citations]})
+
+        t0 = time.perf_counter()
+        ans = self._answering().ask(question, route_top=route_top, top_k=top_k, max_new_tokens=max_new_tokens,
+                                    cite=True, on_token=self._token_callback(on_token, cancel),
+                                    on_evidence=evidence)
+        out = ans.to_json()
+        out["timings"]["total"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    @staticmethod
+    def _token_callback(on_token: Callable[[str], None] | None,
+                        cancel: threading.Event | None) -> Callable[[str], None]:
+        def token(piece: str) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()  # unwinds out of the generator's stream: decoding stops
+            if on_token:
+                on_token(piece)
+
+        return token
 
     # --------------------------------------------------------------- delete
     def delete(self, name: str) -> None:

@@ -10,6 +10,7 @@ Endpoints (docs/service.md has examples; the OpenAPI schema is at ``/openapi.jso
     GET    /jobs, /jobs/{id}               memorize jobs and their progress
     POST   /documents/{name}/ask           {question, task_type, stream, ...}: JSON, or SSE when stream=true
     POST   /documents/{name}/summarize     {stream, ...}
+    POST   /ask                            {question, route_top, stream, ...}: across the store, numbered citations
     GET    /v1/models, POST /v1/chat/completions   OpenAI-compatible facade (model = document name)
 
 Safety: bound to 127.0.0.1 unless a bearer token is set (``--token`` / ``MEMORAG_TOKEN``);
@@ -131,6 +132,15 @@ class AskRequest(BaseModel):
     stream: bool = Field(False, description="Answer as server-sent events: evidence, token..., done.")
     max_new_tokens: int = Field(256, ge=1, le=2048)
     top_k: int | None = Field(None, ge=1, le=20, description="Evidence chunks (default: the pipeline's 3).")
+
+
+class StoreAskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(max_length=8000, examples=["Which supplier raised prices in 2023?"])
+    stream: bool = Field(False, description="Answer as server-sent events: evidence, token..., done.")
+    max_new_tokens: int = Field(256, ge=1, le=2048)
+    top_k: int | None = Field(None, ge=1, le=20, description="Evidence chunks (default: the pipeline's 3).")
+    route_top: int | None = Field(None, ge=1, le=20, description="Documents the question is routed to (default 2).")
 
 
 class SummarizeRequest(BaseModel):
@@ -417,6 +427,22 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                                               "events evidence, token (many), then done or error."}})
     async def ask(name: str, body: AskRequest):
         start = _starter(name, body.question, body.task_type, body.max_new_tokens, body.top_k)
+        if body.stream:
+            return _native_stream(start)
+        return await _run(start)
+
+    @api.post("/ask", tags=["questions"],
+              responses={200: {"description": "The answer with numbered citations as JSON, or (stream=true) "
+                                              "text/event-stream with events evidence, token (many), then done "
+                                              "or error."}})
+    async def ask_store(body: StoreAskRequest):
+        """Ask across the store: the question is routed to the best-matching documents and
+        answered from their evidence, each piece a numbered citation (document, chunk,
+        character offsets into the document's text)."""
+        def start(**callbacks: Any) -> Future:
+            return engine.ask_store(body.question, route_top=body.route_top, top_k=body.top_k,
+                                    max_new_tokens=body.max_new_tokens, **callbacks)
+
         if body.stream:
             return _native_stream(start)
         return await _run(start)
