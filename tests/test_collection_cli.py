@@ -62,6 +62,9 @@ def test_add_ask_ls_rm_through_the_cli(tmp_path):
     cite = next(c for c in ans["citations"] if c["document"] == "bakery.md")
     assert "flour barrels" in text[cite["start"]:cite["end"]] == cite["text"]
 
+    plain = json.loads(ok(run_cli("ask", "--store", store, q, "--json", "--task-type", "rag", cwd=tmp_path)).stdout)
+    assert plain["clues"] == {} and plain["citations"][0]["document"] == "bakery.md"  # no memory asked
+
     shown = ok(run_cli("ask", "--store", store, q, cwd=tmp_path))
     assert "flour barrels" in shown.stdout
     assert f"bakery.md chunk {cite['chunk_id']}, chars {cite['start']}-{cite['end']}" in shown.stderr
@@ -90,7 +93,7 @@ def test_add_ask_ls_rm_through_the_cli(tmp_path):
     (("ask", "--store", "{d}/S", "who?"), "does not exist"),
     (("ask", "--store", "{d}", "who?"), "is not a memorag store"),
     (("ask", "--store", "{d}/S", "a", "b"), "give only the question"),
-    (("ask", "--store", "{d}/S", "who?", "--task-type", "rag"), "single save dir"),
+    (("ask", "--store", "{d}/S", "who?", "--task-type", "summarize"), "single save dir"),
     (("ask",), "give SAVE_DIR and QUESTION"),
     (("ls", "--store", "{d}/S"), "does not exist"),
     (("rm", "x.txt", "--store", "{d}/S"), "does not exist"),

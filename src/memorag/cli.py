@@ -136,13 +136,13 @@ def ask(
     question: Annotated[str | None, typer.Argument(help="The question.", show_default=False)] = None,
     store: Annotated[Path | None, typer.Option(help="Ask across the documents of this store (made by `memorag add`) "
                                                     "instead of one save dir; the answer cites them.")] = None,
-    task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only). Single save dir only.")] = "memorag",
+    task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only), summarize (single save dir only).")] = "memorag",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 3,
     route_top: Annotated[int, typer.Option(help="With --store: documents a question is routed to (each one's memory gives clues).")] = 2,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
-    use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer. Single save dir only.")] = False,
+    use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer (task memorag).")] = False,
     show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
     show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr); with --store the citations are always printed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
@@ -154,14 +154,14 @@ def ask(
     from memorag.text import check_text
 
     if store is not None:
-        if task_type != "memorag" or use_memory_answer:
-            _fail("--task-type and --use-memory-answer apply to a single save dir, not to --store.")
+        if task_type == "summarize":
+            _fail("--task-type summarize applies to a single save dir, not to --store.")
         if question is not None:
             _fail("with --store give only the question (no SAVE_DIR).")
         if save_dir is None:
             _fail("missing QUESTION: memorag ask --store S \"your question\".")
         _ask_store(store, check_text(save_dir, what="question"), gen_model, top_k, route_top, max_new_tokens,
-                   as_json, show_clues, judge)
+                   as_json, show_clues, judge, task_type, use_memory_answer)
         return
     if save_dir is None or question is None:
         _fail("give SAVE_DIR and QUESTION (memorag ask DIR \"your question\"), or --store S \"your question\".")
@@ -184,14 +184,16 @@ def _open_store(store: Path, **kwargs):
 
 
 def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, route_top: int, max_new_tokens: int,
-               as_json: bool, show_clues: bool, judge: str | None = None) -> None:
+               as_json: bool, show_clues: bool, judge: str | None = None, task_type: str = "memorag",
+               use_memory_answer: bool = False) -> None:
     if top_k < 1 or route_top < 1:
         _fail("--top-k and --route-top must be at least 1.")
     # cite: the answer prompt numbers the evidence and asks for the numbers used ("(cited)" below)
     coll = _open_store(store, route_top=route_top, ret_hit=top_k, cite=True,
                        **({"gen_model_name_or_path": gen_model} if gen_model else {}),
                        **({"judge": judge} if judge else {}))
-    ans = coll.ask(question, max_new_tokens=max_new_tokens, on_token=None if as_json else _answer_printer())
+    ans = coll.ask(question, max_new_tokens=max_new_tokens, task_type=task_type, use_memory_answer=use_memory_answer,
+                   on_token=None if as_json else _answer_printer())
     if as_json:
         typer.echo(json.dumps(ans.to_json(), ensure_ascii=False, indent=1))
         return
