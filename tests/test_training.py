@@ -182,3 +182,26 @@ def test_tiny_model_trains_exports_gguf_and_llama_cpp_generates(tiny, tmp_path):
     merged = merge(str(out), tmp_path / "run" / "adapter", tmp_path / "merged-from-gguf")
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())
+
+
+@pytest.mark.unit
+@needs_data
+def test_long_windows_share_one_document_and_quote_it():
+    """Each long window serves several questions: the examples of one window hold the same
+    document byte for byte (the trainer computes its KV once), and every gold sentence is a
+    verbatim line of that document; no HotpotQA index from the held-out range is drawn."""
+    from memorag.training import data
+
+    examples, split = data.build_windows(6, 3, window_tokens=1500, squad_share=0.34, seed=1)
+    by_doc: dict[str, list] = {}
+    for ex in examples:
+        by_doc.setdefault(ex.document, []).append(ex)
+        assert ex.clues and all(c in ex.document for c in ex.clues)
+    assert len(by_doc) == 6
+    assert any(len(group) >= 2 for group in by_doc.values())
+    assert {ex.source for ex in examples} == {"hotpotqa", "squad"}
+    assert all(1000 <= i < TUNING_LIMIT for i in split.hotpotqa_indices)
+    again, _ = data.build_windows(6, 3, window_tokens=1500, squad_share=0.34, seed=1)
+    assert [e.to_json() for e in again] == [e.to_json() for e in examples]
+    with pytest.raises(InputError):
+        data.build_windows(2, 2, hotpotqa_range=(0, TUNING_LIMIT + 1))

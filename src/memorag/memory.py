@@ -13,13 +13,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorag.checkpoint import CheckpointRun
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import LLM, ChatMessage, StageProgressFn
+from memorag.llm.base import LLM, ChatMessage, StageProgressFn, TaskAdapted
 from memorag.progress import for_stage, progress_bar
 from memorag.prompts import prompts_for
 from memorag.text import check_text, detect_language
@@ -335,12 +335,21 @@ class Memory:
         self._require()
         return self.llm.continue_chat(task, max_new_tokens=max_new_tokens)
 
-    def _lines(self, template: str, question: str, max_new_tokens: int, max_lines: int) -> list[str]:
+    def _lines(self, template: str, question: str, max_new_tokens: int, max_lines: int,
+               adapter_task: str | None = None) -> list[str]:
         task = template.format(question=question)
-        return distinct_lines(self._run(task, max_new_tokens), max_lines=max_lines)
+        with self._adapter_for(adapter_task):
+            return distinct_lines(self._run(task, max_new_tokens), max_lines=max_lines)
+
+    def _adapter_for(self, task: str | None) -> AbstractContextManager[None]:
+        """The memory model's task adapter for ``task`` (a trained LoRA, see
+        :class:`memorag.llm.base.TaskAdapted`); a no-op for models without one."""
+        if task is not None and isinstance(self.llm, TaskAdapted):
+            return self.llm.task_adapter(task)
+        return nullcontext()
 
     def recall_spans(self, query: str, max_new_tokens: int = 128) -> list[str]:
-        return self._lines(prompts_for(self.language or "en").recall, query, max_new_tokens, 4)
+        return self._lines(prompts_for(self.language or "en").recall, query, max_new_tokens, 4, adapter_task="recall")
 
     def surrogate_questions(self, query: str, max_new_tokens: int = 96) -> list[str]:
         lines = self._lines(prompts_for(self.language or "en").rewrite, query, max_new_tokens, 3)

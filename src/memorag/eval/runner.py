@@ -26,7 +26,10 @@ def parse_methods(spec: str) -> list[str]:
 
 
 def _haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
-    models = json.dumps([pipe.memory.llm.describe(), pipe.embedder.describe(), pipe.retriever.chunk_tokens,
+    # The memory's task adapter is left out: it never touches the memorized state, so the
+    # base model and the base with an adapter share one memorized haystack.
+    memory = {k: v for k, v in pipe.memory.llm.describe().items() if k not in ("adapter", "spec")}
+    models = json.dumps([memory, pipe.embedder.describe(), pipe.retriever.chunk_tokens,
                          pipe.memory.llm.context_window, pipe.memory.compression], sort_keys=True)
     key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
     return root / f"{haystack.id}-{key}"
