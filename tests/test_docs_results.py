@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 # `docs/results/NAME.json` from the README and CHANGELOG, `results/NAME.json` from a page in
 # docs/; NAME may be a glob pattern (`store_scale_routing_*.json`) standing for several files.
-NAMED = re.compile(r"(?<![\w./-])(?:docs/)?results/([\w.*\-]+\.json)")
+NAMED = re.compile(r"(?<![\w./-])(?:docs/)?results/([\w.*\-]+\.json)(?!\w)")
 
 
 def doc_files() -> list[Path]:
