@@ -22,8 +22,8 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from memorag.errors import StateError
