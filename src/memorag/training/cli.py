@@ -117,28 +117,33 @@ def fetch_converter_command() -> None:
 
 @train_app.command("run")
 def run_command(
-    out_dir: Annotated[Path, typer.Argument(help="Working directory: data/, adapter/, train_log.json, the GGUF.")],
-    base: _Base = "default",
-    hotpotqa: Annotated[int, typer.Option(help="HotpotQA examples.")] = 400,
-    squad: Annotated[int, typer.Option(help="SQuAD examples.")] = 100,
-    window_tokens: Annotated[int, typer.Option(help="Document window per example (estimated tokens).")] = 700,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 200,
-    grad_accum: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 4,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
-    quant: Annotated[str, typer.Option(help="Quantization of the exported GGUF.")] = "Q4_K_M",
+    out_dir: Annotated[Path, typer.Argument(help="Working directory: data/, adapter/, checkpoint/, train_log.json, the adapter GGUF.")],
+    base: _Base = "default-base",
+    windows: Annotated[int, typer.Option(help="Shared document windows (several questions each).")] = 70,
+    questions_per_window: Annotated[int, typer.Option(help="Questions asked of each window.")] = 4,
+    window_tokens: Annotated[int, typer.Option(help="Document window (estimated tokens).")] = 3000,
+    squad_share: Annotated[float, typer.Option(help="Share of windows drawn from SQuAD articles.")] = 0.25,
+    steps: Annotated[int, typer.Option(help="Optimizer steps (one window each).")] = 54,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    max_tokens: Annotated[int, typer.Option(help="Skip examples longer than this (window + task + reply tokens).")] = 6000,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
-    """The whole flow: data, LoRA training, merge and GGUF export."""
+    """The whole flow that made the shipped default adapter: long-window data, task-scoped LoRA
+    (resumable: run the same command again after a kill), adapter GGUF export."""
     from memorag.training import data, require_train_extra
-    from memorag.training.export import export, find_converter
+    from memorag.training.export import export_adapter, find_converter
     from memorag.training.lora import TrainConfig, train
 
     require_train_extra()
     find_converter()  # before an hour of training, not after
-    config = TrainConfig(steps=steps, grad_accum=grad_accum, learning_rate=learning_rate, seed=seed)
-    examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed)
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, max_tokens=max_tokens, seed=seed,
+                         adapter_scope="task", checkpoint_every=6)
+    examples, split = data.build_windows(windows, questions_per_window, window_tokens=window_tokens,
+                                         squad_share=squad_share, seed=seed)
     data.write(examples, split, out_dir / "data")
     _echo(f"{len(examples)} examples in {out_dir / 'data'}")
     train(examples, base, out_dir, config, log=_echo)
-    gguf = export(base, out_dir / "adapter", out_dir / f"memory-clues-{quant.lower()}.gguf", qtype=quant, log=_echo)
+    from memorag.models.registry import DEFAULT_MEMORY_ADAPTER
+
+    gguf = export_adapter(base, out_dir / "adapter", out_dir / DEFAULT_MEMORY_ADAPTER, log=_echo)
     typer.echo(str(gguf))
