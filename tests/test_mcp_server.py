@@ -18,6 +18,7 @@ import pytest
 mcp = pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
+from scriptedspecs import write_sources  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -72,12 +73,7 @@ class Calls:
 
 
 def test_tools_add_list_ask_remove_over_stdio(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "bakery.md").write_text("The baker Anselm Rook hid the brass ledger under the flour barrels.\n\n"
-                                   "The bakery door was painted yellow.")
-    (src / "harbour.txt").write_text("The keeper Edda Quill kept the silver key in a blue porcelain jar.")
-    (src / "notes.xyz").write_text("skipped")
+    src = write_sources(tmp_path / "src")
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
     store = tmp_path / "S"
     question = "Where did Anselm Rook hide the brass ledger?"
