@@ -150,3 +150,19 @@ def test_a_name_with_a_tilde_survives_crash_recovery(tmp_path):
     (tmp_path / "S" / "draft~2.txt").rename(tmp_path / "S" / ".trash" / f"draft~2.txt~{entry['version']}.replaced")
     assert DocStore(tmp_path / "S").recovered["restored"] == ["draft~2.txt"]
     assert store.text("draft~2.txt") == "text"
+
+
+def test_memorag_add_ls_ask_rm_with_a_chinese_file_name(tmp_path):
+    """`memorag add 报告.txt` in a subprocess (the fakes by spec string), then ls, ask and rm by that name."""
+    from test_collection_cli import FAKES, ok, run_cli
+
+    (tmp_path / REPORT).write_text(FACT, encoding="utf-8")
+    store = tmp_path / "S"
+    added = json.loads(ok(run_cli("add", REPORT, "--store", store, "--json", *FAKES, cwd=tmp_path)).stdout)
+    assert added["added"] == [REPORT]
+    assert json.loads(ok(run_cli("ls", "--store", store, "--json", cwd=tmp_path)).stdout)[0]["name"] == REPORT
+    ans = json.loads(ok(run_cli("ask", "--store", store, "Where did Mira Vell lock the accounts?", "--json",
+                                cwd=tmp_path)).stdout)
+    assert ans["citations"][0]["document"] == REPORT and "green cabinet" in ans["answer"]
+    ok(run_cli("rm", REPORT, "--store", store, cwd=tmp_path))
+    assert json.loads(ok(run_cli("ls", "--store", store, "--json", cwd=tmp_path)).stdout) == []
