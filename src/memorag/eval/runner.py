@@ -73,9 +73,13 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         questions_per_haystack: int = 5, seed: int = 0, top_k: int = 5, retrieval_only: bool = False,
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
-        memory_window: int | None = None, progress: bool = True) -> dict:
+        memory_window: int | None = None, progress: bool = True, query_plan: str | None = None) -> dict:
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
+    if query_plan is not None:
+        from memorag.models.registry import resolve_plan
+
+        resolve_plan(query_plan)  # an unknown plan is one clear error, before any model loads
     if not retrieval_only:
         try:
             import rouge_score  # noqa: F401  (ROUGE-L of every answer)
@@ -88,7 +92,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     # the compressed memory (how compression methods are compared on the same data).
     n_ctx = memory_window or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
     pipe = MemoRAG(mem_model_name_or_path=mem_model, gen_model_name_or_path=gen_model, ret_hit=top_k,
-                   retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression)
+                   retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
+                   **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
                                haystack_tokens=haystack_tokens, seed=seed, count_tokens=count)
