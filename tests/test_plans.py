@@ -262,3 +262,29 @@ def test_query_likelihood_on_the_default_model_is_consistent_and_prefers_the_rig
     assert abs(sum(again) / len(again) - sum(a) / len(a)) < 0.05
     assert all(x <= 0 for x in a + b)
     assert sum(a) / len(a) > sum(b) / len(b) + 0.5
+
+
+@pytest.mark.unit
+def test_recall_quotes_lets_a_verbatim_quote_vote_and_a_paraphrase_not():
+    """Plan ``recall+quotes``: a chunk the memory quoted word for word gets its own vote in the
+    final fusion (a bridge paragraph shares no word with the question, so neither the first
+    round nor the judge ranks it); a paraphrase only joins the judge's candidates, as in
+    plain ``recall``."""
+    from dataclasses import replace
+
+    from memorag.plans import PlanParams
+    from memorag.testing import ScriptedLLM
+
+    far = "The ledger of the ferry company lists Ottilie Marsh as the keeper of the lighthouse key."
+    r = _hash_retriever("\n\n".join(_FILLER + [far]), chunk_tokens=24)
+    q = "Which mill ground grain for the village?"
+    p = replace(PlanParams(), likelihood_depth=4, likelihood_passages=6)
+    far_chunk = next(i for i, c in enumerate(r.chunks) if "Ottilie" in c.text)
+    quote = Clues(q, spans=[far])
+    plain = [h.chunk_id for h in run_plan("recall", PlanContext(r, ScriptedLLM()), q, quote, 2, p)]
+    voted = [h.chunk_id for h in run_plan("recall+quotes", PlanContext(r, ScriptedLLM()), q, quote, 2, p)]
+    assert far_chunk not in plain
+    assert far_chunk in voted
+    paraphrase = Clues(q, spans=["Ottilie Marsh keeps the key of the lighthouse for the ferry company, per the ledger"])
+    para = [h.chunk_id for h in run_plan("recall+quotes", PlanContext(r, ScriptedLLM()), q, paraphrase, 2, p)]
+    assert para == plain

@@ -128,7 +128,7 @@ def test_openai_facade_streams_an_answer(server, memorized):
 
 
 # ------------------------------------------------------------------ bad requests (no model)
-@pytest.mark.parametrize("name", ["../evil", "..", ".", "a/b", "/etc", ".hidden", "a\\b", "x" * 65, "", "é"])
+@pytest.mark.parametrize("name", ["../evil", "..", ".", "a/b", "/etc", ".hidden", "a\\b", "x" * 201, "", "CON", "a\x00b"])
 def test_traversal_and_bad_names_are_refused(server, name):
     with server.client() as c:
         r = c.post("/documents", json={"name": name, "text": "Some text to memorize."})

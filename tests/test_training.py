@@ -182,3 +182,83 @@ def test_tiny_model_trains_exports_gguf_and_llama_cpp_generates(tiny, tmp_path):
     merged = merge(str(out), tmp_path / "run" / "adapter", tmp_path / "merged-from-gguf")
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())
+
+
+@pytest.mark.unit
+@needs_data
+def test_long_windows_share_one_document_and_quote_it():
+    """Each long window serves several questions: the examples of one window hold the same
+    document byte for byte (the trainer computes its KV once), and every gold sentence is a
+    verbatim line of that document; no HotpotQA index from the held-out range is drawn."""
+    from memorag.training import data
+
+    examples, split = data.build_windows(6, 3, window_tokens=1500, squad_share=0.34, seed=1)
+    by_doc: dict[str, list] = {}
+    for ex in examples:
+        by_doc.setdefault(ex.document, []).append(ex)
+        assert ex.clues and all(c in ex.document for c in ex.clues)
+    assert len(by_doc) == 6
+    assert any(len(group) >= 2 for group in by_doc.values())
+    assert {ex.source for ex in examples} == {"hotpotqa", "squad"}
+    assert all(1000 <= i < TUNING_LIMIT for i in split.hotpotqa_indices)
+    again, _ = data.build_windows(6, 3, window_tokens=1500, squad_share=0.34, seed=1)
+    assert [e.to_json() for e in again] == [e.to_json() for e in examples]
+    with pytest.raises(InputError):
+        data.build_windows(2, 2, hotpotqa_range=(0, TUNING_LIMIT + 1))
+
+
+@needs_train
+def test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_document(tiny, tmp_path):
+    """Task-scoped LoRA: trained on top of a base-computed document KV, resumable from its
+    safetensors checkpoint to the same losses, exported as an adapter GGUF that llama.cpp
+    applies to the recall task only, leaving the memorized state the base model's."""
+    from memorag.llm.llamacpp import LlamaCppLLM
+    from memorag.models.registry import load_llm
+    from memorag.prompts import prompts_for
+    from memorag.training.export import convert, export_adapter, find_converter
+    from memorag.training.lora import CHECKPOINT_DIR, TrainConfig, train
+
+    find_converter()
+    examples = _tiny_examples()  # two questions over one shared document: one window
+    config = TrainConfig(steps=4, learning_rate=1e-2, warmup_steps=0, adapter_scope="task", checkpoint_every=2,
+                         max_tokens=2048)
+    full = train(examples, str(tiny), tmp_path / "full", config, log=lambda line: None)
+    assert full.losses[-1] < full.losses[0] - 0.5
+
+    def stop_at_step_3(line: str) -> None:
+        if line.startswith("step 3/4"):
+            raise KeyboardInterrupt
+
+    part = train(examples, str(tiny), tmp_path / "part", config, log=stop_at_step_3)
+    assert part.steps == 3 and (tmp_path / "part" / CHECKPOINT_DIR / "optimizer.safetensors").is_file()
+    lines: list[str] = []
+    resumed = train(examples, str(tiny), tmp_path / "part", config, log=lines.append)
+    assert any("resumed from" in line and "step 2" in line for line in lines)
+    assert resumed.losses == pytest.approx(full.losses, abs=1e-4)  # steps 1-2 from the checkpoint's log
+
+    adapter = export_adapter(str(tiny), tmp_path / "full" / "adapter", tmp_path / "recall-lora.gguf",
+                             log=lambda line: None)
+    base = convert(tiny, tmp_path / "tiny-f16.gguf", log=lambda line: None)
+    plain = Memory(llm=LlamaCppLLM(base, n_ctx=1024))
+    adapted_llm = load_llm(f"{base}+lora={adapter}", n_ctx=1024)
+    adapted = Memory(llm=adapted_llm)
+    assert adapted_llm.describe()["adapter"]["file"] == "recall-lora.gguf"
+    doc = examples[0].document
+    plain.memorize(doc)
+    adapted.memorize(doc)
+    # The document was read by the base model in both: the KV states are the same bytes.
+    assert bytes(adapted_llm._state_bytes()) == bytes(plain.llm._state_bytes())
+
+    task = prompts_for("en").recall.format(question=examples[0].question)
+    without = "".join(plain.llm.continue_chat(task, max_new_tokens=12))
+    with adapted_llm.task_adapter("recall"):
+        with_adapter = "".join(adapted_llm.continue_chat(task, max_new_tokens=12))
+    with adapted_llm.task_adapter("rewrite"):  # a task the adapter was not trained for: the base
+        other_task = "".join(adapted_llm.continue_chat(task, max_new_tokens=12))
+    assert with_adapter != without
+    assert other_task == without  # no task tokens computed with the adapter were reused
+
+    # A memory saved with the adapter loads into the base model and vice versa.
+    adapted.save(tmp_path / "saved")
+    plain.load(tmp_path / "saved")
+    assert plain.memorized and plain.llm.prefix_tokens == adapted_llm.prefix_tokens

@@ -320,6 +320,28 @@ def remove_documents(
         typer.echo(f"removed  {name}", err=True)
 
 
+@app.command("mcp")
+@friendly
+def mcp_server(
+    store: StoreOption = Path("memorag_store"),
+    mem_model: Annotated[str | None, typer.Option(help="Memory model spec (default: the store's, else default).")] = None,
+    ret_model: Annotated[str | None, typer.Option(help="Embedding model spec (default: the store's, else default).")] = None,
+    gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in embedder tokens (default: the store's, else 512).")] = None,
+) -> None:
+    """Serve a store to MCP clients over stdio: tools ask (cited answers), add_documents, list_documents, remove_document.
+
+    Models load at the first tool call that needs them. Client configuration: command `memorag`, args `["mcp", "--store", "/path/to/store"]`.
+    """
+    from memorag.mcp_server import serve as serve_mcp
+
+    if chunk_tokens is not None and chunk_tokens < 1:
+        _fail("--chunk-tokens must be at least 1.")
+    given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model,
+             "gen_model_name_or_path": gen_model, "retrieval_chunk_size": chunk_tokens}
+    serve_mcp(store, **{k: v for k, v in given.items() if v is not None})
+
+
 @app.command()
 @friendly
 def summarize(

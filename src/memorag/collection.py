@@ -30,9 +30,9 @@ import dataclasses
 import glob
 import hashlib
 import json
-import re
 import shutil
 import time
+import unicodedata
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from memorag.answering import AnswerResult, Citation, NoGenerator, View, answer_question, citations_for, marks_in
-from memorag.docstore import STATE, DocStore, check_name
+from memorag.docstore import NAME_MAX_BYTES, STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
 from memorag.llm.base import ExtendablePrefix
@@ -60,7 +60,8 @@ DEFAULT_MAX_MEMORIES = 4
 ROUTING_RULES = ("best", "top3-sum")
 DEFAULT_ROUTING = "best"
 
-_NAME_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+# Names made from file names stay as short as they always were, so re-adding a file finds its document.
+DOCUMENT_NAME_CHARS = 64
 
 
 # ----------------------------------------------------------------------------- results
@@ -104,15 +105,30 @@ class AddResult:
 
 # ----------------------------------------------------------------------------- sources
 def document_name(path: Path) -> str:
-    """A store name for a file: its file name, characters outside the name alphabet replaced by
-    ``-``, shortened to 64 characters (the extension kept)."""
-    name = _NAME_BAD.sub("-", path.name).lstrip("._-")
-    if len(name) > 64:
-        suffix = _NAME_BAD.sub("-", path.suffix)[:16]
-        name = name[: 64 - len(suffix)].rstrip("._-") + suffix
+    """A store name for a file: its file name (NFC), each run of characters other than letters,
+    marks, digits (of any script) and ``. _ -`` replaced by ``-``, shortened to
+    ``DOCUMENT_NAME_CHARS`` characters and the store's byte limit (the extension kept)."""
+    name = _name_chars(path.name).lstrip("._-")
+    if len(name) > DOCUMENT_NAME_CHARS or len(name.encode("utf-8")) > NAME_MAX_BYTES:
+        suffix = _name_chars(path.suffix)[:16]
+        stem = name[: DOCUMENT_NAME_CHARS - len(suffix)]
+        while len((stem + suffix).encode("utf-8")) > NAME_MAX_BYTES:
+            stem = stem[:-1]
+        name = stem.rstrip("._-") + suffix
     if not name:
         raise InputError(f"Cannot make a document name from {path.name!r}; rename the file.")
     return check_name(name)
+
+
+def _name_chars(text: str) -> str:
+    out: list[str] = []
+    after_other = False
+    for ch in unicodedata.normalize("NFC", text):
+        other = unicodedata.category(ch)[0] not in "LMN" and ch not in "._-"
+        if not (other and after_other):  # a run of other characters becomes one '-'
+            out.append("-" if other else ch)
+        after_other = other
+    return "".join(out)
 
 
 def gather(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -429,7 +445,7 @@ class Collection:
     def add_text(self, name: str, text: str, *, source: str | None = None, replace: bool = False,
                  progress: Any = False) -> dict:
         """Memorize ``text`` as document ``name`` (its own save dir); returns the memorize stats."""
-        check_name(name)
+        name = check_name(name)
         check_text(text, what="text")
         if self.store.exists(name) and not replace:
             raise ConflictError(f"A document named {name!r} is already in the store.")
@@ -527,6 +543,7 @@ class Collection:
 
     def delete(self, name: str) -> None:
         """Remove ``name`` from the store (its memory, chunks and vectors)."""
+        name = check_name(name)
         self.store.delete(name)
         self._forget(name)
 

@@ -14,8 +14,11 @@ moment leaves every committed document whole: opening the store drops staging di
 process is gone, finishes interrupted deletes, and puts back a document that a replacement
 had moved aside but not yet replaced (the kill fell between its two renames).
 
-Names are one path component from a strict alphabet (``NAME_PATTERN``): no separators, no
-leading dot, so a name can never reach outside ROOT or collide with the hidden dirs.
+Names are any Unicode text that makes one safe path component (:func:`check_name`, rules in
+``NAME_RULES``): normalized to NFC (so two spellings of "é" are one document), no path
+separators, no leading dot, no control or invisible format characters, at most
+``NAME_MAX_BYTES`` bytes of UTF-8. A name can therefore never reach outside ROOT or collide
+with the hidden dirs.
 """
 
 from __future__ import annotations
@@ -24,29 +27,66 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from memorag.errors import ConflictError, InputError, NotFoundError, StateError
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_NAME = re.compile(NAME_PATTERN)
+NAME_MAX_BYTES = 200  # under the file system's limit for one file name, leaving room for what .trash appends
+NAME_RULES = (f"any Unicode text up to {NAME_MAX_BYTES} bytes of UTF-8 (NFC-normalized), one path component: "
+              "no '/' or '\\', no leading '.', no leading or trailing spaces, no control or invisible format "
+              "characters, not a reserved device name (CON, NUL, COM1...)")
 ENTRY = "entry.json"
 DOCUMENT = "document.txt"
 STATE = "state"
+# Zero-width (non-)joiners are format characters that some scripts (Persian, Indic, emoji)
+# need inside words; every other format character is invisible and only makes look-alike names.
+_JOINERS = {"\u200c", "\u200d"}
+# Device names Windows refuses as file names (with any extension), refused so a store can be copied there.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` (already NFC) is not a valid document name, or None if it is."""
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "it must be one path component (no '/' or '\\')"
+    if name.startswith("."):
+        return "it must not start with '.'"
+    if name != name.strip():
+        return "it must not start or end with spaces"
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Cs", "Zl", "Zp") or (category == "Cf" and ch not in _JOINERS):
+            return f"it contains the control or invisible character U+{ord(ch):04X}"
+    if len(name.encode("utf-8")) > NAME_MAX_BYTES:
+        return f"it is longer than {NAME_MAX_BYTES} bytes of UTF-8"
+    if name.split(".", 1)[0].rstrip().lower() in _RESERVED:
+        return "it is a reserved device name"
+    return None
 
 
 def check_name(name: object) -> str:
-    """Return ``name`` if it is a valid document name, else raise :class:`InputError`."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        shown = repr(name)[:80]
-        raise InputError(f"Invalid document name {shown}: use 1-64 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit (no '/', no leading '.').")
-    return name
+    """``name`` normalized to NFC if it is a valid document name (rules in ``NAME_RULES``), else
+    :class:`InputError`. Callers use the returned spelling: NFC and NFD spellings are one document."""
+    problem = "it is not text"
+    if isinstance(name, str):
+        normalized = unicodedata.normalize("NFC", name)
+        problem = _name_problem(normalized)
+        if problem is None:
+            return normalized
+    shown = repr(name)[:80]
+    raise InputError(f"Invalid document name {shown}: {problem}. A name is {NAME_RULES}.")
+
+
+def _is_stored_name(name: str) -> bool:
+    """Whether a directory entry of ROOT is a document name as the store writes them (NFC, valid)."""
+    return unicodedata.normalize("NFC", name) == name and _name_problem(name) is None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,8 +137,8 @@ class DocStore:
                 shutil.rmtree(d, ignore_errors=True)
                 report["staging_removed"].append(d.name)
             for d in sorted((self.root / ".trash").iterdir()):
-                name, _, rest = d.name.partition("~")
-                if rest.endswith(".replaced") and _NAME.fullmatch(name) and not (self.root / name).exists() \
+                name, _, rest = d.name.rpartition("~")  # a name may contain '~'; the version id does not
+                if rest.endswith(".replaced") and _is_stored_name(name) and not (self.root / name).exists() \
                         and (d / ENTRY).is_file():
                     os.replace(d, self.root / name)
                     report["restored"].append(name)
@@ -135,9 +175,10 @@ class DocStore:
     def list(self) -> list[dict]:
         out = []
         for d in sorted(self.root.iterdir()):
-            if d.is_dir() and _NAME.fullmatch(d.name) and (d / ENTRY).is_file():
+            name = unicodedata.normalize("NFC", d.name)  # a file system may hand names back decomposed (HFS+)
+            if d.is_dir() and _name_problem(name) is None and (d / ENTRY).is_file():
                 with contextlib.suppress(NotFoundError, StateError):
-                    out.append(self.info(d.name))
+                    out.append(self.info(name))
         return out
 
     # -------------------------------------------------------------- writing
@@ -153,7 +194,7 @@ class DocStore:
 
         ``extra`` adds fields to the entry (a collection records the text's ``sha256`` and
         the ``source`` file); the store's own fields win over them."""
-        check_name(name)
+        name = check_name(name)
         if not (staging / STATE / "manifest.json").is_file():
             raise StateError(f"Nothing was built in {staging}.")
         (staging / DOCUMENT).write_text(text, encoding="utf-8")
@@ -176,6 +217,7 @@ class DocStore:
         return entry
 
     def delete(self, name: str) -> None:
+        name = check_name(name)
         self.info(name)
         with self._locked(exclusive=True):
             target = self.path(name)

@@ -3,7 +3,7 @@
 ``memorize`` puts the memory prompt and the document into the model's prefix state (the
 KV cache for local models). ``recall``/``rewrite``/``answer``/``summarize`` each append a
 short task to that state and decode a few lines; the document is never read again.
-``save``/``load`` persist the state next to a small JSON description.
+``save``/``load`` persist the state with a small JSON description (one file, or a directory).
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorag.checkpoint import CheckpointRun
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import LLM, ChatMessage, StageProgressFn
+from memorag.llm.base import LLM, ChatMessage, StageProgressFn, TaskAdapted
+from memorag.memory_file import unpack_memory_file, write_memory_file
 from memorag.progress import for_stage, progress_bar
 from memorag.prompts import prompts_for
 from memorag.text import check_text, detect_language
@@ -336,12 +338,21 @@ class Memory:
         self._require()
         return self.llm.continue_chat(task, max_new_tokens=max_new_tokens)
 
-    def _lines(self, template: str, question: str, max_new_tokens: int, max_lines: int) -> list[str]:
+    def _lines(self, template: str, question: str, max_new_tokens: int, max_lines: int,
+               adapter_task: str | None = None) -> list[str]:
         task = template.format(question=question)
-        return distinct_lines(self._run(task, max_new_tokens), max_lines=max_lines)
+        with self._adapter_for(adapter_task):
+            return distinct_lines(self._run(task, max_new_tokens), max_lines=max_lines)
+
+    def _adapter_for(self, task: str | None) -> AbstractContextManager[None]:
+        """The memory model's task adapter for ``task`` (a trained LoRA, see
+        :class:`memorag.llm.base.TaskAdapted`); a no-op for models without one."""
+        if task is not None and isinstance(self.llm, TaskAdapted):
+            return self.llm.task_adapter(task)
+        return nullcontext()
 
     def recall_spans(self, query: str, max_new_tokens: int = 128) -> list[str]:
-        return self._lines(prompts_for(self.language or "en").recall, query, max_new_tokens, 4)
+        return self._lines(prompts_for(self.language or "en").recall, query, max_new_tokens, 4, adapter_task="recall")
 
     def surrogate_questions(self, query: str, max_new_tokens: int = 96) -> list[str]:
         lines = self._lines(prompts_for(self.language or "en").rewrite, query, max_new_tokens, 3)
@@ -384,24 +395,34 @@ class Memory:
         return clues
 
     # ---------------------------------------------------------- persistence
-    def save(self, path: str | Path, state: MemoryState | None = None) -> dict:
-        """Write the memory state into the *directory* ``path`` (created if needed).
+    def save(self, path: str | Path, state: MemoryState | None = None, *, directory: bool | None = None) -> dict:
+        """Write the memory state to ``path``: one file, as the original MemoRAG's
+        ``save("cache/x/memory.bin")`` writes (:mod:`memorag.memory_file`).
 
-        ``path`` is always a directory, even with a file suffix: the original API's
-        ``save("cache/x/memory.bin")`` creates the directory ``cache/x/memory.bin/`` (the
-        state file plus ``memory.json``), and ``load("cache/x/memory.bin")`` reads it back.
-        An existing *file* at ``path`` is not overwritten: that raises :class:`InputError`.
-        ``state`` is the description of what the model's prefix holds (default: this
-        memory's document; the pipeline passes a new one before swapping it in).
+        ``path`` is written as a directory (the state file plus ``memory.json``) instead when
+        ``directory`` is true, or, with ``directory=None``, when it is an existing directory
+        (a memory saved by an older memorag, which wrote directories) or has no file extension
+        (the ``memory`` entry of a MemoRAG save dir). An existing file that is not a memory
+        saved by memorag is not overwritten: :class:`InputError`. ``state`` is the
+        description of what the model's prefix holds (default: this memory's document; the
+        pipeline passes a new one before swapping it in).
         """
         if state is None:
             self._require()
             state = self.state
         assert state is not None
-        directory = Path(path).expanduser()
-        if directory.exists() and not directory.is_dir():
-            raise InputError(f"{directory} is a file; Memory.save writes a directory. Give a directory path "
-                             "(it may end in .bin), or move the file away.")
+        target = Path(path).expanduser()
+        if directory is None:
+            directory = target.is_dir() or not target.suffix
+        if not directory:
+            if target.is_dir():
+                raise InputError(f"{target} is a directory; Memory.save(directory=False) writes a file there.")
+            return write_memory_file(target, MEMORY_JSON, lambda d: self._save_directory(d, state))
+        if target.exists() and not target.is_dir():
+            raise InputError(f"{target} is a file; a memory saved as a directory needs a directory path.")
+        return self._save_directory(target, state)
+
+    def _save_directory(self, directory: Path, state: MemoryState) -> dict:
         directory.mkdir(parents=True, exist_ok=True)
         backend = self.llm.save_prefix(directory)
         info = {"format": MEMORY_FORMAT, "language": state.language, "context_sha256": state.context_sha256,
@@ -411,22 +432,26 @@ class Memory:
         return info
 
     def read(self, path: str | Path) -> tuple[MemoryState, dict]:
-        """Load the prefix state saved at ``path`` into the model and describe it, without
-        making it this memory's document (see :meth:`load`; call inside :meth:`guard`)."""
-        directory = Path(path).expanduser()
-        if directory.is_file():
-            raise StateError(f"{directory} is a file, not a memory saved by memorag (Memory.save writes a "
-                             "directory; files from the original MemoRAG cannot be read). Memorize the "
-                             "document again and save it.")
+        """Load the prefix state saved at ``path`` (a file or a directory written by :meth:`save`)
+        into the model and describe it, without making it this memory's document (see
+        :meth:`load`; call inside :meth:`guard`)."""
+        target = Path(path).expanduser()
+        if target.is_file():
+            with tempfile.TemporaryDirectory(prefix="memorag-memory-") as tmp:
+                unpack_memory_file(target, MEMORY_JSON, Path(tmp))
+                return self._read_directory(Path(tmp), shown=target)
+        return self._read_directory(target, shown=target)
+
+    def _read_directory(self, directory: Path, *, shown: Path) -> tuple[MemoryState, dict]:
         meta = directory / MEMORY_JSON
         if not meta.is_file():
-            raise StateError(f"No saved memory at {directory} (missing {MEMORY_JSON}).")
+            raise StateError(f"No saved memory at {shown} (missing {MEMORY_JSON}).")
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except ValueError:
-            raise StateError(f"{meta} is corrupt (not JSON).") from None
+            raise StateError(f"The {MEMORY_JSON} of {shown} is corrupt (not JSON).") from None
         if info.get("format") != MEMORY_FORMAT:
-            raise StateError(f"{meta} has memory format {info.get('format')}; this memorag reads {MEMORY_FORMAT}.")
+            raise StateError(f"{shown} has memory format {info.get('format')}; this memorag reads {MEMORY_FORMAT}.")
         check_same_model(info.get("model", {}), self.llm.describe(), what="memory model")
         self.llm.load_prefix(directory, info["state"])
         state = MemoryState(info.get("language") or "en", info.get("context_sha256"),
@@ -435,7 +460,7 @@ class Memory:
         return state, info
 
     def load(self, path: str | Path) -> dict:
-        """Read back a memory written by :meth:`save` to the same ``path`` (a directory).
+        """Read back a memory written by :meth:`save` to the same ``path`` (a file or a directory).
 
         A missing or corrupt state leaves the current document in place.
         """

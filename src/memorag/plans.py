@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from memorag.errors import InputError
 from memorag.llm.base import Judge
@@ -94,6 +94,13 @@ class PlanParams:
     follow_anchors: int = 1
     follow_window: int = 3
     follow_new_only: bool = False
+    # Plan "recall": the chunks holding sentences the memory quoted (clue coverage of at
+    # least ``quote_coverage``: the words are the document's, not a paraphrase) vote in the
+    # final fusion with this weight, beside the first round (1) and the judge
+    # (``likelihood_weight``). 0: quotes only join the judge's candidates. Plan
+    # "recall+quotes" sets 1.
+    quote_weight: float = 0.0
+    quote_coverage: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -301,9 +308,15 @@ def judge_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: P
     return _fuse_judged(first, judged, p.rerank_weight, k, p)
 
 
-def _fuse_judged(first: list[Hit], judged: list[int], weight: float, k: int, p: PlanParams) -> list[Hit]:
-    """The first-round order (weight 1) and a judge's order (``weight``), fused by RRF."""
-    fused = weighted_rrf([[h.chunk_id for h in first], judged], [1.0, weight], p.rrf_k)
+def _fuse_judged(first: list[Hit], judged: list[int], weight: float, k: int, p: PlanParams,
+                 quoted: list[int] | None = None) -> list[Hit]:
+    """The first-round order (weight 1), a judge's order (``weight``) and, when given, the
+    chunks the memory quoted (``p.quote_weight``), fused by RRF."""
+    rankings, weights = [[h.chunk_id for h in first], judged], [1.0, weight]
+    if quoted and p.quote_weight > 0:
+        rankings.append(quoted)
+        weights.append(p.quote_weight)
+    fused = weighted_rrf(rankings, weights, p.rrf_k)
     by_id = {h.chunk_id: h for h in first}
     return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
 
@@ -387,13 +400,14 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
 
 
 def likelihood_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int, p: PlanParams,
-                      extra: dict[int, list[str]] | None = None) -> list[Hit]:
-    """Reorder ``first`` (best first) by query likelihood, fused with the original order."""
+                      extra: dict[int, list[str]] | None = None, quoted: list[int] | None = None) -> list[Hit]:
+    """Reorder ``first`` (best first) by query likelihood, fused with the original order
+    (and with the memory's quoted chunks, see :attr:`PlanParams.quote_weight`)."""
     if ctx.judge is None or not first:
         return first[:k]
     best = likelihood_scores(ctx, question, first, p, extra)
     judged = sorted((h.chunk_id for h in first), key=lambda c: -best.get(c, float("-inf")))
-    return _fuse_judged(first, judged, p.likelihood_weight, k, p)
+    return _fuse_judged(first, judged, p.likelihood_weight, k, p, quoted)
 
 
 def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: PlanParams) -> PlanResult:
@@ -506,8 +520,17 @@ def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> Pl
     chunks = r.chunks
     # the memory's chunks join the candidates after the question's own (their first-round place)
     first += [Hit(cid, 0.0, chunks[cid].text) for cid in extra if cid not in have]
-    ranked = likelihood_rerank(ctx, question, first, len(first), p, extra)
+    quoted: list[int] = []
+    if p.quote_weight > 0:  # only what the memory quoted, in the order it said it
+        for g in ground_clues(r, question, clues, p):
+            if g.grounded and g.coverage >= p.quote_coverage and g.sentence.chunk_id not in quoted:
+                quoted.append(g.sentence.chunk_id)
+    ranked = likelihood_rerank(ctx, question, first, len(first), p, extra, quoted)
     return _judged(follow_links(ctx, question, ranked, k, p), ctx)
+
+
+def _recall_quotes(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
+    return _recall(ctx, question, clues, k, replace(p, quote_weight=1.0))
 
 
 # A name: capitalized words (joined by a few lowercase particles), or a year. Chinese text
@@ -554,6 +577,7 @@ register_plan("likelihood", _likelihood, clues=(), options=("follow_hops",))
 # HotpotQA questions, 5 of 63 surrogate questions grounded in a sentence and none in a gold
 # one, against 26 of 93 spans and answers (5 gold); each kind costs a memory generation.
 register_plan("recall", _recall, clues=("spans", "answer"), options=("follow_hops",))
+register_plan("recall+quotes", _recall_quotes, clues=("spans", "answer"), options=("follow_hops",))
 register_plan("question", _question, clues=())
 register_plan("rerank", _rerank, clues=())
 register_plan("memorag", _memorag, clues=CLUE_KINDS, options=("question_weight",))

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memorag import __version__
-from memorag.docstore import NAME_PATTERN
+from memorag.docstore import NAME_RULES
 from memorag.engine import Cancelled, Engine
 from memorag.errors import (
     BackendError,
@@ -118,7 +118,7 @@ def check_bind(host: str, token: str | None) -> None:
 # ----------------------------------------------------------------- request bodies
 class MemorizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description=f"Document name: {NAME_PATTERN}", examples=["pride-ch1-3"])
+    name: str = Field(description=f"Document name: {NAME_RULES}", examples=["pride-ch1-3"])
     text: str = Field(description="The document, as plain text.")
     replace: bool = Field(False, description="Memorize again if the name exists (the old version stays on "
                                              "disk until the new one is complete).")

@@ -25,6 +25,7 @@ def eval_command(
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
+    plan: Annotated[str | None, typer.Option(help="Query plan of the memorag methods (default: the pipeline's, recall); e.g. recall+quotes.")] = None,
     memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); smaller than the haystack forces compression.")] = None,
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
@@ -35,6 +36,6 @@ def eval_command(
                  questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
-                 memory_window=memory_window, judge=judge)
+                 memory_window=memory_window, query_plan=plan, judge=judge)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

@@ -26,7 +26,10 @@ def parse_methods(spec: str) -> list[str]:
 
 
 def haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
-    models = json.dumps([pipe.memory.llm.describe(), pipe.embedder.describe(), pipe.retriever.chunk_tokens,
+    # The memory's task adapter is left out: it never touches the memorized state, so the
+    # base model and the base with an adapter share one memorized haystack.
+    memory = {k: v for k, v in pipe.memory.llm.describe().items() if k not in ("adapter", "spec")}
+    models = json.dumps([memory, pipe.embedder.describe(), pipe.retriever.chunk_tokens,
                          pipe.memory.llm.context_window, pipe.memory.compression], sort_keys=True)
     key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
     return root / f"{haystack.id}-{key}"
@@ -70,9 +73,14 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         questions_per_haystack: int = 5, seed: int = 0, top_k: int = 5, retrieval_only: bool = False,
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
-        memory_window: int | None = None, progress: bool = True, judge: str | None = None) -> dict:
+        memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
+        judge: str | None = None) -> dict:
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
+    if query_plan is not None:
+        from memorag.models.registry import resolve_plan
+
+        resolve_plan(query_plan)  # an unknown plan is one clear error, before any model loads
     if not retrieval_only:
         try:
             import rouge_score  # noqa: F401  (ROUGE-L of every answer)
@@ -86,7 +94,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     n_ctx = memory_window or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
     pipe = MemoRAG(mem_model_name_or_path=mem_model, gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
-                   judge=judge if judge is not None else "auto")
+                   judge=judge if judge is not None else "auto",
+                   **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
                                haystack_tokens=haystack_tokens, seed=seed, count_tokens=count)

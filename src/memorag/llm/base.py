@@ -22,6 +22,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
@@ -63,6 +64,19 @@ class Generator(Protocol):
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class TaskAdapted(Protocol):
+    """A memory model that carries a task adapter (a LoRA trained for some memory tasks).
+
+    ``with llm.task_adapter("recall"): ...`` makes the ``continue_chat`` calls consumed inside
+    the block run with the adapter when it was trained for that task, and without it
+    otherwise. The adapter applies only to the task and the reply, never to the memorized
+    prefix, so a saved memory state is the base model's and valid with or without it.
+    """
+
+    def task_adapter(self, task: str) -> AbstractContextManager[None]: ...
 
 
 @runtime_checkable

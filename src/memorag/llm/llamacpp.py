@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,14 @@ def _import_llama() -> Any:
             "`bash scripts/setup.sh` (or `pip install 'memorag[llamacpp]'`)."
         ) from exc
     return llama_cpp
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -67,6 +76,9 @@ class LlamaCppLLM:
         repeat_penalty: float = 1.0,
         seed: int = 0,
         verbose: bool = False,
+        adapter: str | Path | None = None,
+        adapter_scale: float = 1.0,
+        adapter_tasks: tuple[str, ...] = ("recall",),
     ) -> None:
         llama_cpp = _import_llama()
         self.model_path = Path(model_path)
@@ -111,6 +123,54 @@ class LlamaCppLLM:
         self._prefix_ids: list[int] = []
         self._tail = ""
         self._fingerprint = _file_fingerprint(self.model_path)
+        self._adapter: Any = None
+        self._adapter_info: dict | None = None
+        self.adapter_tasks: tuple[str, ...] = ()
+        self._adapter_wanted = False  # inside task_adapter() for a task the adapter was trained on
+        self._suffix_adapted = False  # whether the KV cache past the prefix was computed with the adapter
+        if adapter is not None:
+            self._load_adapter(Path(adapter), adapter_scale, tuple(adapter_tasks))
+
+    # ------------------------------------------------------------ task adapter
+    def _load_adapter(self, path: Path, scale: float, tasks: tuple[str, ...]) -> None:
+        if not path.is_file():
+            raise BackendError(f"LoRA adapter file not found: {path}")
+        if not scale > 0:
+            raise BackendError(f"adapter_scale must be positive; got {scale}.")
+        if not tasks:
+            raise BackendError("adapter_tasks names no memory task: the adapter would never be used.")
+        handle = self._llama_cpp.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
+        if not handle:
+            raise BackendError(f"llama.cpp could not load {path} as a LoRA adapter of {self.model_path.name} "
+                               "(another base model, or not an adapter GGUF).")
+        self._adapter = handle
+        llama_cpp = self._llama_cpp
+        # Freed with the model's other resources, before the model itself.
+        self._llm._stack.callback(lambda: llama_cpp.llama_adapter_lora_free(handle))
+        self.adapter_tasks = tasks
+        self._adapter_info = {"file": path.name, "sha256": _sha256(path), "scale": float(scale), "tasks": list(tasks),
+                              "applies_to": "task and reply only; the memorized prefix is the base model's"}
+        self._adapter_scale = float(scale)
+
+    def _apply_adapter(self, on: bool) -> None:
+        llama_cpp = self._llama_cpp
+        if on:
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+            scales = (ctypes.c_float * 1)(self._adapter_scale)
+            llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, arr, 1, scales)
+        else:
+            llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, None, 0, None)
+
+    @contextmanager
+    def task_adapter(self, task: str) -> Iterator[None]:
+        """Run the ``continue_chat`` calls consumed in this block with the adapter if it was
+        trained for ``task`` (see :class:`memorag.llm.base.TaskAdapted`)."""
+        before = self._adapter_wanted
+        self._adapter_wanted = self._adapter is not None and task in self.adapter_tasks
+        try:
+            yield
+        finally:
+            self._adapter_wanted = before
 
     # ----------------------------------------------------------------- basics
     def _token_text(self, tok: int) -> str:
@@ -151,6 +211,7 @@ class LlamaCppLLM:
             "n_ctx": self.context_window,
             "flash_attn": self.flash_attn,
             "chat_template": self.chat_mode,
+            **({"adapter": self._adapter_info} if self._adapter_info else {}),
         }
 
     # ------------------------------------------------------------ formatting
@@ -324,6 +385,7 @@ class LlamaCppLLM:
     def prefill(self, messages: list[ChatMessage], *, progress: ProgressFn | None = None,
                 checkpoints: CheckpointRun | None = None) -> int:
         ids, tail = self.prefix_ids_for(messages)
+        self._suffix_adapted = False  # reset() below drops every cached token
         if len(ids) + 256 > self.context_window:
             raise ContextTooLongError(
                 f"The document is {len(ids)} tokens with the memory prompt; the memory model's "
@@ -428,7 +490,21 @@ class LlamaCppLLM:
             raise StateError("No prefix state: memorize or load a document first.")
         # The task (with the user's question) is plain text; the tail is template markup.
         suffix_ids = self._tokenize(user_suffix, add_bos=False) + self._tokenize(self._tail, add_bos=False, special=True)
-        yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+        adapted = self._adapter_wanted
+        if adapted != self._suffix_adapted:
+            # Cached task tokens computed with the other adapter setting must not be reused:
+            # only the prefix (always the base model's) is shared between the two.
+            self._truncate_to_prefix()
+        if not adapted:
+            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+            return
+        self._suffix_adapted = True
+        self._apply_adapter(True)
+        try:
+            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+        finally:
+            # Off again at once: a later prefill, extension or judge call must see the base model.
+            self._apply_adapter(False)
 
     def _truncate_to_prefix(self) -> None:
         n = len(self._prefix_ids)
@@ -437,6 +513,7 @@ class LlamaCppLLM:
             if not llm._ctx.kv_cache_seq_rm(-1, n, -1):
                 raise BackendError("llama.cpp cannot truncate this model's KV cache to the prefix.")
             llm.n_tokens = n
+        self._suffix_adapted = False
 
     def save_prefix(self, directory: Path) -> dict:
         if not self._prefix_ids:

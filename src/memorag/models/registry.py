@@ -33,6 +33,14 @@ from memorag.errors import InputError, ModelNotFoundError
 from memorag.models.packaged import PACKAGED, assemble
 
 DEFAULT_MEMORY_MODEL = "qwen2.5-0.5b"
+# The default memory is that base plus a LoRA adapter trained by `memorag train` to answer
+# the recall task with the document's own sentences (docs/training.md). The adapter ships
+# inside memorag; llama.cpp applies it to the recall task and its reply only, never to the
+# memorized document, so the document's KV state is the base model's.
+DEFAULT_MEMORY_ADAPTER = "memory-recall-lora-f16.gguf"
+DEFAULT_MEMORY_ADAPTER_SHA256 = ""  # set when the adapter file is shipped
+BASE_ALIASES = {"default-base", "base"}  # the untrained default memory, for comparison
+ADAPTER_MARK = "+lora="
 # The generator used with the default memory model. Chosen by answer quality on the demo's
 # ten questions (tests/test_demo_questions.py): the 1.5B answers 10 of 10 at ~10 s of
 # generation per question on 2 cores, the 0.5B 7 of 10 at ~3 s (docs/evaluation.md). The
@@ -61,10 +69,59 @@ def how_to() -> str:
     return _HOW_TO.format(packaged=", ".join(sorted(PACKAGED)))
 
 
+def shipped_adapter() -> Path | None:
+    """The default memory's adapter file inside the installed package, checked against its
+    sha256 (None when this build ships none)."""
+    if not DEFAULT_MEMORY_ADAPTER_SHA256:
+        return None
+    from importlib.resources import files
+
+    path = Path(str(files("memorag").joinpath("data", DEFAULT_MEMORY_ADAPTER)))
+    if not path.is_file():
+        raise ModelNotFoundError(f"The default memory's adapter {path} is missing: reinstall memorag.")
+    if _sha256_once(path) != DEFAULT_MEMORY_ADAPTER_SHA256:
+        raise ModelNotFoundError(f"The default memory's adapter {path} does not match its sha256: reinstall memorag.")
+    return path
+
+
+_CHECKED: dict[str, str] = {}
+
+
+def _sha256_once(path: Path) -> str:
+    import hashlib
+
+    key = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    if key not in _CHECKED:
+        _CHECKED[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _CHECKED[key]
+
+
+def split_adapter(spec: str) -> tuple[str, Path | None]:
+    """``(base spec, adapter file or None)``: ``default`` is the base with the shipped
+    adapter, ``default-base`` the base alone, ``SPEC+lora=ADAPTER.gguf`` any GGUF spec with
+    an adapter file."""
+    key = spec.strip()
+    if ADAPTER_MARK in key:
+        base, _, adapter = key.partition(ADAPTER_MARK)
+        path = Path(adapter.strip()).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"LoRA adapter file not found: {path}")
+        if resolve_gguf(base) is None:
+            raise InputError(f"{spec!r}: a LoRA adapter ({ADAPTER_MARK}...) applies to a GGUF model only (llama.cpp).")
+        return base.strip(), path
+    if key.lower() in BASE_ALIASES:
+        return DEFAULT_MEMORY_MODEL, None
+    if key.lower() in _DEFAULT_ALIASES:
+        return key, shipped_adapter()
+    return key, None
+
+
 def resolve_gguf(spec: str) -> Path | None:
     """Return the GGUF path a spec names, assembling packaged weights if needed."""
     key = spec.strip()
-    if key.lower() in _DEFAULT_ALIASES:
+    if ADAPTER_MARK in key:
+        key = key.partition(ADAPTER_MARK)[0].strip()
+    if key.lower() in _DEFAULT_ALIASES | BASE_ALIASES:
         key = DEFAULT_MEMORY_MODEL
     if key in PACKAGED:
         return assemble(PACKAGED[key])
@@ -142,8 +199,8 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def _names_gguf(spec: str) -> bool:
-    key = spec.strip()
-    return (key.lower() in _DEFAULT_ALIASES or key in PACKAGED or key.startswith("gguf:")
+    key = spec.strip().partition(ADAPTER_MARK)[0].strip()
+    return (key.lower() in _DEFAULT_ALIASES | BASE_ALIASES or key in PACKAGED or key.startswith("gguf:")
             or key.lower().endswith(".gguf"))
 
 
@@ -173,6 +230,9 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
     if gguf is not None:
         from memorag.llm.llamacpp import LlamaCppLLM
 
+        _, adapter = split_adapter(spec)
+        if adapter is not None:
+            kwargs.setdefault("adapter", adapter)
         # Flash attention is on unless asked otherwise: on 2 CPU cores it made prefill of a
         # 12K-token document 2.7x faster (137.6 vs 51.5 tok/s, Qwen2.5-0.5B) with
         # identical greedy output after a state reload (bench/bench_core.py checks this).

@@ -28,12 +28,21 @@ def data_command(
     hotpotqa_first: Annotated[int, typer.Option(help="First HotpotQA index drawn; lower ones stay for evaluation.")] = 1000,
     hotpotqa_end: Annotated[int, typer.Option(help="End of the HotpotQA range (at most 3700: later ones are held out).")] = 3700,
     seed: Annotated[int, typer.Option(help="Seed for the choice and order of examples.")] = 0,
+    windows: Annotated[int, typer.Option(help="Long-window mode: this many shared windows of several questions "
+                                               "each (--hotpotqa/--squad are then ignored; 0: one window per example).")] = 0,
+    questions_per_window: Annotated[int, typer.Option(help="Long-window mode: questions asked of each window.")] = 4,
+    squad_share: Annotated[float, typer.Option(help="Long-window mode: share of windows drawn from SQuAD articles.")] = 0.25,
 ) -> None:
     """Build clue examples in the memory's recall prompt format (needs the evaluation data wheel)."""
     from memorag.training import data
 
-    examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed,
-                                 hotpotqa_range=(hotpotqa_first, hotpotqa_end))
+    if windows:
+        examples, split = data.build_windows(windows, questions_per_window, window_tokens=window_tokens,
+                                             squad_share=squad_share, seed=seed,
+                                             hotpotqa_range=(hotpotqa_first, hotpotqa_end))
+    else:
+        examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed,
+                                     hotpotqa_range=(hotpotqa_first, hotpotqa_end))
     path = data.write(examples, split, out_dir)
     _echo(f"wrote {len(examples)} examples to {path} ({len(split.hotpotqa_indices)} HotpotQA, {len(split.squad_ids)} "
           f"SQuAD); skipped: {split.skipped or 'none'}")
@@ -53,6 +62,9 @@ def lora_command(
     precision: Annotated[str, typer.Option(help="Base weights: auto (bf16 on a GPU that has it, else fp32), fp32 or bf16.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for example order and adapter init.")] = 0,
     log_every: Annotated[int, typer.Option(help="Print progress every N steps.")] = 1,
+    adapter_scope: Annotated[str, typer.Option(help="task: the adapter is trained only after the document, whose KV "
+                                                     "the base computes (how the memory runs it); all: every token.")] = "task",
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints (task scope; 0: none).")] = 10,
 ) -> None:
     """Fine-tune LoRA adapters on clue examples (CPU, or a GPU when accelerate sees one)."""
     from memorag.training import data
@@ -60,9 +72,23 @@ def lora_command(
 
     config = TrainConfig(steps=steps, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                          max_tokens=max_tokens, rank=rank, alpha=2 * rank, precision=precision, seed=seed,
-                         log_every=log_every)
+                         log_every=log_every, adapter_scope=adapter_scope, checkpoint_every=checkpoint_every)
     config.check()
     train(data.read(data_path), base, out_dir, config, log=_echo)
+
+
+@train_app.command("export-adapter")
+def export_adapter_command(
+    adapter_dir: Annotated[Path, typer.Argument(help="The adapter directory written by `memorag train lora`.")],
+    outfile: Annotated[Path, typer.Argument(help="The adapter GGUF to write.")],
+    base: _Base = "default-base",
+    outtype: Annotated[str, typer.Option(help="F16, F32 or Q8_0.")] = "F16",
+    converter: Annotated[Path | None, typer.Option(help="convert_hf_to_gguf.py or its llama.cpp directory.")] = None,
+) -> None:
+    """Write the LoRA adapter alone as a llama.cpp adapter GGUF; use it as --mem-model 'BASE+lora=FILE'."""
+    from memorag.training.export import export_adapter
+
+    export_adapter(base, adapter_dir, outfile, outtype=outtype, converter=converter, log=_echo)
 
 
 @train_app.command("export")
@@ -91,28 +117,33 @@ def fetch_converter_command() -> None:
 
 @train_app.command("run")
 def run_command(
-    out_dir: Annotated[Path, typer.Argument(help="Working directory: data/, adapter/, train_log.json, the GGUF.")],
-    base: _Base = "default",
-    hotpotqa: Annotated[int, typer.Option(help="HotpotQA examples.")] = 400,
-    squad: Annotated[int, typer.Option(help="SQuAD examples.")] = 100,
-    window_tokens: Annotated[int, typer.Option(help="Document window per example (estimated tokens).")] = 700,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 200,
-    grad_accum: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 4,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
-    quant: Annotated[str, typer.Option(help="Quantization of the exported GGUF.")] = "Q4_K_M",
+    out_dir: Annotated[Path, typer.Argument(help="Working directory: data/, adapter/, checkpoint/, train_log.json, the adapter GGUF.")],
+    base: _Base = "default-base",
+    windows: Annotated[int, typer.Option(help="Shared document windows (several questions each).")] = 70,
+    questions_per_window: Annotated[int, typer.Option(help="Questions asked of each window.")] = 4,
+    window_tokens: Annotated[int, typer.Option(help="Document window (estimated tokens).")] = 3000,
+    squad_share: Annotated[float, typer.Option(help="Share of windows drawn from SQuAD articles.")] = 0.25,
+    steps: Annotated[int, typer.Option(help="Optimizer steps (one window each).")] = 54,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
+    max_tokens: Annotated[int, typer.Option(help="Skip examples longer than this (window + task + reply tokens).")] = 6000,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
-    """The whole flow: data, LoRA training, merge and GGUF export."""
+    """The whole flow that made the shipped default adapter: long-window data, task-scoped LoRA
+    (resumable: run the same command again after a kill), adapter GGUF export."""
     from memorag.training import data, require_train_extra
-    from memorag.training.export import export, find_converter
+    from memorag.training.export import export_adapter, find_converter
     from memorag.training.lora import TrainConfig, train
 
     require_train_extra()
     find_converter()  # before an hour of training, not after
-    config = TrainConfig(steps=steps, grad_accum=grad_accum, learning_rate=learning_rate, seed=seed)
-    examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed)
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, max_tokens=max_tokens, seed=seed,
+                         adapter_scope="task", checkpoint_every=6)
+    examples, split = data.build_windows(windows, questions_per_window, window_tokens=window_tokens,
+                                         squad_share=squad_share, seed=seed)
     data.write(examples, split, out_dir / "data")
     _echo(f"{len(examples)} examples in {out_dir / 'data'}")
     train(examples, base, out_dir, config, log=_echo)
-    gguf = export(base, out_dir / "adapter", out_dir / f"memory-clues-{quant.lower()}.gguf", qtype=quant, log=_echo)
+    from memorag.models.registry import DEFAULT_MEMORY_ADAPTER
+
+    gguf = export_adapter(base, out_dir / "adapter", out_dir / DEFAULT_MEMORY_ADAPTER, log=_echo)
     typer.echo(str(gguf))

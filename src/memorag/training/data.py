@@ -232,6 +232,141 @@ def build(hotpotqa: int = 400, squad: int = 100, *, window_tokens: int = 700, se
     return examples, split
 
 
+def _hotpotqa_parts(index: int) -> tuple[list[str], list[str], list[str], str, str] | str:
+    """(gold paragraphs, distractor paragraphs, gold sentences, question, answer) of HotpotQA
+    question ``index``, or the reason it cannot serve."""
+    q = datasets.hotpotqa_records()[index]
+    support: dict[str, list[int]] = {}
+    for title, sid in q["supporting_facts"]:
+        support.setdefault(title, []).append(sid)
+    paragraphs = dict((t, s) for t, s in q["context"])
+    if not support or any(t not in paragraphs for t in support):
+        return "missing supporting paragraph"
+    sentences = []
+    for t, ids in support.items():
+        for i in sorted(set(ids)):
+            if i >= len(paragraphs[t]):
+                return "supporting fact index out of range"
+            sentences.append(paragraphs[t][i].strip())
+    if not _usable(sentences):
+        return "clues unusable as recall lines"
+    gold = [datasets._paragraph(t, paragraphs[t]) for t in paragraphs if t in support]
+    others = [datasets._paragraph(t, paragraphs[t]) for t in paragraphs if t not in support]
+    return gold, others, sentences, q["question"].strip(), str(q.get("answer", ""))
+
+
+def build_windows(windows: int = 60, questions_per_window: int = 4, *, window_tokens: int = 3000,
+                  squad_share: float = 0.25, seed: int = 0,
+                  hotpotqa_range: tuple[int, int] = DEFAULT_HOTPOTQA_RANGE,
+                  count_tokens: TokenCounter = approx_tokens) -> tuple[list[ClueExample], Split]:
+    """Long-window examples that look like run time: each window is several questions' gold
+    and distractor paragraphs (HotpotQA) or one article's consecutive paragraphs (SQuAD),
+    shuffled as a memorized document would hold them, and every question whose evidence is
+    in the window becomes one example over that same window.
+
+    Examples of one window share ``document`` byte for byte, so the trainer computes the
+    window's KV once (without the adapter) and trains every question on it
+    (:func:`memorag.training.lora.train`, ``adapter_scope="task"``).
+    """
+    lo, hi = hotpotqa_range
+    if not 0 <= lo < hi <= TUNING_LIMIT:
+        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
+                         f"are held out from all tuning); got [{lo}, {hi}).")
+    if windows < 1 or questions_per_window < 1:
+        raise InputError("windows and questions_per_window must be at least 1.")
+    if window_tokens < 256:
+        raise InputError(f"window_tokens must be at least 256 for long windows; got {window_tokens}.")
+    if not 0.0 <= squad_share <= 1.0:
+        raise InputError(f"squad_share must lie in [0, 1]; got {squad_share}.")
+    rng = random.Random(seed)
+    split = Split(seed=seed, window_tokens=window_tokens, hotpotqa_range=(lo, hi))
+    n_squad = round(windows * squad_share)
+    order = list(range(lo, hi))
+    rng.shuffle(order)
+    examples: list[ClueExample] = []
+    w = 0
+    while w < windows - n_squad and order:
+        asked: list[tuple[int, list[str], str]] = []
+        chosen: list[str] = []
+        used = 0
+        spare: list[str] = []
+        while order and len(asked) < questions_per_window:
+            index = order.pop()
+            parts = _hotpotqa_parts(index)
+            if isinstance(parts, str):
+                _skip(split, f"hotpotqa: {parts}")
+                continue
+            gold, others, sentences, question, _ = parts
+            need = sum(count_tokens(p) for p in gold)
+            if used + need > window_tokens:
+                order.append(index)  # kept for the next window
+                break
+            chosen += gold
+            used += need
+            spare += others
+            asked.append((index, sentences, question))
+        if not asked:
+            break
+        rng.shuffle(spare)
+        for p in spare:  # the asked questions' own distractors fill the window
+            n = count_tokens(p)
+            if used + n <= window_tokens:
+                chosen.append(p)
+                used += n
+        rng.shuffle(chosen)
+        document = "\n\n".join(chosen)
+        for index, sentences, question in asked:
+            clues = sorted(sentences, key=document.find)
+            if not all(c in document for c in clues):
+                _skip(split, "hotpotqa: clue not verbatim in window")
+                continue
+            examples.append(ClueExample(id=f"hotpotqa-{index}", source="hotpotqa", question=question,
+                                        document=document, clues=clues))
+            split.hotpotqa_indices.append(index)
+        w += 1
+    if n_squad:
+        by_article: dict[int, list[tuple[int, dict]]] = {}
+        for article, paragraph, qa in _squad_candidates(random.Random(f"{seed}:squad")):
+            by_article.setdefault(article, []).append((paragraph, qa))
+        articles = sorted(by_article)
+        rng.shuffle(articles)
+        made = 0
+        for article in articles:
+            if made >= n_squad:
+                break
+            art = datasets._squad_articles()[article]
+            paras = [p["context"] for p in art["paragraphs"]]
+            title = art["title"].replace("_", " ")
+            used = count_tokens(title)
+            start = rng.randrange(len(paras))
+            end = start
+            while end < len(paras) and used + count_tokens(paras[end]) <= window_tokens:
+                used += count_tokens(paras[end])
+                end += 1
+            if end == start:
+                _skip(split, "squad: first paragraph exceeds the window")
+                continue
+            document = title + "\n\n" + "\n\n".join(paras[start:end])
+            inside = [(p, qa) for p, qa in by_article[article] if start <= p < end]
+            rng.shuffle(inside)
+            taken_paragraphs: set[int] = set()
+            for p, qa in inside:
+                if len(taken_paragraphs) >= questions_per_window:
+                    break
+                if p in taken_paragraphs:  # one question per paragraph: more windows' worth of variety
+                    continue
+                clue = datasets._sentence_with(paras[p], qa["answers"][0]["answer_start"]).strip()
+                if not clue or clue not in document or not _usable([clue]):
+                    _skip(split, "squad: clue unusable")
+                    continue
+                examples.append(ClueExample(id=f"squad-{qa['id']}", source="squad", question=qa["question"].strip(),
+                                            document=document, clues=[clue]))
+                split.squad_ids.append(qa["id"])
+                taken_paragraphs.add(p)
+            made += bool(taken_paragraphs)
+    return examples, split
+
+
 def write(examples: Iterable[ClueExample], split: Split, out_dir: str | Path) -> Path:
     """Write ``train.jsonl`` and ``split.json`` into ``out_dir``; returns the JSONL path."""
     out = Path(out_dir).expanduser()

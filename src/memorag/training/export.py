@@ -32,9 +32,10 @@ from memorag.errors import BackendError, InputError
 from memorag.models.packaged import cache_dir
 
 CONVERTER = "convert_hf_to_gguf.py"
+LORA_CONVERTER = "convert_lora_to_gguf.py"  # imports CONVERTER's model classes, so both are unpacked
 ENV_DIR = "MEMORAG_LLAMA_CPP_DIR"
 # What the converter needs from the sdist: the script, its model classes, its gguf-py.
-_NEEDED = (CONVERTER, "conversion/", "gguf-py/")
+_NEEDED = (CONVERTER, LORA_CONVERTER, "conversion/", "gguf-py/")
 QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
 
 
@@ -74,7 +75,7 @@ def fetch_converter(version: str | None = None, *, log: Callable[[str], None] = 
     """Download the llama-cpp-python sdist with pip and unpack the converter into the cache."""
     version = version or llama_cpp_version()
     target = converter_dir(version)
-    if (target / CONVERTER).is_file():
+    if (target / CONVERTER).is_file() and (target / LORA_CONVERTER).is_file():
         return target / CONVERTER
     with tempfile.TemporaryDirectory(prefix="memorag-sdist-") as tmp:
         log(f"downloading the llama-cpp-python {version} source distribution from PyPI")
@@ -202,4 +203,49 @@ def export(base: str, adapter_dir: str | Path, outfile: str | Path, *, qtype: st
     from memorag.llm.llamacpp import _file_fingerprint
 
     log(f"wrote {out} ({out.stat().st_size / 2**20:.0f} MiB, fingerprint {_file_fingerprint(out)})")
+    return out
+
+
+ADAPTER_TYPES = ("F16", "F32", "Q8_0")
+
+
+def export_adapter(base: str, adapter_dir: str | Path, outfile: str | Path, *, outtype: str = "F16",
+                   converter: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """The LoRA adapter alone as a llama.cpp adapter GGUF (``convert_lora_to_gguf.py``).
+
+    llama.cpp applies it on top of the quantized base at run time (``llama_adapter_lora_init``),
+    so what ships is a few MB instead of a merged model. The converter reads only the base's
+    configuration: it is written from the GGUF's metadata, no weights are loaded.
+    """
+    from memorag.training import require_train_extra
+
+    require_train_extra()
+    out = Path(outfile).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise InputError(f"The adapter must be written to a .gguf file; got {out}.")
+    if outtype.upper() not in ADAPTER_TYPES:
+        raise InputError(f"Unknown adapter type {outtype!r}: choose one of {', '.join(ADAPTER_TYPES)}.")
+    adapter = Path(adapter_dir).expanduser()
+    if not (adapter / "adapter_config.json").is_file():
+        raise InputError(f"No LoRA adapter at {adapter} (missing adapter_config.json).")
+    script = find_converter(converter).with_name(LORA_CONVERTER)
+    if not script.is_file():
+        raise InputError(f"No {LORA_CONVERTER} beside the converter ({script}); run `memorag train fetch-converter`.")
+    from transformers import AutoConfig, AutoTokenizer
+
+    from memorag.training.lora import base_source
+
+    directory, kwargs, _ = base_source(base)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="memorag-base-config-") as tmp:
+        AutoConfig.from_pretrained(directory, **kwargs).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(directory, **kwargs).save_pretrained(tmp)
+        cmd = [sys.executable, str(script), str(adapter), "--base", tmp, "--outfile", str(out),
+               "--outtype", outtype.lower()]
+        log("converting: " + " ".join(cmd))
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise BackendError(f"llama.cpp's LoRA converter failed on {adapter} (exit {done.returncode}):\n{tail}")
+    log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return out

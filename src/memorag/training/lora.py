@@ -49,6 +49,12 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # the frozen base weights: auto (bf16 on a GPU that has it, else fp32), fp32, bf16
     log_every: int = 1
+    # "task": the document's KV is computed by the base model (adapter off, no gradient) and
+    # the adapter is trained only on the task and reply after it, as the memory applies it at
+    # run time (LlamaCppLLM ``adapter_scope``); a memory saved by the base stays valid.
+    # "all": the adapter sees every token (the document too), as a merged model would.
+    adapter_scope: str = "all"
+    checkpoint_every: int = 10  # steps between resumable checkpoints (0: none)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.rank < 1:
@@ -59,12 +65,28 @@ class TrainConfig:
             raise InputError(f"max_tokens must be at least 32; got {self.max_tokens}.")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"precision must be auto, fp32 or bf16; got {self.precision!r}.")
+        if self.adapter_scope not in ("all", "task"):
+            raise InputError(f"adapter_scope must be 'all' or 'task'; got {self.adapter_scope!r}.")
+        if self.checkpoint_every < 0:
+            raise InputError(f"checkpoint_every must be >= 0; got {self.checkpoint_every}.")
 
 
 @dataclass
 class Encoded:
     input_ids: list[int]
     n_target: int  # the last n_target ids are the reply (learned); the rest is the prompt
+
+
+@dataclass
+class SplitEncoded:
+    """An example cut where the memory's run-time prefix ends: ``prefix_ids`` (system message
+    and the open user turn with the document, as ``LlamaCppLLM.prefill`` evaluates them) and
+    ``input_ids`` (the task, the turn's close and the reply, of which the last ``n_target``
+    are learned)."""
+
+    prefix_ids: list[int]
+    input_ids: list[int]
+    n_target: int
 
 
 @dataclass
@@ -139,6 +161,28 @@ def encode(tokenizer: Any, example: ClueExample, eot: str | None = None) -> Enco
     return Encoded(list(prompt_ids) + list(reply_ids), len(reply_ids))
 
 
+def encode_split(tokenizer: Any, example: ClueExample, eot: str | None = None) -> SplitEncoded:
+    """As :func:`encode`, cut between the document and the task (see :class:`SplitEncoded`)."""
+    messages = example.messages()
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    task = messages[-1]["content"][len(messages[-1]["content"]) - len(_task_text(example)):]
+    cut = prompt.rfind(task)
+    if cut < 0:
+        raise InputError(f"Example {example.id}: the task text is not in the rendered prompt.")
+    if eot is None:
+        eot = end_of_turn(tokenizer, messages)
+    prefix_ids = tokenizer(prompt[:cut], add_special_tokens=False)["input_ids"]
+    suffix_ids = tokenizer(prompt[cut:], add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(example.target() + eot, add_special_tokens=False)["input_ids"]
+    return SplitEncoded(list(prefix_ids), list(suffix_ids) + list(reply_ids), len(reply_ids))
+
+
+def _task_text(example: ClueExample) -> str:
+    from memorag.prompts import prompts_for
+
+    return prompts_for(example.language).recall.format(question=example.question)
+
+
 def _precision(choice: str, on_gpu: bool) -> str:
     if choice != "auto":
         return choice
@@ -195,6 +239,9 @@ def train(examples: list[ClueExample], base: str, output_dir: str | Path, config
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
+    if config.adapter_scope == "task":
+        return _train_task_scope(examples, model, tokenizer, about, out, config, log, precision,
+                                 wall0=wall0, cpu0=cpu0, on_gpu=on_gpu)
     eot = end_of_turn(tokenizer, examples[0].messages()) if examples else ""
     encoded, skipped = [], 0
     for ex in examples:
@@ -302,4 +349,194 @@ def train(examples: list[ClueExample], base: str, output_dir: str | Path, config
               "seconds_per_step": round(result.seconds_per_step, 2), "steps": step_log}
     (out / TRAIN_LOG).write_text(json.dumps(record, indent=1), encoding="utf-8")
     log(f"adapter written to {adapter} ({result.wall_seconds / 60:.1f} min, {result.cpu_seconds:.0f} CPU s)")
+    return result
+
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def _save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, step: int, step_log: list[dict],
+                     fingerprint: dict) -> None:
+    """Everything a resumed run needs, as safetensors and JSON (nothing pickled): the adapter
+    weights, AdamW's moments, the schedule, the finished steps' log. Written aside and
+    renamed into place, so a kill mid-write leaves the previous checkpoint."""
+    import shutil
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    tmp = out / (CHECKPOINT_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()},
+              str(tmp / "adapter.safetensors"))
+    state = optimizer.state_dict()
+    tensors = {}
+    for idx, st in state["state"].items():
+        for key, value in st.items():
+            tensors[f"{idx}.{key}"] = value.detach().reshape(-1).contiguous() if key == "step" else value.contiguous()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    (tmp / "state.json").write_text(json.dumps({"step": step, "step_log": step_log, "scheduler": sched,
+                                                "param_groups": state["param_groups"], "run": fingerprint},
+                                               indent=1), encoding="utf-8")
+    final = out / CHECKPOINT_DIR
+    old = out / (CHECKPOINT_DIR + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict,
+                     log: Callable[[str], None]) -> tuple[int, list[dict]]:
+    """Restore a checkpoint of the same run (same data, base and config); (0, []) if none."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    d = out / CHECKPOINT_DIR
+    try:
+        state = json.loads((d / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0, []
+    if state.get("run") != fingerprint:
+        log(f"{d} belongs to another run (data, base or config differ): starting afresh")
+        return 0, []
+    set_peft_model_state_dict(model, load_file(str(d / "adapter.safetensors")))
+    tensors = load_file(str(d / "optimizer.safetensors"))
+    opt_state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        opt_state.setdefault(int(idx), {})[key] = value.reshape(()) if key == "step" else value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    sched = scheduler.state_dict()
+    sched.update(state["scheduler"])
+    scheduler.load_state_dict(sched)
+    torch.set_rng_state(torch.get_rng_state())  # dropout is reseeded per step below
+    log(f"resumed from {d} at step {state['step']}")
+    return int(state["step"]), list(state["step_log"])
+
+
+def _train_task_scope(examples: list[ClueExample], model: Any, tokenizer: Any, about: dict, out: Path,
+                      config: TrainConfig, log: Callable[[str], None], precision: str, *, wall0: float, cpu0: float,
+                      on_gpu: bool) -> TrainResult:
+    """LoRA trained only after the document: one optimizer step per document window.
+
+    The window's KV is computed once per step by the base model without gradients (the
+    adapter disabled), and every question over that window is trained on top of it: the
+    task, the turn's close and the reply run with the adapter, and the loss counts the
+    reply. That is exactly how the memory applies the adapter at run time, and it makes long
+    windows affordable on a CPU: no activation of the document is kept for backward.
+    Resumable: a checkpoint every ``config.checkpoint_every`` steps (``out/checkpoint``).
+    """
+    import hashlib
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    eot = end_of_turn(tokenizer, examples[0].messages())
+    windows: dict[tuple[int, ...], list[SplitEncoded]] = {}
+    skipped = 0
+    for ex in examples:
+        enc = encode_split(tokenizer, ex, eot)
+        if len(enc.prefix_ids) + len(enc.input_ids) > config.max_tokens:
+            skipped += 1
+            continue
+        windows.setdefault(tuple(enc.prefix_ids), []).append(enc)
+    if not windows:
+        raise InputError(f"No example fits max_tokens={config.max_tokens} ({skipped} longer): raise max_tokens.")
+    groups = list(windows.values())
+    used = sum(len(g) for g in groups)
+    log(f"{used} examples in {len(groups)} windows ({skipped} longer than {config.max_tokens} tokens skipped); "
+        f"{config.steps} steps of one window each")
+    data_hash = hashlib.sha256(json.dumps([[e.id, e.question, e.document] for e in examples]).encode()).hexdigest()
+    fingerprint = {"data": data_hash, "base": about.get("fingerprint") or about.get("spec"),
+                   "config": {**asdict(config), "target_modules": list(config.target_modules), "log_every": None,
+                              "checkpoint_every": None}}
+
+    device = torch.device("cuda" if on_gpu else "cpu")
+    model = model.to(device)
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps // 5), config.steps)
+    start, step_log = _load_checkpoint(out, model, optimizer, scheduler, fingerprint, log)
+    # The window order for every step is fixed up front, so a resumed run trains the same
+    # windows in the same order as an uninterrupted one.
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    while len(order) < config.steps:
+        perm = list(range(len(groups)))
+        rng.shuffle(perm)
+        order += perm
+    model.train()
+
+    def window_step(group: list[SplitEncoded], step: int) -> float:
+        torch.manual_seed(config.seed * 100003 + step)  # dropout, reproducible across a resume
+        prefix = torch.tensor([group[0].prefix_ids], device=device)
+        with torch.no_grad(), model.disable_adapter():
+            cache = model(input_ids=prefix, use_cache=True).past_key_values
+        n_prefix = prefix.shape[1]
+        total = 0.0
+        for enc in group:
+            ids = torch.tensor([enc.input_ids], device=device)
+            keep = enc.n_target + 1
+            logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+            logits = logits[:, :-1].float()
+            labels = ids[:, -enc.n_target:]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
+            (loss / len(group)).backward()
+            total += float(loss.detach()) / len(group)
+            cache.crop(n_prefix - cache.get_seq_length())  # back to the document alone for the next question
+            for layer in cache.layers:  # the kept slices must not lead back into this question's graph
+                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        return total
+
+    t_last, c_last = time.perf_counter(), _cpu_seconds()
+    stopped_at = None
+    step = start
+    try:
+        for step in range(start + 1, config.steps + 1):
+            loss = window_step(groups[order[step - 1]], step)
+            if not math.isfinite(loss):
+                raise InputError(f"The loss became {loss} at step {step}: lower the learning rate.")
+            now, cpu = time.perf_counter(), _cpu_seconds()
+            step_log.append({"step": step, "loss": round(loss, 4), "questions": len(groups[order[step - 1]]),
+                             "seconds": round(now - t_last, 2), "cpu_seconds": round(cpu - c_last, 2)})
+            t_last, c_last = now, cpu
+            if step % config.log_every == 0 or step == config.steps:
+                recent = step_log[-config.log_every:]
+                sps = sum(r["seconds"] for r in recent) / len(recent)
+                log(f"step {step}/{config.steps}  loss {loss:.4f}  {sps:.1f} s/step  "
+                    f"eta {sps * (config.steps - step) / 60:.1f} min")
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint)
+    except KeyboardInterrupt:
+        stopped_at = len(step_log)
+        log(f"interrupted after {stopped_at} steps; saving that adapter (run again to resume from the last checkpoint)")
+        if not step_log:
+            raise
+
+    adapter = out / ADAPTER_DIR
+    model.save_pretrained(adapter, safe_serialization=True)
+    tokenizer.save_pretrained(adapter)
+    losses = [r["loss"] for r in step_log]
+    result = TrainResult(out, len(losses), losses, time.perf_counter() - wall0, _cpu_seconds() - cpu0, used, skipped)
+    record = {"base": about, "config": {**asdict(config), "target_modules": list(config.target_modules)},
+              "precision": precision, "device": str(device), "torch_threads": torch.get_num_threads(),
+              "adapter_scope": "task", "windows": len(groups), "examples_used": used, "examples_skipped": skipped,
+              "resumed_from_step": start or None, "interrupted_at_step": stopped_at,
+              "wall_seconds_this_run": round(result.wall_seconds, 1), "cpu_seconds_this_run": round(result.cpu_seconds, 1),
+              "steps": step_log}
+    (out / TRAIN_LOG).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    log(f"adapter written to {adapter} ({result.wall_seconds / 60:.1f} min this run)")
     return result
