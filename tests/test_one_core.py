@@ -56,6 +56,7 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
     with TestClient(create_app(Settings(store=str(store), warm_up=False), engine)) as client:
         _memorize_through_the_service(client)
         over_http = client.post("/documents/harbour/ask", json={"question": Q_A, "max_new_tokens": 2048}).json()
+        summary = client.post("/documents/harbour/summarize", json={"max_new_tokens": 2048}).json()
     engine.close(wait=True)  # the service closed it; this waits until its models are released
 
     pipe = _pipe()
@@ -76,6 +77,10 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
 
     assert [e["chunk_id"] for e in over_http["evidence"]] == ids
     assert over_http["answer"] == user and over_http["clues"]["spans"] == asked.clues.spans
+
+    summarized = pipe.ask(None, task_type="summarize", top_k=4, max_new_tokens=2048)
+    assert summary["answer"] == summarized.answer and summary["clues"]["spans"] == summarized.clues.spans
+    assert [e["chunk_id"] for e in summary["evidence"]] == [h.chunk_id for h in summarized.evidence]
 
     runner = MethodRunner(pipe, top_k=pipe.ret_hit, max_new_tokens=2048)
     evaluated = runner.retrieve("memorag", Q_A, DOC_A)
