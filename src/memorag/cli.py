@@ -392,6 +392,7 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MB (a document to memorize is sent in one).")] = 16.0,
     mem_model: Annotated[str, typer.Option(help="Memory model spec for new documents.")] = "default",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model.")] = None,
+    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge, else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
 ) -> None:
     """Serve memorized documents over HTTP: memorize, ask (streamed), summarize, list, delete (docs/service.md)."""
     try:
@@ -403,7 +404,8 @@ def serve(
         _fail("--max-body-mb must be positive.")
     typer.echo(f"memorag: documents in {store.resolve()}; API on http://{host}:{port} (OpenAPI at /docs)", err=True)
     run_service(Settings(store=str(store), host=host, port=port, token=token or None,
-                         max_body_bytes=int(max_body_mb * 1024 * 1024), mem_model=mem_model, gen_model=gen_model))
+                         max_body_bytes=int(max_body_mb * 1024 * 1024), mem_model=mem_model, gen_model=gen_model,
+                         judge=judge))
 
 
 @app.command()

@@ -172,8 +172,9 @@ class Engine:
 
     def _building_collection(self) -> Collection:
         if self._builder is None:
+            # it never answers: no generator, and no judge loaded for it
             pipe = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=NoGenerator(),
-                           **self.pipeline_kwargs)
+                           **{**self.pipeline_kwargs, "judge": None})
             self._builder = Collection(self.store.root, pipe)
         return self._builder
 

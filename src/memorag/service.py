@@ -93,6 +93,7 @@ class Settings:
     mem_model: str = "default"
     ret_model: str = "default"
     gen_model: str | None = None
+    judge: str | None = None  # a model spec; None: the generator's twin when it can judge
     warm_up: bool = True
 
 
@@ -289,7 +290,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The FastAPI app. ``engine`` defaults to one over ``settings.store`` with its models."""
     check_bind(settings.host, settings.token)
     engine = engine or Engine(settings.store, mem_model=settings.mem_model, ret_model=settings.ret_model,
-                              gen_model=settings.gen_model)
+                              gen_model=settings.gen_model,
+                              **({"judge": settings.judge} if settings.judge else {}))
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
