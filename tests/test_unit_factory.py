@@ -137,3 +137,29 @@ def test_memory_refuses_loading_options_with_a_model_object():
     with pytest.raises(InputError, match="n_ctx cannot apply"):
         Memory(llm=ScriptedLLM(), n_ctx=4096)
     assert Memory(llm=ScriptedLLM(), beacon_ratio=8).beacon_ratio == 8  # the memory's own option applies
+
+
+def test_memory_specs_name_the_base_the_shipped_adapter_or_an_adapter_file(tmp_path, monkeypatch):
+    """``default-base`` is the untrained default memory; ``SPEC+lora=FILE`` adds an adapter
+    file to a GGUF spec (refused for other backends, and for a missing file); the shipped
+    adapter is checked against its sha256 before use."""
+    from memorag.errors import ModelNotFoundError
+
+    assert registry.split_adapter("default-base") == (registry.DEFAULT_MEMORY_MODEL, None)
+    assert registry.split_adapter("qwen2.5-1.5b") == ("qwen2.5-1.5b", None)
+    base = tmp_path / "base.gguf"
+    base.write_bytes(b"GGUF")
+    adapter = tmp_path / "recall.gguf"
+    adapter.write_bytes(b"GGUF adapter")
+    assert registry.split_adapter(f"{base}+lora={adapter}") == (str(base), adapter)
+    with pytest.raises(ModelNotFoundError, match="adapter file not found"):
+        registry.split_adapter(f"{base}+lora={tmp_path / 'missing.gguf'}")
+    with pytest.raises(InputError, match="applies to a GGUF model only"):
+        registry.split_adapter(f"openai:gpt-4o+lora={adapter}")
+    if registry.DEFAULT_MEMORY_ADAPTER_SHA256:
+        shipped = registry.shipped_adapter()
+        assert shipped is not None and shipped.name == registry.DEFAULT_MEMORY_ADAPTER
+        assert registry.split_adapter("default") == ("default", shipped)
+        monkeypatch.setattr(registry, "DEFAULT_MEMORY_ADAPTER_SHA256", "0" * 64)
+        with pytest.raises(ModelNotFoundError, match="sha256"):
+            registry.shipped_adapter()
