@@ -285,6 +285,8 @@ def test_recall_quotes_lets_a_verbatim_quote_vote_and_a_paraphrase_not():
     voted = [h.chunk_id for h in run_plan("recall+quotes", PlanContext(r, ScriptedLLM()), q, quote, 2, p)]
     assert far_chunk not in plain
     assert far_chunk in voted
+    many = Clues(q, spans=[far, *_FILLER[:4]])  # more quotes than the judge reads as extra passages
+    assert far_chunk in [h.chunk_id for h in run_plan("recall+quotes", PlanContext(r, ScriptedLLM()), q, many, 5, p)]
     paraphrase = Clues(q, spans=["Ottilie Marsh keeps the key of the lighthouse for the ferry company, per the ledger"])
     para = [h.chunk_id for h in run_plan("recall+quotes", PlanContext(r, ScriptedLLM()), q, paraphrase, 2, p)]
     assert para == plain

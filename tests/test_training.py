@@ -168,9 +168,9 @@ def test_tiny_model_trains_exports_gguf_and_llama_cpp_generates(tiny, tmp_path):
     text = "".join(memory.llm.continue_chat("\nQuestion: who?", max_new_tokens=8))
     assert isinstance(text, str)
     assert memory.llm.describe()["file"] == "tiny-q8.gguf"
-    from memorag.llm.llamacpp import _file_fingerprint
+    from memorag.llm.llamacpp import file_fingerprint
 
-    assert memory.llm.describe()["fingerprint"] == _file_fingerprint(out)
+    assert memory.llm.describe()["fingerprint"] == file_fingerprint(out)
     # llama.cpp decodes tokens from the exported weights (random text from a random model)
     gen = memory.llm._llm.create_completion("The lighthouse", max_tokens=6, temperature=0.0)
     assert gen["usage"]["completion_tokens"] >= 1

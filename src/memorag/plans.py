@@ -525,6 +525,8 @@ def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> Pl
         for g in ground_clues(r, question, clues, p):
             if g.grounded and g.coverage >= p.quote_coverage and g.sentence.chunk_id not in quoted:
                 quoted.append(g.sentence.chunk_id)
+        have = {h.chunk_id for h in first}
+        first += [Hit(cid, 0.0, chunks[cid].text) for cid in quoted if cid not in have]  # every quote is a candidate
     ranked = likelihood_rerank(ctx, question, first, len(first), p, extra, quoted)
     return _judged(follow_links(ctx, question, ranked, k, p), ctx)
 

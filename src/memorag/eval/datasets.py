@@ -80,7 +80,7 @@ def hotpotqa_records() -> list[dict]:
     return json.loads(data_file("hotpotqa.json"))
 
 
-def _paragraph(title: str, sentences: list[str]) -> str:
+def paragraph_text(title: str, sentences: list[str]) -> str:
     return f"{title}\n{''.join(sentences).strip()}"
 
 
@@ -98,7 +98,7 @@ def hotpotqa_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int 
         group = [data[i] for i in range(start, min(start + per_haystack, first_index + limit))]
         titles = {t for q in group for t, _ in q["context"]}
         answers = [q["answer"].lower() for q in group if q["answer"].lower() not in ("yes", "no")]
-        paras = [_paragraph(t, s) for q in group for t, s in q["context"]]
+        paras = [paragraph_text(t, s) for q in group for t, s in q["context"]]
         used = sum(count_tokens(p) for p in paras)
         # Filler comes from questions outside the evaluated range, in a seeded random order;
         # a run inside the tuning range takes no filler from the held-out questions either.
@@ -109,7 +109,7 @@ def hotpotqa_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int 
             if used >= haystack_tokens:
                 break
             for t, s in data[i]["context"]:
-                p = _paragraph(t, s)
+                p = paragraph_text(t, s)
                 if t in titles or any(a in p.lower() for a in answers):
                     continue
                 n = count_tokens(p)
@@ -137,13 +137,12 @@ def squad_articles() -> list[dict]:
     return json.loads(data_file("squad.json"))["data"]
 
 
-_squad_articles = squad_articles  # the old private name; memorag.training.data still calls it
 
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def _sentence_with(context: str, start: int) -> str:
+def sentence_with(context: str, start: int) -> str:
     """The sentence of ``context`` that holds the character at ``start``."""
     pos = 0
     for sent in _SENT_END.split(context):
@@ -195,7 +194,7 @@ def squad_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int = 5
             ans = qa["answers"][0]
             questions.append(EvalQuestion(id=f"squad-{qa['id']}", question=qa["question"].strip(),
                                           answers=sorted({x["text"] for x in qa["answers"]}),
-                                          gold=[[_sentence_with(ctx, ans["answer_start"])]]))
+                                          gold=[[sentence_with(ctx, ans["answer_start"])]]))
             taken += 1
         if questions:
             haystacks.append(Haystack(id=f"squad-{seed}-{len(haystacks)}", text="\n\n".join(parts), questions=questions))

@@ -49,7 +49,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _file_fingerprint(path: Path) -> str:
+def file_fingerprint(path: Path) -> str:
     """Cheap identity of a model file: size plus sha256 of its first and last MiB."""
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
@@ -122,7 +122,7 @@ class LlamaCppLLM:
         self._eos_text = self._token_text(self._llm.token_eos())
         self._prefix_ids: list[int] = []
         self._tail = ""
-        self._fingerprint = _file_fingerprint(self.model_path)
+        self._fingerprint = file_fingerprint(self.model_path)
         self._adapter: Any = None
         self._adapter_info: dict | None = None
         self.adapter_tasks: tuple[str, ...] = ()

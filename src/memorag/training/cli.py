@@ -123,7 +123,7 @@ def run_command(
     questions_per_window: Annotated[int, typer.Option(help="Questions asked of each window.")] = 4,
     window_tokens: Annotated[int, typer.Option(help="Document window (estimated tokens).")] = 3000,
     squad_share: Annotated[float, typer.Option(help="Share of windows drawn from SQuAD articles.")] = 0.25,
-    steps: Annotated[int, typer.Option(help="Optimizer steps (one window each).")] = 54,
+    steps: Annotated[int, typer.Option(help="Optimizer steps (one window each).")] = 36,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
     max_tokens: Annotated[int, typer.Option(help="Skip examples longer than this (window + task + reply tokens).")] = 6000,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,

@@ -110,7 +110,7 @@ def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
     paragraphs = dict((t, s) for t, s in q["context"])
     if not support or any(t not in paragraphs for t in support):
         return "missing supporting paragraph"
-    gold = [datasets._paragraph(t, paragraphs[t]) for t in paragraphs if t in support]
+    gold = [datasets.paragraph_text(t, paragraphs[t]) for t in paragraphs if t in support]
     used = sum(count_tokens(p) for p in gold)
     if used > window_tokens:
         return "gold paragraphs exceed the window"
@@ -118,7 +118,7 @@ def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
     rng.shuffle(others)
     chosen = list(gold)
     for t in others:
-        p = datasets._paragraph(t, paragraphs[t])
+        p = datasets.paragraph_text(t, paragraphs[t])
         n = count_tokens(p)
         if used + n <= window_tokens:
             chosen.append(p)
@@ -173,7 +173,7 @@ def squad_example(article: int, paragraph: int, qa: dict, window_tokens: int,
         if not grew:
             break
     document = title + "\n\n" + "\n\n".join(paras[lo:hi + 1])
-    clue = datasets._sentence_with(paras[paragraph], qa["answers"][0]["answer_start"]).strip()
+    clue = datasets.sentence_with(paras[paragraph], qa["answers"][0]["answer_start"]).strip()
     if not clue or clue not in document:
         return "clue not verbatim in window"
     if not _usable([clue]):
@@ -250,8 +250,8 @@ def _hotpotqa_parts(index: int) -> tuple[list[str], list[str], list[str], str, s
             sentences.append(paragraphs[t][i].strip())
     if not _usable(sentences):
         return "clues unusable as recall lines"
-    gold = [datasets._paragraph(t, paragraphs[t]) for t in paragraphs if t in support]
-    others = [datasets._paragraph(t, paragraphs[t]) for t in paragraphs if t not in support]
+    gold = [datasets.paragraph_text(t, paragraphs[t]) for t in paragraphs if t in support]
+    others = [datasets.paragraph_text(t, paragraphs[t]) for t in paragraphs if t not in support]
     return gold, others, sentences, q["question"].strip(), str(q.get("answer", ""))
 
 
@@ -334,7 +334,7 @@ def build_windows(windows: int = 60, questions_per_window: int = 4, *, window_to
         for article in articles:
             if made >= n_squad:
                 break
-            art = datasets._squad_articles()[article]
+            art = datasets.squad_articles()[article]
             paras = [p["context"] for p in art["paragraphs"]]
             title = art["title"].replace("_", " ")
             used = count_tokens(title)
@@ -355,7 +355,7 @@ def build_windows(windows: int = 60, questions_per_window: int = 4, *, window_to
                     break
                 if p in taken_paragraphs:  # one question per paragraph: more windows' worth of variety
                     continue
-                clue = datasets._sentence_with(paras[p], qa["answers"][0]["answer_start"]).strip()
+                clue = datasets.sentence_with(paras[p], qa["answers"][0]["answer_start"]).strip()
                 if not clue or clue not in document or not _usable([clue]):
                     _skip(split, "squad: clue unusable")
                     continue

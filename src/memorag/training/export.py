@@ -200,9 +200,9 @@ def export(base: str, adapter_dir: str | Path, outfile: str | Path, *, qtype: st
         quantize(f16, out, qtype)
     if not keep_intermediate:
         shutil.rmtree(work, ignore_errors=True)
-    from memorag.llm.llamacpp import _file_fingerprint
+    from memorag.llm.llamacpp import file_fingerprint
 
-    log(f"wrote {out} ({out.stat().st_size / 2**20:.0f} MiB, fingerprint {_file_fingerprint(out)})")
+    log(f"wrote {out} ({out.stat().st_size / 2**20:.0f} MiB, fingerprint {file_fingerprint(out)})")
     return out
 
 

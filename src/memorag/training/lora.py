@@ -114,10 +114,10 @@ def base_source(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
     gguf = resolve_gguf(spec)
     if gguf is not None:
-        from memorag.llm.llamacpp import _file_fingerprint
+        from memorag.llm.llamacpp import file_fingerprint
 
         return str(gguf.parent), {"gguf_file": gguf.name}, {"spec": spec, "gguf": str(gguf),
-                                                            "fingerprint": _file_fingerprint(gguf)}
+                                                            "fingerprint": file_fingerprint(gguf)}
     path = Path(spec.removeprefix("hf:")).expanduser()
     if (path / "config.json").is_file():
         return str(path), {}, {"spec": spec, "dir": str(path)}
