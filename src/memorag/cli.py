@@ -225,11 +225,11 @@ def add(
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in embedder tokens (default: the store's, else 512).")] = None,
     compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive, gist, or none (refuse).")] = "extractive",
     as_json: Annotated[bool, typer.Option("--json", help="Print what was added, updated, unchanged and skipped as JSON.")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
-        help="Memorize on a Ray cluster (docs/scaling.md): ADDRESS of its head (HOST:6379), or no value for "
-             "$RAY_ADDRESS / the cluster `ray start` runs here / a new local one. Put it last or write "
-             "--ray=ADDRESS. Needs pip install 'memorag\\[ray]'.")] = None,
+    on_ray: Annotated[bool, typer.Option("--ray", help="Memorize on a Ray cluster (docs/scaling.md): the one at "
+                                                       "$RAY_ADDRESS, else the one `ray start` runs here, else a "
+                                                       "new local one. Needs pip install 'memorag\\[ray]'.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="With --ray: the cluster's head, HOST:PORT (implies --ray).",
+                                                    show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="With --ray: worker processes, each loading the models once "
                                                      "(default: one per node).")] = None,
 ) -> None:
@@ -242,8 +242,8 @@ def add(
     gather(paths)  # a missing file or an unknown type fails before the store is made or a model loads
     given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model, "index": index,
              "retrieval_chunk_size": chunk_tokens}
-    if ray_address is not None:
-        _add_on_ray(paths, store, update, given, compression, ray_address or None, workers, as_json)
+    if on_ray or ray_address is not None:
+        _add_on_ray(paths, store, update, given, compression, ray_address, workers, as_json)
         return
     if workers is not None:
         _fail("--workers needs --ray (without it one process memorizes the documents one by one).")

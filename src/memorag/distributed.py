@@ -132,13 +132,18 @@ def _stored_sha256(store: DocStore, name: str) -> str:
     return sha if isinstance(sha, str) else text_sha256(store.text(name))
 
 
-def worker_options(store: DocStore, given: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline options every worker builds with: ``given`` over the models, chunk size and
-    index the store's documents were made with (a store keeps one set of models)."""
-    for key, value in given.items():
+def check_plain(options: dict[str, Any]) -> None:
+    """Refuse pipeline options that are objects: each worker builds its own models from specs."""
+    for key, value in options.items():
         if value is not None and not isinstance(value, str | int | float | bool):
             raise InputError(f"{key} must be a spec string for a distributed add (each worker loads its own "
                              f"model); got a {type(value).__name__}.")
+
+
+def worker_options(store: DocStore, given: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline options every worker builds with: ``given`` over the models, chunk size and
+    index the store's documents were made with (a store keeps one set of models)."""
+    check_plain(given)
     options = {k: v for k, v in given.items() if v is not None}
     docs = store.list()
     if docs:
@@ -209,6 +214,8 @@ def add_on_ray(store: str | Path, paths: Iterable[str | Path], *, replace: bool 
         raise InputError(f"workers must be at least 1; got {workers!r}.")
     if max_retries < 0:
         raise InputError(f"max_retries must be 0 or more; got {max_retries!r}.")
+    check_plain(pipeline_options)
+    ray = import_ray()  # before the store is made: a missing Ray leaves nothing behind
     docstore = DocStore(store)
     plan, result = plan_add(docstore, paths, replace=replace)
     for name in result.unchanged:
@@ -219,7 +226,6 @@ def add_on_ray(store: str | Path, paths: Iterable[str | Path], *, replace: bool 
     options = worker_options(docstore, pipeline_options)
     checkpoints = Path(checkpoint_dir).expanduser().resolve() if checkpoint_dir else docstore.root / CHECKPOINT_DIR
     Checkpoints(checkpoints, every_tokens=checkpoint_every)  # a bad interval fails here, not in every worker
-    ray = import_ray()
     started = connect(address)
     run_dir = docstore.new_staging(f"ray-{uuid.uuid4().hex[:12]}")
     try:
