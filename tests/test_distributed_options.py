@@ -71,3 +71,35 @@ def test_bad_options_are_refused_before_ray_or_the_store(tmp_path, given, messag
     with pytest.raises(InputError, match=message):
         add_on_ray(tmp_path / "S", [src], address="127.0.0.1:1", **given)
     assert not (tmp_path / "S").exists()
+
+
+def test_the_driver_commits_a_workers_save_dir_only_if_every_file_verifies(tmp_path):
+    """The worker and the driver's commit step, in this process (no Ray): a save dir changed
+    after the worker wrote it is refused and nothing is committed; an intact one is committed."""
+    from memorag.collection import Collection
+    from memorag.distributed import DistributedAddResult, MemorizeWorker, _commit, plan_add
+    from memorag.docstore import DocStore
+
+    src = write_sources(tmp_path / "src")
+    store = DocStore(tmp_path / "S")
+    plan, _ = plan_add(store, [src])
+    worker = MemorizeWorker({"mem_model_name_or_path": "scriptedspecs:llm",
+                             "ret_model_name_or_path": "scriptedspecs:embedder", "retrieval_chunk_size": 32},
+                            str(tmp_path / "checkpoints"), 128)
+    run = store.new_staging("ray-test")
+    result = DistributedAddResult()
+    statuses: list[tuple[str, str]] = []
+    for number, doc in enumerate(plan):
+        done = worker.memorize(doc.text, str(run / f"{number:06d}"))
+        if number == 0:  # a byte changed in transit on the shared file system
+            chunks = next((run / f"{number:06d}" / "state").rglob("chunks*"))
+            chunks.write_bytes(chunks.read_bytes() + b" ")
+        _commit(store, doc, run / f"{number:06d}", done, result, lambda n, s: statuses.append((n, s)))
+    tampered, intact = plan[0].name, plan[1].name
+    assert list(result.failed) == [tampered]
+    assert "does not match its recorded size/hash" in result.failed[tampered]
+    assert result.added == [intact] and statuses == [(tampered, "failed"), (intact, "added")]
+    assert [e["name"] for e in store.list()] == [intact]
+    coll = Collection(store.root, mem_model_name_or_path="scriptedspecs:llm",
+                      ret_model_name_or_path="scriptedspecs:embedder")
+    assert coll.text(intact) == plan[1].text and coll.store.info(intact)["sha256"] == plan[1].sha256
