@@ -161,3 +161,19 @@ def test_workers_that_cannot_load_their_model_are_one_clear_error(tmp_path, loca
     assert "\n" not in str(caught.value)
     assert DocStore(tmp_path / "S").list() == [] and not any((tmp_path / "S" / ".staging").iterdir())
 
+
+
+def test_a_document_the_memory_refuses_is_listed_and_the_others_are_committed(tmp_path, local_cluster):
+    """An error inside a worker's memorize fails that document only, with memorag's own message."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "short.txt").write_text(SHORT["harbour.txt"], encoding="utf-8")
+    (corpus / "huge.txt").write_text("word " * 20000, encoding="utf-8")  # beyond the scripted model's window
+    seen: list[tuple[str, str]] = []
+    result = add_on_ray(tmp_path / "S", [corpus], workers=2, compression="none",
+                        on_document=lambda name, status: seen.append((name, status)),
+                        **{**MODELS, "mem_model_name_or_path": "scriptedspecs:llm"})
+    assert result.added == ["short.txt"] and list(result.failed) == ["huge.txt"]
+    assert "window" in result.failed["huge.txt"] and "\n" not in result.failed["huge.txt"]
+    assert sorted(seen) == [("huge.txt", "failed"), ("short.txt", "added")]
+    assert [e["name"] for e in DocStore(tmp_path / "S").list()] == ["short.txt"]

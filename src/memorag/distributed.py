@@ -287,14 +287,14 @@ def _run(ray: Any, docstore: DocStore, plan: list[_Planned], result: Distributed
                 done = ray.get(ref)
             except ray.exceptions.RayActorError as exc:  # the worker died more often than it may restart
                 _fail(result, doc, f"its worker died ({_worker_error(exc)})", on_document)
-                continue  # the actor is not put back
-            except ray.exceptions.RayTaskError as exc:
+                # the actor is not put back: Ray will not restart it again
+            except ray.exceptions.RayTaskError as exc:  # the memorize raised: not retried, it would again
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
                 _fail(result, doc, str(cause) if isinstance(cause, MemoRAGError) else _first_line(cause), on_document)
                 idle.append(actor)
-                continue
-            idle.append(actor)
-            _commit(docstore, doc, run_dir / f"{number:06d}", done, result, on_document)
+            else:
+                idle.append(actor)
+                _commit(docstore, doc, run_dir / f"{number:06d}", done, result, on_document)
             if bar is not None:
                 bar.update(1)
     finally:
