@@ -133,7 +133,8 @@ def test_cluster_add_survives_a_killed_worker_and_matches_one_machine(tmp_path, 
 
 
 def test_cli_add_on_ray_then_unchanged(tmp_path, local_cluster):
-    """`memorag add --ray-address ADDRESS` attaches to the running cluster; a second run skips every document."""
+    """`memorag add --ray-address ADDRESS` attaches to the running cluster; a second run (`--ray` with
+    $RAY_ADDRESS) memorizes only the new file."""
     corpus = write_corpus(tmp_path / "corpus")
     (corpus / LONG).unlink()  # the kill test covers it; keep this one quick
     store = tmp_path / "S"
@@ -148,9 +149,13 @@ def test_cli_add_on_ray_then_unchanged(tmp_path, local_cluster):
     assert first.returncode == 0, first.stderr + first.stdout
     out = json.loads(first.stdout)
     assert sorted(out["added"]) == sorted(SHORT) and out["failed"] == {}
-    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    (corpus / "quarry.txt").write_text("The quarry foreman Ilse Marr logged every blast in red ink.", encoding="utf-8")
+    bare = [*command[: command.index("--ray-address")], "--ray"]  # the cluster named by $RAY_ADDRESS
+    second = subprocess.run(bare, capture_output=True, text=True, env={**env, "RAY_ADDRESS": address}, timeout=120)
     assert second.returncode == 0, second.stderr
-    assert sorted(json.loads(second.stdout)["unchanged"]) == sorted(SHORT)
+    out = json.loads(second.stdout)
+    assert sorted(out["unchanged"]) == sorted(SHORT) and out["added"] == ["quarry.txt"]
+    assert "Connecting to existing Ray cluster" in second.stderr
 
 
 def test_workers_that_cannot_load_their_model_are_one_clear_error(tmp_path, local_cluster):
