@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray")
 from memorag.collection import Collection, text_sha256  # noqa: E402
 from memorag.distributed import CHECKPOINT_DIR, add_on_ray  # noqa: E402
 from memorag.docstore import DocStore  # noqa: E402
-from memorag.errors import StateError  # noqa: E402
+from memorag.errors import InputError, StateError  # noqa: E402
 from memorag.store import read_manifest  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -182,3 +182,12 @@ def test_a_document_the_memory_refuses_is_listed_and_the_others_are_committed(tm
     assert "window" in result.failed["huge.txt"] and "\n" not in result.failed["huge.txt"]
     assert sorted(seen) == [("huge.txt", "failed"), ("short.txt", "added")]
     assert [e["name"] for e in DocStore(tmp_path / "S").list()] == ["short.txt"]
+
+
+def test_more_workers_than_the_cluster_has_cpus_for_is_refused_not_left_waiting(tmp_path, local_cluster):
+    corpus = write_corpus(tmp_path / "corpus")
+    with pytest.raises(InputError, match=r"\(1 node\(s\)\) has CPUs for 2 worker\(s\) of 1 CPU\(s\) each; asked for 3"):
+        add_on_ray(tmp_path / "S", [corpus], workers=3, **MODELS)
+    with pytest.raises(InputError, match=r"has CPUs for 0 worker\(s\) of 4 CPU"):
+        add_on_ray(tmp_path / "S", [corpus], cpus_per_worker=4, **MODELS)
+    assert DocStore(tmp_path / "S").list() == [] and not any((tmp_path / "S" / ".staging").iterdir())

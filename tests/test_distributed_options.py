@@ -65,6 +65,7 @@ def test_workers_without_ray_is_refused(tmp_path):
     ({"mem_model_name_or_path": ScriptedLLM()}, "mem_model_name_or_path must be a spec string"),
     ({"workers": 0}, "workers must be at least 1"),
     ({"max_retries": -1}, "max_retries must be 0 or more"),
+    ({"cpus_per_worker": 0}, "cpus_per_worker must be positive"),
 ])
 def test_bad_options_are_refused_before_ray_or_the_store(tmp_path, given, message):
     src = write_sources(tmp_path / "src")

@@ -212,6 +212,8 @@ def add_on_ray(store: str | Path, paths: Iterable[str | Path], *, replace: bool 
     """
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1; got {workers!r}.")
+    if not cpus_per_worker > 0:
+        raise InputError(f"cpus_per_worker must be positive; got {cpus_per_worker!r}.")
     if max_retries < 0:
         raise InputError(f"max_retries must be 0 or more; got {max_retries!r}.")
     check_plain(pipeline_options)
@@ -239,17 +241,24 @@ def add_on_ray(store: str | Path, paths: Iterable[str | Path], *, replace: bool 
     return result
 
 
-def _default_workers(ray: Any, cpus_per_worker: float) -> int:
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    cpus = ray.cluster_resources().get("CPU", 1)
-    return max(1, min(len(alive) or 1, int(cpus // cpus_per_worker) or 1))
+def _pool_size(ray: Any, workers: int | None, cpus_per_worker: float) -> int:
+    """``workers``, or one per alive node with the CPUs for one (a head started with --num-cpus 0
+    has none); more workers than the cluster's nodes have CPUs for would wait forever: refused."""
+    slots = [int(n.get("Resources", {}).get("CPU", 0) // cpus_per_worker) for n in ray.nodes() if n.get("Alive")]
+    room = sum(slots)
+    if workers is None:
+        workers = sum(1 for s in slots if s > 0)
+    if workers < 1 or workers > room:
+        raise InputError(f"The Ray cluster ({len(slots)} node(s)) has CPUs for {room} worker(s) of "
+                         f"{cpus_per_worker:g} CPU(s) each; asked for {workers}.")
+    return workers
 
 
 def _run(ray: Any, docstore: DocStore, plan: list[_Planned], result: DistributedAddResult, run_dir: Path, *,
          options: dict, workers: int | None, cpus_per_worker: float, checkpoint_dir: str, checkpoint_every: int,
          max_retries: int, on_document: Callable[[str, str], None] | None,
          on_dispatch: Callable[[str, dict], None] | None, progress: bool) -> None:
-    n_workers = min(workers or _default_workers(ray, cpus_per_worker), len(plan))
+    n_workers = min(_pool_size(ray, workers, cpus_per_worker), len(plan))
     remote_worker = ray.remote(MemorizeWorker).options(
         num_cpus=cpus_per_worker, max_restarts=max_retries, max_task_retries=max_retries,
         scheduling_strategy="SPREAD")
