@@ -5,13 +5,31 @@ folder of files the store front-ends' tests add (:func:`write_sources`)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from memorag.testing import HashEmbedder, ScriptedLLM
 
+# Seconds each prefill batch of :func:`slow_llm` takes: long enough for a test to kill the
+# process mid-document, short enough that a whole test stays fast.
+SLOW_BATCH_SECONDS = 0.03
+
 
 def llm() -> ScriptedLLM:
     return ScriptedLLM(spec="scriptedspecs:llm")
+
+
+class SlowScriptedLLM(ScriptedLLM):
+    """:class:`ScriptedLLM` whose prefill batches take time, as a real model's do."""
+
+    def _tick(self, method: str) -> None:
+        if method == "prefill_batch":
+            time.sleep(SLOW_BATCH_SECONDS)
+        super()._tick(method)
+
+
+def slow_llm() -> SlowScriptedLLM:
+    return SlowScriptedLLM(spec="scriptedspecs:slow_llm")
 
 
 def embedder() -> HashEmbedder:

@@ -231,6 +231,13 @@ def add(
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in embedder tokens (default: the store's, else 512).")] = None,
     compression: Annotated[str, typer.Option(help="For documents beyond the memory's window: extractive, gist, or none (refuse).")] = "extractive",
     as_json: Annotated[bool, typer.Option("--json", help="Print what was added, updated, unchanged and skipped as JSON.")] = False,
+    on_ray: Annotated[bool, typer.Option("--ray", help="Memorize on a Ray cluster (docs/scaling.md): the one at "
+                                                       "$RAY_ADDRESS, else the one `ray start` runs here, else a "
+                                                       "new local one. Needs pip install 'memorag\\[ray]'.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="With --ray: the cluster's head, HOST:PORT (implies --ray).",
+                                                    show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="With --ray: worker processes, each loading the models once "
+                                                     "(default: one per node).")] = None,
 ) -> None:
     """Add documents to a store: each is read once by the memory model and keeps its own memory, chunks and vectors.
 
@@ -241,6 +248,11 @@ def add(
     gather(paths)  # a missing file or an unknown type fails before the store is made or a model loads
     given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model, "index": index,
              "retrieval_chunk_size": chunk_tokens}
+    if on_ray or ray_address is not None:
+        _add_on_ray(paths, store, update, given, compression, ray_address, workers, as_json)
+        return
+    if workers is not None:
+        _fail("--workers needs --ray (without it one process memorizes the documents one by one).")
     coll = Collection(store, build_only=True, compression=compression, **{k: v for k, v in given.items() if v is not None})
 
     def report(name: str, status: str) -> None:
@@ -255,6 +267,33 @@ def add(
         typer.echo(f"  skipped  {path} (not .txt, .md, .html or .pdf)", err=True)
     typer.echo(f"{len(result.added)} added, {len(result.updated)} updated, {len(result.unchanged)} unchanged, "
                f"{len(result.skipped)} skipped; {len(coll.names())} documents in {coll.store.root}", err=True)
+
+
+def _add_on_ray(paths: list[str], store: Path, update: bool, given: dict, compression: str, address: str | None,
+                workers: int | None, as_json: bool) -> None:
+    from memorag.distributed import add_on_ray
+
+    if workers is not None and workers < 1:
+        _fail("--workers must be at least 1.")
+
+    def report(name: str, status: str) -> None:
+        if not as_json:
+            typer.echo(f"{status:>9}  {name}", err=True)
+
+    result = add_on_ray(store, paths, replace=update, address=address, workers=workers, on_document=report,
+                        progress=not as_json, compression=compression,
+                        **{k: v for k, v in given.items() if v is not None})
+    if as_json:
+        typer.echo(json.dumps(result.to_json()))
+    else:
+        for path in result.skipped:
+            typer.echo(f"  skipped  {path} (not .txt, .md, .html or .pdf)", err=True)
+        for name, why in result.failed.items():
+            typer.echo(f"   failed  {name}: {why}", err=True)
+        typer.echo(f"{len(result.added)} added, {len(result.updated)} updated, {len(result.unchanged)} unchanged, "
+                   f"{len(result.skipped)} skipped, {len(result.failed)} failed on Ray", err=True)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 @app.command("append")
