@@ -181,7 +181,7 @@ class Engine:
     # ------------------------------------------------------------- memorize
     def memorize(self, name: str, text: str, *, replace: bool = False) -> Job:
         """Queue a memorize job; returns at once. Poll :meth:`job` for progress."""
-        check_name(name)
+        name = check_name(name)
         check_text(text, what="text")
         with self._lock:
             if name in self._building_names:
@@ -235,7 +235,7 @@ class Engine:
     # ------------------------------------------------------------------ ask
     def check_available(self, name: str) -> dict:
         """The store entry of ``name``; BusyError while it is being memorized, NotFoundError if absent."""
-        check_name(name)
+        name = check_name(name)
         with self._lock:
             job_id = self._building_names.get(name)
             job = self._jobs.get(job_id) if job_id else None
@@ -331,7 +331,7 @@ class Engine:
 
     # --------------------------------------------------------------- delete
     def delete(self, name: str) -> None:
-        check_name(name)
+        name = check_name(name)
         with self._lock:
             if name in self._building_names:
                 raise ConflictError(f"{name!r} is being memorized (job {self._building_names[name]}); delete it "

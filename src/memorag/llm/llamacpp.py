@@ -26,6 +26,7 @@ from typing import Any
 from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
+from memorag.models.packaged import sha256_file
 
 STATE_FILE = "kv_state.bin"
 
@@ -39,14 +40,6 @@ def _import_llama() -> Any:
             "`bash scripts/setup.sh` (or `pip install 'memorag[llamacpp]'`)."
         ) from exc
     return llama_cpp
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_fingerprint(path: Path) -> str:
@@ -148,7 +141,7 @@ class LlamaCppLLM:
         # Freed with the model's other resources, before the model itself.
         self._llm._stack.callback(lambda: llama_cpp.llama_adapter_lora_free(handle))
         self.adapter_tasks = tasks
-        self._adapter_info = {"file": path.name, "sha256": _sha256(path), "scale": float(scale), "tasks": list(tasks),
+        self._adapter_info = {"file": path.name, "sha256": sha256_file(path), "scale": float(scale), "tasks": list(tasks),
                               "applies_to": "task and reply only; the memorized prefix is the base model's"}
         self._adapter_scale = float(scale)
 

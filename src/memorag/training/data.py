@@ -103,22 +103,16 @@ def _skip(split: Split, why: str) -> None:
 def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
                      count_tokens: TokenCounter = approx_tokens) -> ClueExample | str:
     """The example for HotpotQA question ``index``, or the reason it cannot be one."""
-    q = datasets.hotpotqa_records()[index]
-    support: dict[str, list[int]] = {}
-    for title, sid in q["supporting_facts"]:
-        support.setdefault(title, []).append(sid)
-    paragraphs = dict((t, s) for t, s in q["context"])
-    if not support or any(t not in paragraphs for t in support):
-        return "missing supporting paragraph"
-    gold = [datasets.paragraph_text(t, paragraphs[t]) for t in paragraphs if t in support]
+    parts = _hotpotqa_parts(index)
+    if isinstance(parts, str):
+        return parts
+    gold, others, sentences, question, _ = parts
     used = sum(count_tokens(p) for p in gold)
     if used > window_tokens:
         return "gold paragraphs exceed the window"
-    others = [t for t in paragraphs if t not in support]
     rng.shuffle(others)
     chosen = list(gold)
-    for t in others:
-        p = datasets.paragraph_text(t, paragraphs[t])
+    for p in others:
         n = count_tokens(p)
         if used + n <= window_tokens:
             chosen.append(p)
@@ -126,19 +120,10 @@ def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
     rng.shuffle(chosen)
     document = "\n\n".join(chosen)
     # Gold sentences in the order they appear in the window (how a reader quotes them).
-    clues = []
-    for t, ids in support.items():
-        for i in sorted(set(ids)):
-            if i >= len(paragraphs[t]):
-                return "supporting fact index out of range"
-            clues.append(paragraphs[t][i].strip())
-    clues.sort(key=document.find)
+    clues = sorted(sentences, key=document.find)
     if not all(c and c in document for c in clues):
         return "clue not verbatim in window"
-    if not _usable(clues):
-        return "clues unusable as recall lines"
-    return ClueExample(id=f"hotpotqa-{index}", source="hotpotqa", question=q["question"].strip(),
-                       document=document, clues=clues)
+    return ClueExample(id=f"hotpotqa-{index}", source="hotpotqa", question=question, document=document, clues=clues)
 
 
 def _squad_candidates(rng: random.Random) -> list[tuple[int, int, dict]]:
