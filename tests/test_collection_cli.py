@@ -109,3 +109,23 @@ def test_help_lists_the_store_commands(tmp_path):
     for cmd in ("add", "append", "ls", "rm"):
         assert cmd in out
     assert "--store" in ok(run_cli("ask", "--help", cwd=tmp_path)).stdout
+
+
+@pytest.mark.unit
+def test_shown_evidence_says_which_chunks_the_memorys_clues_point_at(capsys):
+    """The demo and `ask --show-evidence` mark the evidence a grounded clue points at, so a
+    reader sees what the memory contributed and what came from the question alone."""
+    from memorag.cli import _print_answer
+    from memorag.memory import Clues
+    from memorag.pipeline import Answer
+    from memorag.retrieval import Hit
+
+    clues = Clues("Who keeps the key?", spans=["Ottilie Marsh keeps the lighthouse key.", "An invented line here."])
+    clues.grounded = ["Ottilie Marsh keeps the lighthouse key.", ""]
+    evidence = [Hit(0, 1.0, "The mill ground grain for the village."),
+                Hit(3, 0.5, "Records say Ottilie Marsh keeps the lighthouse key. The ferry ran daily.")]
+    _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence), True, True, streamed=False)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("  [")]
+    assert "memory's clue points here" in lines[1] and "memory's clue points here" not in lines[0]
+    assert "[not found in the document]" in err

@@ -53,9 +53,13 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
             typer.echo(f"  - {line}{mark}", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)
+        # Which evidence the memory pointed at (a chunk holding a sentence one of its clues
+        # was grounded in): the rest came from the question and the judge alone.
+        pointed = [g for g in (ans.clues.grounded if ans.clues is not None else []) if g]
         for h in ans.evidence:
             snippet = " ".join(h.text.split())
-            typer.echo(f"  [{h.chunk_id}] {snippet[:300]}{'...' if len(snippet) > 300 else ''}", err=True)
+            via = "  (the memory's clue points here)" if any(g in h.text for g in pointed) else ""
+            typer.echo(f"  [{h.chunk_id}] {snippet[:300]}{'...' if len(snippet) > 300 else ''}{via}", err=True)
     if not streamed:
         typer.echo(ans.answer)
 
