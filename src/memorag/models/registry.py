@@ -38,7 +38,7 @@ DEFAULT_MEMORY_MODEL = "qwen2.5-0.5b"
 # inside memorag; llama.cpp applies it to the recall task and its reply only, never to the
 # memorized document, so the document's KV state is the base model's.
 DEFAULT_MEMORY_ADAPTER = "memory-recall-lora-f16.gguf"
-DEFAULT_MEMORY_ADAPTER_SHA256 = ""  # set when the adapter file is shipped
+DEFAULT_MEMORY_ADAPTER_SHA256 = "35408036f66b27ae7b606cfe17be1c021973b13a81cb00c03d4235e21b43ccc3"
 BASE_ALIASES = {"default-base", "base"}  # the untrained default memory, for comparison
 ADAPTER_MARK = "+lora="
 # The generator used with the default memory model. Chosen by answer quality on the demo's

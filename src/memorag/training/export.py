@@ -238,7 +238,14 @@ def export_adapter(base: str, adapter_dir: str | Path, outfile: str | Path, *, o
     directory, kwargs, _ = base_source(base)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="memorag-base-config-") as tmp:
-        AutoConfig.from_pretrained(directory, **kwargs).save_pretrained(tmp)
+        config = AutoConfig.from_pretrained(directory, **kwargs)
+        if not getattr(config, "architectures", None):
+            # A configuration read from GGUF metadata names no architecture, and the converter
+            # picks its model class by that name: the causal-LM class of the model type.
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+            config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
+        config.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(directory, **kwargs).save_pretrained(tmp)
         cmd = [sys.executable, str(script), str(adapter), "--base", tmp, "--outfile", str(out),
                "--outtype", outtype.lower()]
