@@ -104,6 +104,7 @@ class LlamaCppLLM:
         except Exception as exc:  # llama.cpp raises ValueError on a bad file
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
         self._llama_cpp = llama_cpp
+        self._verbose = verbose
         self.n_batch = n_batch
         self.flash_attn = flash_attn
         self.repeat_penalty = repeat_penalty
@@ -132,7 +133,10 @@ class LlamaCppLLM:
             raise BackendError(f"adapter_scale must be positive; got {scale}.")
         if not tasks:
             raise BackendError("adapter_tasks names no memory task: the adapter would never be used.")
-        handle = self._llama_cpp.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=self._verbose):  # llama.cpp logs a line per tensor
+            handle = self._llama_cpp.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
         if not handle:
             raise BackendError(f"llama.cpp could not load {path} as a LoRA adapter of {self.model_path.name} "
                                "(another base model, or not an adapter GGUF).")

@@ -529,6 +529,10 @@ def _train_task_scope(examples: list[ClueExample], model: Any, tokenizer: Any, a
     adapter = out / ADAPTER_DIR
     model.save_pretrained(adapter, safe_serialization=True)
     tokenizer.save_pretrained(adapter)
+    if stopped_at is None:  # finished: nothing left to resume (a rerun trains afresh)
+        import shutil
+
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     losses = [r["loss"] for r in step_log]
     result = TrainResult(out, len(losses), losses, time.perf_counter() - wall0, _cpu_seconds() - cpu0, used, skipped)
     record = {"base": about, "config": {**asdict(config), "target_modules": list(config.target_modules)},
