@@ -393,8 +393,11 @@ def judge_logprobs_are_per_token_and_repeatable(judge: Any) -> None:
     lp = judge.continuation_logprobs(_likelihood_messages(JUDGE_RELEVANT), JUDGE_QUESTION)
     assert isinstance(lp, list) and lp and all(isinstance(x, float) for x in lp), f"not a list of floats: {lp!r}"
     assert all(x <= 1e-6 for x in lp), f"a log-probability above 0: {max(lp)}"
-    assert judge.continuation_logprobs(_likelihood_messages(JUDGE_RELEVANT), JUDGE_QUESTION) == lp, \
-        "the same passage and question scored differently the second time"
+    again = judge.continuation_logprobs(_likelihood_messages(JUDGE_RELEVANT), JUDGE_QUESTION)
+    # Equal up to float noise: a judge that reuses its cached prompt evaluates the last tokens
+    # in a smaller batch than the first time, which changes the sums' order, not the scores.
+    assert len(again) == len(lp) and all(abs(a - b) <= 1e-2 for a, b in zip(again, lp)), \
+        f"the same passage and question scored differently the second time: {lp} then {again}"
 
 
 def judge_question_is_likelier_after_the_passage_that_answers_it(judge: Any) -> None:
