@@ -66,6 +66,23 @@ DOCUMENT_NAME_CHARS = 64
 
 # ----------------------------------------------------------------------------- results
 @dataclass
+
+def files_by_name(paths: Iterable[str | Path]) -> tuple[dict[str, Path], list[Path]]:
+    """The supported files of ``paths`` under the document names they would get, and the
+    files skipped as unsupported; two files that would share a name are one clear error."""
+    files, skipped = gather(paths)
+    if not files:
+        raise InputError("No supported files to add (memorag reads .txt, .md, .html, .pdf).")
+    by_name: dict[str, Path] = {}
+    for f in files:
+        name = document_name(f)
+        if name in by_name:
+            raise InputError(f"{by_name[name]} and {f} would both be stored as {name!r}; add them "
+                             "separately from differently named files.")
+        by_name[name] = f
+    return by_name, skipped
+
+
 class CollectionAnswer:
     answer: str
     question: str
@@ -405,16 +422,7 @@ class Collection:
         soon as it is built, so an error or Ctrl-C midway keeps the documents before it.
         ``on_document(name, status)`` is called as each one is done.
         """
-        files, skipped = gather(paths)
-        if not files:
-            raise InputError("No supported files to add (memorag reads .txt, .md, .html, .pdf).")
-        by_name: dict[str, Path] = {}
-        for f in files:
-            name = document_name(f)
-            if name in by_name:
-                raise InputError(f"{by_name[name]} and {f} would both be stored as {name!r}; add them "
-                                 "separately from differently named files.")
-            by_name[name] = f
+        by_name, skipped = files_by_name(paths)
         plan: list[tuple[str, Path, str, bool]] = []
         result = AddResult(skipped=[str(s) for s in skipped])
         for name, f in by_name.items():

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from memorag.checkpoint import DEFAULT_EVERY_TOKENS, Checkpoints
-from memorag.collection import AddResult, document_name, gather, text_sha256
+from memorag.collection import AddResult, files_by_name, text_sha256
 from memorag.docstore import STATE, DocStore
 from memorag.errors import ConflictError, InputError, MemoRAGError, StateError
 from memorag.extract import extract_text
@@ -100,16 +100,7 @@ def plan_add(store: DocStore, paths: Iterable[str | Path], *,
              replace: bool = False) -> tuple[list[_Planned], DistributedAddResult]:
     """What an add of ``paths`` would memorize, checked before any model or worker starts:
     the same names, refusals and skips as :meth:`memorag.collection.Collection.add`."""
-    files, skipped = gather(paths)
-    if not files:
-        raise InputError("No supported files to add (memorag reads .txt, .md, .html, .pdf).")
-    by_name: dict[str, Path] = {}
-    for f in files:
-        name = document_name(f)
-        if name in by_name:
-            raise InputError(f"{by_name[name]} and {f} would both be stored as {name!r}; add them "
-                             "separately from differently named files.")
-        by_name[name] = f
+    by_name, skipped = files_by_name(paths)
     result = DistributedAddResult(skipped=[str(s) for s in skipped])
     plan: list[_Planned] = []
     for name, f in by_name.items():

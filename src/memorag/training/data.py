@@ -100,6 +100,18 @@ def _skip(split: Split, why: str) -> None:
     split.skipped[why] = split.skipped.get(why, 0) + 1
 
 
+def _window(chosen: list[str], used: int, fillers: list[str], window_tokens: int, count_tokens: TokenCounter,
+            rng: random.Random) -> str:
+    """``chosen`` paragraphs plus the ``fillers`` that still fit, shuffled into one window."""
+    for p in fillers:
+        n = count_tokens(p)
+        if used + n <= window_tokens:
+            chosen.append(p)
+            used += n
+    rng.shuffle(chosen)
+    return "\n\n".join(chosen)
+
+
 def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
                      count_tokens: TokenCounter = approx_tokens) -> ClueExample | str:
     """The example for HotpotQA question ``index``, or the reason it cannot be one."""
@@ -111,14 +123,7 @@ def hotpotqa_example(index: int, rng: random.Random, window_tokens: int,
     if used > window_tokens:
         return "gold paragraphs exceed the window"
     rng.shuffle(others)
-    chosen = list(gold)
-    for p in others:
-        n = count_tokens(p)
-        if used + n <= window_tokens:
-            chosen.append(p)
-            used += n
-    rng.shuffle(chosen)
-    document = "\n\n".join(chosen)
+    document = _window(list(gold), used, others, window_tokens, count_tokens, rng)
     # Gold sentences in the order they appear in the window (how a reader quotes them).
     clues = sorted(sentences, key=document.find)
     if not all(c and c in document for c in clues):
@@ -292,14 +297,8 @@ def build_windows(windows: int = 60, questions_per_window: int = 4, *, window_to
             asked.append((index, sentences, question))
         if not asked:
             break
-        rng.shuffle(spare)
-        for p in spare:  # the asked questions' own distractors fill the window
-            n = count_tokens(p)
-            if used + n <= window_tokens:
-                chosen.append(p)
-                used += n
-        rng.shuffle(chosen)
-        document = "\n\n".join(chosen)
+        rng.shuffle(spare)  # the asked questions' own distractors fill the window
+        document = _window(chosen, used, spare, window_tokens, count_tokens, rng)
         for index, sentences, question in asked:
             clues = sorted(sentences, key=document.find)
             if not all(c in document for c in clues):
