@@ -66,23 +66,6 @@ DOCUMENT_NAME_CHARS = 64
 
 # ----------------------------------------------------------------------------- results
 @dataclass
-
-def files_by_name(paths: Iterable[str | Path]) -> tuple[dict[str, Path], list[Path]]:
-    """The supported files of ``paths`` under the document names they would get, and the
-    files skipped as unsupported; two files that would share a name are one clear error."""
-    files, skipped = gather(paths)
-    if not files:
-        raise InputError("No supported files to add (memorag reads .txt, .md, .html, .pdf).")
-    by_name: dict[str, Path] = {}
-    for f in files:
-        name = document_name(f)
-        if name in by_name:
-            raise InputError(f"{by_name[name]} and {f} would both be stored as {name!r}; add them "
-                             "separately from differently named files.")
-        by_name[name] = f
-    return by_name, skipped
-
-
 class CollectionAnswer:
     answer: str
     question: str
@@ -344,6 +327,22 @@ class MemoryCache:
 
 
 # ----------------------------------------------------------------------------- the collection
+def files_by_name(paths: Iterable[str | Path]) -> tuple[dict[str, Path], list[Path]]:
+    """The supported files of ``paths`` under the document names they would get, and the
+    files skipped as unsupported; two files that would share a name are one clear error."""
+    files, skipped = gather(paths)
+    if not files:
+        raise InputError("No supported files to add (memorag reads .txt, .md, .html, .pdf).")
+    by_name: dict[str, Path] = {}
+    for f in files:
+        name = document_name(f)
+        if name in by_name:
+            raise InputError(f"{by_name[name]} and {f} would both be stored as {name!r}; add them "
+                             "separately from differently named files.")
+        by_name[name] = f
+    return by_name, skipped
+
+
 class Collection:
     """A store of memorized documents and the pipeline that builds and questions them.
 
