@@ -394,9 +394,10 @@ def judge_logprobs_are_per_token_and_repeatable(judge: Any) -> None:
     assert isinstance(lp, list) and lp and all(isinstance(x, float) for x in lp), f"not a list of floats: {lp!r}"
     assert all(x <= 1e-6 for x in lp), f"a log-probability above 0: {max(lp)}"
     again = judge.continuation_logprobs(_likelihood_messages(JUDGE_RELEVANT), JUDGE_QUESTION)
-    # Equal up to float noise: a judge that reuses its cached prompt evaluates the last tokens
-    # in a smaller batch than the first time, which changes the sums' order, not the scores.
-    assert len(again) == len(lp) and all(abs(a - b) <= 1e-2 for a, b in zip(again, lp)), \
+    # Equal up to numeric noise: llama.cpp reusing its cached prompt evaluates the last tokens
+    # in a smaller batch than the first time (another summation order over a quantized model
+    # and an f16 KV cache); a few hundredths of a nat per token were seen on the default model.
+    assert len(again) == len(lp) and all(abs(a - b) <= 0.1 for a, b in zip(again, lp)), \
         f"the same passage and question scored differently the second time: {lp} then {again}"
 
 
