@@ -88,11 +88,11 @@ _CHECKED: dict[str, str] = {}
 
 
 def _sha256_once(path: Path) -> str:
-    import hashlib
+    from memorag.models.packaged import sha256_file
 
     key = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
     if key not in _CHECKED:
-        _CHECKED[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        _CHECKED[key] = sha256_file(path)
     return _CHECKED[key]
 
 

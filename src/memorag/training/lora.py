@@ -392,7 +392,6 @@ def _save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, step
 def _load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict,
                      log: Callable[[str], None]) -> tuple[int, list[dict]]:
     """Restore a checkpoint of the same run (same data, base and config); (0, []) if none."""
-    import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -414,7 +413,6 @@ def _load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, fing
     sched = scheduler.state_dict()
     sched.update(state["scheduler"])
     scheduler.load_state_dict(sched)
-    torch.set_rng_state(torch.get_rng_state())  # dropout is reseeded per step below
     log(f"resumed from {d} at step {state['step']}")
     return int(state["step"]), list(state["step_log"])
 
