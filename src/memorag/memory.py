@@ -20,10 +20,11 @@ from pathlib import Path
 
 from memorag.checkpoint import CheckpointRun
 from memorag.errors import InputError, NotMemorizedError, StateError
-from memorag.llm.base import LLM, ChatMessage, StageProgressFn, TaskAdapted
+from memorag.llm.base import LLM, ChatMessage, Quoting, StageProgressFn, TaskAdapted
 from memorag.memory_file import unpack_memory_file, write_memory_file
 from memorag.progress import for_stage, progress_bar
 from memorag.prompts import prompts_for
+from memorag.quoting import QUOTE_MIN_WORDS
 from memorag.text import check_text, detect_language
 
 MEMORY_FORMAT = 1
@@ -189,7 +190,7 @@ class Memory:
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None,
-                 compression: str = "extractive") -> None:
+                 compression: str = "extractive", quote_recall: bool = True) -> None:
         from memorag.config import Compression, choice
 
         # Checked before a model loads: a typo should not cost a model load.
@@ -217,6 +218,11 @@ class Memory:
         # "none" keeps the original behaviour: the whole document must fit the window.
         self.compression = compression
         self._forced_language = language
+        if not isinstance(quote_recall, bool):
+            raise InputError(f"quote_recall must be True or False; got {quote_recall!r}.")
+        # Recalled spans decoded as verbatim quotes of the document when the model can
+        # (memorag.quoting); the measured effect is in docs/evaluation.md.
+        self.quote_recall = quote_recall
         self.state: MemoryState | None = None
 
     # The memorized document's description (None / 0 before memorize or load).
@@ -352,7 +358,15 @@ class Memory:
         return nullcontext()
 
     def recall_spans(self, query: str, max_new_tokens: int = 128) -> list[str]:
-        return self._lines(prompts_for(self.language or "en").recall, query, max_new_tokens, 4, adapter_task="recall")
+        template = prompts_for(self.language or "en").recall
+        if not (self.quote_recall and isinstance(self.llm, Quoting)):
+            return self._lines(template, query, max_new_tokens, 4, adapter_task="recall")
+        self._require()
+        with self._adapter_for("recall"):
+            stream = self.llm.continue_quotes(template.format(question=query), max_new_tokens=max_new_tokens,
+                                              min_words=QUOTE_MIN_WORDS)
+            # A quote cut short by the token budget is dropped with the same length rule.
+            return distinct_lines(stream, max_lines=4, min_words=QUOTE_MIN_WORDS)
 
     def surrogate_questions(self, query: str, max_new_tokens: int = 96) -> list[str]:
         lines = self._lines(prompts_for(self.language or "en").rewrite, query, max_new_tokens, 3)

@@ -91,7 +91,9 @@ class MemoRAG:
     judging query plans: ``"auto"`` (the generator's twin when the generator can judge),
     a model spec (``"default"``: the packaged default generator), a
     :class:`~memorag.llm.base.Judge`, or None (no judging). ``cite`` numbers the evidence in
-    the answer prompt and asks for the numbers used (:attr:`Answer.marks`).
+    the answer prompt and asks for the numbers used (:attr:`Answer.marks`). ``quote_recall``
+    decodes the memory's recalled spans as verbatim quotes of the document when its backend
+    can (:mod:`memorag.quoting`); False lets the memory write them freely.
     """
 
     def __init__(self, mem_model_name_or_path: str | LLM | Memory | None = "default",
@@ -104,7 +106,7 @@ class MemoRAG:
                  question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks",
-                 cite: bool = False, judge: JudgeSetting = "auto") -> None:
+                 cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
                                   follow_hops, evidence, cite)
@@ -116,15 +118,16 @@ class MemoRAG:
         if isinstance(mem, Memory):
             _refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                                 beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
-                                enable_flash_attn=enable_flash_attn, compression=compression)
+                                enable_flash_attn=enable_flash_attn, compression=compression,
+                                quote_recall=None if quote_recall is True else quote_recall)
             memory = mem
         elif mem is None or isinstance(mem, str):
             memory = Memory(mem, cache_dir, access_token, beacon_ratio, load_in_4bit, enable_flash_attn,
-                            n_ctx=n_ctx, compression=compression)
+                            n_ctx=n_ctx, compression=compression, quote_recall=quote_recall)
         else:  # an LLM object
             _refuse_with_object("the memory LLM", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                                 load_in_4bit=load_in_4bit, enable_flash_attn=enable_flash_attn)
-            memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression)
+            memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall)
         ret = ret_model_name_or_path
         embedder = load_embedder(ret, cache_dir=cache_dir, access_token=access_token) \
             if ret is None or isinstance(ret, str) else ret
@@ -535,7 +538,7 @@ def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | N
 def _refuse_with_object(what: str, **given: object) -> None:
     """Arguments that configure loading a model from a spec mean nothing for a loaded one."""
     defaults = {"cache_dir": None, "access_token": None, "n_ctx": None, "beacon_ratio": None, "load_in_4bit": False,
-                "enable_flash_attn": None, "compression": "extractive"}
+                "enable_flash_attn": None, "compression": "extractive", "quote_recall": None}
     extra = [name for name, value in given.items() if value != defaults[name]]
     if extra:
         raise InputError(f"{', '.join(extra)} cannot apply when {what} is given as an object: set them where "

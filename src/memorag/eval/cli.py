@@ -22,6 +22,7 @@ def eval_command(
     mem_model: Annotated[str, typer.Option(help="Memory model spec.")] = "default",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the judging plans (recall, likelihood, rerank, memorag); 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none.")] = None,
+    quote_recall: Annotated[bool, typer.Option(help="Decode the memory's recalled spans as verbatim quotes of the document (memorag.quoting); --no-quote-recall lets it write them freely.")] = True,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
@@ -36,6 +37,7 @@ def eval_command(
                  questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
-                 memory_window=memory_window, query_plan=plan, judge=judge)
+                 memory_window=memory_window, query_plan=plan, judge=judge,
+                 quote_recall=quote_recall)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

@@ -74,7 +74,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
         memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
-        judge: str | None = None) -> dict:
+        judge: str | None = None, quote_recall: bool = True) -> dict:
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
     if query_plan is not None:
@@ -94,7 +94,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     n_ctx = memory_window or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
     pipe = MemoRAG(mem_model_name_or_path=mem_model, gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
-                   judge=judge if judge is not None else "auto",
+                   judge=judge if judge is not None else "auto", quote_recall=quote_recall,
                    **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
@@ -106,6 +106,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
               "generator": pipe.generator.describe() if hasattr(pipe.generator, "describe") else repr(pipe.generator),
               "query_plan": pipe.query_plan,
               "memory_window": pipe.memory.llm.context_window, "compression": compression}
+    config["quote_recall"] = quote_recall
     if judge is not None:  # only when given, so runs made before the option keep resuming
         config["judge"] = judge
     root = state_dir or cache_dir() / "eval"

@@ -80,6 +80,18 @@ class TaskAdapted(Protocol):
 
 
 @runtime_checkable
+class Quoting(Protocol):
+    """A memory model that can decode its reply as quotes of the memorized prefix.
+
+    ``continue_quotes`` is ``continue_chat`` (greedy) under a constraint: every line of the
+    reply is a verbatim piece of the prefix, at least ``min_words`` long
+    (:mod:`memorag.quoting`). The recall task uses it so a clue always points at real text.
+    """
+
+    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4) -> Iterator[str]: ...
+
+
+@runtime_checkable
 class LLM(Generator, Protocol):
     """A model usable as a memory: chat generation plus a saved prefix state."""
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
@@ -116,6 +118,8 @@ class LlamaCppLLM:
         self._eos_text = self._token_text(self._llm.token_eos())
         self._prefix_ids: list[int] = []
         self._tail = ""
+        self._pieces: dict[int, bytes] = {}  # token id -> bytes, for quote-constrained decoding
+        self._prefix_text_cache: tuple[str, str] = ("", "")
         self._fingerprint = file_fingerprint(self.model_path)
         self._adapter: Any = None
         self._adapter_info: dict | None = None
@@ -239,7 +243,8 @@ class LlamaCppLLM:
         return self._encode(marked, add_bos=add_bos)
 
     # ------------------------------------------------------------ generation
-    def _stream_ids(self, ids: list[int], max_new_tokens: int, temperature: float, stop: list[str] | None) -> Iterator[str]:
+    def _stream_ids(self, ids: list[int], max_new_tokens: int, temperature: float, stop: list[str] | None,
+                    logits_processor: Callable[[Any, Any], Any] | None = None) -> Iterator[str]:
         if len(ids) + max_new_tokens > self.context_window:
             room = self.context_window - len(ids)
             if room < 16:
@@ -255,6 +260,8 @@ class LlamaCppLLM:
             repeat_penalty=self.repeat_penalty,
             stop=stop or [],
             stream=True,
+            **({"logits_processor": self._llama_cpp.LogitsProcessorList([logits_processor])}
+               if logits_processor is not None else {}),
         )
         for chunk in stream:
             text = chunk["choices"][0]["text"]
@@ -483,22 +490,72 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         stop: list[str] | None = None,
     ) -> Iterator[str]:
+        return self._continue(user_suffix, max_new_tokens, temperature, stop)
+
+    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4) -> Iterator[str]:
+        """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
+        piece of the memorized prefix, at least ``min_words`` long (memorag.quoting)."""
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
+        from memorag.quoting import QuoteConstraint
+
+        llm = self._llm
+        vocab = llm._model.vocab
+        constraint = QuoteConstraint(
+            self._prefix_text(), self._token_bytes,
+            is_end=lambda t: bool(self._llama_cpp.llama_vocab_is_eog(vocab, t)), end_id=llm.token_eos(),
+            newline_id=self._tokenize("\n", add_bos=False)[0], min_words=min_words)
+        seen = 0
+
+        def processor(input_ids: Any, scores: Any) -> Any:
+            nonlocal seen
+            # input_ids holds the prompt and every token generated so far; account for the new ones.
+            generated = input_ids[n_prompt:]
+            for token in generated[seen:]:
+                constraint.advance(int(token))
+            seen = len(generated)
+            return constraint.mask(scores)
+
+        n_prompt = len(self._prefix_ids) + len(self._suffix_ids(user_suffix))
+        return self._continue(user_suffix, max_new_tokens, 0.0, None, processor)
+
+    def _suffix_ids(self, user_suffix: str) -> list[int]:
         # The task (with the user's question) is plain text; the tail is template markup.
-        suffix_ids = self._tokenize(user_suffix, add_bos=False) + self._tokenize(self._tail, add_bos=False, special=True)
+        return self._tokenize(user_suffix, add_bos=False) + self._tokenize(self._tail, add_bos=False, special=True)
+
+    def _token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._llm.detokenize([token], special=False)
+        return piece
+
+    def _prefix_text(self) -> str:
+        """The memorized prefix as text (what quotes may be taken from), computed once per prefix."""
+        key = hashlib.sha256(np.asarray(self._prefix_ids, dtype=np.int32).tobytes()).hexdigest()
+        if self._prefix_text_cache[0] != key:
+            text = self._llm.detokenize(self._prefix_ids, special=False).decode("utf-8", errors="ignore")
+            self._prefix_text_cache = (key, text)
+        return self._prefix_text_cache[1]
+
+    def _continue(self, user_suffix: str, max_new_tokens: int, temperature: float, stop: list[str] | None,
+                  logits_processor: Callable[[Any, Any], Any] | None = None) -> Iterator[str]:
+        if not self._prefix_ids:
+            raise StateError("No prefix state: memorize or load a document first.")
+        suffix_ids = self._suffix_ids(user_suffix)
         adapted = self._adapter_wanted
         if adapted != self._suffix_adapted:
             # Cached task tokens computed with the other adapter setting must not be reused:
             # only the prefix (always the base model's) is shared between the two.
             self._truncate_to_prefix()
         if not adapted:
-            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop,
+                                        logits_processor)
             return
         self._suffix_adapted = True
         self._apply_adapter(True)
         try:
-            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop,
+                                        logits_processor)
         finally:
             # Off again at once: a later prefill, extension or judge call must see the base model.
             self._apply_adapter(False)

@@ -1,0 +1,126 @@
+"""Quote-constrained decoding: every line the memory writes is a verbatim piece of the document.
+
+The recall task asks the memory to quote the sentences that bear on a question. A small
+model asked to quote drifts: it starts a real sentence and finishes it with words of its
+own, or writes a plausible sentence that is nowhere in the document, and such a clue
+points retrieval at nothing. Decoding under a constraint removes the drift without taking
+the choice away from the model: at each step the model's own best tokens are tried in
+order, and the first one that keeps the current line a substring of the document is
+taken. The model still decides *which* passage to quote (its first tokens pick among every
+place in the document that starts that way, and each further token narrows them); it
+can no longer invent the rest. A line may end only once it holds a few words, so the
+clue is long enough to locate its passage.
+
+This is the idea of decoding into an index of the corpus (as generative retrieval with
+an FM-index does), done here with a plain substring test over the document's bytes:
+documents the memory holds are at most a few hundred kilobytes, and only the model's
+top candidates are tested at each step.
+
+The constraint works on bytes, so a token that carries half of a multi-byte character
+(common for Chinese) is tested like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+QUOTE_MIN_WORDS = 4  # shortest quote kept: fewer words rarely locate one passage
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def enough_words(line: bytes, min_words: int) -> bool:
+    """Whether ``line`` is long enough to stand as a quote (CJK text: two characters a word)."""
+    text = line.decode("utf-8", errors="ignore").strip()
+    if not text:
+        return False
+    if _CJK.search(text):
+        return len(text) >= 2 * min_words
+    return len(text.split()) >= min_words
+
+
+class QuoteConstraint:
+    """Chooses each next token so that every line stays a verbatim substring of ``source``.
+
+    ``piece(token_id)`` gives a token's bytes (empty for control tokens); ``is_end`` tells
+    the tokens that end generation and ``end_id`` is one of them; ``newline_id`` is the
+    token used to close a line when no candidate the model ranks highly continues it.
+    ``top_n`` bounds how many of the model's best tokens are tested per step.
+    """
+
+    def __init__(self, source: str, piece: Callable[[int], bytes], *, is_end: Callable[[int], bool], end_id: int,
+                 newline_id: int, min_words: int = QUOTE_MIN_WORDS, top_n: int = 64) -> None:
+        if top_n < 1:
+            raise ValueError("top_n must be at least 1")
+        self.source = source.encode("utf-8")
+        self._piece = piece
+        self.is_end = is_end
+        self.end_id = end_id
+        self.newline_id = newline_id
+        self.min_words = min_words
+        self.top_n = top_n
+        self.line = b""  # the current line so far (leading whitespace dropped)
+        self.lines = 0  # lines closed so far
+        self.forced = 0  # steps where none of the model's top_n tokens could continue
+
+    # ------------------------------------------------------------------ state
+    def advance(self, token: int) -> None:
+        """Account for ``token`` having been generated."""
+        if self.is_end(token):
+            return
+        data = self._piece(token)
+        while b"\n" in data:
+            head, data = data.split(b"\n", 1)
+            if (self.line + head).strip():
+                self.lines += 1
+            self.line = b""
+        self.line = (self.line + data).lstrip()
+
+    # ------------------------------------------------------------------ tests
+    def in_source(self, text: bytes) -> bool:
+        return text in self.source
+
+    def allows(self, token: int) -> bool:
+        """Whether generating ``token`` now keeps the output a sequence of quotes."""
+        if self.is_end(token):
+            return not self.line.strip() and self.lines > 0 or self._can_close(self.line)
+        data = self._piece(token)
+        if not data:
+            return False  # a control token that is not an end: never part of a quote
+        if b"\n" in data:
+            head, rest = data.split(b"\n", 1)
+            if rest.strip():
+                return False  # a token spanning two lines: rare, and the next line is unchecked
+            return self._can_close(self.line + head)
+        grown = (self.line + data).lstrip()
+        return bool(grown) and self.in_source(grown)
+
+    def _can_close(self, line: bytes) -> bool:
+        line = line.strip()
+        return bool(line) and enough_words(line, self.min_words) and self.in_source(line)
+
+    # ---------------------------------------------------------------- choice
+    def choose(self, scores: np.ndarray) -> int:
+        """The model's best-scored token that keeps the constraint (see the module doc)."""
+        n = min(self.top_n, scores.shape[0])
+        top = np.argpartition(-scores, n - 1)[:n]
+        for token in top[np.argsort(-scores[top], kind="stable")]:
+            if self.allows(int(token)):
+                return int(token)
+        self.forced += 1
+        # Nothing the model wants continues a quote: close the line if it can stand, else
+        # end (a fragment too short to search is dropped downstream).
+        if self.line.strip() and enough_words(self.line, self.min_words):
+            return self.newline_id
+        return self.end_id
+
+    def mask(self, scores: np.ndarray) -> np.ndarray:
+        """``scores`` with every token but :meth:`choose`'s set to minus infinity, so any
+        sampler after it (greedy or not) takes that token."""
+        token = self.choose(scores)
+        out = np.full_like(scores, -np.inf)
+        out[token] = 0.0
+        return out

@@ -1,0 +1,138 @@
+"""Quote-constrained decoding (memorag.quoting) on a small byte vocabulary: no model."""
+
+import numpy as np
+import pytest
+
+from memorag.memory import Memory, distinct_lines
+from memorag.quoting import QuoteConstraint, enough_words
+from memorag.testing import ScriptedLLM
+
+pytestmark = pytest.mark.unit
+
+SOURCE = "The cat sat on the mat. A dog ran to the park. 猫在垫子上坐着。"
+PIECES = [b"The", b" cat", b" sat", b" on", b" the", b" mat", b".", b"\n", b" dog", b" ran", b" to", b" park",
+          b"A", b" flew", b"", "猫在".encode(), "垫子".encode()[:4], "垫子".encode()[4:], "上坐着".encode(), b" A"]
+END = 14  # the empty piece: a control token that ends generation
+NEWLINE = 7
+
+
+def constraint(**kw) -> QuoteConstraint:
+    return QuoteConstraint(SOURCE, lambda t: PIECES[t], is_end=lambda t: t == END, end_id=END, newline_id=NEWLINE,
+                           **kw)
+
+
+def scores_for(*ranked: int) -> np.ndarray:
+    """Scores ranking ``ranked`` first, in that order; every other token lower."""
+    s = np.full(len(PIECES), -10.0, dtype=np.float32)
+    for i, tok in enumerate(ranked):
+        s[tok] = 10.0 - i
+    return s
+
+
+def test_the_models_best_token_that_keeps_a_quote_wins():
+    c = constraint()
+    for tok in (0, 1):  # "The cat"
+        c.advance(tok)
+    # The model prefers " flew" and " dog" ("The cat flew", "The cat dog" are nowhere); " sat" is next best.
+    assert c.choose(scores_for(13, 8, 2)) == 2
+    masked = c.mask(scores_for(13, 8, 2))
+    assert int(np.argmax(masked)) == 2 and np.isinf(masked).sum() == len(PIECES) - 1
+
+
+def test_a_line_closes_only_once_it_holds_enough_words():
+    c = constraint(min_words=4)
+    for tok in (0, 1, 2):  # "The cat sat": three words
+        c.advance(tok)
+    assert not c.allows(NEWLINE) and not c.allows(END)
+    c.advance(3)  # "The cat sat on"
+    assert c.allows(NEWLINE) and c.allows(END)
+    c.advance(NEWLINE)
+    assert c.lines == 1 and c.line == b""
+    assert c.allows(END)  # nothing open, one quote out: the reply may end
+    assert not c.allows(NEWLINE)  # an empty line is never a quote
+
+
+def test_a_new_line_may_start_anywhere_in_the_source_but_nowhere_else():
+    c = constraint()
+    assert c.allows(12) and c.allows(0)  # "A", "The"
+    assert c.allows(8)  # " dog": leading space dropped, "dog" is in the source
+    assert not c.allows(13)  # " flew" is not
+
+
+def test_multibyte_characters_split_over_tokens_are_followed_byte_by_byte():
+    c = constraint(min_words=2)
+    c.advance(15)  # 猫在
+    assert c.allows(16)  # the first bytes of 垫
+    c.advance(16)
+    assert c.allows(17)
+    c.advance(17)
+    assert c.allows(18) and not c.allows(1)
+    c.advance(18)
+    assert enough_words(c.line, 2) and c.allows(NEWLINE)
+
+
+def test_when_nothing_the_model_wants_fits_the_line_closes_or_the_reply_ends():
+    c = constraint(top_n=2)
+    assert c.choose(scores_for(13, 19)) == 19  # " flew" is nowhere; " A" starts a quote (as "A")
+    c2 = constraint(top_n=1)
+    assert c2.choose(scores_for(13)) == END and c2.forced == 1  # an empty line cannot stand: end
+    c3 = constraint(top_n=1, min_words=4)
+    for tok in (0, 1, 2, 3):
+        c3.advance(tok)
+    assert c3.choose(scores_for(13)) == NEWLINE  # a full quote is closed instead
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_greedy_decoding_under_random_scores_writes_only_quotes(seed):
+    """Whatever the model scores, every closed line is in the source and long enough."""
+    rng = np.random.default_rng(seed)
+    c = constraint(min_words=3, top_n=len(PIECES))
+    out = b""
+    for _ in range(60):
+        tok = c.choose(rng.normal(size=len(PIECES)).astype(np.float32))
+        if tok == END:
+            break
+        out += PIECES[tok]
+        c.advance(tok)
+    lines = [line.strip() for line in out.split(b"\n")]
+    closed = lines[:-1] if not out.endswith(b"\n") else lines
+    for line in closed:
+        assert line in SOURCE.encode() and enough_words(line, 3)
+    assert lines[-1] in SOURCE.encode()  # the open line too
+
+
+class QuotingLLM(ScriptedLLM):
+    """The scripted fake plus the quoting capability, recording which path recall took."""
+
+    def __init__(self, quotes: str) -> None:
+        super().__init__([])
+        self.quotes = quotes
+        self.calls: list[int] = []
+
+    def continue_quotes(self, user_suffix, *, max_new_tokens=128, min_words=4):
+        self.calls.append(min_words)
+        yield from self.quotes.splitlines(keepends=True)
+
+
+def test_memory_recall_uses_quotes_when_the_model_can_and_drops_cut_fragments():
+    llm = QuotingLLM("The cat sat on the mat.\nA dog ran\n")
+    memory = Memory(llm=llm)
+    memory.memorize(SOURCE)
+    assert memory.recall_spans("Where did the cat sit?") == ["The cat sat on the mat."]  # "A dog ran": 3 words
+    assert llm.calls == [4]
+    free = Memory(llm=QuotingLLM("unused"), quote_recall=False)
+    free.memorize(SOURCE)
+    free.recall_spans("Where did the cat sit?")
+    assert free.llm.calls == []
+
+
+def test_quote_recall_must_be_a_bool():
+    from memorag.errors import InputError
+
+    with pytest.raises(InputError, match="quote_recall"):
+        Memory(llm=ScriptedLLM([]), quote_recall="yes")
+
+
+def test_distinct_lines_min_words_applies_to_quotes():
+    assert distinct_lines(iter(["one two three four\n", "five six\n"]), max_lines=4, min_words=4) == [
+        "one two three four"]
