@@ -19,6 +19,11 @@ def llm() -> ScriptedLLM:
     return ScriptedLLM(spec="scriptedspecs:llm")
 
 
+def windowed_llm(n_ctx: int = 8192) -> ScriptedLLM:
+    """:func:`llm` taking a context window, as ``memorag eval`` sizes the memory's."""
+    return ScriptedLLM(context_window=n_ctx, spec="scriptedspecs:windowed_llm")
+
+
 class SlowScriptedLLM(ScriptedLLM):
     """:class:`ScriptedLLM` whose prefill batches take time, as a real model's do."""
 

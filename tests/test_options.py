@@ -30,7 +30,8 @@ def _spy(ctx, question, clues, k, params):
     return ctx.retriever.search([question], k, lexical=params.lexical)
 
 
-register_plan("test-spy", _spy, clues=("spans",), options=("question_weight", "clue_weight", "follow_hops"))
+register_plan("test-spy", _spy, clues=("spans",),
+              options=("question_weight", "clue_weight", "follow_hops", "lexical", "rerank_depth"))
 
 
 def _pipe(**options) -> MemoRAG:
@@ -82,6 +83,22 @@ def check_cite() -> None:
     assert _user(_pipe(cite=True)).startswith("Evidence, numbered:\n[1] ")
 
 
+def check_plan_params() -> None:
+    SEEN.clear()
+    _pipe(query_plan="test-spy", plan_params={"rerank_depth": 7, "question_weight": 3}).ask(Q_A)
+    assert SEEN[-1].rerank_depth == 7 and SEEN[-1].question_weight == 3.0
+    with pytest.raises(InputError, match="rerank_depth is not read by plan 'question'"):
+        _pipe(query_plan="question", plan_params={"rerank_depth": 7})
+    with pytest.raises(InputError, match="unknown plan parameter 'depth'"):
+        _pipe(query_plan="test-spy", plan_params={"depth": 7})
+    with pytest.raises(InputError, match="rerank_depth must be a whole number"):
+        _pipe(query_plan="test-spy", plan_params={"rerank_depth": "7"})
+    with pytest.raises(InputError, match="language follows the document"):
+        _pipe(query_plan="test-spy", plan_params={"language": "zh"})
+    with pytest.raises(InputError, match="given both as an option and in plan_params"):
+        _pipe(query_plan="test-spy", question_weight=3.0, plan_params={"question_weight": 2.0})
+
+
 OPTION_CHECKS = {
     "ret_hit": check_ret_hit,
     "question_weight": lambda: _reaches_the_plan("question_weight", 3.0),
@@ -92,6 +109,7 @@ OPTION_CHECKS = {
     "query_plan": check_query_plan,
     "evidence": check_evidence,
     "cite": check_cite,
+    "plan_params": check_plan_params,
 }
 
 

@@ -74,8 +74,10 @@ def test_unknown_plan_is_a_clear_error_and_plans_can_be_registered():
     assert plan_clue_kinds("test-attr") == ("answer",)
     with pytest.raises(InputError, match="clue kind"):
         register_plan("test-bad", mine, clues=("gossip",))
-    with pytest.raises(InputError, match="plan option"):
-        register_plan("test-bad", mine, clues=(), options=("rrf_k",))
+    with pytest.raises(InputError, match="plan option"):  # a PlanParams field, or refused
+        register_plan("test-bad", mine, clues=(), options=("rrf_weight",))
+    with pytest.raises(InputError, match="plan option"):  # language follows the document
+        register_plan("test-bad", mine, clues=(), options=("language",))
     assert "test-bad" not in plan_names()
 
 

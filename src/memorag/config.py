@@ -9,6 +9,7 @@ takes is checked here, once, when the pipeline is made, so a bad value is an
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -69,6 +70,9 @@ class PipelineOptions:
     follow_hops: int = 0  # PlanParams.follow_hops: the link walk, off by default (see there)
     evidence: str = "chunks"  # what the generator reads: whole "chunks" or "excerpts" of them
     cite: bool = False  # number the evidence in the answer prompt and ask for [n] marks
+    # PlanParams fields set for the plan (memorag.plans.check_plan_params): any parameter the
+    # chosen plan reads, e.g. {"likelihood_passages": 16}; checked and typed on creation.
+    plan_params: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.ret_hit, bool) or not isinstance(self.ret_hit, int) or self.ret_hit < 1:
@@ -86,7 +90,7 @@ class PipelineOptions:
             raise InputError(f"follow_hops must be a whole number >= 0; got {self.follow_hops!r}.")
         choice(Evidence, self.evidence, "evidence")
         from memorag.models.registry import resolve_plan
-        from memorag.plans import PLAN_OPTIONS, plan_options
+        from memorag.plans import PLAN_OPTIONS, check_plan_params, plan_options
 
         resolve_plan(self.query_plan)
         # An option the chosen plan never reads would be dropped silently: say so instead.
@@ -97,6 +101,24 @@ class PipelineOptions:
             readers = ", ".join(sorted(n for n in _plan_names() if set(ignored) <= set(plan_options(n))))
             raise InputError(f"Query plan {self.query_plan!r} does not read {' or '.join(ignored)}; drop "
                              f"{'them' if len(ignored) > 1 else 'it'} or choose a plan that does ({readers}).")
+        if self.plan_params is not None:
+            if not isinstance(self.plan_params, Mapping):
+                raise InputError(f"plan_params must be a dict of PlanParams fields; got {self.plan_params!r}.")
+            # one setting, one place: MemoRAG(question_weight=3, plan_params={"question_weight": 2}) is refused
+            twice = [name for name in (*PLAN_OPTIONS, "lexical") if name in self.plan_params
+                     and getattr(self, _OPTION_OF.get(name, name)) != defaults[_OPTION_OF.get(name, name)].default]
+            if twice:
+                raise InputError(f"{', '.join(twice)} given both as an option and in plan_params: give "
+                                 f"{'each' if len(twice) > 1 else 'it'} once.")
+            object.__setattr__(self, "plan_params", check_plan_params(self.query_plan, self.plan_params))
+
+    def plan_overrides(self) -> dict[str, object]:
+        """The checked :attr:`plan_params` (empty when none are set)."""
+        return dict(self.plan_params or {})
+
+
+# The PlanParams field a pipeline option sets, where their names differ.
+_OPTION_OF = {"lexical": "hybrid"}
 
 
 def _plan_names() -> list[str]:

@@ -10,7 +10,7 @@ import hashlib
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,7 +93,10 @@ class MemoRAG:
     :class:`~memorag.llm.base.Judge`, or None (no judging). ``cite`` numbers the evidence in
     the answer prompt and asks for the numbers used (:attr:`Answer.marks`). ``quote_recall``
     decodes the memory's recalled spans as verbatim quotes of the document when its backend
-    can (:mod:`memorag.quoting`); False lets the memory write them freely.
+    can (:mod:`memorag.quoting`); False lets the memory write them freely. ``plan_params``
+    sets fields of the query plan's :class:`~memorag.plans.PlanParams` (e.g.
+    ``{"likelihood_passages": 16}``); a name the plan does not read, or a value of the wrong
+    type, is refused (:func:`memorag.plans.check_plan_params`).
     """
 
     def __init__(self, mem_model_name_or_path: str | LLM | Memory | None = "default",
@@ -106,10 +109,11 @@ class MemoRAG:
                  question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks",
-                 cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True) -> None:
+                 cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True,
+                 plan_params: Mapping[str, object] | None = None) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence, cite)
+                                  follow_hops, evidence, cite, plan_params)
         compression = choice(Compression, compression, "compression")
         if beacon_ratio is not None and compression == Compression.NONE.value:
             raise InputError("beacon_ratio sets how far a long document is compressed; with compression='none' "
@@ -151,7 +155,8 @@ class MemoRAG:
     def from_parts(cls, memory: Memory | LLM, retriever: Retriever, generator: Generator | None = None, *,
                    ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
                    overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN, follow_hops: int = 0,
-                   evidence: str = "chunks", cite: bool = False, judge: Judge | None | str = "auto") -> MemoRAG:
+                   evidence: str = "chunks", cite: bool = False, judge: Judge | None | str = "auto",
+                   plan_params: Mapping[str, object] | None = None) -> MemoRAG:
         """A pipeline from ready-made parts; nothing is loaded.
 
         ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
@@ -164,7 +169,7 @@ class MemoRAG:
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
         """
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence, cite)
+                                  follow_hops, evidence, cite, plan_params)
         if isinstance(judge, str) and judge != "auto":
             raise InputError("from_parts loads nothing: give the judge as an object (or 'auto' or None).")
         pipe = cls.__new__(cls)
@@ -188,6 +193,7 @@ class MemoRAG:
         self.clue_weight = options.clue_weight
         self.hybrid = options.hybrid
         self.follow_hops = options.follow_hops
+        self.plan_overrides = options.plan_overrides()  # PlanParams fields set by plan_params
         self.evidence = options.evidence
         self.cite = options.cite
         # "auto": the generator's twin when the generator can judge (made on first use, and
@@ -442,8 +448,10 @@ class MemoRAG:
         return plan.find(self.view(), query, clues, k).hits
 
     def plan_params(self) -> PlanParams:
-        return PlanParams(question_weight=self.question_weight, clue_weight=self.clue_weight, lexical=self.hybrid,
-                          language=self.memory.language or "en", follow_hops=self.follow_hops)
+        """The query plan's parameters: the pipeline's options, then its ``plan_params``."""
+        params = PlanParams(question_weight=self.question_weight, clue_weight=self.clue_weight, lexical=self.hybrid,
+                            language=self.memory.language or "en", follow_hops=self.follow_hops)
+        return replace(params, **self.plan_overrides)
 
     def plan_context(self) -> PlanContext:
         """What a query plan gets from this pipeline: its retriever and its :attr:`judge`."""

@@ -41,9 +41,10 @@ it reads (the pipeline refuses a weight the chosen plan would ignore).
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 
 from memorag.errors import InputError
 from memorag.llm.base import Judge
@@ -136,9 +137,12 @@ class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
 PlanFn = Callable[[PlanContext, str, "CluesLike | None", int, PlanParams], "PlanResult | list[Hit]"]
 _PLANS: dict[str, PlanFn] = {}
 CLUE_KINDS = ("spans", "questions", "answer")
-# The pipeline options a plan may read; a plan is registered with those it reads, and a
+# The pipeline options a plan may read (MemoRAG's own arguments of the same names): a
 # pipeline refuses one set away from its default under a plan that ignores it.
 PLAN_OPTIONS = ("question_weight", "clue_weight", "follow_hops")
+# Every PlanParams field but ``language``, which always follows the document's language: a
+# plan is registered with those it reads, and an override of one it ignores is refused.
+PLAN_PARAMS = tuple(f.name for f in fields(PlanParams) if f.name != "language")
 _PLAN_CLUES: dict[str, tuple[str, ...]] = {}
 _PLAN_OPTIONS: dict[str, tuple[str, ...]] = {}
 
@@ -149,9 +153,11 @@ def register_plan(name: str, fn: PlanFn, clues: tuple[str, ...] | None = None,
 
     ``clues`` (required): the kinds of clue lines the plan reads, of ``CLUE_KINDS`` (``()``
     for none); the pipeline asks the memory for those only, since each kind is a
-    generation on the memory. ``options``: the pipeline options of ``PLAN_OPTIONS`` the plan
-    reads from its :class:`PlanParams`. A function given by path (``query_plan="pkg.mod:fn"``)
-    says both as attributes: ``fn.clue_kinds = ("spans",)``, ``fn.plan_options = (...)``."""
+    generation on the memory. ``options``: the :class:`PlanParams` fields the plan reads (of
+    ``PLAN_PARAMS``); a pipeline option of ``PLAN_OPTIONS`` or an override
+    (:func:`check_plan_params`) the plan does not read is refused. A function given by path
+    (``query_plan="pkg.mod:fn"``) says both as attributes: ``fn.clue_kinds = ("spans",)``,
+    ``fn.plan_options = (...)``."""
     if clues is None:
         # said as attributes, or else a plan registered already, now under another name
         known = next((n for n, f in _PLANS.items() if f is fn), None)
@@ -166,12 +172,12 @@ def register_plan(name: str, fn: PlanFn, clues: tuple[str, ...] | None = None,
     bad = [c for c in clues if c not in CLUE_KINDS]
     if bad:
         raise InputError(f"Unknown clue kind(s) {', '.join(bad)}: choose from {', '.join(CLUE_KINDS)}.")
-    bad = [w for w in options if w not in PLAN_OPTIONS]
+    bad = [w for w in options if w not in PLAN_PARAMS]
     if bad:
-        raise InputError(f"Unknown plan option(s) {', '.join(bad)}: choose from {', '.join(PLAN_OPTIONS)}.")
+        raise InputError(f"Unknown plan option(s) {', '.join(bad)}: choose from {', '.join(PLAN_PARAMS)}.")
     _PLANS[name] = fn
     _PLAN_CLUES[name] = tuple(clues)
-    _PLAN_OPTIONS[name] = tuple(options)
+    _PLAN_OPTIONS[name] = tuple(dict.fromkeys(options))
 
 
 def plan_clue_kinds(name: str) -> tuple[str, ...]:
@@ -181,9 +187,94 @@ def plan_clue_kinds(name: str) -> tuple[str, ...]:
 
 
 def plan_options(name: str) -> tuple[str, ...]:
-    """The pipeline options of ``PLAN_OPTIONS`` plan ``name`` reads."""
+    """The :class:`PlanParams` fields plan ``name`` reads (``PLAN_OPTIONS`` among them are
+    pipeline options)."""
     get_plan(name)
     return _PLAN_OPTIONS[name]
+
+
+_PARAM_TYPES = {f.name: f.type for f in fields(PlanParams)}  # annotations as strings (postponed)
+# Shares, not weights: a coverage above 1 can never be reached.
+_AT_MOST_ONE = ("min_coverage", "quote_coverage")
+# Counts of things a plan reads (candidates, paragraphs, characters...): 0 would read nothing.
+_AT_LEAST_ONE = ("rrf_k", "feedback_chunks", "rerank_depth", "window_chars", "likelihood_depth",
+                 "likelihood_passages", "likelihood_chars", "follow_max_df", "follow_anchors", "follow_window")
+
+
+def check_plan_params(plans: str | Iterable[str], overrides: Mapping[str, object]) -> dict[str, object]:
+    """``overrides`` of :class:`PlanParams` fields checked for plan ``plans`` (a name, or the
+    plans of one run: each override must be read by at least one of them); the checked
+    values (an int where a float is expected becomes a float), or one InputError naming
+    every bad entry.
+
+    Why refuse rather than ignore: an override a plan never reads would leave a results
+    file claiming a setting that changed nothing."""
+    names = [plans] if isinstance(plans, str) else list(dict.fromkeys(plans))
+    read = {o for n in names for o in plan_options(n)}
+    out: dict[str, object] = {}
+    problems: list[str] = []
+    for key, value in overrides.items():
+        if key == "language":
+            problems.append("language follows the document and cannot be set")
+        elif key not in _PARAM_TYPES:
+            problems.append(f"unknown plan parameter {key!r} (choose from {', '.join(PLAN_PARAMS)})")
+        elif key not in read:
+            readers = ", ".join(n for n in plan_names() if key in plan_options(n))
+            where = f"plan {' or '.join(repr(n) for n in names)}" if names else "any plan chosen"
+            problems.append(f"{key} is not read by {where} (it is by {readers or 'no plan'})")
+        else:
+            problem = _param_problem(key, value)
+            if problem:
+                problems.append(problem)
+            else:
+                out[key] = float(value) if _PARAM_TYPES[key] == "float" else value  # type: ignore[arg-type]
+    if problems:
+        raise InputError("Bad plan parameter(s): " + "; ".join(problems) + ".")
+    return out
+
+
+def _param_problem(key: str, value: object) -> str | None:
+    kind = _PARAM_TYPES[key]
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"{key} must be true or false; got {value!r}"
+    if value is None and kind == "int | None":
+        return None
+    whole = kind in ("int", "int | None")
+    if isinstance(value, bool) or not isinstance(value, int if whole else int | float) \
+            or not math.isfinite(value):
+        return f"{key} must be a {'whole number' if whole else 'number'}; got {value!r}"
+    low = 1 if key in _AT_LEAST_ONE else 0
+    if value < low or (key in _AT_MOST_ONE and value > 1):
+        return f"{key} must be {'between 0 and 1' if key in _AT_MOST_ONE else f'>= {low}'}; got {value!r}"
+    return None
+
+
+def parse_plan_params(items: Iterable[str]) -> dict[str, object]:
+    """``NAME=VALUE`` strings (the command line's ``--param``) as typed values by the
+    :class:`PlanParams` field's type (``true``/``false``, whole numbers, numbers, ``none``
+    for ``rrf_k``); the values' ranges are checked by :func:`check_plan_params`."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key:
+            raise InputError(f"--param takes NAME=VALUE (e.g. rerank_depth=20); got {item!r}.")
+        if key in out:
+            raise InputError(f"--param {key} is given twice.")
+        kind = _PARAM_TYPES.get(key)
+        if kind is None or key == "language":
+            out[key] = text  # check_plan_params names the problem
+        elif kind == "bool":
+            lowered = text.lower()
+            out[key] = {"true": True, "false": False}.get(lowered, text)
+        elif kind == "int | None" and text.lower() == "none":
+            out[key] = None
+        else:
+            try:
+                out[key] = int(text) if kind.startswith("int") else float(text)
+            except ValueError:
+                out[key] = text  # the wrong type: check_plan_params says what it must be
+    return out
 
 
 def get_plan(name: str) -> PlanFn:
@@ -572,17 +663,26 @@ def _entities(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> 
     return ctx.retriever.search([question, *names], k, weights=weights, lexical=p.lexical, rrf_k=p.rrf_k)
 
 
+# What each plan reads of its PlanParams, following the functions it calls.
+_SEARCH = ("lexical", "rrf_k")
+_GROUNDING = ("min_coverage",)
+_GROUNDED = (*_SEARCH, *_GROUNDING, "question_weight", "sentence_weight", "direct_weight")
+_JUDGE_YES = (*_SEARCH, "rerank_depth", "rerank_weight", "window_chars")
+_FOLLOW = ("follow_hops", "follow_max_df", "follow_anchors", "follow_window", "follow_new_only")
+_LIKELIHOOD = (*_SEARCH, "likelihood_depth", "likelihood_passages", "likelihood_chars", "likelihood_weight", *_FOLLOW)
+_RECALL = (*_LIKELIHOOD, *_GROUNDING, "quote_coverage")
+
 # Plans that read no clues take none: a memory generation nobody reads costs seconds.
-register_plan("entities", _entities, clues=(), options=("question_weight", "clue_weight"))
-register_plan("likelihood", _likelihood, clues=(), options=("follow_hops",))
+register_plan("entities", _entities, clues=(), options=(*_SEARCH, "question_weight", "clue_weight"))
+register_plan("likelihood", _likelihood, clues=(), options=_LIKELIHOOD)
 # Only recalled spans (and the draft answer when asked for): over the stored clues of 40
 # HotpotQA questions, 5 of 63 surrogate questions grounded in a sentence and none in a gold
 # one, against 26 of 93 spans and answers (5 gold); each kind costs a memory generation.
-register_plan("recall", _recall, clues=("spans", "answer"), options=("follow_hops",))
-register_plan("recall+quotes", _recall_quotes, clues=("spans", "answer"), options=("follow_hops",))
-register_plan("question", _question, clues=())
-register_plan("rerank", _rerank, clues=())
-register_plan("memorag", _memorag, clues=CLUE_KINDS, options=("question_weight",))
-register_plan("clues", _clues, clues=CLUE_KINDS, options=("question_weight", "clue_weight"))
-register_plan("grounded", _grounded, clues=CLUE_KINDS, options=("question_weight",))
-register_plan("feedback", _feedback, clues=(), options=("question_weight", "clue_weight"))
+register_plan("recall", _recall, clues=("spans", "answer"), options=(*_RECALL, "quote_weight"))
+register_plan("recall+quotes", _recall_quotes, clues=("spans", "answer"), options=_RECALL)  # quote_weight is 1
+register_plan("question", _question, clues=(), options=_SEARCH)
+register_plan("rerank", _rerank, clues=(), options=_JUDGE_YES)
+register_plan("memorag", _memorag, clues=CLUE_KINDS, options=(*_GROUNDED, *_JUDGE_YES))
+register_plan("clues", _clues, clues=CLUE_KINDS, options=(*_SEARCH, "question_weight", "clue_weight"))
+register_plan("grounded", _grounded, clues=CLUE_KINDS, options=_GROUNDED)
+register_plan("feedback", _feedback, clues=(), options=(*_SEARCH, "question_weight", "clue_weight", "feedback_chunks"))

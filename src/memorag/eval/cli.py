@@ -28,16 +28,20 @@ def eval_command(
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
     plan: Annotated[str | None, typer.Option(help="Query plan of the memorag methods (default: the pipeline's, recall); e.g. recall+quotes.")] = None,
     memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); smaller than the haystack forces compression.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE: a query plan parameter (a field of memorag.plans.PlanParams, e.g. rerank_depth=20, likelihood_weight=1, follow_hops=2) for every plan the methods run; repeatable. A name no chosen plan reads is refused.")] = None,
+    ret_model: Annotated[str, typer.Option(help="Embedding model spec (retrieval).")] = "default",
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
     from memorag.eval.runner import markdown_table, parse_methods, run
+    from memorag.plans import parse_plan_params
 
     chosen = parse_methods(methods)
+    plan_params = parse_plan_params(param or [])
     result = run(dataset, chosen, first_index=first_index, limit=limit, haystack_tokens=haystack_tokens,
                  questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
                  memory_window=memory_window, query_plan=plan, judge=judge,
-                 quote_recall=quote_recall)
+                 quote_recall=quote_recall, plan_params=plan_params, ret_model=ret_model)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

@@ -21,6 +21,7 @@ score differs from ``memorag``'s only by how the evidence was found.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from memorag.answering import Answering, Found, RetrievalPlan, View, answer_messages, find_evidence, generate
@@ -37,6 +38,11 @@ PLAN_METHODS: dict[str, tuple[str | None, bool]] = {
     "hybrid": ("question", False), "rerank": ("rerank", False), "likelihood": ("likelihood", False),
     "clues": ("clues", True), "grounded": ("grounded", True), "memorag": (None, True), "memorag+answer": (None, True),
 }
+
+
+def method_plans(methods: list[str], pipeline_plan: str) -> list[str]:
+    """The query plans ``methods`` run (``pipeline_plan`` for ``memorag`` and ``memorag+answer``)."""
+    return list(dict.fromkeys(PLAN_METHODS[m][0] or pipeline_plan for m in methods if m in PLAN_METHODS))
 
 
 @dataclass
@@ -81,13 +87,19 @@ class CachedClues:
 
 
 class MethodRunner:
-    """Runs methods on one memorized haystack; clues are computed once per question."""
+    """Runs methods on one memorized haystack; clues are computed once per question.
 
-    def __init__(self, pipe: MemoRAG, top_k: int, max_new_tokens: int = 48) -> None:
+    ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every method's plan,
+    over the pipeline's own (checked against the methods' plans by the eval runner with
+    :func:`memorag.plans.check_plan_params`; a plan that does not read one is unchanged by it)."""
+
+    def __init__(self, pipe: MemoRAG, top_k: int, max_new_tokens: int = 48,
+                 plan_params: Mapping[str, object] | None = None) -> None:
         self.pipe = pipe
         self.k = top_k
         self.max_new_tokens = max_new_tokens
         self.memory = CachedClues(pipe.memory)
+        self.plan_params = dict(plan_params or {})
 
     def view(self, with_memory: bool = True) -> View:
         return replace(self.pipe.view(), memory=self.memory if with_memory else None)
@@ -96,8 +108,8 @@ class MethodRunner:
         """The pipeline's answering parts, with the method's plan."""
         parts = self.pipe.answering()
         plan, _ = PLAN_METHODS.get(method, (None, False))
-        if plan is not None:
-            parts = replace(parts, plan=RetrievalPlan(plan, parts.plan.params, parts.plan.judge))
+        params = replace(parts.plan.params, **self.plan_params)
+        parts = replace(parts, plan=RetrievalPlan(plan or parts.plan.name, params, parts.plan.judge))
         return replace(parts, top_k=self.k)
 
     def retrieve(self, method: str, question: str, document: str) -> MethodResult:

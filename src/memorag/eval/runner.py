@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from memorag.config import DEFAULT_PLAN
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
-from memorag.eval.methods import METHODS, MethodRunner
+from memorag.eval.methods import METHODS, MethodRunner, method_plans
 from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k, rouge_l
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
+from memorag.plans import check_plan_params
 from memorag.store import StateError
 
 
@@ -74,13 +77,21 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
         memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
-        judge: str | None = None, quote_recall: bool = True) -> dict:
+        judge: str | None = None, quote_recall: bool = True, plan_params: Mapping[str, object] | None = None,
+        ret_model: str = "default") -> dict:
+    """Run ``methods`` on ``dataset``, write ``output`` and return its content.
+
+    ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every plan the methods
+    run (``--param``); each must be read by at least one of those plans. Recorded in the
+    results' config (and so in the resume key) only when given."""
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
     if query_plan is not None:
         from memorag.models.registry import resolve_plan
 
         resolve_plan(query_plan)  # an unknown plan is one clear error, before any model loads
+    overrides = check_plan_params(method_plans(methods, query_plan or DEFAULT_PLAN), plan_params) \
+        if plan_params else {}
     if not retrieval_only:
         try:
             import rouge_score  # noqa: F401  (ROUGE-L of every answer)
@@ -92,7 +103,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     # By default the memory window fits the whole haystack; a smaller --memory-window forces
     # the compressed memory (how compression methods are compared on the same data).
     n_ctx = memory_window or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
-    pipe = MemoRAG(mem_model_name_or_path=mem_model, gen_model_name_or_path=gen_model, ret_hit=top_k,
+    pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
+                   gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
                    judge=judge if judge is not None else "auto", quote_recall=quote_recall,
                    **({"query_plan": query_plan} if query_plan else {}))
@@ -109,6 +121,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     config["quote_recall"] = quote_recall
     if judge is not None:  # only when given, so runs made before the option keep resuming
         config["judge"] = judge
+    if overrides:  # likewise
+        config["plan_params"] = overrides
     root = state_dir or cache_dir() / "eval"
     output = Path(output)
     partial = output.with_suffix(".partial.jsonl")
@@ -141,7 +155,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
             except StateError:
                 pipe.memorize(hay.text, save_dir=hdir, progress=progress)
                 memorize_seconds.append(time.perf_counter() - t)
-            runner = MethodRunner(pipe, top_k)
+            runner = MethodRunner(pipe, top_k, plan_params=overrides)
             for q, m in todo:
                 t = time.perf_counter()
                 res = runner.retrieve(m, q.question, hay.text)
