@@ -132,3 +132,25 @@ def test_the_cli_gives_one_clear_line(tmp_path, args, message):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_eval_replays_the_clues_of_a_stored_run(tmp_path):
+    kw = dict(limit=2, haystack_tokens=600, questions_per_haystack=2, seed=1, top_k=2, retrieval_only=True,
+              state_dir=tmp_path / "state", progress=False, chunk_tokens=64, **FAKES)
+    made = run("vartrack", ["grounded"], output=tmp_path / "made.json", **kw)
+    rows = made["questions"]
+    stored = {"config": made["config"], "questions": [
+        {**r, "method": "memorag+answer", "clues": [f"replayed clue for {r['id']}"]} for r in rows]}
+    (tmp_path / "stored.json").write_text(json.dumps(stored))
+    replayed = run("vartrack", ["grounded", "clues"], output=tmp_path / "replayed.json",
+                   clues_from=tmp_path / "stored.json", **kw)
+    assert replayed["config"]["clues_from"]["method"] == "memorag+answer"
+    for r in replayed["questions"]:  # the stored lines, not the memory's own, went to both plans
+        assert r["clues"] == [f"replayed clue for {r['id']}"]
+    assert all(r["clues"] != [f"replayed clue for {r['id']}"] for r in rows)
+    with pytest.raises(InputError, match="no rows of method 'memorag'"):
+        run("vartrack", ["grounded"], output=tmp_path / "x.json", clues_from=tmp_path / "stored.json",
+            clues_method="memorag", **kw)
+    with pytest.raises(InputError, match="has no memorag\\+answer clues for 2 of these questions"):
+        run("vartrack", ["grounded"], output=tmp_path / "x.json", clues_from=tmp_path / "stored.json",
+            **{**kw, "seed": 2})

@@ -30,6 +30,8 @@ def eval_command(
     memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); smaller than the haystack forces compression.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE: a query plan parameter (a field of memorag.plans.PlanParams, e.g. rerank_depth=20, likelihood_weight=1, follow_hops=2) for every plan the methods run; repeatable. A name no chosen plan reads is refused.")] = None,
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (retrieval).")] = "default",
+    clues_from: Annotated[Path | None, typer.Option(help="Replay the clues of a results file (its --clues-method rows) instead of asking the memory: plans compared on the same clues.")] = None,
+    clues_method: Annotated[str, typer.Option(help="Whose clues --clues-from replays.")] = "memorag+answer",
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
     from memorag.eval.runner import markdown_table, parse_methods, run
@@ -42,6 +44,7 @@ def eval_command(
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
                  memory_window=memory_window, query_plan=plan, judge=judge,
-                 quote_recall=quote_recall, plan_params=plan_params, ret_model=ret_model)
+                 quote_recall=quote_recall, plan_params=plan_params, ret_model=ret_model,
+                 clues_from=clues_from, clues_method=clues_method)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

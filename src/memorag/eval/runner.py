@@ -14,6 +14,7 @@ from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, MethodRunner, method_plans
 from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k, rouge_l
+from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
 from memorag.plans import check_plan_params
@@ -78,12 +79,14 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
         memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
         judge: str | None = None, quote_recall: bool = True, plan_params: Mapping[str, object] | None = None,
-        ret_model: str = "default") -> dict:
+        ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer") -> dict:
     """Run ``methods`` on ``dataset``, write ``output`` and return its content.
 
     ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every plan the methods
-    run (``--param``); each must be read by at least one of those plans. Recorded in the
-    results' config (and so in the resume key) only when given."""
+    run (``--param``); each must be read by at least one of those plans. ``clues_from``: a
+    results file whose ``clues_method`` rows' clue lines are every method's clues (as recalled
+    spans; the memory writes none), so plans are compared on the clues of a stored run.
+    Both are recorded in the results' config (and so in the resume key) only when given."""
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
     if query_plan is not None:
@@ -92,6 +95,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         resolve_plan(query_plan)  # an unknown plan is one clear error, before any model loads
     overrides = check_plan_params(method_plans(methods, query_plan or DEFAULT_PLAN), plan_params) \
         if plan_params else {}
+    stored = stored_clues(Path(clues_from), clues_method) if clues_from is not None else None
     if not retrieval_only:
         try:
             import rouge_score  # noqa: F401  (ROUGE-L of every answer)
@@ -123,6 +127,14 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         config["judge"] = judge
     if overrides:  # likewise
         config["plan_params"] = overrides
+    if stored is not None:  # likewise; the clues themselves, not the file's name, make the key
+        missing = [q.id for h in haystacks for q in h.questions if q.id not in stored]
+        if missing:
+            raise datasets.DatasetError(f"{clues_from} has no {clues_method} clues for {len(missing)} of these "
+                                        f"questions (e.g. {missing[0]}): run with its dataset, --first-index, "
+                                        "--limit and --seed.")
+        config["clues_from"] = {"file": Path(clues_from).name, "method": clues_method,
+                                "sha256": hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()}
     root = state_dir or cache_dir() / "eval"
     output = Path(output)
     partial = output.with_suffix(".partial.jsonl")
@@ -157,6 +169,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                 memorize_seconds.append(time.perf_counter() - t)
             runner = MethodRunner(pipe, top_k, plan_params=overrides)
             for q, m in todo:
+                if stored is not None:
+                    runner.memory.remember(Clues(q.question, spans=list(stored[q.id])))
                 t = time.perf_counter()
                 res = runner.retrieve(m, q.question, hay.text)
                 pred = "" if retrieval_only else runner.answer(m, q.question, hay.text, res)
@@ -182,6 +196,22 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
               "questions": [{k: v for k, v in r.items() if k != "config_key"} for r in rows]}
     output.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     return result
+
+
+def stored_clues(path: Path, method: str) -> dict[str, list[str]]:
+    """The clue lines of ``method``'s rows in the results file ``path``, by question id."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["questions"]
+        clues = {r["id"]: list(r["clues"]) for r in rows if r["method"] == method}
+    except FileNotFoundError:
+        raise datasets.DatasetError(f"--clues-from: {path} does not exist.") from None
+    except (ValueError, KeyError, TypeError):
+        raise datasets.DatasetError(f"--clues-from: {path} is not a memorag eval results file.") from None
+    if not clues:
+        methods = sorted({r.get("method") for r in rows if isinstance(r, dict)} - {None})
+        raise datasets.DatasetError(f"--clues-from: {path} has no rows of method {method!r} "
+                                    f"(it has {', '.join(methods) or 'none'}).")
+    return clues
 
 
 def _config_key(config: dict) -> str:
