@@ -154,3 +154,14 @@ def test_eval_replays_the_clues_of_a_stored_run(tmp_path):
     with pytest.raises(InputError, match="has no memorag\\+answer clues for 2 of these questions"):
         run("vartrack", ["grounded"], output=tmp_path / "x.json", clues_from=tmp_path / "stored.json",
             **{**kw, "seed": 2})
+
+
+def test_eval_answers_from_excerpts_when_asked(tmp_path):
+    kw = dict(limit=2, haystack_tokens=600, questions_per_haystack=2, seed=1, top_k=2, output=tmp_path / "r.json",
+              state_dir=tmp_path / "state", progress=False, chunk_tokens=64, **FAKES)
+    with pytest.raises(InputError, match="--retrieval-only generates nothing"):
+        run("vartrack", ["hybrid"], retrieval_only=True, evidence="excerpts", **kw)
+    with pytest.raises(InputError, match="evidence must be one of chunks, excerpts"):
+        run("vartrack", ["hybrid"], evidence="sentences", **kw)
+    result = run("vartrack", ["hybrid"], evidence="excerpts", **kw)
+    assert result["config"]["evidence"] == "excerpts" and result["methods"]["hybrid"]["n"] == 2

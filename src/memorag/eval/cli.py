@@ -32,6 +32,7 @@ def eval_command(
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (retrieval).")] = "default",
     clues_from: Annotated[Path | None, typer.Option(help="Replay the clues of a results file (its --clues-method rows) instead of asking the memory: plans compared on the same clues.")] = None,
     clues_method: Annotated[str, typer.Option(help="Whose clues --clues-from replays.")] = "memorag+answer",
+    evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole) or excerpts (the sentences that bear on the question, with neighbours).")] = "chunks",
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
     from memorag.eval.runner import markdown_table, parse_methods, run
@@ -45,6 +46,6 @@ def eval_command(
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
                  memory_window=memory_window, query_plan=plan, judge=judge,
                  quote_recall=quote_recall, plan_params=plan_params, ret_model=ret_model,
-                 clues_from=clues_from, clues_method=clues_method)
+                 clues_from=clues_from, clues_method=clues_method, evidence=evidence)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

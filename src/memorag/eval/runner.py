@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from memorag.config import DEFAULT_PLAN
+from memorag.config import DEFAULT_PLAN, Evidence, choice
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, MethodRunner, method_plans
@@ -79,14 +79,17 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
         memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
         judge: str | None = None, quote_recall: bool = True, plan_params: Mapping[str, object] | None = None,
-        ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer") -> dict:
+        ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer",
+        evidence: str = "chunks") -> dict:
     """Run ``methods`` on ``dataset``, write ``output`` and return its content.
 
     ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every plan the methods
     run (``--param``); each must be read by at least one of those plans. ``clues_from``: a
     results file whose ``clues_method`` rows' clue lines are every method's clues (as recalled
     spans; the memory writes none), so plans are compared on the clues of a stored run.
-    Both are recorded in the results' config (and so in the resume key) only when given."""
+    ``evidence``: what the generator reads of each evidence chunk (``chunks`` or ``excerpts``,
+    as ``MemoRAG(evidence=...)``). Each of these is recorded in the results' config (and so
+    in the resume key) only when given."""
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
     if query_plan is not None:
@@ -96,6 +99,9 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     overrides = check_plan_params(method_plans(methods, query_plan or DEFAULT_PLAN), plan_params) \
         if plan_params else {}
     stored = stored_clues(Path(clues_from), clues_method) if clues_from is not None else None
+    if choice(Evidence, evidence, "evidence") != Evidence.CHUNKS.value and retrieval_only:
+        raise datasets.DatasetError("--evidence sets what the generator reads; --retrieval-only generates "
+                                    "nothing. Drop one of them.")
     if not retrieval_only:
         try:
             import rouge_score  # noqa: F401  (ROUGE-L of every answer)
@@ -110,7 +116,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
                    gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
-                   judge=judge if judge is not None else "auto", quote_recall=quote_recall,
+                   judge=judge if judge is not None else "auto", quote_recall=quote_recall, evidence=evidence,
                    **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
@@ -127,6 +133,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         config["judge"] = judge
     if overrides:  # likewise
         config["plan_params"] = overrides
+    if evidence != "chunks":  # likewise
+        config["evidence"] = evidence
     if stored is not None:  # likewise; the clues themselves, not the file's name, make the key
         missing = [q.id for h in haystacks for q in h.questions if q.id not in stored]
         if missing:
