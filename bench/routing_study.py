@@ -48,6 +48,9 @@ with tempfile.TemporaryDirectory() as tmp:
             questions += [(q["question"].strip(), name) for q in p["qas"] if not q.get("is_impossible")]
         print(f"added {name} ({art['title']})")
 
+    # every document's chunks joined, as routing searches them (the collection's public view)
+    whole, _ = coll.view([(f"squad-{i:02d}", 0.0) for i in range(len(articles))], use_memory=False)
+
     def ranks(mode: str) -> list[int | None]:
         """Rank (1-based) of the gold document among the top DEPTH routed, None if absent."""
         out = []
@@ -55,10 +58,9 @@ with tempfile.TemporaryDirectory() as tmp:
             if mode == "hybrid":
                 routed = [n for n, _ in coll.route(q, DEPTH)]
             else:
-                joined = coll._all_documents()
-                r = coll._retriever(joined)
+                r = whole.retriever
                 hits = r.search([q], 20, lexical=False) if mode == "dense" else r.bm25_search(q, 20)
-                routed = list(dict.fromkeys(joined.locate(h.chunk_id)[0] for h in hits))[:DEPTH]
+                routed = list(dict.fromkeys(whole.locate(h.chunk_id)[0] for h in hits))[:DEPTH]
             out.append(routed.index(gold) + 1 if gold in routed else None)
         return out
 

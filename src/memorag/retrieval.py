@@ -28,7 +28,7 @@ from memorag.text import detect_language
 CHUNKS_FILE = "chunks.json"
 # Reciprocal-rank-fusion constant. 60 is the usual value, set for rankings 1000 deep; ours
 # are ~20 deep, where k=60 makes rank 1 worth only 1.3x rank 20 and fusion a vote count.
-# k=20 was as good or better for every query plan on 40 HotpotQA questions (bench/fusion_study.py).
+# k=20 was as good or better for every query plan on 40 HotpotQA questions (the fusion study: bench/README.md).
 RRF_K = 20
 
 
