@@ -1,7 +1,8 @@
 """The fakes of memorag.testing under spec strings, so a CLI subprocess can use them:
 ``--mem-model scriptedspecs:llm --ret-model scriptedspecs:embedder`` with tests/ on PYTHONPATH.
 Each records its own spec, so a store made with them is reopened with them. Also the small
-folder of files the store front-ends' tests add (:func:`write_sources`)."""
+folder of files the store front-ends' tests add (:func:`write_sources`) and a PDF made by
+hand (:func:`minimal_pdf`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,25 @@ def write_sources(folder: Path) -> Path:
     (folder / "harbour.txt").write_text("The keeper Edda Quill kept the silver key in a blue porcelain jar.")
     (folder / "notes.xyz").write_text("skipped")
     return folder
+
+
+def minimal_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with a text layer (Helvetica), built by hand with correct xref offsets."""
+    ops = " ".join(f"({line}) Tj 0 -16 Td" for line in lines)
+    stream = f"BT /F1 12 Tf 72 720 Td {ops} ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
