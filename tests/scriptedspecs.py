@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from memorag.errors import BackendError
 from memorag.testing import HashEmbedder, ScriptedLLM
 
 # Seconds each prefill batch of :func:`slow_llm` takes: long enough for a test to kill the
@@ -31,6 +32,29 @@ class SlowScriptedLLM(ScriptedLLM):
 
 def slow_llm() -> SlowScriptedLLM:
     return SlowScriptedLLM(spec="scriptedspecs:slow_llm")
+
+
+# Text holding this makes :func:`breaking_llm` fail while it reads the text into its memory.
+BREAK_MARK = "BREAK-THE-BUILD"
+
+
+class BreakingScriptedLLM(ScriptedLLM):
+    """:class:`ScriptedLLM` whose backend fails when the text it memorizes holds ``BREAK_MARK``:
+    a build (or an append) that breaks midway, chosen by the document, not by the test."""
+
+    def prefill(self, messages, **kwargs):  # type: ignore[override]
+        if any(BREAK_MARK in str(m.get("content", "")) for m in messages):
+            raise BackendError("The scripted backend broke while reading the document.")
+        return super().prefill(messages, **kwargs)
+
+    def extend_prefix(self, text: str, **kwargs):  # type: ignore[override]
+        if BREAK_MARK in text:
+            raise BackendError("The scripted backend broke while reading the appended text.")
+        return super().extend_prefix(text, **kwargs)
+
+
+def breaking_llm() -> BreakingScriptedLLM:
+    return BreakingScriptedLLM(spec="scriptedspecs:breaking_llm")
 
 
 def embedder() -> HashEmbedder:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from scriptedspecs import minimal_pdf
+from scriptedspecs import BREAK_MARK, minimal_pdf
 from servicekit import read_sse
 
 from memorag.engine import Engine
@@ -175,6 +175,30 @@ def test_append_list_and_remove_documents(client):
     assert gone.status_code == 404 and "harbour.md" in gone.json()["error"]
     empty = client.post("/ask", json={"question": "Who painted the tide gauge?"})
     assert empty.status_code == 409 and "no documents" in empty.json()["error"]
+
+
+def test_a_build_or_append_that_fails_midway_leaves_the_store_as_it_was(tmp_path):
+    from fastapi.testclient import TestClient
+
+    store = tmp_path / "store"
+    engine = Engine(store, mem_model="scriptedspecs:breaking_llm", ret_model="scriptedspecs:embedder",
+                    gen_model="scriptedspecs:llm", retrieval_chunk_size=64)
+    with TestClient(create_app(Settings(store=str(store), warm_up=False), engine)) as c:
+        wait_done(c, upload(c, "ledger.pdf", minimal_pdf(PDF_LINES)))
+        before = snapshot(store)
+        replaced = wait_done(c, upload(c, "ledger.pdf", minimal_pdf([f"A new ledger {BREAK_MARK}."]), replace="true"))
+        fresh = wait_done(c, upload(c, "other.txt", f"Another document {BREAK_MARK}.".encode()))
+        appended = wait_done(c, c.post("/documents/ledger.pdf/append", json={"text": f"More {BREAK_MARK}."}))
+        after = snapshot(store)
+        listed = c.get("/documents").json()
+        answer = c.post("/ask", json={"question": QUESTION}).json()
+    engine.close(wait=True)
+    for job in (replaced, fresh, appended):
+        assert job["state"] == "failed" and "scripted backend broke" in job["error"], job
+    assert after == before and not list((store / ".staging").iterdir())
+    assert [(d["name"], d["status"]) for d in listed["documents"]] == [("ledger.pdf", "ready")]
+    assert listed["building"] == []
+    assert "archive vault" in answer["answer"]  # the old document still answers
 
 
 def test_a_document_being_built_is_listed_as_updating_and_refuses_append(tmp_path):
