@@ -123,6 +123,8 @@ def test_refused_uploads_leave_the_store_as_it_was(client):
         "bad name": (upload(client, "a.txt", b"text", name="../evil"), 400, "Invalid document name"),
         "too large": (upload(client, "big.txt", b"word " * 20_000), 413, "too large"),
         "unknown field": (upload(client, "a.txt", b"text", colour="red"), 422, "unknown form field(s) 'colour'"),
+        "two files": (client.post("/documents/upload", files=[("file", ("a.txt", b"one")), ("file", ("b.txt", b"two"))]),
+                      422, "one file per upload"),
         "no file": (client.post("/documents/upload", data={"name": "x"}), 422, "file"),
         "json body": (client.post("/documents/upload", json={"name": "x", "text": "y"}), 422, "file"),
     }
@@ -131,6 +133,9 @@ def test_refused_uploads_leave_the_store_as_it_was(client):
         assert message in r.json()["error"], (what, r.json())
     assert snapshot(client.store) == before
     assert client.get("/jobs").json()["jobs"][-1]["name"] == "ledger.pdf"  # no job was queued for any of them
+
+    chinese = wait_done(client, upload(client, "季度 报告.md", "第一季度的收入增长了百分之十。".encode()))
+    assert chinese["state"] == "done" and chinese["name"] == "季度-报告.md"  # named as `memorag add` names it
 
     same = upload(client, "ledger.pdf", minimal_pdf(PDF_LINES))  # the same text again: nothing to do
     assert same.status_code == 200 and same.json() == {"name": "ledger.pdf", "status": "unchanged"}

@@ -199,9 +199,10 @@ class Engine:
                replace: bool = False) -> tuple[str, Job | None]:
         """Queue a memorize job for an uploaded file (txt, md, html, pdf; the text extracted
         as ``memorag add`` extracts it). The document is named ``name``, else as ``memorag add``
-        names the file. Returns the name and the job, or no job (nothing queued) when the store
-        already holds the same text under that name (as ``memorag add`` leaves an unchanged document). Every
-        refusal (type, empty or unreadable file, name clash) is raised before anything is queued.
+        names the file. Returns the name and the job, or no job (nothing queued) when the
+        store already holds the same text under that name (``memorag add`` leaves such a
+        document unchanged too). Every refusal (type, empty or unreadable file, name clash)
+        is raised before anything is queued.
         """
         text = extract_uploaded(data, filename)  # refuses an unsupported type first, then an empty file
         base = file_base_name(filename)
