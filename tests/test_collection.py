@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scriptedspecs import minimal_pdf
 
 from memorag import MemoRAG
 from memorag.collection import Collection, JoinedIndex, MemoryCache, document_name, gather, marks_in
@@ -356,32 +357,10 @@ def test_extract_text_rules(tmp_path):
     assert extract_text(md) == "# Title\n\n*kept as written*\n"
 
 
-def _minimal_pdf(lines: list[str]) -> bytes:
-    """A one-page PDF with a text layer (Helvetica), built by hand with correct xref offsets."""
-    ops = " ".join(f"({line}) Tj 0 -16 Td" for line in lines)
-    stream = f"BT /F1 12 Tf 72 720 Td {ops} ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
 def test_pdf_text_layer_is_extracted_and_a_broken_pdf_is_an_input_error(tmp_path):
     pytest.importorskip("pypdf")
     pdf = tmp_path / "ledger.pdf"
-    pdf.write_bytes(_minimal_pdf(["The clerk Ida Marsh kept the ledger.", "It had ninety pages."]))
+    pdf.write_bytes(minimal_pdf(["The clerk Ida Marsh kept the ledger.", "It had ninety pages."]))
     text = extract_text(pdf)
     assert "Ida Marsh kept the ledger" in text and "ninety pages" in text
     broken = tmp_path / "broken.pdf"

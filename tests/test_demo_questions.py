@@ -64,11 +64,9 @@ def _norm(text: str) -> str:
 
 def test_demo_answers_at_least_nine_of_ten_and_its_clues_quote_the_book(demo_pipe, sample_text):
     """The answers, and the clues the demo shows beside them: the default memory (the base
-    with its shipped recall adapter) quotes the book. Spans are compared with case and white
-    space folded; most of them must stand in the book word for word (the untrained base
-    quotes almost none at this length: docs/results/clue_study_recall_adapter_32k_800-819s3.json),
-    and every clue of the demo's own question. The issue's bar of 90% is not met yet, and
-    many quotes are real but beside the question (docs/evaluation.md)."""
+    with its shipped recall adapter, decoding its spans as quotes: memorag.quoting) quotes
+    the book word for word in every span, case and white space folded. Whether the quotes
+    are the right ones is measured on held-out data (docs/evaluation.md), not here."""
     results = []
     spans: list[tuple[str, str, bool]] = []
     book = _norm(sample_text)
@@ -81,6 +79,5 @@ def test_demo_answers_at_least_nine_of_ten_and_its_clues_quote_the_book(demo_pip
     assert sum(ok for _, _, ok in results) >= 9, report
     clue_report = "\n".join(f"{'in book' if ok else 'INVENTED'}: {q} -> {s}" for q, s, ok in spans)
     assert len(spans) >= len(QUESTIONS), "the memory should recall spans for most questions:\n" + clue_report
-    assert sum(ok for _, _, ok in spans) >= 0.5 * len(spans), clue_report
-    own = [ok for q, _, ok in spans if q == SAMPLE_QUESTION]
-    assert own and all(own), clue_report
+    assert all(ok for _, _, ok in spans), clue_report
+    assert any(q == SAMPLE_QUESTION for q, _, _ in spans), clue_report

@@ -66,3 +66,16 @@ def test_match_score_all_is_the_share_found_and_any_needs_one():
     assert match_score("nothing here", chain, "all") == 0.0
     assert match_score("it was zxcvb", chain, "any") == 1.0
     assert match_score("anything", [], "all") == 0.0
+
+
+def test_clue_quality_measures_quotes_and_gold_sentences():
+    from memorag.eval.metrics import gold_quoted, spans_in_document
+
+    doc = "Edda Quill kept the lamp.  The storm of 1903 broke the glass. Tomas rowed the mail boat."
+    spans = ["the STORM of 1903 broke the glass.", "Edda Quill was a famous poet", "Tomas rowed"]
+    assert spans_in_document(spans, doc) == [True, False, True]
+    gold = [["Edda Quill kept the lamp."], ["The storm of 1903 broke the glass.", "Tomas rowed the mail boat."]]
+    # whole sentence held -> quoted; "Tomas rowed" is a piece but under four words -> not
+    assert gold_quoted(spans, gold) == [False, True, False]
+    assert gold_quoted(["Tomas rowed the mail"], gold) == [False, False, True]
+    assert gold_quoted([], gold) == [False, False, False]

@@ -30,6 +30,28 @@ def test_prefix_state_save_load_gives_identical_greedy_continuation(default_llm,
         fresh.load_prefix(tmp_path, info)
 
 
+QUOTE_DOC = ("The Varrow lighthouse was built of grey granite in 1869. Edda Quill kept its lamp for thirty-two "
+             "years. Her brother Tomas rowed the mail boat to the mainland every Thursday. In 1903 a storm "
+             "broke the lantern glass, and the light was moved to Corran Point.")
+
+
+def test_quote_decoding_writes_only_lines_of_the_document(default_llm):
+    """Every line continue_quotes writes stands in the document word for word, even on a
+    task that invites free writing (memorag.quoting)."""
+    default_llm.prefill([{"role": "system", "content": "You remember documents."},
+                         {"role": "user", "content": "Document:\n" + QUOTE_DOC}])
+    for task in ("\n\nQuote the sentences that say who kept the lamp and what happened in 1903, one per line.",
+                 "\n\nWrite a poem about the sea."):
+        with default_llm.task_adapter("recall"):
+            out = "".join(default_llm.continue_quotes(task, max_new_tokens=60))
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        assert lines, task
+        for line in lines:
+            assert line in QUOTE_DOC, (task, out)
+    free = "".join(default_llm.continue_chat("\n\nWrite a poem about the sea.", max_new_tokens=40))
+    assert any(line.strip() and line.strip() not in QUOTE_DOC for line in free.splitlines())  # the constraint did it
+
+
 def test_document_longer_than_window_is_a_clear_error(default_llm):
     small = default_llm.twin(n_ctx=512)
     # Without compression the document must fit the window.

@@ -84,3 +84,19 @@ def test_template_tokens_in_contents_stay_plain_text(tiny_model_dir):
     # continue_chat's task is plain text too
     assert llm._tokens(hostile, plain=True) and not specials & set(llm._tokens(hostile, plain=True))
     assert specials & set(llm._tokens(hostile, plain=False))  # what the old code did
+
+
+def test_quote_decoding_writes_only_lines_of_the_document(tiny_model_dir):
+    """Even a randomly initialised model writes only pieces of the document under the
+    quote constraint (memorag.quoting); without it, it writes token soup."""
+    llm = TransformersLLM(str(tiny_model_dir))
+    mem = Memory(llm=llm)
+    doc = " ".join(CORPUS[:30])
+    mem.memorize(doc)
+    out = "".join(llm.continue_quotes("\n\nQuestion: who founded the school?", max_new_tokens=40, min_words=2))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines
+    assert all(line in doc for line in lines), out
+    assert llm.prefix_tokens == mem.state.prefix_tokens  # the task's tokens were cropped off again
+    free = "".join(llm.continue_chat("\n\nQuestion: who founded the school?", max_new_tokens=40))
+    assert any(line.strip() not in doc for line in free.splitlines() if line.strip())

@@ -175,6 +175,13 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def stored_sha256(store: DocStore, name: str) -> str:
+    """The sha256 of document ``name``'s stored text (recorded in its entry, else hashed)."""
+    sha = store.info(name).get("sha256")
+    # Entries written by early versions of the service have no sha256: hash the stored text instead.
+    return sha if isinstance(sha, str) else text_sha256(store.text(name))
+
+
 # ----------------------------------------------------------------------------- joined retrieval
 class JoinedIndex:
     """Several documents' vector indexes searched as one (read-only).
@@ -404,11 +411,6 @@ class Collection:
         """The stored text of ``name``: what citations' offsets index into."""
         return self.store.text(name)
 
-    def _stored_sha(self, name: str) -> str:
-        sha = self.store.info(name).get("sha256")
-        # Entries written by the service have no sha256: hash the stored text instead.
-        return sha if isinstance(sha, str) else text_sha256(self.store.text(name))
-
     # ---------------------------------------------------------------- writing
     def add(self, paths: Iterable[str | Path], *, replace: bool = False,
             on_document: Callable[[str, str], None] | None = None, progress: Any = False) -> AddResult:
@@ -427,7 +429,7 @@ class Collection:
         for name, f in by_name.items():
             text = extract_text(f)
             exists = self.store.exists(name)
-            if exists and self._stored_sha(name) == text_sha256(text):
+            if exists and stored_sha256(self.store, name) == text_sha256(text):
                 result.unchanged.append(name)
                 continue
             if exists and not replace:
@@ -784,4 +786,4 @@ def _check_routing(rule: str) -> str:
 
 
 __all__ = ["AddResult", "Citation", "Collection", "CollectionAnswer", "JoinedIndex", "MemoryCache", "RoutedMemory",
-           "document_name", "gather", "join_states", "marks_in"]
+           "document_name", "gather", "join_states", "marks_in", "stored_sha256", "text_sha256"]

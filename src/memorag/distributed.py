@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from memorag.checkpoint import DEFAULT_EVERY_TOKENS, Checkpoints
-from memorag.collection import AddResult, files_by_name, text_sha256
+from memorag.collection import AddResult, files_by_name, stored_sha256, text_sha256
 from memorag.docstore import STATE, DocStore
 from memorag.errors import ConflictError, InputError, MemoRAGError, StateError
 from memorag.extract import extract_text
@@ -107,7 +107,7 @@ def plan_add(store: DocStore, paths: Iterable[str | Path], *,
         text = extract_text(f)
         sha = text_sha256(text)
         exists = store.exists(name)
-        if exists and _stored_sha256(store, name) == sha:
+        if exists and stored_sha256(store, name) == sha:
             result.unchanged.append(name)
             continue
         if exists and not replace:
@@ -115,12 +115,6 @@ def plan_add(store: DocStore, paths: Iterable[str | Path], *,
                                 "update (`memorag add --update`) to replace it.")
         plan.append(_Planned(name, f, text, exists, sha))
     return plan, result
-
-
-def _stored_sha256(store: DocStore, name: str) -> str:
-    sha = store.info(name).get("sha256")
-    # Entries written by the service have no sha256: hash the stored text instead.
-    return sha if isinstance(sha, str) else text_sha256(store.text(name))
 
 
 def check_plain(options: dict[str, Any]) -> None:

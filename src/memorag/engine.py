@@ -31,12 +31,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from memorag.answering import Citation, NoGenerator
-from memorag.collection import Collection
+from memorag.collection import Collection, document_name, stored_sha256, text_sha256
 from memorag.docstore import DocStore, check_name
 from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError
+from memorag.extract import extract_uploaded, file_base_name
 from memorag.memory import Clues
 from memorag.pipeline import TASK_TYPES, MemoRAG
 from memorag.text import check_text
@@ -94,14 +96,21 @@ class _SerialWorker:
                 future.set_exception(exc)
 
 
+JOB_KINDS = ("memorize", "append")
+# A store is not summarized as a whole (Collection.ask): summarize one document.
+STORE_TASK_TYPES = tuple(t for t in TASK_TYPES if t != "summarize")
+
+
 @dataclass
 class Job:
-    """A memorize job and its progress."""
+    """A memorize job (a whole document, or text appended to one) and its progress."""
 
     id: str
     name: str
-    chars: int
+    chars: int  # of the text to memorize, or to append
     replace: bool = False
+    kind: str = "memorize"  # one of JOB_KINDS
+    source: str | None = None  # the uploaded file's name
     state: str = "queued"  # queued -> running -> done | failed
     stage: str = "queued"  # queued, loading, index, compress, memory, saving, done
     done: int = 0
@@ -121,7 +130,8 @@ class Job:
         self.fraction = round(min(0.99, sum(w * self._parts.get(s, 0.0) for s, w in weights.items())), 4)
 
     def to_json(self) -> dict:
-        return {"id": self.id, "name": self.name, "state": self.state, "stage": self.stage,
+        return {"id": self.id, "name": self.name, "kind": self.kind, "source": self.source,
+                "state": self.state, "stage": self.stage,
                 "done": self.done, "total": self.total, "fraction": self.fraction, "error": self.error,
                 "chars": self.chars, "replace": self.replace, "stats": self.stats,
                 "created": self.created, "started": self.started, "finished": self.finished}
@@ -179,17 +189,57 @@ class Engine:
         return self._builder
 
     # ------------------------------------------------------------- memorize
-    def memorize(self, name: str, text: str, *, replace: bool = False) -> Job:
+    def memorize(self, name: str, text: str, *, replace: bool = False, source: str | None = None) -> Job:
         """Queue a memorize job; returns at once. Poll :meth:`job` for progress."""
         name = check_name(name)
         check_text(text, what="text")
+        return self._queue(name, text, replace=replace, source=source)
+
+    def upload(self, filename: str, data: bytes, *, name: str | None = None,
+               replace: bool = False) -> tuple[str, Job | None]:
+        """Queue a memorize job for an uploaded file (txt, md, html, pdf; the text extracted
+        as ``memorag add`` extracts it). The document is named ``name``, else as ``memorag add``
+        names the file. Returns the name and the job, or no job (nothing queued) when the
+        store already holds the same text under that name (``memorag add`` leaves such a
+        document unchanged too). Every refusal (type, empty or unreadable file, name clash)
+        is raised before anything is queued.
+        """
+        text = extract_uploaded(data, filename)  # refuses an unsupported type first, then an empty file
+        base = file_base_name(filename)
+        name = check_name(name) if name is not None else document_name(PurePosixPath(base))
+        self._check_not_building(name)
+        if self.store.exists(name):
+            if stored_sha256(self.store, name) == text_sha256(text):
+                return name, None
+            if not replace:
+                raise ConflictError(f"A different document named {name!r} is already in the store; send "
+                                    "replace=true to memorize the new one in its place.")
+        return name, self._queue(name, text, replace=replace, source=base)
+
+    def append(self, name: str, text: str) -> Job:
+        """Queue a job appending ``text`` to document ``name`` (``Collection.append``: the
+        memory reads only the new text when it can). A failed job leaves the document as it was."""
+        name = check_name(name)
+        text = check_text(text, what="text")
+        self._check_not_building(name)
+        self.store.info(name)  # NotFoundError for an unknown name
+        return self._queue(name, text, kind="append")
+
+    def _check_not_building(self, name: str) -> None:
+        job_id = self.building(name)
+        if job_id is not None:
+            raise ConflictError(f"{name!r} is being memorized already (job {job_id}); try again when it is done.")
+
+    def _queue(self, name: str, text: str, *, replace: bool = False, kind: str = "memorize",
+               source: str | None = None) -> Job:
         with self._lock:
             if name in self._building_names:
                 raise ConflictError(f"{name!r} is being memorized already (job {self._building_names[name]}).")
-            if self.store.exists(name) and not replace:
+            if kind == "memorize" and self.store.exists(name) and not replace:
                 raise ConflictError(f"A document named {name!r} already exists; send replace=true to "
                                     "memorize it again.")
-            job = Job(id=uuid.uuid4().hex[:16], name=name, chars=len(text), replace=replace)
+            job = Job(id=uuid.uuid4().hex[:16], name=name, chars=len(text), replace=replace, kind=kind,
+                      source=source)
             self._jobs[job.id] = job
             self._building_names[name] = job.id
             self._forget_old_jobs()
@@ -204,7 +254,12 @@ class Engine:
     def _build(self, job: Job, text: str) -> None:
         job.state, job.stage, job.started = "running", "loading", time.time()
         try:
-            stats = self._building_collection().add_text(job.name, text, replace=job.replace, progress=job.report)
+            builder = self._building_collection()
+            if job.kind == "append":
+                stats = builder.append(job.name, text, progress=job.report)
+            else:
+                stats = builder.add_text(job.name, text, source=job.source, replace=job.replace,
+                                         progress=job.report)
             job.stats, job.state, job.stage, job.fraction = stats, "done", "done", 1.0
         except MemoRAGError as exc:
             job.state, job.error = "failed", str(exc)
@@ -226,6 +281,15 @@ class Engine:
     def jobs(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def documents(self) -> list[dict]:
+        """The store's entries, each with its ``status``: ``ready``, or ``updating`` while a
+        job replaces or appends to it (``job`` names the job)."""
+        with self._lock:
+            building = dict(self._building_names)
+        return [{**entry, "status": "updating" if entry["name"] in building else "ready",
+                 **({"job": building[entry["name"]]} if entry["name"] in building else {})}
+                for entry in self.store.list()]
 
     def building(self, name: str) -> str | None:
         """The id of the job memorizing ``name``, if one is queued or running."""
@@ -285,22 +349,25 @@ class Engine:
         return out
 
     def ask_store(self, question: str, *, route_top: int | None = None, top_k: int | None = None,
-                  max_new_tokens: int = 256, on_token: Callable[[str], None] | None = None,
+                  max_new_tokens: int = 256, task_type: str = "memorag", on_token: Callable[[str], None] | None = None,
                   on_evidence: Callable[[dict], None] | None = None,
                   cancel: threading.Event | None = None) -> Future:
         """Queue a question across the store: routed to the documents that match it and
         answered with numbered citations (``Collection.ask`` with ``cite=True``, as
         ``memorag ask --store``). The Future gives the answer as JSON."""
         question = check_text(question, what="question")
+        if task_type not in STORE_TASK_TYPES:
+            raise InputError(f"task_type must be one of {', '.join(STORE_TASK_TYPES)} across a store; "
+                             f"got {task_type!r}.")
         if route_top is not None and route_top < 1:
             raise InputError(f"route_top must be at least 1; got {route_top!r}.")
         if self._ask_worker.pending() >= self.max_queue:
             raise BusyError(f"{self.max_queue} requests are already waiting; try again shortly.", retry_after=10)
-        return self._ask_worker.submit(self._ask_store, question, route_top, top_k, max_new_tokens, on_token,
-                                       on_evidence, cancel)
+        return self._ask_worker.submit(self._ask_store, question, route_top, top_k, max_new_tokens, task_type,
+                                       on_token, on_evidence, cancel)
 
     def _ask_store(self, question: str, route_top: int | None, top_k: int | None, max_new_tokens: int,
-                   on_token: Callable[[str], None] | None, on_evidence: Callable[[dict], None] | None,
+                   task_type: str, on_token: Callable[[str], None] | None, on_evidence: Callable[[dict], None] | None,
                    cancel: threading.Event | None) -> dict:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
@@ -312,9 +379,10 @@ class Engine:
 
         t0 = time.perf_counter()
         ans = self._answering().ask(question, route_top=route_top, top_k=top_k, max_new_tokens=max_new_tokens,
-                                    cite=True, on_token=self._token_callback(on_token, cancel),
+                                    task_type=task_type, cite=True, on_token=self._token_callback(on_token, cancel),
                                     on_evidence=evidence)
         out = ans.to_json()
+        out["task_type"] = task_type
         out["timings"]["total"] = round(time.perf_counter() - t0, 3)
         return out
 

@@ -15,8 +15,10 @@ is recognised and skipped).
 
 from __future__ import annotations
 
+import io
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from memorag.errors import InputError
 from memorag.text import check_text, decode_text, read_text_file
@@ -40,13 +42,17 @@ def is_supported(path: Path) -> bool:
     return path.suffix.lower() in SUPPORTED_SUFFIXES
 
 
+def _check_type(suffix: str, what: str) -> None:
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InputError(f"{what}: unsupported file type {suffix or '(no extension)'!r}; memorag reads "
+                         f"{', '.join(SUPPORTED_SUFFIXES)}.")
+
+
 def extract_text(path: str | Path) -> str:
     """The text of ``path`` by its type; :class:`InputError` for an unknown type or an unreadable file."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(f"{p}: unsupported file type {suffix or '(no extension)'!r}; memorag reads "
-                         f"{', '.join(SUPPORTED_SUFFIXES)}.")
+    _check_type(suffix, str(p))
     if not p.is_file():
         raise InputError(f"File not found: {p}" if not p.exists() else f"{p} is not a regular file.")
     if suffix in TEXT_SUFFIXES:
@@ -54,6 +60,26 @@ def extract_text(path: str | Path) -> str:
     if suffix in HTML_SUFFIXES:
         return html_to_text(p.read_bytes(), what=str(p))
     return pdf_to_text(p)
+
+
+def file_base_name(filename: str) -> str:
+    """The last component of a client's file name (``C:\\docs\\a.pdf`` and ``../a.pdf`` give ``a.pdf``)."""
+    return PurePosixPath(filename.replace("\\", "/")).name
+
+
+def extract_uploaded(data: bytes, filename: str) -> str:
+    """The text of a file received as bytes (an HTTP upload), by the type its name says: the
+    same rules, and so the same text, as :func:`extract_text` of that file on disk."""
+    what = file_base_name(filename) or "the uploaded file"
+    suffix = PurePosixPath(what).suffix.lower()
+    _check_type(suffix, what)
+    if not data:
+        raise InputError(f"{what} is empty: there is nothing to memorize.")
+    if suffix in TEXT_SUFFIXES:
+        return decode_text(data, what=what)
+    if suffix in HTML_SUFFIXES:
+        return html_to_text(data, what=what)
+    return pdf_to_text(io.BytesIO(data), what=what)
 
 
 def _tidy(text: str) -> str:
@@ -80,23 +106,24 @@ def html_to_text(data: bytes, what: str = "the HTML file") -> str:
     return check_text(text, what=what)
 
 
-def pdf_to_text(path: Path) -> str:
-    """The text layer of a PDF, one blank line between pages."""
+def pdf_to_text(source: Path | BinaryIO, what: str | None = None) -> str:
+    """The text layer of a PDF (a path or a binary stream), one blank line between pages."""
+    what = what or str(source)
     try:
         from pypdf import PdfReader
         from pypdf.errors import PyPdfError
     except ImportError:
-        raise InputError(f"{path}: reading PDF files needs pypdf: pip install 'memorag[pdf]'.") from None
+        raise InputError(f"{what}: reading PDF files needs pypdf: pip install 'memorag[pdf]'.") from None
     try:
-        reader = PdfReader(path)
+        reader = PdfReader(source)
         if reader.is_encrypted:
-            raise InputError(f"{path} is an encrypted PDF; decrypt it first (e.g. `qpdf --decrypt`).")
+            raise InputError(f"{what} is an encrypted PDF; decrypt it first (e.g. `qpdf --decrypt`).")
         pages = [page.extract_text() or "" for page in reader.pages]
     except InputError:
         raise
     except (PyPdfError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path} is not a readable PDF ({type(exc).__name__}: {exc}).") from None
+        raise InputError(f"{what} is not a readable PDF ({type(exc).__name__}: {exc}).") from None
     text = "\n\n".join(_tidy(page) for page in pages if page.strip())
     if not text.strip():
-        raise InputError(f"{path} has no text layer (a scanned PDF?); memorag does not run OCR.")
-    return check_text(text, what=str(path))
+        raise InputError(f"{what} has no text layer (a scanned PDF?); memorag does not run OCR.")
+    return check_text(text, what=what)

@@ -3,14 +3,17 @@
 Endpoints (docs/service.md has examples; the OpenAPI schema is at ``/openapi.json``):
 
     GET    /health                         liveness; whether the models are loaded
-    GET    /documents                      memorized documents
+    GET    /documents                      memorized documents (name, chars, sha256, status, ...)
     POST   /documents                      memorize {name, text, replace} as a job -> 202 {job}
+    POST   /documents/upload               multipart file (txt, md, html, pdf) [+ name, replace] -> 202 {job}
+    POST   /documents/{name}/append        {text}: append to a document as a job -> 202 {job}
     GET    /documents/{name}               one document's entry (?text=true adds its text)
     DELETE /documents/{name}
     GET    /jobs, /jobs/{id}               memorize jobs and their progress
     POST   /documents/{name}/ask           {question, task_type, stream, ...}: JSON, or SSE when stream=true
     POST   /documents/{name}/summarize     {stream, ...}
-    POST   /ask                            {question, route_top, stream, ...}: across the store, numbered citations
+    POST   /ask                            {question, route_top, task_type, stream, ...}: across the store,
+                                           numbered citations (document, character offsets)
     GET    /v1/models, POST /v1/chat/completions   OpenAI-compatible facade (model = document name)
 
 Safety: bound to 127.0.0.1 unless a bearer token is set (``--token`` / ``MEMORAG_TOKEN``);
@@ -36,16 +39,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memorag import __version__
 from memorag.docstore import NAME_RULES
-from memorag.engine import Cancelled, Engine
+from memorag.engine import Cancelled, Engine, Job
 from memorag.errors import (
     BackendError,
     BusyError,
@@ -125,6 +129,15 @@ class MemorizeRequest(BaseModel):
                                              "disk until the new one is complete).")
 
 
+class AppendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="Text to add at the end of the document (a blank line is put between "
+                                  "unless one side already has a line break there).")
+
+
+UPLOAD_FIELDS = ("file", "name", "replace")
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(max_length=8000, examples=["Who is the new tenant of Netherfield Park?"])
@@ -138,6 +151,9 @@ class AskRequest(BaseModel):
 class StoreAskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(max_length=8000, examples=["Which supplier raised prices in 2023?"])
+    task_type: Literal["memorag", "qa", "rag"] = Field(
+        "memorag", description="memorag: clues + retrieval; qa: surrogate questions; rag: plain RAG (question "
+                               "only, no memory).")
     stream: bool = Field(False, description="Answer as server-sent events: evidence, token..., done.")
     max_new_tokens: int = Field(256, ge=1, le=2048)
     top_k: int | None = Field(None, ge=1, le=20, description="Evidence chunks (default: the pipeline's 3).")
@@ -369,15 +385,50 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @api.get("/documents", tags=["documents"])
     def list_documents() -> dict:
-        docs = engine.store.list()
+        docs = engine.documents()
         building = [{"name": j.name, "job": j.id, "fraction": j.fraction} for j in engine.jobs()
                     if j.finished is None]
         return {"documents": docs, "building": building}
 
     @api.post("/documents", status_code=202, tags=["documents"])
     def memorize(body: MemorizeRequest) -> JSONResponse:
-        job = engine.memorize(body.name, body.text, replace=body.replace)
+        return _accepted(engine.memorize(body.name, body.text, replace=body.replace))
+
+    def _accepted(job: Job) -> JSONResponse:
         return JSONResponse(job.to_json(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+    @api.post("/documents/upload", status_code=202, tags=["documents"],
+              responses={200: {"description": "The store already holds this text under this name: nothing "
+                                              "to do (no job)."},
+                         202: {"description": "The memorize job (its id; Location: /jobs/{id})."}})
+    async def upload(request: Request,
+                     file: UploadFile = File(description="A .txt, .md, .html or .pdf file; its text is extracted "
+                                                         "as `memorag add` extracts it."),
+                     name: str | None = Form(None, description="Document name (default: from the file name, as "
+                                                               f"`memorag add` names it). {NAME_RULES}"),
+                     replace: bool = Form(False, description="Memorize the file in place of a different "
+                                                             "document of that name.")) -> JSONResponse:
+        """Memorize an uploaded file as a background job (multipart/form-data)."""
+        form = await request.form()  # already parsed for the parameters above: this is the same form
+        unknown = sorted(set(form.keys()) - set(UPLOAD_FIELDS))
+        if unknown:
+            raise _ApiError(422, f"Invalid request: unknown form field(s) {', '.join(map(repr, unknown))}; "
+                                 f"an upload takes {', '.join(UPLOAD_FIELDS)}.")
+        if len(form.getlist("file")) > 1:
+            raise _ApiError(422, "Invalid request: one file per upload.")
+        data = await file.read()
+        # extraction (a PDF's text layer) takes CPU time: off the event loop
+        stored_as, job = await run_in_threadpool(engine.upload, file.filename or "", data, name=name,
+                                                 replace=replace)
+        if job is None:
+            return JSONResponse({"name": stored_as, "status": "unchanged"})
+        return _accepted(job)
+
+    @api.post("/documents/{name}/append", status_code=202, tags=["documents"])
+    def append(name: str, body: AppendRequest) -> JSONResponse:
+        """Append text to a document as a background job (the memory reads only the new text
+        when it can; see the job's stats.append)."""
+        return _accepted(engine.append(name, body.text))
 
     @api.get("/documents/{name}", tags=["documents"])
     def get_document(name: str, text: bool = False) -> dict:
@@ -443,7 +494,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         character offsets into the document's text)."""
         def start(**callbacks: Any) -> Future:
             return engine.ask_store(body.question, route_top=body.route_top, top_k=body.top_k,
-                                    max_new_tokens=body.max_new_tokens, **callbacks)
+                                    max_new_tokens=body.max_new_tokens, task_type=body.task_type, **callbacks)
 
         if body.stream:
             return _native_stream(start)

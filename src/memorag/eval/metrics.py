@@ -105,3 +105,26 @@ def recall_at_k(gold: list[list[str]], evidence: list[str]) -> float:
 def all_gold_at_k(gold: list[list[str]], evidence: list[str]) -> float:
     hits = retrieved_gold(gold, evidence)
     return float(bool(hits) and all(hits))
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def spans_in_document(spans: list[str], document: str) -> list[bool]:
+    """Whether each recalled span stands in ``document`` word for word (case and white space folded)."""
+    doc = _fold(document)
+    return [_fold(s) in doc for s in spans]
+
+
+def gold_quoted(spans: list[str], gold: list[list[str]], min_words: int = 4) -> list[bool]:
+    """For each gold sentence: whether some span quotes it (holds it whole, or is a piece
+    of it at least ``min_words`` long)."""
+    folded = [_fold(s) for s in spans]
+    flags = []
+    for para in gold:
+        for sentence in para:
+            g = _fold(sentence)
+            if g:
+                flags.append(any(g in s or (s in g and len(s.split()) >= min_words) for s in folded))
+    return flags

@@ -13,7 +13,16 @@ from memorag.config import DEFAULT_PLAN, Evidence, choice
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, MethodRunner, method_plans
-from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k, rouge_l
+from memorag.eval.metrics import (
+    all_gold_at_k,
+    exact_match,
+    gold_quoted,
+    match_score,
+    qa_f1,
+    recall_at_k,
+    rouge_l,
+    spans_in_document,
+)
 from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
@@ -49,6 +58,12 @@ def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool
         if m != "full":
             agg[f"recall@{k}"] = round(sum(r["recall"] for r in rs) / len(rs), 4)
             agg[f"all_gold@{k}"] = round(sum(r["all_gold"] for r in rs) / len(rs), 4)
+        quotes = [f for r in rs for f in r.get("spans_in_document", [])]
+        if any("gold_quoted" in r for r in rs):  # methods whose memory recalled spans
+            golds = [f for r in rs for f in r.get("gold_quoted", [])]
+            agg["spans_in_document"] = round(sum(quotes) / len(quotes), 4) if quotes else 0.0
+            agg["gold_quoted"] = round(sum(golds) / len(golds), 4) if golds else 0.0
+            agg["spans_per_question"] = round(len(quotes) / len(rs), 2)
         if not retrieval_only:
             agg["f1"] = round(sum(r["f1"] for r in rs) / len(rs), 4)
             agg["em"] = round(sum(r["em"] for r in rs) / len(rs), 4)
@@ -65,7 +80,8 @@ def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool
 
 def markdown_table(summary: dict, k: int, retrieval_only: bool) -> str:
     scores = [] if retrieval_only else ["f1", "em", "rouge_l", "match"]
-    cols = [f"recall@{k}", f"all_gold@{k}", *scores, "n", "seconds_per_question"]
+    quotes = ["spans_in_document", "gold_quoted"] if any("gold_quoted" in a for a in summary.values()) else []
+    cols = [f"recall@{k}", f"all_gold@{k}", *scores, *quotes, "n", "seconds_per_question"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for m, agg in summary.items():
         cells = [f"{agg[c]:.3f}" if isinstance(agg.get(c), float) else str(agg.get(c, "-")) for c in cols]
@@ -165,6 +181,11 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     memorize_seconds = []
     with open(partial, "a", encoding="utf-8") as log:
         for hay in haystacks:
+            for q in hay.questions:  # rows written before the clue measures were kept: add them
+                for m in methods:
+                    row = done.get((q.id, m))
+                    if row is not None and "spans" in row and "gold_quoted" not in row:
+                        row.update(clue_quality(row["spans"], hay, q))
             todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
             if not todo:
                 continue
@@ -191,6 +212,10 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                        "match": match_score(pred, q.answers, q.match), "clues": res.clues,
                        "query": res.query, "seconds": round(time.perf_counter() - t, 2),
                        "config_key": _config_key(config)}
+                spans = res.found.clues.spans if res.found is not None and res.found.clues else None
+                if spans is not None:
+                    row["spans"] = spans
+                    row.update(clue_quality(spans, hay, q))
                 log.write(json.dumps(row, ensure_ascii=False) + "\n")
                 log.flush()
                 rows.append(row)
@@ -220,6 +245,10 @@ def stored_clues(path: Path, method: str) -> dict[str, list[str]]:
         raise datasets.DatasetError(f"--clues-from: {path} has no rows of method {method!r} "
                                     f"(it has {', '.join(methods) or 'none'}).")
     return clues
+def clue_quality(spans: list[str], hay: datasets.Haystack, question: datasets.EvalQuestion) -> dict:
+    """How well the memory's recalled spans quote: each span in the haystack word for
+    word, and each gold sentence quoted by some span (memorag.eval.metrics)."""
+    return {"spans_in_document": spans_in_document(spans, hay.text), "gold_quoted": gold_quoted(spans, question.gold)}
 
 
 def _config_key(config: dict) -> str:

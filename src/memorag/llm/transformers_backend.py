@@ -21,6 +21,7 @@ from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
+from memorag.quoting import QuoteConstraint
 
 STATE_FILE = "kv_cache.safetensors"
 
@@ -70,6 +71,7 @@ class TransformersLLM:
         self._eos = {t for t in [self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)]
                      if t is not None for t in (t if isinstance(t, list) else [t])}
         self._prefix_ids: list[int] = []
+        self._pieces: dict[int, bytes] = {}  # token id -> bytes, for quote-constrained decoding
         self._cache = None
         self._tail = ""
         import inspect
@@ -133,16 +135,20 @@ class TransformersLLM:
         return int(logits.argmax())
 
     def _decode(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None,
-                temperature: float = 0.0) -> Iterator[str]:
+                temperature: float = 0.0, constraint: QuoteConstraint | None = None) -> Iterator[str]:
         """Decoding on top of ``cache`` (which already holds everything before ``ids``):
-        greedy at temperature 0, sampled above."""
+        greedy at temperature 0, sampled above, or chosen by a quote ``constraint``."""
         if len(ids) + (cache.get_seq_length() if cache is not None else 0) + 1 > self.context_window:
             raise ContextTooLongError(f"Prompt does not fit the model's {self.context_window}-token window.")
         logits, cache = self._forward(ids, cache)
         out: list[int] = []
         sent = ""
         for _ in range(max_new_tokens):
-            tok = self._pick(logits, temperature)
+            if constraint is None:
+                tok = self._pick(logits, temperature)
+            else:
+                tok = constraint.choose(logits.float().cpu().numpy())
+                constraint.advance(tok)
             if tok in self._eos:
                 break
             out.append(tok)
@@ -200,6 +206,34 @@ class TransformersLLM:
         finally:
             # The task's tokens were appended to the shared cache; cut back to the document.
             self._crop_to_prefix()
+
+    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4) -> Iterator[str]:
+        """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
+        piece of the memorized prefix, at least ``min_words`` long (memorag.quoting)."""
+        if self._cache is None:
+            raise StateError("No prefix state: memorize or load a document first.")
+        source = self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True)
+        newline = self._tokens("\n", plain=True)[-1]
+        eos = min(self._eos) if self._eos else newline
+        constraint = QuoteConstraint(source, self._token_bytes, is_end=lambda t: t in self._eos, end_id=eos,
+                                     newline_id=newline, min_words=min_words)
+        try:
+            suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
+            yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint)
+        finally:
+            self._crop_to_prefix()
+
+    def _token_bytes(self, token: int) -> bytes:
+        """A token's text as it reads after other text: decoded behind a newline, because
+        some tokenizers drop a token's leading space when it is decoded alone. A token
+        holding part of a multi-byte character decodes to U+FFFD and never matches."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            anchor = self._tokens("\n", plain=True)[-1:]
+            base = self.tokenizer.decode(anchor)
+            text = "" if token in self._eos else self.tokenizer.decode(anchor + [token], skip_special_tokens=True)
+            piece = self._pieces[token] = text[len(base):].encode("utf-8")
+        return piece
 
     def save_prefix(self, directory: Path) -> dict:
         from safetensors.torch import save_file
