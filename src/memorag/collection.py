@@ -48,7 +48,7 @@ from memorag.answering import AnswerResult, Citation, NoGenerator, View, answer_
 from memorag.docstore import NAME_MAX_BYTES, STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
-from memorag.index.store_index import route_hits, store_routing
+from memorag.index.store_index import parse_spec, route_hits, store_routing
 from memorag.llm.base import ExtendablePrefix
 from memorag.memory import Clues, MemoryState, check_same_model
 from memorag.retrieval import RetrievalState, Retriever
@@ -372,6 +372,8 @@ class Collection:
         if route_top < 1:
             raise InputError(f"route_top must be at least 1; got {route_top!r}.")
         self.routing = _check_routing(routing)
+        if routing_index is not None:
+            parse_spec(routing_index)  # a bad spec makes no store directory
         self.store = DocStore(root)
         self.routing_index = store_routing(self.store, routing_index)  # None: every document joined in RAM
         self._pipe = pipe

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from memorag.errors import BackendError
-from memorag.index.qdrant_index import UPLOAD_BATCH, _client, models
+from memorag.index.qdrant_index import UPLOAD_BATCH, QdrantClient, _client, models
 from memorag.index.store_index import DocumentVectors, PassageHit
 
 _POINT_IDS = uuid.UUID("5b0c5d2e-6f55-4d0c-9a57-6d656d6f7261")  # namespace of this index's point ids
@@ -32,11 +32,19 @@ class QdrantStoreIndex:
         self.location = location
         self.spec = f"qdrant:{location}"
         self.collection = collection
-        try:
-            self._client = _client(location)
-        except Exception as exc:  # qdrant raises several types for a bad path or URL
-            raise BackendError(f"Cannot open Qdrant at {location}: {exc}") from None
+        self._opened: QdrantClient | None = None
         self._exists: bool | None = None
+
+    @property
+    def _client(self) -> QdrantClient:
+        # Opened on first use: listing or deleting in a store that routes on Qdrant needs no
+        # connection until the index is touched (and the embedded engine locks its directory).
+        if self._opened is None:
+            try:
+                self._opened = _client(self.location)
+            except Exception as exc:  # qdrant raises several types for a bad path or URL
+                raise BackendError(f"Cannot open Qdrant at {self.location}: {exc}") from None
+        return self._opened
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
