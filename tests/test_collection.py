@@ -321,11 +321,11 @@ def test_only_routed_memories_are_loaded_and_the_cache_cap_holds(tmp_path, index
 def test_byte_cap_keeps_only_what_fits(tmp_path):
     coll = Collection(tmp_path / "store", make_pipe(), route_top=3)
     coll.add([write_sources(tmp_path / "src")])
-    coll.ask(QUESTIONS["harbour.txt"])  # a question whose top chunks are in all three documents
+    coll.ask(QUESTIONS["bakery.md"])
     sizes = {n: e.nbytes for n, e in coll.memories._entries.items()}
     assert len(sizes) == 3 and all(s > 1000 for s in sizes.values())
     capped = Collection(tmp_path / "store", make_pipe(), route_top=3, max_memory_bytes=max(sizes.values()) + 10)
-    ans = capped.ask(QUESTIONS["harbour.txt"])
+    ans = capped.ask(QUESTIONS["bakery.md"])
     assert len(capped.memories) == 1 and capped.memories.nbytes <= capped.memories.max_bytes
     assert capped.memories.evictions == 2 and set(ans.clues) == set(sizes)  # all three memories were used
     with pytest.raises(InputError, match="max_memories"):

@@ -265,7 +265,9 @@ def add(
         from memorag.docstore import DocStore
         from memorag.index.store_index import store_routing
 
-        routing = store_routing(DocStore(store), routing_index)  # recorded (or refused) before any work
+        routing = None  # recorded (or refused) before any work; a new store without one is made by the run
+        if routing_index is not None or (store / ".staging").is_dir():
+            routing = store_routing(DocStore(store), routing_index)
         try:
             _add_on_ray(paths, store, update, given, compression, ray_address, workers, as_json)
         finally:

@@ -219,10 +219,7 @@ class JoinedIndex:
             all_ids.append(np.where(ids >= 0, ids + offset, -1).astype(np.int64))
         scores = np.concatenate(all_scores, axis=1)
         ids = np.concatenate(all_ids, axis=1)
-        # Equal scores (the same passage text in two documents, or texts a query cannot tell
-        # apart) in id order, whatever order each part returned them in: the store-wide
-        # routing index breaks ties the same way (memorag.index.store_index.route_hits).
-        order = np.lexsort((ids, -scores))[:, :k]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 

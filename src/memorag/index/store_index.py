@@ -302,8 +302,10 @@ def route_hits(routing: StoreRouting, versions: Sequence[tuple[str, str]], quest
     depth = max(k * 4, 20)  # as Retriever.search ranks each query
     query = np.asarray(embedder.embed([question], is_query=True), dtype=np.float32)[0]
     hits = [h for h in routing.index.search(query, depth * 4) if live.get(h.document) == h.version]
-    # Exact ties (the same passage text in two documents) in store order, as the joined index breaks them.
-    hits.sort(key=lambda h: (-h.score, order[h.document], h.passage))
+    # Scores at the joined index's float32 precision, and its order among equal ones: documents in
+    # store order (its parts), within a document the later passage first (faiss's flat index
+    # returns exact ties that way).
+    hits.sort(key=lambda h: (-np.float32(h.score), order[h.document], -h.passage))
     dense: list[tuple[str, int]] = []
     for h in hits:
         key = (h.document, h.chunk)
