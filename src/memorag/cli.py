@@ -21,6 +21,11 @@ app = typer.Typer(
 
 SAMPLE = "data/sample_pride_and_prejudice_ch1-3.txt"
 SAMPLE_QUESTION = "Who is the new tenant of Netherfield Park, and how rich is he?"
+RoutingIndexOption = typer.Option(
+    help="How questions are routed to documents: ram (every document's chunks joined in RAM), or "
+         "qdrant:URL_OR_DIR (one store-wide index on a Qdrant server, or Qdrant's embedded engine in DIR; "
+         "docs/collections.md). Recorded in the store on first use; default: what the store records, else ram.",
+    show_default=False)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -150,6 +155,7 @@ def ask(
     show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
     show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr); with --store the citations are always printed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
+    routing_index: Annotated[str | None, RoutingIndexOption] = None,
 ) -> None:
     """Answer QUESTION about a memorized document (SAVE_DIR QUESTION), or across a store (--store S QUESTION).
 
@@ -165,8 +171,10 @@ def ask(
         if save_dir is None:
             _fail("missing QUESTION: memorag ask --store S \"your question\".")
         _ask_store(store, check_text(save_dir, what="question"), gen_model, top_k, route_top, max_new_tokens,
-                   as_json, show_clues, judge, task_type, use_memory_answer)
+                   as_json, show_clues, judge, task_type, use_memory_answer, routing_index)
         return
+    if routing_index is not None:
+        _fail("--routing-index applies to a store (--store S), not to a single save dir.")
     if save_dir is None or question is None:
         _fail("give SAVE_DIR and QUESTION (memorag ask DIR \"your question\"), or --store S \"your question\".")
     from memorag.pipeline import MemoRAG
@@ -189,11 +197,11 @@ def _open_store(store: Path, **kwargs):
 
 def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, route_top: int, max_new_tokens: int,
                as_json: bool, show_clues: bool, judge: str | None = None, task_type: str = "memorag",
-               use_memory_answer: bool = False) -> None:
+               use_memory_answer: bool = False, routing_index: str | None = None) -> None:
     if top_k < 1 or route_top < 1:
         _fail("--top-k and --route-top must be at least 1.")
     # cite: the answer prompt numbers the evidence and asks for the numbers used ("(cited)" below)
-    coll = _open_store(store, route_top=route_top, ret_hit=top_k, cite=True,
+    coll = _open_store(store, route_top=route_top, ret_hit=top_k, cite=True, routing_index=routing_index,
                        **({"gen_model_name_or_path": gen_model} if gen_model else {}),
                        **({"judge": judge} if judge else {}))
     ans = coll.ask(question, max_new_tokens=max_new_tokens, task_type=task_type, use_memory_answer=use_memory_answer,
@@ -242,6 +250,7 @@ def add(
                                                     show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="With --ray: worker processes, each loading the models once "
                                                      "(default: one per node).")] = None,
+    routing_index: Annotated[str | None, RoutingIndexOption] = None,
 ) -> None:
     """Add documents to a store: each is read once by the memory model and keeps its own memory, chunks and vectors.
 
@@ -253,11 +262,22 @@ def add(
     given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model, "index": index,
              "retrieval_chunk_size": chunk_tokens}
     if on_ray or ray_address is not None:
-        _add_on_ray(paths, store, update, given, compression, ray_address, workers, as_json)
+        from memorag.docstore import DocStore
+        from memorag.index.store_index import store_routing
+
+        routing = None  # recorded (or refused) before any work; a new store without one is made by the run
+        if routing_index is not None or (store / ".staging").is_dir():
+            routing = store_routing(DocStore(store), routing_index)
+        try:
+            _add_on_ray(paths, store, update, given, compression, ray_address, workers, as_json)
+        finally:
+            if routing is not None:  # the workers' commits bypass the routing index: copy them in now
+                routing.sync()
         return
     if workers is not None:
         _fail("--workers needs --ray (without it one process memorizes the documents one by one).")
-    coll = Collection(store, build_only=True, compression=compression, **{k: v for k, v in given.items() if v is not None})
+    coll = Collection(store, build_only=True, compression=compression, routing_index=routing_index,
+                      **{k: v for k, v in given.items() if v is not None})
 
     def report(name: str, status: str) -> None:
         if not as_json:

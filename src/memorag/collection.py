@@ -20,7 +20,9 @@ driven by one :class:`memorag.MemoRAG` pipeline. Every document keeps its own sa
   them are kept in RAM (least recently used first out).
 
 The chunks and vectors of every document are held in RAM for routing (a few bytes per
-character of text, not per token of KV state).
+character of text, not per token of KV state), unless the store routes with a store-wide
+index (``routing_index="qdrant:URL_OR_DIR"``, :mod:`memorag.index.store_index`): then the
+dense part of routing is one query to it, and only the candidate documents' chunks are read.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from memorag.answering import AnswerResult, Citation, NoGenerator, View, answer_
 from memorag.docstore import NAME_MAX_BYTES, STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
+from memorag.index.store_index import parse_spec, route_hits, store_routing
 from memorag.llm.base import ExtendablePrefix
 from memorag.memory import Clues, MemoryState, check_same_model
 from memorag.retrieval import RetrievalState, Retriever
@@ -360,16 +363,23 @@ class Collection:
     generator (no answer model is loaded just to add documents). The collection drives the
     pipeline's memory and retriever: after :meth:`ask` the pipeline holds one of the routed
     documents (the last one whose memory was made current). One thread at a time (llama.cpp contexts are not thread-safe); processes
-    sharing the store are serialized by its lock.
+    sharing the store are serialized by its lock. ``routing_index`` (``"qdrant:URL_OR_DIR"``,
+    or ``"ram"``; default: what the store records, else ``"ram"``) is recorded in the store
+    on first use and refused when it differs from the recorded one
+    (:func:`memorag.index.store_index.store_routing`).
     """
 
     def __init__(self, root: str | Path, pipe: Any = None, *, route_top: int = DEFAULT_ROUTE_TOP,
                  max_memories: int = DEFAULT_MAX_MEMORIES, max_memory_bytes: int | None = None,
-                 build_only: bool = False, routing: str = DEFAULT_ROUTING, **pipeline_kwargs: Any) -> None:
+                 build_only: bool = False, routing: str = DEFAULT_ROUTING, routing_index: str | None = None,
+                 **pipeline_kwargs: Any) -> None:
         if route_top < 1:
             raise InputError(f"route_top must be at least 1; got {route_top!r}.")
         self.routing = _check_routing(routing)
+        if routing_index is not None:
+            parse_spec(routing_index)  # a bad spec makes no store directory
         self.store = DocStore(root)
+        self.routing_index = store_routing(self.store, routing_index)  # None: every document joined in RAM
         self._pipe = pipe
         self._pipeline_kwargs = pipeline_kwargs
         self.build_only = build_only
@@ -468,6 +478,8 @@ class Collection:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self._forget(name)
+        if self.routing_index is not None:
+            self.routing_index.put(name)
         return stats
 
     def append(self, name: str, text: str, *, progress: Any = False) -> dict:
@@ -526,6 +538,8 @@ class Collection:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self._forget(name)
+        if self.routing_index is not None:
+            self.routing_index.put(name)
         return stats
 
     def _extended_retrieval(self, name: str, added: str, offset: int) -> tuple[RetrievalState, int, int]:
@@ -555,6 +569,8 @@ class Collection:
         name = check_name(name)
         self.store.delete(name)
         self._forget(name)
+        if self.routing_index is not None:
+            self.routing_index.remove(name)
 
     def _forget(self, name: str) -> None:
         self.memories.discard(name)
@@ -615,11 +631,15 @@ class Collection:
         r.state = joined.state
         return r
 
-    def _all_documents(self) -> Joined:
+    def _stored_versions(self) -> list[tuple[str, str]]:
         versions = self._versions()
         if not versions:
             raise NotMemorizedError(f"The store {self.store.root} has no documents: add some first "
                                     "(`memorag add FILES --store DIR`).")
+        return versions
+
+    def _all_documents(self) -> Joined:
+        versions = self._stored_versions()
         key = tuple(versions)
         if self._routing is None or self._routing[0] != key:
             live = {n for n, _ in versions}
@@ -636,17 +656,24 @@ class Collection:
         chunks of every document. BM25 statistics are taken over the whole store, so term
         rarity is comparable across documents. ``rule`` (default: the collection's
         ``routing``) turns a document's chunk hits into its score: ``"best"``, its best
-        chunk; ``"top3-sum"``, the sum of its best three.
+        chunk; ``"top3-sum"``, the sum of its best three. With a store-wide routing index
+        the dense search is one query to it and BM25 runs over the candidate documents it
+        found (:func:`memorag.index.store_index.route_hits`).
         """
         question = check_text(question, what="question")
         top = top or self.route_top
         rule = _check_routing(rule or self.routing)
-        joined = self._all_documents()
         depth = max(20, 4 * top) if rule == "best" else max(60, 12 * top)
-        hits = self._retriever(joined).search([question], depth, lexical=self.pipe.hybrid)
+        if self.routing_index is not None:
+            ranked = route_hits(self.routing_index, self._stored_versions(), question, depth, embedder=self.pipe.embedder,
+                                lexical=self.pipe.hybrid, chunks_of=self.retrieval_state)
+        else:
+            joined = self._all_documents()
+            hits = self._retriever(joined).search([question], depth, lexical=self.pipe.hybrid)
+            ranked = [(joined.locate(h.chunk_id)[0], h.score) for h in hits]
         per_doc: dict[str, list[float]] = {}
-        for h in hits:  # best first
-            per_doc.setdefault(joined.locate(h.chunk_id)[0], []).append(h.score)
+        for name, score in ranked:  # best first
+            per_doc.setdefault(name, []).append(score)
         take = 1 if rule == "best" else 3
         scored = [(name, float(sum(scores[:take]))) for name, scores in per_doc.items()]
         scored.sort(key=lambda ns: -ns[1])  # stable: ties keep the order of the best chunk

@@ -8,6 +8,7 @@
       .staging/JOB~PID/      a document being built: never listed
       .trash/NAME~ID.KIND    a document being replaced (KIND=replaced) or deleted (KIND=deleted)
       .lock                  flock: commits and deletes are exclusive, loads are shared
+      .settings.json         settings every process opening the store must share (the routing index)
 
 A document is built entirely under ``.staging`` and renamed into place, so a kill at any
 moment leaves every committed document whole: opening the store drops staging dirs whose
@@ -41,6 +42,7 @@ NAME_RULES = (f"any Unicode text up to {NAME_MAX_BYTES} bytes of UTF-8 (NFC-norm
               "no '/' or '\\', no leading '.', no leading or trailing spaces, no control or invisible format "
               "characters, not a reserved device name (CON, NUL, COM1...)")
 ENTRY = "entry.json"
+SETTINGS = ".settings.json"
 DOCUMENT = "document.txt"
 STATE = "state"
 # Zero-width (non-)joiners are format characters that some scripts (Persian, Indic, emoji)
@@ -180,6 +182,34 @@ class DocStore:
                 with contextlib.suppress(NotFoundError, StateError):
                     out.append(self.info(name))
         return out
+
+    def settings(self) -> dict:
+        """The store-wide settings (empty if none was recorded)."""
+        path = self.root / SETTINGS
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            raise StateError(f"The store's {path} is unreadable or corrupt; fix or delete it.") from None
+        if not isinstance(settings, dict):
+            raise StateError(f"The store's {path} is corrupt (not a JSON object); fix or delete it.")
+        return settings
+
+    def record_setting(self, key: str, value: object) -> object:
+        """Record ``value`` as setting ``key`` unless one is recorded already; returns the
+        recorded value (the one given, or the one another process recorded first)."""
+        with self._locked(exclusive=True):
+            settings = self.settings()
+            if key not in settings:
+                settings[key] = value
+                tmp = self.root / f"{SETTINGS}.{uuid.uuid4().hex[:8]}.tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(settings, indent=1, ensure_ascii=False))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.root / SETTINGS)  # readers see the old file or the new one
+            return settings[key]
 
     # -------------------------------------------------------------- writing
     def new_staging(self, job_id: str) -> Path:
