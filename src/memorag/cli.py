@@ -456,6 +456,7 @@ def serve(
     mem_model: Annotated[str, typer.Option(help="Memory model spec for new documents.")] = "default",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge, else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Answer only: refuse memorize, upload, append and delete with 403, run no jobs (a replica behind a load balancer; docs/scaling.md).")] = False,
 ) -> None:
     """Serve memorized documents over HTTP: memorize, ask (streamed), summarize, list, delete (docs/service.md)."""
     try:
@@ -468,7 +469,7 @@ def serve(
     typer.echo(f"memorag: documents in {store.resolve()}; API on http://{host}:{port} (OpenAPI at /docs)", err=True)
     run_service(Settings(store=str(store), host=host, port=port, token=token or None,
                          max_body_bytes=int(max_body_mb * 1024 * 1024), mem_model=mem_model, gen_model=gen_model,
-                         judge=judge))
+                         judge=judge, read_only=read_only))
 
 
 @app.command()

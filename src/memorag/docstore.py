@@ -8,6 +8,7 @@
       .staging/JOB~PID/      a document being built: never listed
       .trash/NAME~ID.KIND    a document being replaced (KIND=replaced) or deleted (KIND=deleted)
       .lock                  flock: commits and deletes are exclusive, loads are shared
+      .jobs/                 memorize jobs of the services over this store (memorag.jobs)
       .settings.json         settings every process opening the store must share (the routing index)
 
 A document is built entirely under ``.staging`` and renamed into place, so a kill at any
@@ -91,6 +92,41 @@ def _is_stored_name(name: str) -> bool:
     return unicodedata.normalize("NFC", name) == name and _name_problem(name) is None
 
 
+@contextlib.contextmanager
+def flocked(path: Path, *, exclusive: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing) for the ``with`` block.
+
+    flock locks belong to the open file description, so two threads that each open the
+    file exclude each other as two processes do; the kernel drops the lock when its holder
+    dies, even by SIGKILL."""
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temp file and one rename: a reader sees
+    the old file or the new one, never a half-written one."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    """:func:`write_atomic` of ``value`` as JSON."""
+    write_atomic(path, json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -113,16 +149,8 @@ class DocStore:
         self.recovered = self.recover()  # what a killed process had left half done
 
     # -------------------------------------------------------------- locking
-    @contextlib.contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        # flock locks belong to the open file description, so two threads that each open
-        # the file exclude each other as two processes do.
-        with open(self.root / ".lock", "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        return flocked(self.root / ".lock", exclusive=exclusive)
 
     def reading(self) -> contextlib.AbstractContextManager[None]:
         """Hold while loading a document: no commit or delete swaps it out meanwhile."""
@@ -203,12 +231,7 @@ class DocStore:
             settings = self.settings()
             if key not in settings:
                 settings[key] = value
-                tmp = self.root / f"{SETTINGS}.{uuid.uuid4().hex[:8]}.tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(json.dumps(settings, indent=1, ensure_ascii=False))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.root / SETTINGS)  # readers see the old file or the new one
+                write_json_atomic(self.root / SETTINGS, settings)
             return settings[key]
 
     # -------------------------------------------------------------- writing

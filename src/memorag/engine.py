@@ -19,12 +19,19 @@ would corrupt each other's answers (or crash in native code). So each collection
 single worker thread fed by a FIFO queue: requests are served one at a time in arrival
 order, and callers wait on a :class:`~concurrent.futures.Future`. On a CPU-only machine
 nothing is lost: one llama.cpp call already uses every core.
+
+Jobs live in the store (:mod:`memorag.jobs`), not in this process: every engine over the
+store sees every job, a job accepted by one replica can be polled from another, and a job
+left unfinished by a process that died is run again by the next engine that looks for
+orphans (:meth:`Engine.adopt_orphans`, and :meth:`Engine.watch_jobs` in the service).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -37,8 +44,9 @@ from typing import Any
 from memorag.answering import Citation, NoGenerator
 from memorag.collection import Collection, document_name, stored_sha256, text_sha256
 from memorag.docstore import DocStore, check_name
-from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError
+from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError, ReadOnlyError
 from memorag.extract import extract_uploaded, file_base_name
+from memorag.jobs import Claim, JobBoard
 from memorag.memory import Clues
 from memorag.pipeline import TASK_TYPES, MemoRAG
 from memorag.text import check_text
@@ -97,6 +105,10 @@ class _SerialWorker:
 
 
 JOB_KINDS = ("memorize", "append")
+# Seconds between two writes of a running job's progress to its record (other replicas read it).
+PROGRESS_SAVE_SECONDS = 0.5
+# Seconds between two looks for jobs a dead process left unfinished (memorag serve).
+JOB_SCAN_SECONDS = 10.0
 # A store is not summarized as a whole (Collection.ask): summarize one document.
 STORE_TASK_TYPES = tuple(t for t in TASK_TYPES if t != "summarize")
 
@@ -121,7 +133,16 @@ class Job:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    owner: str | None = None  # host:pid of the process running it
+    attempts: int = 1  # more than one: taken over after the process running it died
+    base_version: str | None = None  # append: the version of the document it appends to
     _parts: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, record: dict) -> Job:
+        """A job from its record (:meth:`to_json`), as another process wrote it."""
+        known = {k: v for k, v in record.items() if k in cls.__dataclass_fields__ and not k.startswith("_")}
+        return cls(**known)
 
     def report(self, stage: str, done: int, total: int) -> None:
         self.stage, self.done, self.total = stage, done, total
@@ -134,7 +155,8 @@ class Job:
                 "state": self.state, "stage": self.stage,
                 "done": self.done, "total": self.total, "fraction": self.fraction, "error": self.error,
                 "chars": self.chars, "replace": self.replace, "stats": self.stats,
-                "created": self.created, "started": self.started, "finished": self.finished}
+                "created": self.created, "started": self.started, "finished": self.finished,
+                "owner": self.owner, "attempts": self.attempts, "base_version": self.base_version}
 
 
 def evidence_json(citations: list[Citation]) -> list[dict]:
@@ -148,23 +170,33 @@ class Engine:
 
     ``pipeline_kwargs`` go to :class:`memorag.MemoRAG` for both pipelines (e.g.
     ``query_plan``); models load on first use (:meth:`warm_up` loads the answering one early).
+    ``read_only``: refuse every write (memorize, upload, append, delete) with
+    :class:`ReadOnlyError` and never run a job (a replica that only answers).
+    ``max_queue``: questions waiting, and memorize jobs waiting, beyond which a request is
+    refused with :class:`BusyError`.
     """
 
     def __init__(self, store: DocStore | str, *, mem_model: str = "default", ret_model: str = "default",
-                 gen_model: str | None = None, max_queue: int = 32, **pipeline_kwargs: Any) -> None:
+                 gen_model: str | None = None, max_queue: int = 32, read_only: bool = False,
+                 **pipeline_kwargs: Any) -> None:
         self.store = store if isinstance(store, DocStore) else DocStore(store)
         self.mem_model = mem_model
         self.ret_model = ret_model
         self.gen_model = gen_model
         self.max_queue = max_queue
+        self.read_only = read_only
         self.pipeline_kwargs = pipeline_kwargs
+        self.board = JobBoard(self.store.root)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._ask_worker = _SerialWorker("memorag-answer")
         self._build_worker = _SerialWorker("memorag-build")
         self._answerer: Collection | None = None  # answers (ask worker thread only)
         self._builder: Collection | None = None  # memorizes (build thread only)
-        self._jobs: dict[str, Job] = {}
-        self._building_names: dict[str, str] = {}  # name -> job id (queued or running)
-        self._lock = threading.Lock()  # guards _jobs and _building_names (request threads + build thread)
+        self._jobs: dict[str, Job] = {}  # the jobs this engine runs, until they end (their records are in the board)
+        self._claims: dict[str, Claim] = {}
+        self._lock = threading.Lock()  # guards _jobs and _claims (request threads + build thread)
+        self._stopping = threading.Event()
+        self._warm_up: Future | None = None
         self.ready = threading.Event()
 
     # --------------------------------------------------------------- models
@@ -178,7 +210,27 @@ class Engine:
 
     def warm_up(self) -> Future:
         """Load the answering models now (in the worker), instead of at the first question."""
-        return self._ask_worker.submit(self._answering)
+        self._warm_up = self._ask_worker.submit(self._answering)
+        return self._warm_up
+
+    def readiness(self) -> tuple[bool, str, int]:
+        """Whether this engine can answer now: (ready, why not, seconds to wait before asking again).
+
+        Ready means the answering models are loaded, the store can be read, and the question
+        queue has room (a full queue refuses questions with the same wait)."""
+        if self._warm_up is not None and self._warm_up.done() and self._warm_up.exception() is not None:
+            return False, f"the models failed to load: {self._warm_up.exception()}", 60
+        if not self.ready.is_set():
+            return False, "the models are loading", 5
+        try:
+            with os.scandir(self.store.root) as entries:
+                next(entries, None)
+            self.store.settings()
+        except (OSError, MemoRAGError) as exc:
+            return False, f"the store {self.store.root} cannot be read: {exc}", 30
+        if self._ask_worker.pending() >= self.max_queue:
+            return False, f"{self.max_queue} requests are already waiting", 10
+        return True, "", 0
 
     def _building_collection(self) -> Collection:
         if self._builder is None:
@@ -191,6 +243,7 @@ class Engine:
     # ------------------------------------------------------------- memorize
     def memorize(self, name: str, text: str, *, replace: bool = False, source: str | None = None) -> Job:
         """Queue a memorize job; returns at once. Poll :meth:`job` for progress."""
+        self._check_writable("memorize")
         name = check_name(name)
         check_text(text, what="text")
         return self._queue(name, text, replace=replace, source=source)
@@ -204,6 +257,7 @@ class Engine:
         document unchanged too). Every refusal (type, empty or unreadable file, name clash)
         is raised before anything is queued.
         """
+        self._check_writable("upload")
         text = extract_uploaded(data, filename)  # refuses an unsupported type first, then an empty file
         base = file_base_name(filename)
         name = check_name(name) if name is not None else document_name(PurePosixPath(base))
@@ -219,11 +273,17 @@ class Engine:
     def append(self, name: str, text: str) -> Job:
         """Queue a job appending ``text`` to document ``name`` (``Collection.append``: the
         memory reads only the new text when it can). A failed job leaves the document as it was."""
+        self._check_writable("append")
         name = check_name(name)
         text = check_text(text, what="text")
         self._check_not_building(name)
-        self.store.info(name)  # NotFoundError for an unknown name
-        return self._queue(name, text, kind="append")
+        base = self.store.info(name)  # NotFoundError for an unknown name
+        return self._queue(name, text, kind="append", base_version=base.get("version"))
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"This replica is read-only (memorag serve --read-only): it answers questions "
+                                f"but does not {what}; send writes to the replica that takes them.")
 
     def _check_not_building(self, name: str) -> None:
         job_id = self.building(name)
@@ -231,80 +291,165 @@ class Engine:
             raise ConflictError(f"{name!r} is being memorized already (job {job_id}); try again when it is done.")
 
     def _queue(self, name: str, text: str, *, replace: bool = False, kind: str = "memorize",
-               source: str | None = None) -> Job:
+               source: str | None = None, base_version: str | None = None) -> Job:
+        if kind == "memorize" and self.store.exists(name) and not replace:
+            raise ConflictError(f"A document named {name!r} already exists; send replace=true to "
+                                "memorize it again.")
+        if self._build_worker.pending() >= self.max_queue:
+            raise BusyError(f"{self.max_queue} memorize jobs are already waiting here; try again later.",
+                            retry_after=30)
+        job = Job(id=uuid.uuid4().hex[:16], name=name, chars=len(text), replace=replace, kind=kind,
+                  source=source, owner=self.owner, base_version=base_version)
+        # Recorded and claimed before it is queued: from here on any replica sees it, and if
+        # this process dies the claim is dropped and another replica runs the job.
+        claim = self.board.create(job.to_json(), text)  # ConflictError if any replica builds this name
         with self._lock:
-            if name in self._building_names:
-                raise ConflictError(f"{name!r} is being memorized already (job {self._building_names[name]}).")
-            if kind == "memorize" and self.store.exists(name) and not replace:
-                raise ConflictError(f"A document named {name!r} already exists; send replace=true to "
-                                    "memorize it again.")
-            job = Job(id=uuid.uuid4().hex[:16], name=name, chars=len(text), replace=replace, kind=kind,
-                      source=source)
             self._jobs[job.id] = job
-            self._building_names[name] = job.id
-            self._forget_old_jobs()
+            self._claims[job.id] = claim
+        self.board.forget_old()
         self._build_worker.submit(self._build, job, text)
         return job
 
-    def _forget_old_jobs(self, keep: int = 200) -> None:
-        finished = [j for j in self._jobs.values() if j.finished is not None]
-        for j in sorted(finished, key=lambda j: j.finished or 0)[: max(0, len(finished) - keep)]:
-            del self._jobs[j.id]
+    # ------------------------------------------------------------- replicas
+    def adopt_orphans(self) -> list[str]:
+        """Run the jobs that a process which died left queued or running (their claim was
+        dropped with it: :mod:`memorag.jobs`); returns their ids. A read-only engine runs none."""
+        if self.read_only or self._stopping.is_set():
+            return []
+        taken = self.board.orphans()
+        if taken:
+            self.store.recover()  # the dead process's half-built documents
+        for record, claim in taken:
+            job = Job.from_json(record)
+            job.state, job.stage, job.owner, job.attempts = "queued", "queued", self.owner, job.attempts + 1
+            job.error = job.started = None
+            try:
+                text = self.board.text(job.id)
+            except OSError:
+                job.state, job.error, job.finished = "failed", "its text was lost with the process that "                                                                "accepted it; send it again.", time.time()
+                self.board.finish(job.to_json())
+                claim.release()
+                continue
+            log.warning("job %s (%s) was left unfinished by a process that is gone: running it again here",
+                        job.id, job.name)
+            self.board.save(job.to_json())
+            with self._lock:
+                self._jobs[job.id] = job
+                self._claims[job.id] = claim
+            self._build_worker.submit(self._build, job, text)
+        return [record["id"] for record, _ in taken]
+
+    def watch_jobs(self, every: float = JOB_SCAN_SECONDS) -> None:
+        """Look for orphaned jobs now and then every ``every`` seconds until :meth:`close`."""
+        def loop() -> None:
+            while True:
+                try:
+                    self.adopt_orphans()
+                except Exception:  # a full disk or a vanished store: log it, look again later
+                    log.exception("looking for orphaned jobs failed")
+                if self._stopping.wait(every):
+                    return
+
+        if not self.read_only:
+            threading.Thread(target=loop, name="memorag-jobs", daemon=True).start()
+
+    def _already_done(self, job: Job, text: str) -> bool:
+        """Whether a job taken over from a dead process had committed before it died."""
+        if job.attempts < 2 or not self.store.exists(job.name):
+            return False
+        if job.kind == "append":
+            return self.store.info(job.name).get("version") != job.base_version
+        return stored_sha256(self.store, job.name) == text_sha256(text)
 
     def _build(self, job: Job, text: str) -> None:
         job.state, job.stage, job.started = "running", "loading", time.time()
+        last_save = [0.0, job.stage]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            job.report(stage, done, total)
+            now = time.monotonic()
+            if stage != last_save[1] or now - last_save[0] >= PROGRESS_SAVE_SECONDS:
+                last_save[:] = [now, stage]
+                self._save(job)
+
+        self._save(job)
+        ended: dict[str, Any] = {"state": "failed"}
         try:
-            builder = self._building_collection()
-            if job.kind == "append":
-                stats = builder.append(job.name, text, progress=job.report)
+            if self._already_done(job, text):
+                stats = {**(self.store.info(job.name).get("stats") or {}),
+                         "note": "committed by the process that died before it recorded the job as done"}
+            elif job.kind == "append":
+                stats = self._building_collection().append(job.name, text, progress=progress)
             else:
-                stats = builder.add_text(job.name, text, source=job.source, replace=job.replace,
-                                         progress=job.report)
-            job.stats, job.state, job.stage, job.fraction = stats, "done", "done", 1.0
+                stats = self._building_collection().add_text(job.name, text, source=job.source,
+                                                             replace=job.replace, progress=progress)
+            ended = {"stats": stats, "state": "done", "stage": "done", "fraction": 1.0}
         except MemoRAGError as exc:
-            job.state, job.error = "failed", str(exc)
+            ended["error"] = str(exc)
         except Exception as exc:  # a bug or a backend crash: keep serving, report it on the job
             log.exception("memorize job %s failed", job.id)
-            job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            ended["error"] = f"internal error: {type(exc).__name__}: {exc}"
         finally:
-            job.finished = time.time()
+            ended["finished"] = time.time()
+            # The record says the job ended before this process's copy does: a client that
+            # sees "done" here finds the same on every replica.
+            try:
+                self.board.finish({**job.to_json(), **ended})
+            except OSError:
+                log.exception("could not record the end of job %s", job.id)
+            for key, value in ended.items():
+                setattr(job, key, value)
             with self._lock:
-                self._building_names.pop(job.name, None)
+                self._jobs.pop(job.id, None)
+                claim = self._claims.pop(job.id, None)
+            if claim is not None:
+                claim.release()  # after the record says it ended: nobody takes it over
+
+    def _save(self, job: Job) -> None:
+        try:
+            self.board.save(job.to_json())
+        except OSError:  # progress only: the job goes on
+            log.warning("could not record the progress of job %s", job.id, exc_info=True)
 
     def job(self, job_id: str) -> Job:
+        """A job of any replica over the store (this engine's own ones with their latest progress)."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is None:
-            raise NotFoundError(f"No job {job_id!r} (jobs are kept in memory until the service restarts).")
-        return job
+        if job is not None:
+            return job
+        record = self.board.read(job_id) if job_id.isalnum() else None
+        if record is None:
+            raise NotFoundError(f"No job {job_id!r} in this store (the records of the last 200 ended jobs "
+                                "are kept).")
+        return Job.from_json(record)
 
     def jobs(self) -> list[Job]:
+        """Every job of the store, of every replica, oldest first."""
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created)
+            mine = dict(self._jobs)
+        listed = [mine.pop(r["id"], None) or Job.from_json(r) for r in self.board.records()]
+        return sorted(listed + list(mine.values()), key=lambda j: j.created)
 
     def documents(self) -> list[dict]:
         """The store's entries, each with its ``status``: ``ready``, or ``updating`` while a
         job replaces or appends to it (``job`` names the job)."""
-        with self._lock:
-            building = dict(self._building_names)
+        building = self.board.active()
         return [{**entry, "status": "updating" if entry["name"] in building else "ready",
                  **({"job": building[entry["name"]]} if entry["name"] in building else {})}
                 for entry in self.store.list()]
 
     def building(self, name: str) -> str | None:
-        """The id of the job memorizing ``name``, if one is queued or running."""
-        with self._lock:
-            return self._building_names.get(name)
+        """The id of the job memorizing ``name``, if one is queued or running (in any replica)."""
+        return self.board.active().get(name)
 
     # ------------------------------------------------------------------ ask
     def check_available(self, name: str) -> dict:
         """The store entry of ``name``; BusyError while it is being memorized, NotFoundError if absent."""
         name = check_name(name)
-        with self._lock:
-            job_id = self._building_names.get(name)
-            job = self._jobs.get(job_id) if job_id else None
+        job_id = self.building(name)
         if job_id is not None:
-            pct = f" ({job.fraction:.0%} done)" if job else ""
+            job = self.board.read(job_id)
+            pct = f" ({job['fraction']:.0%} done)" if job else ""
             raise BusyError(f"The memory of {name!r} is being built (job {job_id}{pct}); try again when "
                             "the job is done.", retry_after=5)
         return self.store.info(name)
@@ -399,11 +544,12 @@ class Engine:
 
     # --------------------------------------------------------------- delete
     def delete(self, name: str) -> None:
+        self._check_writable("delete documents")
         name = check_name(name)
-        with self._lock:
-            if name in self._building_names:
-                raise ConflictError(f"{name!r} is being memorized (job {self._building_names[name]}); delete it "
-                                    "when the job is done.")
+        with self.board.locked():  # no replica starts a job on the name between the check and the delete
+            job_id = self.building(name)
+            if job_id is not None:
+                raise ConflictError(f"{name!r} is being memorized (job {job_id}); delete it when the job is done.")
             self.store.delete(name)
         # The answering memory may still hold the deleted state; harmless: the next question
         # about any document checks the store first, and a new document under this name has
@@ -412,6 +558,7 @@ class Engine:
     def close(self, *, wait: bool = False) -> None:
         """Stop both workers once their queued calls are done and release the models and the
         cached memories (a stopped engine holds no KV state). ``wait``: until they have."""
+        self._stopping.set()
         self._ask_worker.submit(self._release, "_answerer")
         self._build_worker.submit(self._release, "_builder")
         self._ask_worker.stop()

@@ -56,3 +56,7 @@ class BusyError(MemoRAGError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReadOnlyError(MemoRAGError):
+    """A write (memorize, upload, append, delete) was sent to a read-only service replica."""

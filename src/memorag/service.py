@@ -3,6 +3,7 @@
 Endpoints (docs/service.md has examples; the OpenAPI schema is at ``/openapi.json``):
 
     GET    /health                         liveness; whether the models are loaded
+    GET    /ready                          readiness: 200 when it can answer, else 503 + Retry-After
     GET    /documents                      memorized documents (name, chars, sha256, status, ...)
     POST   /documents                      memorize {name, text, replace} as a job -> 202 {job}
     POST   /documents/upload               multipart file (txt, md, html, pdf) [+ name, replace] -> 202 {job}
@@ -17,10 +18,13 @@ Endpoints (docs/service.md has examples; the OpenAPI schema is at ``/openapi.jso
     GET    /v1/models, POST /v1/chat/completions   OpenAI-compatible facade (model = document name)
 
 Safety: bound to 127.0.0.1 unless a bearer token is set (``--token`` / ``MEMORAG_TOKEN``);
-with a token, every route except /health and the schema pages needs
+with a token, every route except /health, /ready and the schema pages needs
 ``Authorization: Bearer TOKEN``. Request bodies are capped (``--max-body-mb``); names
 are checked against a strict pattern (memorag.docstore). Every error is JSON:
 ``{"error": "..."}`` (OpenAI-shaped under /v1).
+
+Replicas: several processes may serve one store (docs/scaling.md). Jobs are recorded in the
+store (memorag.jobs), so any replica answers GET /jobs/{id}; ``--read-only`` refuses writes.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memorag import __version__
 from memorag.docstore import NAME_RULES
-from memorag.engine import Cancelled, Engine, Job
+from memorag.engine import JOB_SCAN_SECONDS, Cancelled, Engine, Job
 from memorag.errors import (
     BackendError,
     BusyError,
@@ -60,6 +64,7 @@ from memorag.errors import (
     ModelNotFoundError,
     NotFoundError,
     NotMemorizedError,
+    ReadOnlyError,
     StateError,
 )
 
@@ -74,7 +79,7 @@ STORE_ENV = "MEMORAG_STORE"
 DEFAULT_STORE = "memorag_store"
 
 _STATUS: list[tuple[type[MemoRAGError], int]] = [
-    (NotFoundError, 404), (BusyError, 503), (ConflictError, 409), (ContextTooLongError, 413),
+    (NotFoundError, 404), (BusyError, 503), (ReadOnlyError, 403), (ConflictError, 409), (ContextTooLongError, 413),
     (InputError, 400), (NotMemorizedError, 409), (StateError, 409), (ModelNotFoundError, 500),
     (BackendError, 502),
 ]
@@ -99,6 +104,8 @@ class Settings:
     gen_model: str | None = None
     judge: str | None = None  # a model spec; None: the generator's twin when it can judge
     warm_up: bool = True
+    read_only: bool = False  # refuse writes, run no jobs (a replica that only answers)
+    job_scan_seconds: float = JOB_SCAN_SECONDS  # how often to look for jobs a dead replica left
 
 
 def is_loopback(host: str) -> bool:
@@ -306,14 +313,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The FastAPI app. ``engine`` defaults to one over ``settings.store`` with its models."""
     check_bind(settings.host, settings.token)
     engine = engine or Engine(settings.store, mem_model=settings.mem_model, ret_model=settings.ret_model,
-                              gen_model=settings.gen_model,
+                              gen_model=settings.gen_model, read_only=settings.read_only,
                               **({"judge": settings.judge} if settings.judge else {}))
+    if engine.read_only != settings.read_only:
+        raise InputError(f"The settings say read_only={settings.read_only} but the engine given has "
+                         f"read_only={engine.read_only}.")
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         if settings.warm_up:
             engine.warm_up()
+        engine.watch_jobs(settings.job_scan_seconds)  # a read-only engine runs no jobs
         yield
         engine.close()
 
@@ -381,7 +392,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.get("/health", tags=["service"])
     def health() -> dict:
         return {"status": "ok", "version": __version__, "models_loaded": engine.ready.is_set(),
-                "auth": settings.token is not None}
+                "auth": settings.token is not None, "read_only": engine.read_only}
+
+    @app.get("/ready", tags=["service"],
+             responses={503: {"description": "Not ready (models loading or failed, store unreadable, queue "
+                                             "full): {\"error\": why}, with Retry-After."}})
+    def ready(request: Request) -> JSONResponse:
+        """Readiness for a load balancer: 200 when this replica can answer a question now."""
+        is_ready, why, wait = engine.readiness()
+        if not is_ready:
+            return _json_error(request, 503, f"Not ready: {why}.", {"Retry-After": str(wait)},
+                               extra={"models_loaded": engine.ready.is_set()})
+        return JSONResponse({"status": "ready", "models_loaded": True, "read_only": engine.read_only})
 
     @api.get("/documents", tags=["documents"])
     def list_documents() -> dict:
