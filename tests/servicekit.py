@@ -23,7 +23,10 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m memorag.cli serve` on a random free port; the log goes to a file next to the store."""
 
-    def __init__(self, store: Path, *, token: str | None = None, max_body_mb: float | None = None) -> None:
+    def __init__(self, store: Path, *, token: str | None = None, max_body_mb: float | None = None,
+                 script: list[str] | None = None) -> None:
+        """``script``: run ``python SCRIPT ARGS... STORE PORT`` (tests/ on the path) instead of
+        `memorag serve` (e.g. tests/replica_child.py, a replica on the scripted fakes)."""
         self.store = store
         self.port = free_port()
         self.token = token
@@ -33,6 +36,9 @@ class ServerProcess:
         if max_body_mb is not None:
             cmd += ["--max-body-mb", str(max_body_mb)]
         env = {**os.environ, "MEMORAG_LOG_LEVEL": "warning"}
+        if script is not None:
+            cmd = [sys.executable, script[0], str(store), str(self.port), *script[1:]]
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), *filter(None, [env.get("PYTHONPATH")])])
         env.pop("MEMORAG_TOKEN", None)
         if token:
             env["MEMORAG_TOKEN"] = token  # the environment, not a flag: flags show in `ps`
