@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memorag.docstore import DocStore, check_name
+from memorag.docstore import DocStore, _this_host, check_name
 from memorag.engine import Job
 from memorag.errors import ConflictError, InputError, NotFoundError
 
@@ -91,9 +91,24 @@ def test_staging_of_a_killed_process_is_removed_and_a_live_one_kept(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait(10)
     report = DocStore(tmp_path).recovered
-    assert report["staging_removed"] == [f"dead~{child.pid}"]
+    assert report["staging_removed"] == [f"dead~{child.pid}@{_this_host()}"]
     assert mine.is_dir()
     assert store.list() == []
+
+
+def test_staging_of_another_machine_is_kept_and_an_old_style_dead_one_removed(tmp_path):
+    """Replicas on several machines share a store: a build's liveness can be told only on its host."""
+    store = DocStore(tmp_path)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    elsewhere = tmp_path / ".staging" / f"job1~{dead_pid}@{_this_host()}-other"
+    old_style = tmp_path / ".staging" / f"job2~{dead_pid}"
+    here = tmp_path / ".staging" / f"job3~{dead_pid}@{_this_host()}"
+    for d in (elsewhere, old_style, here):
+        d.mkdir()
+    report = store.recover()
+    assert sorted(report["staging_removed"]) == sorted([old_style.name, here.name])
+    assert elsewhere.is_dir()
 
 
 def test_job_progress_fraction_only_grows():

@@ -9,7 +9,7 @@ Ray actors (docs/scaling.md):
   equals the stored one are skipped before any worker starts.
 * Each worker is a Ray actor that loads the models once (spec strings, so any node can load
   them) and memorizes the documents handed to it into a save dir of its own under the
-  store's staging area, ``ROOT/.staging/ray-RUN~PID/NNNN/state``; ROOT must be the same path
+  store's staging area, ``ROOT/.staging/ray-RUN~PID@HOST/NNNN/state``; ROOT must be the same path
   on a file system every node sees.
 * The driver verifies each finished save dir (every file's size and sha256 against its
   manifest) and commits it with :meth:`memorag.docstore.DocStore.commit`: the store keeps one

@@ -5,7 +5,7 @@
         entry.json           name, version, created, characters, memorize stats
         document.txt         the text as given (the demo highlights evidence in it)
         state/               a MemoRAG save dir (manifest, memory state, chunks, vectors)
-      .staging/JOB~PID/      a document being built: never listed
+      .staging/JOB~PID@HOST/ a document being built: never listed
       .trash/NAME~ID.KIND    a document being replaced (KIND=replaced) or deleted (KIND=deleted)
       .lock                  flock: commits and deletes are exclusive, loads are shared
       .jobs/                 memorize jobs of the services over this store (memorag.jobs)
@@ -13,7 +13,8 @@
 
 A document is built entirely under ``.staging`` and renamed into place, so a kill at any
 moment leaves every committed document whole: opening the store drops staging dirs whose
-process is gone, finishes interrupted deletes, and puts back a document that a replacement
+process is gone (a dir made on another machine is left to that machine: whether its process
+lives cannot be told from here), finishes interrupted deletes, and puts back a document that a replacement
 had moved aside but not yet replaced (the kill fell between its two renames).
 
 Names are any Unicode text that makes one safe path component (:func:`check_name`, rules in
@@ -29,7 +30,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
+import socket
 import time
 import unicodedata
 import uuid
@@ -127,6 +130,21 @@ def write_json_atomic(path: Path, value: object) -> None:
     write_atomic(path, json.dumps(value, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
+def _this_host() -> str:
+    # one path component whatever the host name holds
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+
+
+def _staging_process_gone(dir_name: str) -> bool:
+    """Whether the process that made staging dir ``dir_name`` (``JOB~PID@HOST``, or ``JOB~PID``
+    as older versions named it) is gone. A dir of another host is never called gone."""
+    owner = dir_name.rpartition("~")[2]
+    pid, _, host = owner.partition("@")
+    if host and host != _this_host():
+        return False
+    return not (pid.isdigit() and _pid_alive(int(pid)))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -161,9 +179,8 @@ class DocStore:
         report: dict[str, list[str]] = {"staging_removed": [], "restored": [], "trash_removed": []}
         with self._locked(exclusive=True):
             for d in (self.root / ".staging").iterdir():
-                pid = d.name.rpartition("~")[2]
-                if pid.isdigit() and _pid_alive(int(pid)):
-                    continue  # a build in progress (this process or another)
+                if not _staging_process_gone(d.name):
+                    continue  # a build in progress (this process, another, or another machine's)
                 shutil.rmtree(d, ignore_errors=True)
                 report["staging_removed"].append(d.name)
             for d in sorted((self.root / ".trash").iterdir()):
@@ -237,7 +254,7 @@ class DocStore:
     # -------------------------------------------------------------- writing
     def new_staging(self, job_id: str) -> Path:
         """A fresh directory to build a document in (removed by :meth:`recover` if this process dies)."""
-        d = self.root / ".staging" / f"{job_id}~{os.getpid()}"
+        d = self.root / ".staging" / f"{job_id}~{os.getpid()}@{_this_host()}"
         d.mkdir()
         return d
 
