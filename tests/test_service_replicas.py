@@ -145,6 +145,8 @@ def test_a_replica_killed_mid_document_loses_nothing_and_another_replica_finishe
         b.stop()
     assert final["state"] == "done", final
     assert final["attempts"] == 2 and final["owner"] != accepted_by, final
+    # B read the passages A had embedded back from the memorize checkpoints (same machine)
+    assert final["stats"].get("resumed"), final["stats"]
     assert seen_from_a2 == final
     assert stored(store, "ledger.pdf") == before  # the other document did not change
     entry = (store / "log" / "entry.json").read_text()
