@@ -45,7 +45,6 @@ from memorag.models.registry import (
 )
 from memorag.plans import PlanContext, PlanParams
 from memorag.progress import for_stage, progress_bar
-from memorag.prompts import fill
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
 from memorag.text import check_text
@@ -55,9 +54,6 @@ TASK_TYPES = tuple(t.value for t in TaskType)
 
 Answer = AnswerResult  # what MemoRAG.ask returns (memorag.answering)
 JudgeSetting = Judge | str | None
-
-
-_fill = fill  # the name this module used before prompts.fill was public
 
 
 @dataclass(frozen=True)
