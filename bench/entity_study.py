@@ -14,14 +14,12 @@ import argparse
 from collections import defaultdict
 from dataclasses import replace
 
-from study_results import mean_scores, print_table, write_results
+from study_results import indexed_haystacks, mean_scores, print_table, write_results
 
-from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
 from memorag.memory import Clues
-from memorag.models.registry import load_embedder, make_index_factory
+from memorag.models.registry import load_embedder
 from memorag.plans import PlanContext, PlanParams, grounded_sentences, names_in, run_plan
-from memorag.retrieval import Retriever
 
 K = 5
 
@@ -34,34 +32,29 @@ def main() -> None:
     args = ap.parse_args()
     emb = load_embedder("default")
     totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for path in args.results:
-        run, hs = datasets.load_run(path)
-        clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == args.method}
-        for hay in hs:
-            r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=run["config"]["chunk_tokens"])
-            r.build(hay.text)
-            ctx = PlanContext(r)
-            for q in hay.questions:
-                c = Clues(q.question, spans=list(clues.get(q.id, [])))
+    for hay, r, clues in indexed_haystacks(args.results, emb, clue_method=args.method):
+        ctx = PlanContext(r)
+        for q in hay.questions:
+            c = Clues(q.question, spans=list(clues.get(q.id, [])))
 
-                def add(label, hits, q=q):
-                    ev = [h.text for h in hits]
-                    totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
+            def add(label, hits, q=q):
+                ev = [h.text for h in hits]
+                totals[label].append((recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev)))
 
-                add("question", run_plan("question", ctx, q.question, None, K))
-                add("clues (default)", run_plan("clues", ctx, q.question, c, K))
-                for w in (0.5, 1.0, 2.0):
-                    add(f"entities w{w:g}", run_plan("entities", ctx, q.question, None, K, replace(PlanParams(), clue_weight=w)))
-                qnames = names_in(q.question)
-                sents = grounded_sentences(r, q.question, c, PlanParams())
-                bridge = [n for s in sents[:3] for n in names_in(s.text)
-                          if n not in qnames and n.lower() not in q.question.lower()]
-                bridge = list(dict.fromkeys(bridge))
-                for w in (0.5, 1.0):
-                    names = qnames + bridge
-                    ws = [2.0] + [w / max(1, len(names))] * len(names)
-                    add(f"entities + memory bridge names w{w:g}",
-                        r.search([q.question, *names], K, weights=ws, lexical=True) if names else run_plan("question", ctx, q.question, None, K))
+            add("question", run_plan("question", ctx, q.question, None, K))
+            add("clues (default)", run_plan("clues", ctx, q.question, c, K))
+            for w in (0.5, 1.0, 2.0):
+                add(f"entities w{w:g}", run_plan("entities", ctx, q.question, None, K, replace(PlanParams(), clue_weight=w)))
+            qnames = names_in(q.question)
+            sents = grounded_sentences(r, q.question, c, PlanParams())
+            bridge = [n for s in sents[:3] for n in names_in(s.text)
+                      if n not in qnames and n.lower() not in q.question.lower()]
+            bridge = list(dict.fromkeys(bridge))
+            for w in (0.5, 1.0):
+                names = qnames + bridge
+                ws = [2.0] + [w / max(1, len(names))] * len(names)
+                add(f"entities + memory bridge names w{w:g}",
+                    r.search([q.question, *names], K, weights=ws, lexical=True) if names else run_plan("question", ctx, q.question, None, K))
     n = len(totals["question"])
     print(f"{n} questions, k={K}")
     means = mean_scores(totals, K)

@@ -18,13 +18,12 @@ import argparse
 import re
 import time
 
-from study_results import mean_scores, print_table, write_results
+from study_results import indexed_haystacks, mean_scores, print_table, write_results
 
-from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
-from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.models.registry import load_embedder, load_llm
 from memorag.plans import run_plan
-from memorag.retrieval import Retriever, weighted_rrf
+from memorag.retrieval import weighted_rrf
 
 DECOMP = (
     "You split a question into the simple questions a search engine must answer to answer it.",
@@ -53,50 +52,44 @@ def main() -> None:
     emb = load_embedder("default")
     rows = []
     t_llm = 0.0
-    for path in args.results:
-        run, hs = datasets.load_run(path)
-        cfg = run["config"]
-        clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == "memorag+answer"}
-        for hay in hs:
-            r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
-            r.build(hay.text)
-            for q in hay.questions:
-                if args.source == "memq":
-                    extra = [c for c in clues[q.id] if c.strip().endswith("?")]
-                elif args.source == "memall":
-                    extra = list(clues[q.id])
-                else:
-                    t = time.time()
-                    out = llm.chat(
-                        [
-                            {"role": "system", "content": DECOMP[0]},
-                            {"role": "user", "content": DECOMP[1].format(q=q.question)},
-                        ],
-                        max_new_tokens=80,
-                    )
-                    t_llm += time.time() - t
-                    extra = [re.sub(r"^\s*(\d+[.)]|[-*])\s*", "", line).strip() for line in out.split("\n") if line.strip()][:3]
-                extra = list(dict.fromkeys(e for e in extra if e and e.lower() != q.question.lower()))
-                f = [h.chunk_id for h in run_plan("question", r, q.question, None, 20)]
-                subs = [[h.chunk_id for h in r.search([e], 20)] for e in extra]
-                variants = {"question": f[:K]}
-                if subs:
-                    n = len(subs)
-                    variants["rrf q2 s1/n"] = [c for c, _ in weighted_rrf([f] + subs, [2] + [1 / n] * n)][:K]
-                    variants["rrf q1 s1/n"] = [c for c, _ in weighted_rrf([f] + subs, [1] + [1 / n] * n)][:K]
-                    variants["rrf q1 s1"] = [c for c, _ in weighted_rrf([f] + subs, [1] + [1] * n)][:K]
-                    variants["roundrobin"] = rr([f] + subs, K)
-                    variants["q3 + sub tops"] = (f[:3] + [s[0] for s in subs if s[0] not in f[:3]] + f[3:])[:K]
-                    variants["q4 + sub tops"] = (f[:4] + [s[0] for s in subs if s[0] not in f[:4]] + f[4:])[:K]
-                else:
-                    for v in ("rrf q2 s1/n", "rrf q1 s1/n", "rrf q1 s1", "roundrobin", "q3 + sub tops", "q4 + sub tops"):
-                        variants[v] = f[:K]
-                row = dict(id=q.id, q=q.question, extra=extra, scores={})
-                for name, ids in variants.items():
-                    ev = [r.chunks[c].text for c in ids]
-                    row["scores"][name] = (recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev))
-                rows.append(row)
-                print(q.id, extra[:3], row["scores"]["question"], row["scores"]["rrf q2 s1/n"], flush=True)
+    for hay, r, clues in indexed_haystacks(args.results, emb, clue_method="memorag+answer"):
+        for q in hay.questions:
+            if args.source == "memq":
+                extra = [c for c in clues[q.id] if c.strip().endswith("?")]
+            elif args.source == "memall":
+                extra = list(clues[q.id])
+            else:
+                t = time.time()
+                out = llm.chat(
+                    [
+                        {"role": "system", "content": DECOMP[0]},
+                        {"role": "user", "content": DECOMP[1].format(q=q.question)},
+                    ],
+                    max_new_tokens=80,
+                )
+                t_llm += time.time() - t
+                extra = [re.sub(r"^\s*(\d+[.)]|[-*])\s*", "", line).strip() for line in out.split("\n") if line.strip()][:3]
+            extra = list(dict.fromkeys(e for e in extra if e and e.lower() != q.question.lower()))
+            f = [h.chunk_id for h in run_plan("question", r, q.question, None, 20)]
+            subs = [[h.chunk_id for h in r.search([e], 20)] for e in extra]
+            variants = {"question": f[:K]}
+            if subs:
+                n = len(subs)
+                variants["rrf q2 s1/n"] = [c for c, _ in weighted_rrf([f] + subs, [2] + [1 / n] * n)][:K]
+                variants["rrf q1 s1/n"] = [c for c, _ in weighted_rrf([f] + subs, [1] + [1 / n] * n)][:K]
+                variants["rrf q1 s1"] = [c for c, _ in weighted_rrf([f] + subs, [1] + [1] * n)][:K]
+                variants["roundrobin"] = rr([f] + subs, K)
+                variants["q3 + sub tops"] = (f[:3] + [s[0] for s in subs if s[0] not in f[:3]] + f[3:])[:K]
+                variants["q4 + sub tops"] = (f[:4] + [s[0] for s in subs if s[0] not in f[:4]] + f[4:])[:K]
+            else:
+                for v in ("rrf q2 s1/n", "rrf q1 s1/n", "rrf q1 s1", "roundrobin", "q3 + sub tops", "q4 + sub tops"):
+                    variants[v] = f[:K]
+            row = dict(id=q.id, q=q.question, extra=extra, scores={})
+            for name, ids in variants.items():
+                ev = [r.chunks[c].text for c in ids]
+                row["scores"][name] = (recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev))
+            rows.append(row)
+            print(q.id, extra[:3], row["scores"]["question"], row["scores"]["rrf q2 s1/n"], flush=True)
     n = len(rows)
     print(f"{n} questions, source {args.source}, {t_llm / n:.1f} s/question llm")
     means = mean_scores({name: [r["scores"][name] for r in rows] for name in rows[0]["scores"]}, K)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from study_results import mean_scores, print_table, write_results
+from study_results import indexed_haystacks, mean_scores, print_table, write_results
 
-from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
-from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.models.registry import load_embedder, load_llm
 from memorag.plans import run_plan
-from memorag.retrieval import Retriever, weighted_rrf
+from memorag.retrieval import weighted_rrf
 
 PROMPTS = {
     "query": (
@@ -50,52 +49,47 @@ def main() -> None:
     emb = load_embedder("default")
     rows = []
     t_llm = 0.0
-    for path in args.results:
-        run, hs = datasets.load_run(path)
-        cfg = run["config"]
-        for hay in hs:
-            r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
-            r.build(hay.text)
-            idx = r.sentence_index("en")
-            for q in hay.questions:
-                first = run_plan("question", r, q.question, None, 20)
-                wins = [idx.window(h.chunk_id, q.question, 400) or h.text[:400] for h in first[: args.top]]
-                passages = "\n".join(f"[{i + 1}] {w}" for i, w in enumerate(wins))
-                t = time.time()
-                follow = (
-                    reader.chat(
-                        [
-                            {"role": "system", "content": sysmsg},
-                            {"role": "user", "content": user.format(q=q.question, p=passages)},
-                        ],
-                        max_new_tokens=32,
-                    )
-                    .strip()
-                    .split("\n")[0]
+    for hay, r, _ in indexed_haystacks(args.results, emb):
+        idx = r.sentence_index("en")
+        for q in hay.questions:
+            first = run_plan("question", r, q.question, None, 20)
+            wins = [idx.window(h.chunk_id, q.question, 400) or h.text[:400] for h in first[: args.top]]
+            passages = "\n".join(f"[{i + 1}] {w}" for i, w in enumerate(wins))
+            t = time.time()
+            follow = (
+                reader.chat(
+                    [
+                        {"role": "system", "content": sysmsg},
+                        {"role": "user", "content": user.format(q=q.question, p=passages)},
+                    ],
+                    max_new_tokens=32,
                 )
-                t_llm += time.time() - t
-                second = r.search([follow], 20)
-                both = r.search([q.question + " " + follow], 20)
-                f = [h.chunk_id for h in first]
-                s = [h.chunk_id for h in second]
-                b = [h.chunk_id for h in both]
-                texts = {h.chunk_id: h.text for h in first + second + both}
-                variants = {
-                    "question": f[:K],
-                    "rrf q2 f1": [c for c, _ in weighted_rrf([f, s], [2, 1])][:K],
-                    "rrf q1 f1": [c for c, _ in weighted_rrf([f, s], [1, 1])][:K],
-                    "rrf q2 qf1": [c for c, _ in weighted_rrf([f, b], [2, 1])][:K],
-                    "rrf q1 qf1": [c for c, _ in weighted_rrf([f, b], [1, 1])][:K],
-                    "slots q3+f2": (f[:3] + [c for c in s if c not in f[:3]])[:K],
-                    "slots q4+f1": (f[:4] + [c for c in s if c not in f[:4]])[:K],
-                    "slots q3+qf2": (f[:3] + [c for c in b if c not in f[:3]])[:K],
-                }
-                row = dict(id=q.id, question=q.question, follow=follow)
-                for name, ids in variants.items():
-                    ev = [texts[c] for c in ids]
-                    row[name] = (recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev))
-                rows.append(row)
-                print(q.id, "|", follow, "|", row["question"], row["slots q3+f2"], flush=True)
+                .strip()
+                .split("\n")[0]
+            )
+            t_llm += time.time() - t
+            second = r.search([follow], 20)
+            both = r.search([q.question + " " + follow], 20)
+            f = [h.chunk_id for h in first]
+            s = [h.chunk_id for h in second]
+            b = [h.chunk_id for h in both]
+            texts = {h.chunk_id: h.text for h in first + second + both}
+            variants = {
+                "question": f[:K],
+                "rrf q2 f1": [c for c, _ in weighted_rrf([f, s], [2, 1])][:K],
+                "rrf q1 f1": [c for c, _ in weighted_rrf([f, s], [1, 1])][:K],
+                "rrf q2 qf1": [c for c, _ in weighted_rrf([f, b], [2, 1])][:K],
+                "rrf q1 qf1": [c for c, _ in weighted_rrf([f, b], [1, 1])][:K],
+                "slots q3+f2": (f[:3] + [c for c in s if c not in f[:3]])[:K],
+                "slots q4+f1": (f[:4] + [c for c in s if c not in f[:4]])[:K],
+                "slots q3+qf2": (f[:3] + [c for c in b if c not in f[:3]])[:K],
+            }
+            row = dict(id=q.id, question=q.question, follow=follow)
+            for name, ids in variants.items():
+                ev = [texts[c] for c in ids]
+                row[name] = (recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev))
+            rows.append(row)
+            print(q.id, "|", follow, "|", row["question"], row["slots q3+f2"], flush=True)
     n = len(rows)
     print(f"{n} questions, reader {args.reader}, prompt {args.prompt}, {t_llm / n:.1f} s/question reading")
     means = mean_scores({name: [r[name] for r in rows] for name in rows[0] if name not in ("id", "question", "follow")}, K)

@@ -7,10 +7,29 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 Scores = dict[str, list[tuple[float, float]]]  # variant -> (recall@k, all_gold@k) per question
+
+
+def indexed_haystacks(paths: Sequence[str], embedder: Any, clue_method: str | None = None
+                      ) -> Iterator[tuple[Any, Any, dict[str, list[str]]]]:
+    """``(haystack, retriever over it, stored clues by question id)`` for every haystack of the
+    stored eval runs ``paths``, indexed with faiss at the run's chunk size; the clues are the
+    ``clue_method`` rows' (none without one)."""
+    from memorag.eval import datasets
+    from memorag.models.registry import make_index_factory
+    from memorag.retrieval import Retriever
+
+    for path in paths:
+        run, haystacks = datasets.load_run(path)
+        clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == clue_method} if clue_method else {}
+        for hay in haystacks:
+            retriever = Retriever(embedder, make_index_factory("faiss"), chunk_tokens=run["config"]["chunk_tokens"])
+            retriever.build(hay.text)
+            yield hay, retriever, clues
 
 
 def mean_scores(scores: Scores, k: int) -> dict[str, dict[str, float]]:
