@@ -80,9 +80,10 @@ class MemoRAG(OriginalAPI):
     """Memory-augmented RAG over one long document.
 
     The constructor keeps the original research code's argument names and turns spec
-    strings into parts (the original API's other calls, ``pipe(context, query)``,
-    ``pipe._retrieve`` and ``pipe.mem_model``, come from :class:`memorag.compat.OriginalAPI`); any of the models may also be given as an object (an ``LLM`` or
+    strings into parts; any of the models may also be given as an object (an ``LLM`` or
     :class:`Memory` for the memory, an ``Embedder`` for retrieval, a factory for ``index``).
+    The original API's other calls (``pipe(context, query)``, ``pipe._retrieve``,
+    ``pipe.mem_model``) come from :class:`memorag.compat.OriginalAPI`.
     :meth:`from_parts` takes ready-made parts only. ``beacon_ratio`` is passed to the memory
     (compression for documents beyond the model's window). ``judge`` scores evidence for the
     judging query plans: ``"auto"`` (the generator's twin when the generator can judge),
