@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from importlib.resources import files
@@ -21,6 +22,7 @@ from pathlib import Path
 from memorag.llm.llamacpp import LlamaCppLLM
 from memorag.memory import Memory
 from memorag.models.registry import resolve_gguf
+from memorag.prompts import prompts_for
 
 
 def make_document(llm: LlamaCppLLM, target_tokens: int) -> str:
@@ -51,16 +53,16 @@ def main() -> None:
 
     path = resolve_gguf(args.model)
     n_ctx = args.tokens + 1024
-    ours = LlamaCppLLM(path, spec=args.model, n_ctx=n_ctx, flash_attn=args.flash_attn)
+    threads = max(1, os.cpu_count() or 1)  # both runs get the same threads
+    ours = LlamaCppLLM(path, spec=args.model, n_ctx=n_ctx, flash_attn=args.flash_attn, n_threads=threads)
     doc = make_document(ours, args.tokens)
     memory = Memory(llm=ours)
-    prefix_ids, _ = ours.prefix_ids_for(memory._prefix_messages(doc))
+    prefix_ids, _ = ours.prefix_ids_for(prompts_for(memory.language_for(doc)).memory_prefix(doc))
     print(f"model {path.name}, document {len(prefix_ids)} tokens, n_ctx {n_ctx}, flash_attn {args.flash_attn}")
 
     # Raw llama-cpp-python: a fresh context evaluating exactly the same token ids.
     raw = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=ours.n_batch, n_ubatch=ours.n_batch,
-                          n_threads=ours._llm.context_params.n_threads,
-                          n_threads_batch=ours._llm.context_params.n_threads_batch,
+                          n_threads=threads, n_threads_batch=threads,
                           flash_attn=args.flash_attn, verbose=False)
     t = time.perf_counter()
     raw.eval(prefix_ids)

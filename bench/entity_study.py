@@ -3,7 +3,9 @@
 No LLM runs here: question-only hybrid against the question plus each name it holds
 searched alone, with several weights; and the same plus the names that the memory's
 *grounded* clue sentences add (stored clues of the run), the bridge entities of a
-two-hop question. Usage: python bench/entity_study.py RUN.json [RUN.json ...]
+two-hop question; ``--out`` writes the table as a results JSON.
+
+Usage: python bench/entity_study.py RUN.json [RUN.json ...] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -12,26 +14,25 @@ import argparse
 from collections import defaultdict
 from dataclasses import replace
 
-from memorag.eval import datasets
+from study_results import indexed_haystacks, mean_scores, print_table, write_results
+
 from memorag.eval.metrics import all_gold_at_k, recall_at_k
 from memorag.memory import Clues
-from memorag.models.registry import load_embedder, make_index_factory
+from memorag.models.registry import load_embedder
 from memorag.plans import PlanContext, PlanParams, grounded_sentences, names_in, run_plan
-from memorag.retrieval import Retriever
 
-ap = argparse.ArgumentParser()
-ap.add_argument("results", nargs="+")
-ap.add_argument("--method", default="memorag+answer")
-args = ap.parse_args()
-emb = load_embedder("default")
-totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
 K = 5
-for path in args.results:
-    run, hs = datasets.load_run(path)
-    clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == args.method}
-    for hay in hs:
-        r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=run["config"]["chunk_tokens"])
-        r.build(hay.text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--method", default="memorag+answer")
+    ap.add_argument("--out", default="", help="write the results JSON here")
+    args = ap.parse_args()
+    emb = load_embedder("default")
+    totals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for hay, r, clues in indexed_haystacks(args.results, emb, clue_method=args.method):
         ctx = PlanContext(r)
         for q in hay.questions:
             c = Clues(q.question, spans=list(clues.get(q.id, [])))
@@ -54,8 +55,12 @@ for path in args.results:
                 ws = [2.0] + [w / max(1, len(names))] * len(names)
                 add(f"entities + memory bridge names w{w:g}",
                     r.search([q.question, *names], K, weights=ws, lexical=True) if names else run_plan("question", ctx, q.question, None, K))
-n = len(totals["question"])
-print(f"{n} questions, k={K}")
-print("| plan | recall@5 | all_gold@5 |\n|---|---|---|")
-for label, rs in totals.items():
-    print(f"| {label} | {sum(a for a, _ in rs) / n:.3f} | {sum(b for _, b in rs) / n:.3f} |")
+    n = len(totals["question"])
+    print(f"{n} questions, k={K}")
+    means = mean_scores(totals, K)
+    print_table(means, K, header="plan")
+    write_results(args.out, "entity_study", args, questions=n, k=K, variants=means)
+
+
+if __name__ == "__main__":
+    main()

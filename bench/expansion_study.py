@@ -6,35 +6,30 @@ Sources: ``memq`` (the surrogate questions among the stored memory clues), ``mem
 simple questions; no document needed). Each extra query is searched on its own and fused
 with the question's ranking in several ways. Results: docs/evaluation.md.
 
+``--out`` writes the table and the per-question rows as a results JSON.
+
 Usage: python bench/expansion_study.py RESULTS.json [...] --source memq|memall|decomp [--llm qwen2.5-1.5b]
+           [--out FILE.json]
 """
 
+from __future__ import annotations
+
 import argparse
-import json
 import re
 import time
 
-from memorag.eval import datasets
-from memorag.eval.metrics import all_gold_at_k, recall_at_k
-from memorag.models.registry import load_embedder, load_llm, make_index_factory
-from memorag.plans import run_plan
-from memorag.retrieval import Retriever, weighted_rrf
+from study_results import indexed_haystacks, mean_scores, print_table, write_results
 
-ap = argparse.ArgumentParser()
-ap.add_argument("results", nargs="+")
-ap.add_argument("--source", default="memq")
-ap.add_argument("--llm", default="qwen2.5-1.5b")
-ap.add_argument("--out", default="")
-args = ap.parse_args()
+from memorag.eval.metrics import all_gold_at_k, recall_at_k
+from memorag.models.registry import load_embedder, load_llm
+from memorag.plans import run_plan
+from memorag.retrieval import weighted_rrf
+
 DECOMP = (
     "You split a question into the simple questions a search engine must answer to answer it.",
     "Question: {q}\n\nWrite the simple questions, one per line, at most three. Keep every name from the question.",
 )
-llm = load_llm(args.llm, n_ctx=2048) if args.source.startswith("decomp") else None
-emb = load_embedder("default")
 K = 5
-rows = []
-t_llm = 0.0
 
 
 def rr(rankings, k):
@@ -46,13 +41,18 @@ def rr(rankings, k):
     return out[:k]
 
 
-for path in args.results:
-    run, hs = datasets.load_run(path)
-    cfg = run["config"]
-    clues = {r["id"]: r["clues"] for r in run["questions"] if r["method"] == "memorag+answer"}
-    for hay in hs:
-        r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
-        r.build(hay.text)
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--source", default="memq")
+    ap.add_argument("--llm", default="qwen2.5-1.5b")
+    ap.add_argument("--out", default="", help="write the results JSON here")
+    args = ap.parse_args()
+    llm = load_llm(args.llm, n_ctx=2048) if args.source.startswith("decomp") else None
+    emb = load_embedder("default")
+    rows = []
+    t_llm = 0.0
+    for hay, r, clues in indexed_haystacks(args.results, emb, clue_method="memorag+answer"):
         for q in hay.questions:
             if args.source == "memq":
                 extra = [c for c in clues[q.id] if c.strip().endswith("?")]
@@ -72,7 +72,6 @@ for path in args.results:
             extra = list(dict.fromkeys(e for e in extra if e and e.lower() != q.question.lower()))
             f = [h.chunk_id for h in run_plan("question", r, q.question, None, 20)]
             subs = [[h.chunk_id for h in r.search([e], 20)] for e in extra]
-            texts = {i: c.text for i, c in enumerate(r.chunks)} if hasattr(r, "chunks") else None
             variants = {"question": f[:K]}
             if subs:
                 n = len(subs)
@@ -91,12 +90,13 @@ for path in args.results:
                 row["scores"][name] = (recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev))
             rows.append(row)
             print(q.id, extra[:3], row["scores"]["question"], row["scores"]["rrf q2 s1/n"], flush=True)
-if args.out:
-    with open(args.out, "w") as fh:
-        json.dump(rows, fh, indent=1)
-n = len(rows)
-print(f"{n} questions, source {args.source}, {t_llm / n:.1f} s/question llm")
-for name in rows[0]["scores"]:
-    print(
-        f"| {name} | {sum(r['scores'][name][0] for r in rows) / n:.3f} | {sum(r['scores'][name][1] for r in rows) / n:.3f} |"
-    )
+    n = len(rows)
+    print(f"{n} questions, source {args.source}, {t_llm / n:.1f} s/question llm")
+    means = mean_scores({name: [r["scores"][name] for r in rows] for name in rows[0]["scores"]}, K)
+    print_table(means, K, header=None)
+    write_results(args.out, "expansion_study", args, questions=n, k=K, llm_seconds_per_question=t_llm / n,
+                  variants=means, per_question=rows)
+
+
+if __name__ == "__main__":
+    main()

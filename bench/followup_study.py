@@ -4,29 +4,24 @@ For each HotpotQA question, question-only hybrid retrieval runs first; the reade
 (default: the 1.5B generator) sees the question and the best-matching 400-character
 window of each of the top-3 chunks and writes one search query for the missing fact
 (self-ask / IRCoT-style second hop). The second-round ranking is fused with the first in
-several ways (weighted RRF, fixed slots). Results: docs/evaluation.md.
+several ways (weighted RRF, fixed slots). Results: docs/evaluation.md. ``--out`` writes
+the table and the per-question rows as a results JSON.
 
 Usage: python bench/followup_study.py docs/results/hotpotqa_retrieval_0-19_32k.json \
-           docs/results/hotpotqa_retrieval_200-219_32k.json [--reader qwen2.5-1.5b]
+           docs/results/hotpotqa_retrieval_200-219_32k.json [--reader qwen2.5-1.5b] [--out FILE.json]
 """
 
+from __future__ import annotations
+
 import argparse
-import json
 import time
 
-from memorag.eval import datasets
-from memorag.eval.metrics import all_gold_at_k, recall_at_k
-from memorag.models.registry import load_embedder, load_llm, make_index_factory
-from memorag.plans import run_plan
-from memorag.retrieval import Retriever, weighted_rrf
+from study_results import indexed_haystacks, mean_scores, print_table, write_results
 
-ap = argparse.ArgumentParser()
-ap.add_argument("results", nargs="+")
-ap.add_argument("--reader", default="qwen2.5-1.5b")
-ap.add_argument("--prompt", default="query")
-ap.add_argument("--top", type=int, default=3)
-ap.add_argument("--out", default="")
-args = ap.parse_args()
+from memorag.eval.metrics import all_gold_at_k, recall_at_k
+from memorag.models.registry import load_embedder, load_llm
+from memorag.plans import run_plan
+from memorag.retrieval import weighted_rrf
 
 PROMPTS = {
     "query": (
@@ -38,18 +33,23 @@ PROMPTS = {
         "Question: {q}\n\nPassages found so far:\n{p}\n\nWhich person, place, work or organisation named in the passages must be looked up next to answer the question? Reply with its name only.",
     ),
 }
-sysmsg, user = PROMPTS[args.prompt]
-reader = load_llm(args.reader, n_ctx=4096)
-emb = load_embedder("default")
 K = 5
-rows = []
-t_llm = 0.0
-for path in args.results:
-    run, hs = datasets.load_run(path)
-    cfg = run["config"]
-    for hay in hs:
-        r = Retriever(emb, make_index_factory("faiss"), chunk_tokens=cfg["chunk_tokens"])
-        r.build(hay.text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--reader", default="qwen2.5-1.5b")
+    ap.add_argument("--prompt", default="query", choices=sorted(PROMPTS))
+    ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--out", default="", help="write the results JSON here")
+    args = ap.parse_args()
+    sysmsg, user = PROMPTS[args.prompt]
+    reader = load_llm(args.reader, n_ctx=4096)
+    emb = load_embedder("default")
+    rows = []
+    t_llm = 0.0
+    for hay, r, _ in indexed_haystacks(args.results, emb):
         idx = r.sentence_index("en")
         for q in hay.questions:
             first = run_plan("question", r, q.question, None, 20)
@@ -90,10 +90,13 @@ for path in args.results:
                 row[name] = (recall_at_k(q.gold, ev), all_gold_at_k(q.gold, ev))
             rows.append(row)
             print(q.id, "|", follow, "|", row["question"], row["slots q3+f2"], flush=True)
-if args.out:
-    with open(args.out, "w") as fh:
-        json.dump(rows, fh, indent=1)
-n = len(rows)
-print(f"{n} questions, reader {args.reader}, prompt {args.prompt}, {t_llm / n:.1f} s/question reading")
-for name in [k for k in rows[0] if k not in ("id", "question", "follow")]:
-    print(f"| {name} | {sum(r[name][0] for r in rows) / n:.3f} | {sum(r[name][1] for r in rows) / n:.3f} |")
+    n = len(rows)
+    print(f"{n} questions, reader {args.reader}, prompt {args.prompt}, {t_llm / n:.1f} s/question reading")
+    means = mean_scores({name: [r[name] for r in rows] for name in rows[0] if name not in ("id", "question", "follow")}, K)
+    print_table(means, K, header=None)
+    write_results(args.out, "followup_study", args, questions=n, k=K, reader_seconds_per_question=t_llm / n,
+                  variants=means, per_question=rows)
+
+
+if __name__ == "__main__":
+    main()

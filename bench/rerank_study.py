@@ -96,7 +96,7 @@ def main() -> None:
                     "document: the chunks' order in the document")
     ap.add_argument("--around", type=int, default=1, help="sentences either side of a kept one in --excerpts")
     ap.add_argument("--k", type=int, default=5, help="evidence chunks per question")
-    ap.add_argument("--output", default="", help="write per-question results and the table as JSON")
+    ap.add_argument("--out", "--output", dest="output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
 
     judge = CachedJudge(load_llm(args.judge, n_ctx=4096), args.cache, args.judge)  # room for k=5 evidence (--f1)

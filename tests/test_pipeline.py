@@ -4,7 +4,8 @@
 import pytest
 
 from memorag.errors import InputError
-from memorag.pipeline import _fill, as_generator
+from memorag.pipeline import as_generator
+from memorag.prompts import fill
 
 pytestmark = pytest.mark.unit
 
@@ -33,4 +34,4 @@ def test_generator_without_methods_is_refused():
 
 def test_fill_leaves_other_braces_alone():
     tpl = 'Use {context} to answer {input}. JSON: {"a": 1}'
-    assert _fill(tpl, context="C", input="Q") == 'Use C to answer Q. JSON: {"a": 1}'
+    assert fill(tpl, context="C", input="Q") == 'Use C to answer Q. JSON: {"a": 1}'

@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memorag.errors import StateError
-from memorag.store import MANIFEST, MANIFEST_SHA, _manifest_checksum, read_manifest
+from memorag.store import MANIFEST, MANIFEST_SHA, manifest_checksum, read_manifest
 
 N_CASES = 520
 SEED = 12
@@ -205,7 +205,7 @@ def _rehash(d: Path) -> None:
     m = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
     for rel in m["files"]:
         m["files"][rel] = {"bytes": (d / rel).stat().st_size, "sha256": sha256_file(d / rel)}
-    m[MANIFEST_SHA] = _manifest_checksum(m)
+    m[MANIFEST_SHA] = manifest_checksum(m)
     (d / MANIFEST).write_text(json.dumps(m), encoding="utf-8")
 
 

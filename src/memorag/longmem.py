@@ -221,9 +221,7 @@ def gist_memory(llm: LLM, text: str, budget: int, language: str, *, window_token
             key = cache.key(llm, window, per_gist, language)
             gist = cache.get(key)
             if gist is None:
-                messages = [{"role": "system", "content": p.memory_system},
-                            {"role": "user", "content": p.memory_intro + window}]
-                llm.prefill(messages)
+                llm.prefill(p.memory_prefix(window))
                 gist = " ".join("".join(llm.continue_chat(p.gist, max_new_tokens=per_gist)).split())
                 cache.put(key, gist)
                 stats.windows_computed += 1

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import threading
 import time
@@ -28,11 +27,12 @@ from memorag.answering import (
 )
 from memorag.checkpoint import CheckpointRun, Checkpoints
 from memorag.chunking import check_chunk_tokens
+from memorag.compat import OriginalAPI, as_generator, refuse_with_object
 from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
 from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.index.base import VectorIndex
-from memorag.llm.base import LLM, ChatMessage, Generator, Judge, StageProgressFn
+from memorag.llm.base import LLM, Generator, Judge, StageProgressFn
 from memorag.memory import Clues, Memory, MemoryState, check_same_model
 from memorag.models.registry import (
     DEFAULT_GENERATOR,
@@ -45,7 +45,6 @@ from memorag.models.registry import (
 )
 from memorag.plans import PlanContext, PlanParams
 from memorag.progress import for_stage, progress_bar
-from memorag.prompts import fill
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
 from memorag.text import check_text
@@ -55,9 +54,6 @@ TASK_TYPES = tuple(t.value for t in TaskType)
 
 Answer = AnswerResult  # what MemoRAG.ask returns (memorag.answering)
 JudgeSetting = Judge | str | None
-
-
-_fill = fill  # the name this module used before prompts.fill was public
 
 
 @dataclass(frozen=True)
@@ -80,12 +76,14 @@ def check_retrieval_entries(d: Path, manifest: dict) -> None:
         raise StateError(f"{d}/manifest.json lacks the models or retrieval entries.") from None
 
 
-class MemoRAG:
+class MemoRAG(OriginalAPI):
     """Memory-augmented RAG over one long document.
 
     The constructor keeps the original research code's argument names and turns spec
     strings into parts; any of the models may also be given as an object (an ``LLM`` or
     :class:`Memory` for the memory, an ``Embedder`` for retrieval, a factory for ``index``).
+    The original API's other calls (``pipe(context, query)``, ``pipe._retrieve``,
+    ``pipe.mem_model``) come from :class:`memorag.compat.OriginalAPI`.
     :meth:`from_parts` takes ready-made parts only. ``beacon_ratio`` is passed to the memory
     (compression for documents beyond the model's window). ``judge`` scores evidence for the
     judging query plans: ``"auto"`` (the generator's twin when the generator can judge),
@@ -120,7 +118,7 @@ class MemoRAG:
                              "nothing is compressed. Drop one of them.")
         mem = mem_model_name_or_path
         if isinstance(mem, Memory):
-            _refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
+            refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                                 beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
                                 enable_flash_attn=enable_flash_attn, compression=compression,
                                 quote_recall=None if quote_recall is True else quote_recall)
@@ -129,7 +127,7 @@ class MemoRAG:
             memory = Memory(mem, cache_dir, access_token, beacon_ratio, load_in_4bit, enable_flash_attn,
                             n_ctx=n_ctx, compression=compression, quote_recall=quote_recall)
         else:  # an LLM object
-            _refuse_with_object("the memory LLM", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
+            refuse_with_object("the memory LLM", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                                 load_in_4bit=load_in_4bit, enable_flash_attn=enable_flash_attn)
             memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall)
         ret = ret_model_name_or_path
@@ -372,11 +370,6 @@ class MemoRAG:
             print(format_stats(self.stats), file=sys.stderr)
         return manifest
 
-    @property
-    def mem_model(self) -> Memory:
-        """The original API's name for :attr:`memory` (``pipe.mem_model.recall(query)``)."""
-        return self.memory
-
     @classmethod
     def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
         """Build a pipeline with the models a save dir was made with, then load it."""
@@ -457,34 +450,6 @@ class MemoRAG:
         """What a query plan gets from this pipeline: its retriever and its :attr:`judge`."""
         return PlanContext(self.retriever, self.judge)
 
-    def _retrieve(self, retrieval_query: list[str] | str) -> list[str]:
-        """Original-API compatibility: the texts of the top ``ret_hit`` evidence chunks for
-        one query or a list of queries (e.g. clue lines), best first.
-
-        The queries are searched as :meth:`ask` searches (dense, plus BM25 when ``hybrid``),
-        with equal weights, and fused into one ranking. Use :meth:`retrieve` for the
-        :class:`Hit` objects with chunk ids and scores.
-        """
-        if not self.retriever.chunks:
-            raise NotMemorizedError("No document is indexed: call memorize(context) or load(save_dir) first.")
-        queries = [retrieval_query] if isinstance(retrieval_query, str) else list(retrieval_query)
-        hits = self.retriever.search(queries, self.ret_hit, lexical=self.hybrid)
-        return [h.text for h in hits]
-
-    def __call__(self, context: str | None = None, query: str | None = None, task_type: str = "memorag",
-                 prompt_template: str | None = None, max_new_tokens: int = 256, reset_each_call: bool = False,
-                 use_memory_answer: bool = False) -> str:
-        """Original-API entry point: memorize ``context`` if it is new, then answer ``query``."""
-        if context is not None:
-            check_text(context)
-            sha = hashlib.sha256(context.encode("utf-8")).hexdigest()
-            if reset_each_call or sha != self.memory.context_sha256:
-                self.memorize(context, progress=False)
-        elif not self.memory.memorized:
-            raise NotMemorizedError("Give context=... or load(save_dir) before asking.")
-        return self.ask(query, task_type=task_type, max_new_tokens=max_new_tokens,
-                        prompt_template=prompt_template, use_memory_answer=use_memory_answer).answer
-
 
 def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn) -> CheckpointRun | None:
     """This memorize's checkpoints (None with ``resume=False``). With tqdm bars on, a resumed
@@ -506,33 +471,6 @@ def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn
     return config.run(announce)
 
 
-class _PromptGenerator:
-    """Adapts an object with only ``generate(prompt) -> str`` (the original API's custom
-    generators) to the chat/stream interface by flattening the messages into one prompt."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
-             stop: list[str] | None = None) -> str:
-        prompt = "\n\n".join(m["content"] for m in messages)
-        try:
-            return str(self.model.generate(prompt, max_new_tokens=max_new_tokens))
-        except TypeError:  # generate(prompt) without keyword arguments
-            return str(self.model.generate(prompt))
-
-    def stream_chat(self, messages: list[ChatMessage], **kwargs):
-        yield self.chat(messages, **kwargs)
-
-
-def as_generator(model) -> Generator:
-    if hasattr(model, "stream_chat") and hasattr(model, "chat"):
-        return model
-    if hasattr(model, "generate"):
-        return _PromptGenerator(model)
-    raise InputError("customized_gen_model needs chat()/stream_chat() or generate(prompt) methods.")
-
-
 def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None) -> Judge:
     """A judge from a model spec (``"default"``: the packaged default generator, the judge
     the default plan was measured with); a GGUF model gets a window sized for judging."""
@@ -541,16 +479,6 @@ def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | N
     spec = DEFAULT_GENERATOR if is_default(spec) else spec
     window = {"n_ctx": JUDGE_CTX} if resolve_gguf(spec) is not None else {}
     return check_judge(load_llm(spec, cache_dir=cache_dir, access_token=access_token, **window))
-
-
-def _refuse_with_object(what: str, **given: object) -> None:
-    """Arguments that configure loading a model from a spec mean nothing for a loaded one."""
-    defaults = {"cache_dir": None, "access_token": None, "n_ctx": None, "beacon_ratio": None, "load_in_4bit": False,
-                "enable_flash_attn": None, "compression": "extractive", "quote_recall": None}
-    extra = [name for name, value in given.items() if value != defaults[name]]
-    if extra:
-        raise InputError(f"{', '.join(extra)} cannot apply when {what} is given as an object: set them where "
-                         "that object is made (or pass a spec string).")
 
 
 def format_stats(stats: dict) -> str:
@@ -569,4 +497,4 @@ def format_stats(stats: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows if value is not None)
 
 
-__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError", "TwinJudge", "load_judge"]
+__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError", "TwinJudge", "as_generator", "load_judge"]

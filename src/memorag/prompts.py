@@ -8,6 +8,10 @@ that user turn, so the document is read once and every task reuses its state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from memorag.llm.base import ChatMessage
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class PromptSet:
     gen_summary: str  # {evidence} {points}
     gen_full: str  # {context} {question}
     hyde: str  # {question}
+
+    def memory_prefix(self, document: str) -> list[ChatMessage]:
+        """The memory's prefix: the system message and the open user turn holding ``document``."""
+        return [{"role": "system", "content": self.memory_system},
+                {"role": "user", "content": self.memory_intro + document}]
 
 
 EN = PromptSet(

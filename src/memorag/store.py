@@ -217,7 +217,8 @@ def _hash_and_sync(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest_checksum(manifest: dict) -> str:
+def manifest_checksum(manifest: dict) -> str:
+    """The SHA-256 a manifest records of itself: its canonical JSON without the checksum field."""
     body = {k: v for k, v in manifest.items() if k != MANIFEST_SHA}
     canon = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
@@ -254,7 +255,7 @@ def write_save_dir(save_dir: str | Path, fill: Callable[[Path], dict], *, lock_t
                 _fsync_dir(d)
             manifest = {"format_version": FORMAT_VERSION, "memorag_version": __version__,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **manifest, "files": files}
-            manifest[MANIFEST_SHA] = _manifest_checksum(manifest)
+            manifest[MANIFEST_SHA] = manifest_checksum(manifest)
             with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
                 f.write(json.dumps(manifest, indent=1, ensure_ascii=False))
                 f.flush()
@@ -349,7 +350,7 @@ def read_manifest(save_dir: str | Path, *, verify: bool = True) -> dict:
             f"{manifest.get('memorag_version')}); this memorag {__version__} reads formats "
             f"{', '.join(map(str, READABLE_FORMATS))}. Memorize the document again."
         )
-    if (fmt >= 2 or MANIFEST_SHA in manifest) and manifest.get(MANIFEST_SHA) != _manifest_checksum(manifest):
+    if (fmt >= 2 or MANIFEST_SHA in manifest) and manifest.get(MANIFEST_SHA) != manifest_checksum(manifest):
         raise StateError(f"{path} is corrupt (its checksum does not match its content). Memorize the document again.")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(m, dict) for m in files.values()):

@@ -48,7 +48,8 @@ def _close_local_clients() -> None:
 atexit.register(_close_local_clients)
 
 
-def _client(location: str | None) -> QdrantClient:
+def open_client(location: str | None) -> QdrantClient:
+    """A Qdrant client for ``location``: in memory, a server URL, or an embedded directory (shared per process)."""
     if not location or location == ":memory:":
         return QdrantClient(location=":memory:")
     if location.startswith(("http://", "https://")):
@@ -69,7 +70,7 @@ class QdrantIndex:
         self.location = location
         self.spec = f"qdrant:{location}" if location else "qdrant"
         try:
-            self._client = _client(location)
+            self._client = open_client(location)
         except Exception as exc:  # qdrant raises several types for a bad path or URL
             raise BackendError(f"Cannot open Qdrant at {location or ':memory:'}: {exc}") from None
         self.collection = collection or f"memorag-{uuid.uuid4().hex[:12]}"

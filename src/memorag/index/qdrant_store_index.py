@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from memorag.errors import BackendError
-from memorag.index.qdrant_index import UPLOAD_BATCH, QdrantClient, _client, models
+from memorag.index.qdrant_index import UPLOAD_BATCH, QdrantClient, models, open_client
 from memorag.index.store_index import DocumentVectors, PassageHit
 
 _POINT_IDS = uuid.UUID("5b0c5d2e-6f55-4d0c-9a57-6d656d6f7261")  # namespace of this index's point ids
@@ -41,7 +41,7 @@ class QdrantStoreIndex:
         # connection until the index is touched (and the embedded engine locks its directory).
         if self._opened is None:
             try:
-                self._opened = _client(self.location)
+                self._opened = open_client(self.location)
             except Exception as exc:  # qdrant raises several types for a bad path or URL
                 raise BackendError(f"Cannot open Qdrant at {self.location}: {exc}") from None
         return self._opened

@@ -1,0 +1,68 @@
+"""bench/ scripts load real models when run, so the unit tier only reads them: importing
+one must run nothing (every script keeps its work in ``main()`` behind a ``__main__``
+guard), and the studies' shared results writer must write what their tables print."""
+
+import argparse
+import ast
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+SCRIPTS = sorted(BENCH.glob("*.py"))
+TOP_LEVEL_OK = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+
+
+def _is_path_setup(node: ast.stmt) -> bool:
+    """``sys.path.insert(...)``: where a script finds its sibling or test helpers."""
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and ast.unparse(node.value.func) == "sys.path.insert")
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_importing_a_bench_script_runs_nothing(script):
+    body = ast.parse(script.read_text(encoding="utf-8")).body
+    loose = [f"line {node.lineno}: {type(node).__name__}" for node in body
+             if not isinstance(node, TOP_LEVEL_OK) and not _is_main_guard(node) and not _is_path_setup(node)
+             and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    assert loose == []
+
+
+@pytest.fixture
+def study_results():
+    spec = importlib.util.spec_from_file_location("study_results", BENCH / "study_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_results_json_holds_the_means_the_table_prints(study_results, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench/entity_study.py", "run.json", "--out", "x.json"])
+    means = study_results.mean_scores({"question": [(1.0, 1.0), (0.5, 0.0)], "clues": [(0.0, 0.0)], "empty": []}, 5)
+    assert means == {"question": {"recall@5": 0.75, "all_gold@5": 0.5}, "clues": {"recall@5": 0.0, "all_gold@5": 0.0}}
+    study_results.print_table(means, 5, header="plan")
+    assert "| question | 0.750 | 0.500 |" in capsys.readouterr().out
+
+    out = tmp_path / "study.json"
+    args = argparse.Namespace(results=["run.json"], out=str(out))
+    study_results.write_results(str(out), "entity_study", args, questions=2, k=5, variants=means)
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written["study"] == "entity_study" and written["variants"] == means and written["questions"] == 2
+    assert written["command"] == "python bench/entity_study.py run.json --out x.json"
+    assert written["args"]["results"] == ["run.json"]
+
+
+def test_study_results_writes_nothing_without_out(study_results, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study_results.write_results("", "entity_study", object(), variants={})
+    assert list(tmp_path.iterdir()) == []
