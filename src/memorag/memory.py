@@ -252,9 +252,7 @@ class Memory:
         return self._forced_language or detect_language(context)
 
     def _prefix_messages(self, context: str, language: str) -> list[ChatMessage]:
-        p = prompts_for(language)
-        return [{"role": "system", "content": p.memory_system},
-                {"role": "user", "content": p.memory_intro + context}]
+        return prompts_for(language).memory_prefix(context)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
