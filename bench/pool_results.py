@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from memorag.eval import datasets
+from memorag.eval.methods import PLAN_METHODS
 from memorag.eval.runner import clue_quality, markdown_table, summarize
 from memorag.models.registry import load_llm
 
@@ -63,8 +64,12 @@ def main() -> None:
             if row["method"] in methods:
                 latest[(row["id"], row["method"])] = row
         for row in latest.values():
-            if row.get("clues") is not None and "gold_quoted" not in row and row["method"] in ("memorag", "grounded"):
-                # these methods' plans read spans only, so their clue lines are the spans
+            if not PLAN_METHODS.get(row["method"], (None, False))[1]:  # the memory wrote nothing: no clue measures
+                for key in ("spans", "spans_in_document", "gold_quoted"):
+                    row.pop(key, None)
+            elif "gold_quoted" not in row and (row.get("spans") is not None or row["method"] == "memorag"):
+                # rows made before eval recorded spans: under the default plan (recall, no draft
+                # answer) the memorag method's clue lines are its recalled spans
                 row["spans"] = row.get("spans", row["clues"])
                 row.update(clue_quality(row["spans"], *where[row["id"]]))
             row.pop("config_key", None)

@@ -29,6 +29,11 @@ def test_runner_writes_results_and_resumes(tmp_path):
     # which the default plan (spans only) drops as too short to search, so memorag's
     # own rows may legitimately carry none.
     assert any(r["clues"] for r in saved["questions"] if r["method"] == "clues")
+    # the memory's quote measures are recorded where the memory wrote clues, and only there
+    for r in saved["questions"]:
+        assert ("gold_quoted" in r) == (r["method"] in ("memorag", "clues")), r
+        assert len(r.get("spans_in_document", [])) == len(r.get("spans", []))
+    assert "gold_quoted" in saved["methods"]["memorag"] and "gold_quoted" not in saved["methods"]["bm25"]
     # BM25 finds an exact-key needle: this is a real retrieval, not a stub.
     assert saved["methods"]["bm25"]["recall@2"] > 0
     assert result["memorize_seconds"]  # the haystack was memorized...

@@ -12,7 +12,7 @@ from pathlib import Path
 from memorag.config import DEFAULT_PLAN, Evidence, choice
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
-from memorag.eval.methods import METHODS, MethodRunner, method_plans
+from memorag.eval.methods import METHODS, PLAN_METHODS, MethodRunner, method_plans
 from memorag.eval.metrics import (
     all_gold_at_k,
     exact_match,
@@ -213,7 +213,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                        "query": res.query, "seconds": round(time.perf_counter() - t, 2),
                        "config_key": _config_key(config)}
                 spans = res.found.clues.spans if res.found is not None and res.found.clues else None
-                if spans is not None:
+                if spans is not None and PLAN_METHODS.get(m, (None, False))[1]:  # only where the memory wrote clues
                     row["spans"] = spans
                     row.update(clue_quality(spans, hay, q))
                 log.write(json.dumps(row, ensure_ascii=False) + "\n")
