@@ -181,10 +181,15 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     memorize_seconds = []
     with open(partial, "a", encoding="utf-8") as log:
         for hay in haystacks:
-            for q in hay.questions:  # rows written before the clue measures were kept: add them
+            for q in hay.questions:  # rows written before the clue measures were kept: bring them up to date
                 for m in methods:
                     row = done.get((q.id, m))
-                    if row is not None and "spans" in row and "gold_quoted" not in row:
+                    if row is None:
+                        continue
+                    if not PLAN_METHODS.get(m, (None, False))[1]:
+                        for key in ("spans", "spans_in_document", "gold_quoted"):  # no memory, no clue measures
+                            row.pop(key, None)
+                    elif "spans" in row and "gold_quoted" not in row:
                         row.update(clue_quality(row["spans"], hay, q))
             todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
             if not todo:
