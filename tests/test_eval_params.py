@@ -165,3 +165,19 @@ def test_eval_answers_from_excerpts_when_asked(tmp_path):
         run("vartrack", ["hybrid"], evidence="sentences", **kw)
     result = run("vartrack", ["hybrid"], evidence="excerpts", **kw)
     assert result["config"]["evidence"] == "excerpts" and result["methods"]["hybrid"]["n"] == 2
+
+
+def test_max_haystacks_reports_the_first_haystacks_of_a_longer_run(tmp_path):
+    """A long run cut short: --max-haystacks evaluates only its first haystacks and reuses
+    their rows, because the haystacks (and the resume key) stay those of the whole run."""
+    out = tmp_path / "results.json"
+    partial = out.with_suffix(".partial.jsonl")
+    kw = dict(limit=4, haystack_tokens=600, questions_per_haystack=2, seed=1, top_k=2, retrieval_only=True,
+              output=out, state_dir=tmp_path / "state", progress=False, chunk_tokens=64, **FAKES)
+    first = run("vartrack", ["hybrid"], max_haystacks=1, **kw)
+    assert first["haystacks_evaluated"] == 1 and len(first["questions"]) == 2 and _lines(partial) == 2
+    whole = run("vartrack", ["hybrid"], **kw)
+    assert "haystacks_evaluated" not in whole and len(whole["questions"]) == 4
+    assert _lines(partial) == 4  # the first haystack's rows were reused, the second's added
+    again = run("vartrack", ["hybrid"], max_haystacks=1, **kw)
+    assert _lines(partial) == 4 and {r["id"] for r in again["questions"]} == {r["id"] for r in first["questions"]}

@@ -23,6 +23,7 @@ def eval_command(
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the judging plans (recall, likelihood, rerank, memorag); 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none.")] = None,
     quote_recall: Annotated[bool, typer.Option(help="Decode the memory's recalled spans as verbatim quotes of the document (memorag.quoting); --no-quote-recall lets it write them freely.")] = True,
+    max_haystacks: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N haystacks of the run (a long run cut short; its finished rows are reused).")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
@@ -45,7 +46,7 @@ def eval_command(
                  retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
                  chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
                  memory_window=memory_window, query_plan=plan, judge=judge,
-                 quote_recall=quote_recall, plan_params=plan_params, ret_model=ret_model,
+                 quote_recall=quote_recall, max_haystacks=max_haystacks, plan_params=plan_params, ret_model=ret_model,
                  clues_from=clues_from, clues_method=clues_method, evidence=evidence)
     typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

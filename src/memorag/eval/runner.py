@@ -94,7 +94,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
         memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
-        judge: str | None = None, quote_recall: bool = True, plan_params: Mapping[str, object] | None = None,
+        judge: str | None = None, quote_recall: bool = True, max_haystacks: int | None = None,
+        plan_params: Mapping[str, object] | None = None,
         ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer",
         evidence: str = "chunks") -> dict:
     """Run ``methods`` on ``dataset``, write ``output`` and return its content.
@@ -137,6 +138,10 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
                                haystack_tokens=haystack_tokens, seed=seed, count_tokens=count)
+    if max_haystacks is not None:
+        # Only the first haystacks (a long run cut short): the haystacks themselves, and so
+        # the resume key, stay those of the whole run, so its finished rows are reused.
+        haystacks = haystacks[:max_haystacks]
     config = {"dataset": dataset, "methods": methods, "first_index": first_index, "limit": limit,
               "haystack_tokens": haystack_tokens, "questions_per_haystack": questions_per_haystack, "seed": seed,
               "top_k": top_k, "retrieval_only": retrieval_only, "chunk_tokens": chunk_tokens,
@@ -171,6 +176,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                 continue  # a line cut by a kill
             if row.get("config_key") == _config_key(config):
                 done[(row["id"], row["method"])] = row
+    kept = {q.id for h in haystacks for q in h.questions}
+    done = {key: row for key, row in done.items() if key[0] in kept}
     total = sum(len(h.questions) for h in haystacks) * len(methods)
     bar = None
     if progress:
@@ -231,6 +238,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     summary = summarize(rows, methods, top_k, retrieval_only)
     result = {"dataset": dataset, "config": config, "methods": summary,
               "memorize_seconds": [round(s, 1) for s in memorize_seconds],
+              **({"haystacks_evaluated": len(haystacks)} if max_haystacks is not None else {}),
               "questions": [{k: v for k, v in r.items() if k != "config_key"} for r in rows]}
     output.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     return result
