@@ -505,18 +505,19 @@ class LlamaCppLLM:
             self._prefix_text(), self._token_bytes,
             is_end=lambda t: bool(self._llama_cpp.llama_vocab_is_eog(vocab, t)), end_id=llm.token_eos(),
             newline_id=self._tokenize("\n", add_bos=False)[0], min_words=min_words)
-        seen = 0
+        seen: int | None = None  # tokens of input_ids already accounted for
 
         def processor(input_ids: Any, scores: Any) -> Any:
             nonlocal seen
-            # input_ids holds the prompt and every token generated so far; account for the new ones.
-            generated = input_ids[n_prompt:]
-            for token in generated[seen:]:
+            # input_ids holds the prompt and every token generated so far. The first call
+            # comes before any token is generated: it marks where the reply starts.
+            if seen is None:
+                seen = len(input_ids)
+            for token in input_ids[seen:]:
                 constraint.advance(int(token))
-            seen = len(generated)
+            seen = len(input_ids)
             return constraint.mask(scores)
 
-        n_prompt = len(self._prefix_ids) + len(self._suffix_ids(user_suffix))
         return self._continue(user_suffix, max_new_tokens, 0.0, None, processor)
 
     def _suffix_ids(self, user_suffix: str) -> list[int]:
