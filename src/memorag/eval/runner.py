@@ -26,7 +26,7 @@ from memorag.eval.metrics import (
 from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
-from memorag.plans import check_plan_params
+from memorag.plans import check_plan_params, plan_clue_kinds
 from memorag.store import StateError
 
 
@@ -196,8 +196,14 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                     if not PLAN_METHODS.get(m, (None, False))[1]:
                         for key in ("spans", "spans_in_document", "gold_quoted"):  # no memory, no clue measures
                             row.pop(key, None)
-                    elif "spans" in row and "gold_quoted" not in row:
-                        row.update(clue_quality(row["spans"], hay, q))
+                    elif "gold_quoted" not in row:
+                        if "spans" not in row and m == "memorag" and "questions" not in plan_clue_kinds(pipe.query_plan):
+                            # written before rows kept their spans: under a plan that reads no
+                            # surrogate questions (and no draft answer for this method), the
+                            # clue lines are the recalled spans
+                            row["spans"] = row["clues"]
+                        if "spans" in row:
+                            row.update(clue_quality(row["spans"], hay, q))
             todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
             if not todo:
                 continue
