@@ -17,9 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
+from memorag.config import DEFAULT_PLAN
 from memorag.eval import datasets
-from memorag.eval.methods import PLAN_METHODS
-from memorag.eval.runner import clue_quality, markdown_table, summarize
+from memorag.eval.runner import markdown_table, summarize, update_clue_measures
 from memorag.models.registry import load_llm
 
 
@@ -64,14 +64,7 @@ def main() -> None:
             if row["method"] in methods:
                 latest[(row["id"], row["method"])] = row
         for row in latest.values():
-            if not PLAN_METHODS.get(row["method"], (None, False))[1]:  # the memory wrote nothing: no clue measures
-                for key in ("spans", "spans_in_document", "gold_quoted"):
-                    row.pop(key, None)
-            elif "gold_quoted" not in row and (row.get("spans") is not None or row["method"] == "memorag"):
-                # rows made before eval recorded spans: under the default plan (recall, no draft
-                # answer) the memorag method's clue lines are its recalled spans
-                row["spans"] = row.get("spans", row["clues"])
-                row.update(clue_quality(row["spans"], *where[row["id"]]))
+            update_clue_measures(row, *where[row["id"]], config.get("query_plan") or DEFAULT_PLAN)
             row.pop("config_key", None)
         kept = sorted(latest.values(), key=lambda r: (r["id"], r["method"]))
         done = {r["id"] for r in kept if all((r["id"], m) in latest for m in methods)}

@@ -193,17 +193,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                     row = done.get((q.id, m))
                     if row is None:
                         continue
-                    if not PLAN_METHODS.get(m, (None, False))[1]:
-                        for key in ("spans", "spans_in_document", "gold_quoted"):  # no memory, no clue measures
-                            row.pop(key, None)
-                    elif "gold_quoted" not in row:
-                        if "spans" not in row and m == "memorag" and "questions" not in plan_clue_kinds(pipe.query_plan):
-                            # written before rows kept their spans: under a plan that reads no
-                            # surrogate questions (and no draft answer for this method), the
-                            # clue lines are the recalled spans
-                            row["spans"] = row["clues"]
-                        if "spans" in row:
-                            row.update(clue_quality(row["spans"], hay, q))
+                    update_clue_measures(row, hay, q, pipe.query_plan)
             todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
             if not todo:
                 continue
@@ -264,6 +254,24 @@ def stored_clues(path: Path, method: str) -> dict[str, list[str]]:
         raise datasets.DatasetError(f"--clues-from: {path} has no rows of method {method!r} "
                                     f"(it has {', '.join(methods) or 'none'}).")
     return clues
+def update_clue_measures(row: dict, hay: datasets.Haystack, question: datasets.EvalQuestion, query_plan: str) -> None:
+    """Bring a stored row's clue measures up to date: none for a method whose memory wrote
+    nothing; computed for rows written before rows kept them."""
+    m = row["method"]
+    if not PLAN_METHODS.get(m, (None, False))[1]:
+        for key in ("spans", "spans_in_document", "gold_quoted"):  # no memory, no clue measures
+            row.pop(key, None)
+        return
+    if "gold_quoted" in row:
+        return
+    if "spans" not in row and m == "memorag" and "questions" not in plan_clue_kinds(query_plan):
+        # written before rows kept their spans: under a plan that reads no surrogate
+        # questions (and no draft answer for this method), the clue lines are the spans
+        row["spans"] = row["clues"]
+    if "spans" in row:
+        row.update(clue_quality(row["spans"], hay, question))
+
+
 def clue_quality(spans: list[str], hay: datasets.Haystack, question: datasets.EvalQuestion) -> dict:
     """How well the memory's recalled spans quote: each span in the haystack word for
     word, and each gold sentence quoted by some span (memorag.eval.metrics)."""
