@@ -25,7 +25,7 @@ def eval_command(
     quote_recall: Annotated[bool, typer.Option(help="Decode the memory's recalled spans as verbatim quotes of the document (memorag.quoting); --no-quote-recall lets it write them freely.")] = True,
     max_haystacks: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N haystacks of the run (a long run cut short; its finished rows are reused).")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
-    state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks are cached.")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks (and the chunks and index of haystacks no method reads into the memory) are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
     plan: Annotated[str | None, typer.Option(help="Query plan of the memorag methods (default: the pipeline's, recall); e.g. recall+quotes.")] = None,
     memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); smaller than the haystack forces compression.")] = None,

@@ -28,12 +28,12 @@ from memorag.answering import Answering, Found, RetrievalPlan, View, answer_mess
 from memorag.llm.base import ChatMessage
 from memorag.memory import Clues, Memory
 from memorag.pipeline import MemoRAG
-from memorag.plans import CLUE_KINDS, PlanResult
+from memorag.plans import CLUE_KINDS, PlanResult, plan_clue_kinds
 from memorag.prompts import fill, prompts_for
 
 METHODS = ("full", "dense", "bm25", "hybrid", "hyde", "rerank", "likelihood", "clues", "grounded", "memorag", "memorag+answer")
 # Methods that are a query plan of the answering core: (plan, whether the memory writes clues).
-# None as the plan: the pipeline's own query_plan.
+# None as the plan: the pipeline's own query_plan. The other methods never read the memory.
 PLAN_METHODS: dict[str, tuple[str | None, bool]] = {
     "hybrid": ("question", False), "rerank": ("rerank", False), "likelihood": ("likelihood", False),
     "clues": ("clues", True), "grounded": ("grounded", True), "memorag": (None, True), "memorag+answer": (None, True),
@@ -43,6 +43,22 @@ PLAN_METHODS: dict[str, tuple[str | None, bool]] = {
 def method_plans(methods: list[str], pipeline_plan: str) -> list[str]:
     """The query plans ``methods`` run (``pipeline_plan`` for ``memorag`` and ``memorag+answer``)."""
     return list(dict.fromkeys(PLAN_METHODS[m][0] or pipeline_plan for m in methods if m in PLAN_METHODS))
+
+
+def memory_clue_kinds(method: str, pipeline_plan: str) -> tuple[str, ...]:
+    """The clue kinds ``method`` asks the memory for (``()``: it never reads the memory), from
+    its plan's declared clue kinds (memorag.plans.register_plan). The draft answer is asked
+    for only by ``memorag+answer`` (:meth:`CachedClues.clues` skips it otherwise)."""
+    plan, with_memory = PLAN_METHODS.get(method, (None, False))
+    if not with_memory:
+        return ()
+    return tuple(k for k in plan_clue_kinds(plan or pipeline_plan) if k != "answer" or method == "memorag+answer")
+
+
+def methods_read_memory(methods: list[str], pipeline_plan: str) -> bool:
+    """Whether any of ``methods`` asks the memory for clues, and so needs the haystack read
+    into the memory model (otherwise the chunks and the index are all they search)."""
+    return any(memory_clue_kinds(m, pipeline_plan) for m in methods)
 
 
 @dataclass
@@ -102,7 +118,11 @@ class MethodRunner:
         self.plan_params = dict(plan_params or {})
 
     def view(self, with_memory: bool = True) -> View:
-        return replace(self.pipe.view(), memory=self.memory if with_memory else None)
+        # The language is the chunks' (the same as the memory's when both were built): a
+        # haystack indexed without the memory pass has no memory state to say it.
+        state = self.pipe.retriever.state
+        language = state.language if state is not None else self.pipe.view().language
+        return replace(self.pipe.view(), memory=self.memory if with_memory else None, language=language)
 
     def parts(self, method: str) -> Answering:
         """The pipeline's answering parts, with the method's plan."""

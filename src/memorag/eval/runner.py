@@ -1,10 +1,16 @@
 """The evaluation runner: memorize each haystack once (cached, resumable), run every
-method on every question, write JSON; the CLI prints :func:`markdown_table` of the summary."""
+method on every question, write JSON; the CLI prints :func:`markdown_table` of the summary.
+
+A haystack is read into the memory model only when some method asks the memory for clues
+(and they are not replayed with ``clues_from``); otherwise it is only chunked and indexed,
+which is all the question-only methods and replayed clues search (the config's
+``memory_read`` says which)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +18,7 @@ from pathlib import Path
 from memorag.config import DEFAULT_PLAN, Evidence, choice
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
-from memorag.eval.methods import METHODS, PLAN_METHODS, MethodRunner, method_plans
+from memorag.eval.methods import METHODS, PLAN_METHODS, MethodRunner, method_plans, methods_read_memory
 from memorag.eval.metrics import (
     all_gold_at_k,
     exact_match,
@@ -27,7 +33,9 @@ from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.pipeline import MemoRAG
 from memorag.plans import check_plan_params, plan_clue_kinds
-from memorag.store import StateError
+from memorag.progress import progress_bar
+from memorag.retrieval import RetrievalState
+from memorag.store import StateError, load_consistent, write_save_dir
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -46,6 +54,41 @@ def haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path
                          pipe.memory.llm.context_window, pipe.memory.compression], sort_keys=True)
     key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
     return root / f"{haystack.id}-{key}"
+
+
+def index_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
+    """Where a haystack's chunks and index alone are cached (a haystack no method reads into
+    the memory): keyed by the text, the embedder and the chunk size only."""
+    models = json.dumps([pipe.embedder.describe(), pipe.retriever.chunk_tokens], sort_keys=True)
+    key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
+    return root / f"{haystack.id}-index-{key}"
+
+
+def index_haystack(pipe: MemoRAG, root: Path, haystack: datasets.Haystack,
+                   progress: bool = False) -> tuple[RetrievalState, str, float]:
+    """The chunks and index of ``haystack`` without reading it into the memory: from its
+    memorized save dir when there is one, else from its index-only cache, else built (and
+    cached). Returns the state, where it came from, and the seconds building it took (0
+    when read)."""
+    for where, d in (("memorized haystack", haystack_dir(root, haystack, pipe)),
+                     ("index cache", index_dir(root, haystack, pipe))):
+        try:
+            return load_consistent(d, pipe.read_retrieval), where, 0.0
+        except StateError:
+            pass  # not there (or unreadable): the next place, or build it
+    t = time.perf_counter()
+    # The language the memorized pipeline would have read it in (memorag.pipeline's memorize)
+    with progress_bar("index: embedding", "passage", progress) as bar:
+        state = pipe.retriever.prepare(haystack.text, progress=bar, language=pipe.memory.language_for(haystack.text))
+    seconds = time.perf_counter() - t
+
+    def fill(tmp: Path) -> dict:
+        info = pipe.retriever.save(tmp / "retrieval", state)
+        return {"models": {"embedder": pipe.embedder.describe()}, "language": state.language,
+                "chunks": info["n_chunks"], "retrieval": info}
+
+    write_save_dir(index_dir(root, haystack, pipe), fill)
+    return state, "built", seconds
 
 
 def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool) -> dict:
@@ -97,7 +140,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         judge: str | None = None, quote_recall: bool = True, max_haystacks: int | None = None,
         plan_params: Mapping[str, object] | None = None,
         ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer",
-        evidence: str = "chunks") -> dict:
+        evidence: str = "chunks", read_memory: bool | None = None) -> dict:
     """Run ``methods`` on ``dataset``, write ``output`` and return its content.
 
     ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every plan the methods
@@ -106,7 +149,13 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     spans; the memory writes none), so plans are compared on the clues of a stored run.
     ``evidence``: what the generator reads of each evidence chunk (``chunks`` or ``excerpts``,
     as ``MemoRAG(evidence=...)``). Each of these is recorded in the results' config (and so
-    in the resume key) only when given."""
+    in the resume key) only when given.
+
+    ``read_memory``: None (default) reads a haystack into the memory model only when some
+    method asks the memory for clues (:func:`memorag.eval.methods.methods_read_memory`) and
+    they are not replayed; True reads every haystack as runs did before (the rows are the
+    same either way). The config's ``memory_read`` says which was done; it is not part of
+    the resume key."""
     if dataset not in datasets.DATASETS:  # before any model loads
         raise datasets.DatasetError(f"Unknown dataset {dataset!r}: choose one of {', '.join(datasets.DATASETS)}.")
     if query_plan is not None:
@@ -164,6 +213,9 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                                         "--limit and --seed.")
         config["clues_from"] = {"file": Path(clues_from).name, "method": clues_method,
                                 "sha256": hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()}
+    memory_read = read_memory if read_memory is not None else \
+        stored is None and methods_read_memory(methods, pipe.query_plan)
+    config["memory_read"] = memory_read
     root = state_dir or cache_dir() / "eval"
     output = Path(output)
     partial = output.with_suffix(".partial.jsonl")
@@ -185,7 +237,19 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
 
         bar = tqdm(total=total, initial=len(done), desc=f"eval {dataset}", unit="answer", dynamic_ncols=True)
     rows = list(done.values())
-    memorize_seconds = []
+    memorize_seconds: list[float] = []
+    index_seconds: list[float] = []  # haystacks indexed without the memory pass
+
+    def note(line: str) -> None:
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+
+    if not memory_read:
+        why = f"clues replayed from {Path(clues_from).name}" if stored is not None else \
+            "no method asks the memory for clues"
+        note(f"memory pass skipped ({why}): each haystack is only chunked and indexed")
     with open(partial, "a", encoding="utf-8") as log:
         for hay in haystacks:
             for q in hay.questions:  # rows written before the clue measures were kept: bring them up to date
@@ -197,13 +261,23 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
             todo = [(q, m) for q in hay.questions for m in methods if (q.id, m) not in done]
             if not todo:
                 continue
-            hdir = haystack_dir(root, hay, pipe)
-            t = time.perf_counter()
-            try:
-                pipe.load(hdir)
-            except StateError:
-                pipe.memorize(hay.text, save_dir=hdir, progress=progress)
-                memorize_seconds.append(time.perf_counter() - t)
+            if memory_read:
+                hdir = haystack_dir(root, hay, pipe)
+                t = time.perf_counter()
+                try:
+                    pipe.load(hdir)
+                except StateError:
+                    pipe.memorize(hay.text, save_dir=hdir, progress=progress)
+                    memorize_seconds.append(time.perf_counter() - t)
+            else:
+                # No memory state at all (not a previous haystack's): a method that asked the
+                # memory anyway would fail loudly, not read another document.
+                pipe.memory.state = None
+                pipe.retriever.state, where, seconds = index_haystack(pipe, root, hay, progress)
+                if where == "built":
+                    index_seconds.append(seconds)
+                source = "built" if where == "built" else f"read from its {where}"
+                note(f"haystack {hay.id}: memory pass skipped; chunks and index {source}")
             runner = MethodRunner(pipe, top_k, plan_params=overrides)
             for q, m in todo:
                 if stored is not None:
@@ -234,6 +308,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     summary = summarize(rows, methods, top_k, retrieval_only)
     result = {"dataset": dataset, "config": config, "methods": summary,
               "memorize_seconds": [round(s, 1) for s in memorize_seconds],
+              **({} if memory_read else {"index_seconds": [round(s, 1) for s in index_seconds]}),
               **({"haystacks_evaluated": len(haystacks)} if max_haystacks is not None else {}),
               "questions": [{k: v for k, v in r.items() if k != "config_key"} for r in rows]}
     output.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -279,7 +354,9 @@ def clue_quality(spans: list[str], hay: datasets.Haystack, question: datasets.Ev
 
 
 def _config_key(config: dict) -> str:
-    keep = {k: v for k, v in config.items() if k != "methods"}
+    # Neither the methods (rows are per method) nor whether the memory was read (the rows
+    # are the same either way) set which stored rows a run may reuse.
+    keep = {k: v for k, v in config.items() if k not in ("methods", "memory_read")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
