@@ -28,6 +28,27 @@ RoutingIndexOption = typer.Option(
     show_default=False)
 
 
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="A TOML or JSON file of settings (the configuration tree: docs/api.md); the flags given on "
+                     "the command line go over it.", show_default=False)]
+
+
+def command_config(ctx: typer.Context, file: Path | None, flags: dict[str, tuple[str, object]]):
+    """One command's configuration tree (memorag.config.MemoragConfig): FILE's (or the
+    defaults), with the command's flags set over it. ``flags`` maps a dotted path to (the flag's
+    parameter name, its value): with FILE only the flags given on the command line (or by
+    environment) count; without it every flag does, so a command's own defaults hold."""
+    from memorag.config import MemoragConfig, load_config, with_values
+
+    def given(param: str) -> bool:
+        # by name: typer may bring its own copy of click, and so of the ParameterSource enum
+        source = ctx.get_parameter_source(param)
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+    base = load_config(file) if file is not None else MemoragConfig()
+    return with_values(base, {path: value for path, (param, value) in flags.items() if file is None or given(param)})
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -97,6 +118,7 @@ def _ask(pipe, question: str, task_type: str, max_new_tokens: int, use_memory_an
 @app.command()
 @friendly
 def memorize(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Text file to memorize (UTF-8; UTF-16/32 with a BOM).")],
     save_dir: Annotated[Path, typer.Option("--save-dir", "-o", help="Directory to write the memory, chunks and index to.")],
     mem_model: Annotated[str, typer.Option(help="Memory model spec (default, qwen2.5-1.5b, a .gguf path, openai:MODEL@URL, hf:ID).")] = "default",
@@ -109,6 +131,7 @@ def memorize(
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints go (default: ~/.cache/memorag/checkpoints; env MEMORAG_CHECKPOINT_DIR).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Tokens of the memory pass between two KV checkpoints.")] = DEFAULT_EVERY_TOKENS,
     as_json: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Read FILE once with the memory model; save memory, chunks and index to SAVE_DIR.
 
@@ -118,6 +141,10 @@ def memorize(
     from memorag.pipeline import format_stats
     from memorag.text import read_text_file
 
+    tree = command_config(ctx, config, {
+        "models.memory": ("mem_model", mem_model), "models.embedder": ("ret_model", ret_model),
+        "retrieval.chunk_tokens": ("chunk_tokens", chunk_tokens), "retrieval.index": ("index", index),
+        "memory.compression": ("compression", compression), "memory.beacon_ratio": ("beacon_ratio", beacon_ratio)})
     text = read_text_file(file)  # validate before loading any model
     checkpoints = Checkpoints(checkpoint_dir, every_tokens=checkpoint_every) if resume else False
     from memorag.pipeline import MemoRAG
@@ -125,9 +152,7 @@ def memorize(
 
     # Taken before the models load, so a second writer of SAVE_DIR is told at once.
     with writer_lock(save_dir):
-        pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
-                       retrieval_chunk_size=chunk_tokens, index=index, compression=compression,
-                       beacon_ratio=beacon_ratio)
+        pipe = MemoRAG(**tree.pipeline_kwargs())
         stats = pipe.memorize(text, save_dir=save_dir, resume=checkpoints)
     if as_json:
         typer.echo(json.dumps(stats))
@@ -139,6 +164,7 @@ def memorize(
 @app.command()
 @friendly
 def ask(
+    ctx: typer.Context,
     save_dir: Annotated[str | None, typer.Argument(help="A directory written by `memorag memorize` (with --store, "
                                                         "leave it out and give only the question).",
                                                    show_default=False)] = None,
@@ -156,6 +182,7 @@ def ask(
     show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr); with --store the citations are always printed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
     routing_index: Annotated[str | None, RoutingIndexOption] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Answer QUESTION about a memorized document (SAVE_DIR QUESTION), or across a store (--store S QUESTION).
 
@@ -163,6 +190,10 @@ def ask(
     """
     from memorag.text import check_text
 
+    tree = command_config(ctx, config, {
+        "models.generator": ("gen_model", gen_model), "models.judge": ("judge", judge or "auto"),
+        "retrieval.top_k": ("top_k", top_k), "collection.route_top": ("route_top", route_top),
+        "collection.routing_index": ("routing_index", routing_index)})
     if store is not None:
         if task_type == "summarize":
             _fail("--task-type summarize applies to a single save dir, not to --store.")
@@ -170,8 +201,8 @@ def ask(
             _fail("with --store give only the question (no SAVE_DIR).")
         if save_dir is None:
             _fail("missing QUESTION: memorag ask --store S \"your question\".")
-        _ask_store(store, check_text(save_dir, what="question"), gen_model, top_k, route_top, max_new_tokens,
-                   as_json, show_clues, judge, task_type, use_memory_answer, routing_index)
+        _ask_store(store, check_text(save_dir, what="question"), tree, max_new_tokens, as_json, show_clues,
+                   task_type, use_memory_answer)
         return
     if routing_index is not None:
         _fail("--routing-index applies to a store (--store S), not to a single save dir.")
@@ -180,8 +211,7 @@ def ask(
     from memorag.pipeline import MemoRAG
 
     check_text(question, what="question")
-    pipe = MemoRAG.from_saved(Path(save_dir), gen_model_name_or_path=gen_model, ret_hit=top_k,
-                              **({"judge": judge} if judge else {}))
+    pipe = MemoRAG.from_saved(Path(save_dir), **tree.pipeline_kwargs())
     _ask(pipe, question, task_type, max_new_tokens, use_memory_answer, as_json, show_clues, show_evidence)
 
 
@@ -195,15 +225,10 @@ def _open_store(store: Path, **kwargs):
     return Collection(store, **kwargs)
 
 
-def _ask_store(store: Path, question: str, gen_model: str | None, top_k: int, route_top: int, max_new_tokens: int,
-               as_json: bool, show_clues: bool, judge: str | None = None, task_type: str = "memorag",
-               use_memory_answer: bool = False, routing_index: str | None = None) -> None:
-    if top_k < 1 or route_top < 1:
-        _fail("--top-k and --route-top must be at least 1.")
-    # cite: the answer prompt numbers the evidence and asks for the numbers used ("(cited)" below)
-    coll = _open_store(store, route_top=route_top, ret_hit=top_k, cite=True, routing_index=routing_index,
-                       **({"gen_model_name_or_path": gen_model} if gen_model else {}),
-                       **({"judge": judge} if judge else {}))
+def _ask_store(store: Path, question: str, tree, max_new_tokens: int, as_json: bool, show_clues: bool,
+               task_type: str = "memorag", use_memory_answer: bool = False) -> None:
+    # cite: a store's answer always numbers the evidence and asks for the numbers used ("(cited)" below)
+    coll = _open_store(store, **{**tree.collection_kwargs(), "cite": True})
     ans = coll.ask(question, max_new_tokens=max_new_tokens, task_type=task_type, use_memory_answer=use_memory_answer,
                    on_token=None if as_json else _answer_printer())
     if as_json:
@@ -232,6 +257,7 @@ StoreOption = Annotated[Path, typer.Option("--store", help="The store's director
 @app.command()
 @friendly
 def add(
+    ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively) or glob patterns "
                                                     "(quote them): .txt, .md, .html, .pdf.", show_default=False)],
     store: StoreOption = Path("memorag_store"),
@@ -251,6 +277,7 @@ def add(
     workers: Annotated[int | None, typer.Option(help="With --ray: worker processes, each loading the models once "
                                                      "(default: one per node).")] = None,
     routing_index: Annotated[str | None, RoutingIndexOption] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Add documents to a store: each is read once by the memory model and keeps its own memory, chunks and vectors.
 
@@ -259,8 +286,12 @@ def add(
     from memorag.collection import Collection, gather
 
     gather(paths)  # a missing file or an unknown type fails before the store is made or a model loads
-    given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model, "index": index,
-             "retrieval_chunk_size": chunk_tokens}
+    tree = command_config(ctx, config, {
+        "models.memory": ("mem_model", mem_model), "models.embedder": ("ret_model", ret_model),
+        "retrieval.index": ("index", index), "retrieval.chunk_tokens": ("chunk_tokens", chunk_tokens),
+        "memory.compression": ("compression", compression),
+        "collection.routing_index": ("routing_index", routing_index)})
+    routing_index = tree.collection.routing_index
     if on_ray or ray_address is not None:
         from memorag.docstore import DocStore
         from memorag.index.store_index import store_routing
@@ -269,15 +300,14 @@ def add(
         if routing_index is not None or (store / ".staging").is_dir():
             routing = store_routing(DocStore(store), routing_index)
         try:
-            _add_on_ray(paths, store, update, given, compression, ray_address, workers, as_json)
+            _add_on_ray(paths, store, update, tree.pipeline_kwargs(), ray_address, workers, as_json)
         finally:
             if routing is not None:  # the workers' commits bypass the routing index: copy them in now
                 routing.sync()
         return
     if workers is not None:
         _fail("--workers needs --ray (without it one process memorizes the documents one by one).")
-    coll = Collection(store, build_only=True, compression=compression, routing_index=routing_index,
-                      **{k: v for k, v in given.items() if v is not None})
+    coll = Collection(store, build_only=True, **tree.collection_kwargs())
 
     def report(name: str, status: str) -> None:
         if not as_json:
@@ -293,7 +323,7 @@ def add(
                f"{len(result.skipped)} skipped; {len(coll.names())} documents in {coll.store.root}", err=True)
 
 
-def _add_on_ray(paths: list[str], store: Path, update: bool, given: dict, compression: str, address: str | None,
+def _add_on_ray(paths: list[str], store: Path, update: bool, pipeline_options: dict, address: str | None,
                 workers: int | None, as_json: bool) -> None:
     from memorag.distributed import add_on_ray
 
@@ -305,8 +335,7 @@ def _add_on_ray(paths: list[str], store: Path, update: bool, given: dict, compre
             typer.echo(f"{status:>9}  {name}", err=True)
 
     result = add_on_ray(store, paths, replace=update, address=address, workers=workers, on_document=report,
-                        progress=not as_json, compression=compression,
-                        **{k: v for k, v in given.items() if v is not None})
+                        progress=not as_json, **pipeline_options)
     if as_json:
         typer.echo(json.dumps(result.to_json()))
     else:
@@ -386,11 +415,13 @@ def remove_documents(
 @app.command("mcp")
 @friendly
 def mcp_server(
+    ctx: typer.Context,
     store: StoreOption = Path("memorag_store"),
     mem_model: Annotated[str | None, typer.Option(help="Memory model spec (default: the store's, else default).")] = None,
     ret_model: Annotated[str | None, typer.Option(help="Embedding model spec (default: the store's, else default).")] = None,
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in embedder tokens (default: the store's, else 512).")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve a store to MCP clients over stdio: tools ask (cited answers), add_documents, list_documents, remove_document.
 
@@ -398,11 +429,10 @@ def mcp_server(
     """
     from memorag.mcp_server import serve as serve_mcp
 
-    if chunk_tokens is not None and chunk_tokens < 1:
-        _fail("--chunk-tokens must be at least 1.")
-    given = {"mem_model_name_or_path": mem_model, "ret_model_name_or_path": ret_model,
-             "gen_model_name_or_path": gen_model, "retrieval_chunk_size": chunk_tokens}
-    serve_mcp(store, **{k: v for k, v in given.items() if v is not None})
+    tree = command_config(ctx, config, {
+        "models.memory": ("mem_model", mem_model), "models.embedder": ("ret_model", ret_model),
+        "models.generator": ("gen_model", gen_model), "retrieval.chunk_tokens": ("chunk_tokens", chunk_tokens)})
+    serve_mcp(store, **tree.collection_kwargs())
 
 
 @app.command()
@@ -445,6 +475,7 @@ def demo(
 @app.command()
 @friendly
 def serve(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Option(help="Directory of memorized documents (one subdirectory each); env MEMORAG_STORE.",
                                         envvar="MEMORAG_STORE")] = Path("memorag_store"),
     host: Annotated[str, typer.Option(help="Address to bind. Anything but loopback needs a token.")] = "127.0.0.1",
@@ -457,6 +488,7 @@ def serve(
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge, else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Answer only: refuse memorize, upload, append and delete with 403, run no jobs (a replica behind a load balancer; docs/scaling.md).")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Serve memorized documents over HTTP: memorize, ask (streamed), summarize, list, delete (docs/service.md)."""
     try:
@@ -464,12 +496,15 @@ def serve(
         from memorag.service import serve as run_service
     except ImportError as exc:
         _fail(f"the service needs FastAPI and uvicorn: pip install 'memorag[serve]' ({exc.name} is missing).")
-    if max_body_mb <= 0:
-        _fail("--max-body-mb must be positive.")
-    typer.echo(f"memorag: documents in {store.resolve()}; API on http://{host}:{port} (OpenAPI at /docs)", err=True)
-    run_service(Settings(store=str(store), host=host, port=port, token=token or None,
-                         max_body_bytes=int(max_body_mb * 1024 * 1024), mem_model=mem_model, gen_model=gen_model,
-                         judge=judge, read_only=read_only))
+    tree = command_config(ctx, config, {
+        "collection.store": ("store", str(store)), "service.host": ("host", host), "service.port": ("port", port),
+        "service.max_body_mb": ("max_body_mb", max_body_mb), "models.memory": ("mem_model", mem_model),
+        "models.generator": ("gen_model", gen_model), "models.judge": ("judge", judge or "auto"),
+        "service.read_only": ("read_only", read_only)})
+    settings = Settings.from_config(tree, token=token or None)
+    typer.echo(f"memorag: documents in {Path(settings.store).resolve()}; API on http://{settings.host}:"
+               f"{settings.port} (OpenAPI at /docs)", err=True)
+    run_service(settings)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""The pipeline's options as one validated value, and the enumerations of fixed choices.
+"""memorag's configuration tree (:class:`MemoragConfig`), the pipeline's options as one
+validated value (:class:`PipelineOptions`), and the enumerations of fixed choices.
 
 Spec strings (which model, which index) are turned into objects by
 :mod:`memorag.models.registry`; everything else a :class:`~memorag.pipeline.MemoRAG`
@@ -8,12 +9,18 @@ takes is checked here, once, when the pipeline is made, so a bad value is an
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
+from typing import Any, get_type_hints
 
 from memorag.errors import InputError
+from memorag.plans import PlanParams
 
 
 class Compression(str, Enum):
@@ -125,3 +132,458 @@ def _plan_names() -> list[str]:
     from memorag.plans import plan_names
 
     return plan_names()
+
+
+# ============================================================================ the configuration tree
+# One typed tree holds every option of memorag's front-ends (MemoRAG, Collection, the HTTP
+# service, `memorag eval`): each field says in one line what it does; :func:`config_from_mapping`
+# builds the tree from a mapping (a TOML or JSON file: :func:`load_config`) and refuses an
+# unknown key or a bad value with one InputError naming its dotted path. The front-ends take
+# their options from it through the mapping methods at the end (``pipeline_kwargs``,
+# ``collection_kwargs``, ``engine_kwargs``, ``eval_kwargs``; ``service.Settings.from_config``).
+# tests/test_config_tree.py walks every leaf: a field added without wiring fails it.
+
+Check = Callable[[Any], "str | None"]  # a value's problem, or None
+
+
+def setting(default: Any, doc: str, check: Check | None = None) -> Any:
+    """A field of the tree with its one-line doc and an optional check of its value."""
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+def _at_least(low: float) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value is None or value >= low else f"must be >= {low:g}; got {value!r}"
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    return None if value is None or value > 0 else f"must be > 0; got {value!r}"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+    return check
+
+
+def _not_blank(value: Any) -> str | None:
+    return None if value is None or value.strip() else "must not be empty"
+
+
+def _chunk_tokens(value: Any) -> str | None:
+    from memorag.chunking import MIN_CHUNK_TOKENS
+
+    return _at_least(MIN_CHUNK_TOKENS)(value)
+
+
+def _plan_name(value: Any) -> str | None:
+    from memorag.models.registry import resolve_plan
+
+    try:
+        resolve_plan(value)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def _routing_index(value: Any) -> str | None:
+    from memorag.index.store_index import parse_spec
+
+    try:
+        parse_spec(value) if value is not None else None
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 < value < 65536 else f"must be a TCP port (1-65535); got {value!r}"
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Which models memorag loads, and how (spec strings: memorag.models.registry)."""
+
+    memory: str | None = setting(None, "memory model spec (default, a .gguf path, SPEC+lora=ADAPTER.gguf, "
+                                       "openai:MODEL@URL, hf:ID, package.module:attr); None: the store's or "
+                                       "save dir's, else default", _not_blank)
+    generator: str | None = setting(None, "generator spec; None: qwen2.5-1.5b beside the default memory "
+                                          "model, else the memory model's twin", _not_blank)
+    embedder: str | None = setting(None, "embedding model spec for retrieval; None: the store's or save dir's, "
+                                         "else default (all-MiniLM-L6-v2)", _not_blank)
+    judge: str = setting("auto", "what judges evidence for the judging plans: auto (the generator's twin when it "
+                                 "can judge), none, or a model spec (default = qwen2.5-1.5b)", _not_blank)
+    n_ctx: int | None = setting(None, "the memory model's context window in tokens (None: the backend's)",
+                                _at_least(1))
+    flash_attn: bool | None = setting(None, "flash attention for the memory model (llama.cpp; None: on)")
+    load_in_4bit: bool = setting(False, "load the memory model in 4 bits (transformers models only)")
+    cache_dir: str | None = setting(None, "where models fetched from the Hugging Face hub are kept "
+                                          "(memory model, embedder, generator, judge)", _not_blank)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """How the memory model reads a document."""
+
+    compression: str = setting("extractive", "for a document longer than the memory's window: extractive, gist, "
+                                             "or none (refuse it)", _one_of(*(c.value for c in Compression)))
+    beacon_ratio: float | None = setting(None, "document tokens per memory token when compressing (None: just "
+                                               "fit the window)", _at_least(1))
+    quote_recall: bool = setting(True, "decode the memory's recalled spans as verbatim quotes of the document "
+                                       "when its backend can")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Chunks, their index, and how many reach the generator."""
+
+    chunk_tokens: int | None = setting(None, "chunk size in embedder tokens; None: the store's or save dir's, "
+                                             "else 512", _chunk_tokens)
+    top_k: int = setting(3, "evidence chunks per question", _at_least(1))
+    index: str | None = setting(None, "vector index: faiss, qdrant, qdrant:DIR, qdrant:http://HOST:6333, "
+                                      "package.module:attr; None: the store's or save dir's, else faiss", _not_blank)
+    hybrid: bool = setting(True, "BM25 next to dense search")
+    overlap_indexing: bool = setting(False, "embed the chunks while the memory model reads the document")
+
+
+def _plan_params_default() -> Any:
+    from memorag.plans import PlanParams
+
+    return PlanParams()
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """The query plan: how the question and the memory's clues become evidence (memorag.plans)."""
+
+    name: str = setting(DEFAULT_PLAN, "a registered query plan, or package.module:function", _plan_name)
+    # the PlanParams fields the plan reads; a field set away from its default that the plan
+    # does not read is refused (memorag.plans.check_plan_params)
+    params: PlanParams = field(default_factory=_plan_params_default,
+                               metadata={"doc": "the plan's parameters (memorag.plans.PlanParams); only those "
+                                                "the plan reads may differ from their defaults", "check": None})
+
+    def overrides(self) -> dict[str, object]:
+        """The parameters set away from their defaults (what ``MemoRAG(plan_params=...)`` takes)."""
+        from memorag.plans import PlanParams
+
+        defaults = PlanParams()
+        return {f.name: getattr(self.params, f.name) for f in fields(self.params)
+                if getattr(self.params, f.name) != getattr(defaults, f.name)}
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """What the generator reads, and how."""
+
+    render: str = setting("chunks", "what the generator reads of each evidence chunk: chunks (whole) or "
+                                    "excerpts (the sentences that bear on the question)",
+                          _one_of(*(e.value for e in Evidence)))
+    cite: bool = setting(False, "number the evidence in the answer prompt and ask for [n] marks")
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """A store of many documents (memorag.collection)."""
+
+    store: str = setting("memorag_store", "the store's directory", _not_blank)
+    route_top: int = setting(2, "documents a question is routed to", _at_least(1))
+    routing: str = setting("best", "how a document's chunks score it for routing: best or top3-sum",
+                           _one_of("best", "top3-sum"))
+    routing_index: str | None = setting(None, "ram, or qdrant:URL_OR_DIR (a store-wide routing index); None: "
+                                              "what the store records, else ram", _routing_index)
+    max_memories: int = setting(4, "loaded memories kept in RAM (least recently used out first)", _at_least(1))
+    max_memory_bytes: int | None = setting(None, "bytes of loaded memories kept in RAM (None: no cap)",
+                                           _at_least(1))
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """`memorag serve` (memorag.service). The bearer token is no part of it: it is a secret,
+    given by MEMORAG_TOKEN or --token, never written in a configuration file."""
+
+    host: str = setting("127.0.0.1", "address to bind (anything but loopback needs a token)", _not_blank)
+    port: int = setting(8000, "TCP port", _port)
+    max_body_mb: float = setting(16.0, "largest request body, in MB", _positive)
+    read_only: bool = setting(False, "answer only: refuse writes and run no jobs (a replica)")
+    warm_up: bool = setting(True, "load the answering models at start-up rather than at the first question")
+    max_queue: int = setting(32, "questions, and memorize jobs, waiting beyond which a request is refused "
+                                 "(503)", _at_least(1))
+    job_scan_seconds: float = setting(10.0, "seconds between two looks for jobs a dead replica left", _positive)
+
+
+SECTIONS = ("models", "memory", "retrieval", "plan", "evidence", "collection", "service")
+
+
+@dataclass(frozen=True)
+class MemoragConfig:
+    """Every option of memorag, one section per part (see :data:`SECTIONS`)."""
+
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def __post_init__(self) -> None:
+        problems = [f"{path}: {problem}" for path, problem in _tree_problems(self)]
+        if problems:
+            raise InputError("Bad configuration: " + "; ".join(problems) + ".")
+
+    # ------------------------------------------------------------- the front-ends' options
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """``MemoRAG(**kwargs)`` for this tree (its original constructor). Models, chunk size
+        and index left None are left out, so a save dir or a store supplies its own."""
+        m, r = self.models, self.retrieval
+        kwargs: dict[str, Any] = {
+            "mem_model_name_or_path": m.memory, "ret_model_name_or_path": m.embedder,
+            "gen_model_name_or_path": m.generator, "retrieval_chunk_size": r.chunk_tokens, "index": r.index,
+            "ret_hit": r.top_k, "cache_dir": m.cache_dir, "beacon_ratio": self.memory.beacon_ratio,
+            "load_in_4bit": m.load_in_4bit, "enable_flash_attn": m.flash_attn, "n_ctx": m.n_ctx,
+            "hybrid": r.hybrid, "compression": self.memory.compression, "overlap_indexing": r.overlap_indexing,
+            "query_plan": self.plan.name, "evidence": self.evidence.render, "cite": self.evidence.cite,
+            "judge": None if m.judge == "none" else m.judge, "quote_recall": self.memory.quote_recall,
+            "plan_params": self.plan.overrides() or None,
+        }
+        recorded = ("mem_model_name_or_path", "ret_model_name_or_path", "gen_model_name_or_path",
+                    "retrieval_chunk_size", "index")
+        return {k: v for k, v in kwargs.items() if not (k in recorded and v is None)}
+
+    def collection_kwargs(self) -> dict[str, Any]:
+        """``Collection(self.collection.store, **kwargs)``: the collection's own options and
+        the pipeline it makes on first use."""
+        c = self.collection
+        return {"route_top": c.route_top, "routing": c.routing, "routing_index": c.routing_index,
+                "max_memories": c.max_memories, "max_memory_bytes": c.max_memory_bytes, **self.pipeline_kwargs()}
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """``Engine(self.collection.store, **kwargs)`` (the service's and the demo's engine)."""
+        kwargs = self.pipeline_kwargs()
+        c = self.collection
+        engine = {"mem_model": kwargs.pop("mem_model_name_or_path", "default"),
+                  "ret_model": kwargs.pop("ret_model_name_or_path", "default"),
+                  "gen_model": kwargs.pop("gen_model_name_or_path", None),
+                  "max_queue": self.service.max_queue, "read_only": self.service.read_only,
+                  "collection": {"route_top": c.route_top, "routing": c.routing, "routing_index": c.routing_index,
+                                 "max_memories": c.max_memories, "max_memory_bytes": c.max_memory_bytes}}
+        return {**engine, **kwargs}
+
+    def eval_kwargs(self) -> dict[str, Any]:
+        """The keywords of ``memorag.eval.runner.run`` this tree sets. Options of the pipeline
+        the eval runner does not take (it records each option it takes in the results, so a
+        run is reproducible) are refused when set away from their defaults; the collection
+        and service sections are no part of an eval."""
+        unused = [path for path, value, default in _leaves(self) if path in _NOT_IN_EVAL and value != default]
+        if unused:
+            raise InputError(f"memorag eval does not use {', '.join(unused)}: drop "
+                             f"{'them' if len(unused) > 1 else 'it'} from the configuration.")
+        m, r = self.models, self.retrieval
+        kwargs: dict[str, Any] = {
+            "mem_model": m.memory or "default", "ret_model": m.embedder or "default", "gen_model": m.generator,
+            "judge": None if m.judge == "auto" else m.judge, "memory_window": m.n_ctx,
+            "compression": self.memory.compression, "quote_recall": self.memory.quote_recall,
+            "top_k": r.top_k, "chunk_tokens": r.chunk_tokens or 512, "query_plan": self.plan.name,
+            "plan_params": self.plan.overrides(), "evidence": self.evidence.render,
+        }
+        return kwargs
+
+
+# Pipeline options `memorag eval` does not take.
+_NOT_IN_EVAL = ("models.flash_attn", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
+                "retrieval.index", "retrieval.hybrid", "retrieval.overlap_indexing", "evidence.cite")
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, value, default) of every leaf of ``tree`` (PlanParams fields included)."""
+    out: list[tuple[str, Any, Any]] = []
+    for f in fields(tree):
+        value = getattr(tree, f.name)
+        path = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out.extend(_leaves(value, path + "."))
+        else:
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            out.append((path, value, default))
+    return out
+
+
+def _tree_problems(config: MemoragConfig) -> list[tuple[str, str]]:
+    """Every problem of ``config`` as (dotted path, what is wrong): the fields' own checks,
+    then what only a combination makes wrong."""
+    problems: list[tuple[str, str]] = []
+    for section_name in SECTIONS:
+        section = getattr(config, section_name)
+        for f in fields(section):
+            check = f.metadata.get("check")
+            if check is not None:
+                problem = check(getattr(section, f.name))
+                if problem:
+                    problems.append((f"{section_name}.{f.name}", problem))
+    if config.memory.beacon_ratio is not None and config.memory.compression == Compression.NONE.value:
+        problems.append(("memory.beacon_ratio", "sets how far a long document is compressed, and "
+                                                "memory.compression is 'none': drop one of them"))
+    if not any(path == "plan.name" for path, _ in problems):
+        problems.extend(_plan_param_problems(config.plan))
+    return problems
+
+
+def _plan_param_problems(plan: PlanConfig) -> list[tuple[str, str]]:
+    from memorag.plans import check_plan_params
+
+    problems: list[tuple[str, str]] = []
+    for key, value in plan.overrides().items():
+        if key == "lexical":
+            problems.append(("plan.params.lexical", "is set by retrieval.hybrid"))
+            continue
+        try:
+            check_plan_params(plan.name, {key: value})
+        except InputError as exc:
+            problems.append((f"plan.params.{key}", str(exc).removeprefix("Bad plan parameter(s): ").rstrip(".")))
+    return problems
+
+
+def config_from_mapping(data: Mapping[str, Any]) -> MemoragConfig:
+    """The tree from nested mappings (``{"retrieval": {"top_k": 5}, "plan": {"params":
+    {"rerank_depth": 20}}}``); a missing key keeps its default. An unknown key or a value of
+    the wrong type or range is refused with one InputError naming every bad dotted path."""
+    problems: list[str] = []
+    built = _build(MemoragConfig, data, "", problems)
+    if problems:
+        raise InputError("Bad configuration: " + "; ".join(problems) + ".")
+    return built
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    where = prefix.rstrip(".") or "the configuration"
+    if not isinstance(data, Mapping):
+        problems.append(f"{where}: must be a table of settings; got {data!r}")
+        return cls()
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            problems.append(f"{path}: unknown key (choose from {', '.join(known)})")
+            continue
+        kind = hints[key]
+        if isinstance(kind, type) and is_dataclass(kind):
+            values[key] = _build(kind, value, path + ".", problems)
+            continue
+        typed = _typed(value, kind)
+        if typed is _BAD:
+            problems.append(f"{path}: must be {_type_name(kind)}; got {value!r}")
+        else:
+            values[key] = typed
+    if problems:
+        return cls()
+    try:
+        return cls(**values)
+    except InputError as exc:  # the root's checks, already naming their dotted paths
+        problems.append(str(exc).removeprefix("Bad configuration: ").rstrip("."))
+        return cls()
+
+
+_BAD = object()
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    """``value`` as type ``kind`` (an int where a float is expected becomes a float), or _BAD."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None:
+        return None if type(None) in options else _BAD
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    return _BAD
+
+
+def _type_name(kind: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+             type(None): "none (null)"}
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    return " or ".join(names.get(o, getattr(o, "__name__", str(o))) for o in options)
+
+
+def load_config(path: str | Path) -> MemoragConfig:
+    """The tree from a TOML (``.toml``) or JSON (``.json``) file; see :func:`config_from_mapping`.
+    In TOML, write None by leaving the key out (TOML has no null)."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in (".toml", ".json"):
+        raise InputError(f"{p}: a configuration file is .toml or .json.")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"Cannot read the configuration file {p}: {exc}") from None
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise InputError(f"{p} is not valid JSON: {exc}") from None
+        return config_from_mapping(data)
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # Python 3.10: the same parser as a package, if installed
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise InputError(f"{p}: reading TOML needs Python 3.11 or `pip install tomli`; or write the "
+                             "configuration as JSON.") from None
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p} is not valid TOML: {exc}") from None
+    return config_from_mapping(data)
+
+
+def with_values(config: MemoragConfig, values: Mapping[str, Any]) -> MemoragConfig:
+    """``config`` with the leaves named by dotted path set (``{"retrieval.top_k": 5}``):
+    how the command line's flags go over a configuration file. Checked as a whole."""
+    data = config_to_mapping(config)
+    for path, value in values.items():
+        *sections, key = path.split(".")
+        node = data
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[key] = value
+    return config_from_mapping(data)
+
+
+def config_to_mapping(config: Any) -> dict[str, Any]:
+    """The tree as nested dicts (the inverse of :func:`config_from_mapping`); plan parameters
+    only where set, so the mapping reads back under any plan."""
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "params" and isinstance(config, PlanConfig):
+            out[f.name] = config.overrides()
+        elif is_dataclass(value):
+            out[f.name] = config_to_mapping(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def field_docs(cls: type = MemoragConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted path, type, default, doc) of every leaf of the tree but the plan's parameters
+    (documented on :class:`memorag.plans.PlanParams`): for docs and ``--help``."""
+    out: list[tuple[str, str, Any, str]] = []
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and is_dataclass(kind) and f.name != "params":
+            out.extend(field_docs(kind, f"{prefix}{f.name}."))
+        else:
+            default = f.default if f.default is not MISSING else "PlanParams()"
+            out.append((f"{prefix}{f.name}", _type_name(kind), default, f.metadata.get("doc", "")))
+    return out

@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -173,13 +173,19 @@ class Engine:
     ``read_only``: refuse every write (memorize, upload, append, delete) with
     :class:`ReadOnlyError` and never run a job (a replica that only answers).
     ``max_queue``: questions waiting, and memorize jobs waiting, beyond which a request is
-    refused with :class:`BusyError`.
+    refused with :class:`BusyError`. ``collection``: keywords of both
+    :class:`~memorag.collection.Collection` objects (``route_top``, ``routing``,
+    ``routing_index``, ``max_memories``, ``max_memory_bytes``; the configuration tree's
+    ``collection`` section).
     """
 
     def __init__(self, store: DocStore | str, *, mem_model: str = "default", ret_model: str = "default",
                  gen_model: str | None = None, max_queue: int = 32, read_only: bool = False,
-                 **pipeline_kwargs: Any) -> None:
+                 collection: Mapping[str, Any] | None = None, **pipeline_kwargs: Any) -> None:
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
+            raise InputError(f"max_queue must be a whole number >= 1; got {max_queue!r}.")
         self.store = store if isinstance(store, DocStore) else DocStore(store)
+        self.collection_options = dict(collection or {})
         self.mem_model = mem_model
         self.ret_model = ret_model
         self.gen_model = gen_model
@@ -204,7 +210,7 @@ class Engine:
         if self._answerer is None:
             pipe = MemoRAG(self.mem_model, self.ret_model, gen_model_name_or_path=self.gen_model,
                            **self.pipeline_kwargs)
-            self._answerer = Collection(self.store.root, pipe)
+            self._answerer = Collection(self.store.root, pipe, **self.collection_options)
             self.ready.set()
         return self._answerer
 
@@ -237,7 +243,7 @@ class Engine:
             # it never answers: no generator, and no judge loaded for it
             pipe = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=NoGenerator(),
                            **{**self.pipeline_kwargs, "judge": None})
-            self._builder = Collection(self.store.root, pipe)
+            self._builder = Collection(self.store.root, pipe, **self.collection_options)
         return self._builder
 
     # ------------------------------------------------------------- memorize

@@ -40,8 +40,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -67,6 +67,9 @@ from memorag.errors import (
     ReadOnlyError,
     StateError,
 )
+
+if TYPE_CHECKING:
+    from memorag.config import MemoragConfig
 
 log = logging.getLogger("memorag.service")
 
@@ -94,6 +97,11 @@ def status_for(exc: MemoRAGError) -> int:
 
 @dataclass
 class Settings:
+    """What ``memorag serve`` runs with: :meth:`from_config` makes it from the configuration
+    tree (memorag.config.MemoragConfig), whose ``service`` section and model specs map onto
+    these fields one to one; every other option of the tree goes to the engine
+    (``engine_options``)."""
+
     store: str = DEFAULT_STORE
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -102,10 +110,26 @@ class Settings:
     mem_model: str = "default"
     ret_model: str = "default"
     gen_model: str | None = None
-    judge: str | None = None  # a model spec; None: the generator's twin when it can judge
+    judge: str | None = None  # a model spec, or "none"; None: the generator's twin when it can judge
     warm_up: bool = True
     read_only: bool = False  # refuse writes, run no jobs (a replica that only answers)
     job_scan_seconds: float = JOB_SCAN_SECONDS  # how often to look for jobs a dead replica left
+    max_queue: int = 32  # requests waiting beyond which one is refused with 503
+    # the engine's other keywords (Engine(**engine_options)): pipeline options and its collections'
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: MemoragConfig, *, token: str | None = None) -> Settings:
+        """The settings a configuration tree makes (the token is no part of the tree: a secret)."""
+        options = config.engine_kwargs()
+        judge = options.pop("judge", "auto")
+        s = config.service
+        return cls(store=config.collection.store, host=s.host, port=s.port, token=token,
+                   max_body_bytes=int(s.max_body_mb * 1024 * 1024), mem_model=options.pop("mem_model"),
+                   ret_model=options.pop("ret_model"), gen_model=options.pop("gen_model"),
+                   judge=None if judge == "auto" else ("none" if judge is None else judge), warm_up=s.warm_up,
+                   read_only=options.pop("read_only"), job_scan_seconds=s.job_scan_seconds,
+                   max_queue=options.pop("max_queue"), engine_options=options)
 
 
 def is_loopback(host: str) -> bool:
@@ -312,9 +336,10 @@ def _event_stream(submit: Callable[..., Future], fmt_piece: Callable[[str, Any],
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The FastAPI app. ``engine`` defaults to one over ``settings.store`` with its models."""
     check_bind(settings.host, settings.token)
+    judge = {"judge": None if settings.judge == "none" else settings.judge} if settings.judge else {}
     engine = engine or Engine(settings.store, mem_model=settings.mem_model, ret_model=settings.ret_model,
                               gen_model=settings.gen_model, read_only=settings.read_only,
-                              **({"judge": settings.judge} if settings.judge else {}))
+                              max_queue=settings.max_queue, **{**settings.engine_options, **judge})
     if engine.read_only != settings.read_only:
         raise InputError(f"The settings say read_only={settings.read_only} but the engine given has "
                          f"read_only={engine.read_only}.")

@@ -9,6 +9,7 @@ import typer
 
 
 def eval_command(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="hotpotqa, squad, needle or vartrack (RULER variable tracking).")],
     methods: Annotated[str, typer.Option(help="Comma-separated: full,dense,bm25,hybrid,hyde,memorag,memorag+answer.")] = "dense,bm25,hyde,memorag",
     first_index: Annotated[int, typer.Option(help="First question index (HotpotQA: keep tuning below 3700).")] = 0,
@@ -34,19 +35,29 @@ def eval_command(
     clues_from: Annotated[Path | None, typer.Option(help="Replay the clues of a results file (its --clues-method rows) instead of asking the memory: plans compared on the same clues.")] = None,
     clues_method: Annotated[str, typer.Option(help="Whose clues --clues-from replays.")] = "memorag+answer",
     evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole) or excerpts (the sentences that bear on the question, with neighbours).")] = "chunks",
+    config: Annotated[Path | None, typer.Option("--config", help="A TOML or JSON file of settings (the configuration tree: docs/api.md): its models, memory, retrieval, plan and evidence sections; the flags given on the command line go over it, --param over its plan.params.", show_default=False)] = None,
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
+    from memorag.cli import command_config
+    from memorag.config import DEFAULT_PLAN
     from memorag.eval.runner import markdown_table, parse_methods, run
     from memorag.plans import parse_plan_params
 
     chosen = parse_methods(methods)
-    plan_params = parse_plan_params(param or [])
+    tree = command_config(ctx, config, {
+        "models.memory": ("mem_model", mem_model), "models.embedder": ("ret_model", ret_model),
+        "models.generator": ("gen_model", gen_model), "models.judge": ("judge", judge or "auto"),
+        "models.n_ctx": ("memory_window", memory_window), "memory.compression": ("compression", compression),
+        "memory.quote_recall": ("quote_recall", quote_recall), "retrieval.top_k": ("top_k", top_k),
+        "retrieval.chunk_tokens": ("chunk_tokens", chunk_tokens), "plan.name": ("plan", plan or DEFAULT_PLAN),
+        "evidence.render": ("evidence", evidence)})
+    options = tree.eval_kwargs()
+    # --param is set for every plan the methods run (run() checks each is read by one of them),
+    # so it goes over the tree's plan.params here rather than through the tree's one plan
+    plan_params = {**options.pop("plan_params"), **parse_plan_params(param or [])}
     result = run(dataset, chosen, first_index=first_index, limit=limit, haystack_tokens=haystack_tokens,
-                 questions_per_haystack=questions_per_haystack, seed=seed, top_k=top_k,
-                 retrieval_only=retrieval_only, output=output, mem_model=mem_model, gen_model=gen_model,
-                 chunk_tokens=chunk_tokens, state_dir=state_dir, compression=compression,
-                 memory_window=memory_window, query_plan=plan, judge=judge,
-                 quote_recall=quote_recall, max_haystacks=max_haystacks, plan_params=plan_params, ret_model=ret_model,
-                 clues_from=clues_from, clues_method=clues_method, evidence=evidence)
-    typer.echo(markdown_table(result["methods"], top_k, retrieval_only))
+                 questions_per_haystack=questions_per_haystack, seed=seed, retrieval_only=retrieval_only,
+                 output=output, state_dir=state_dir, max_haystacks=max_haystacks, plan_params=plan_params,
+                 clues_from=clues_from, clues_method=clues_method, **options)
+    typer.echo(markdown_table(result["methods"], options["top_k"], retrieval_only))
     typer.echo(f"\nwrote {output}", err=True)

@@ -182,7 +182,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
                    gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
-                   judge=judge if judge is not None else "auto", quote_recall=quote_recall, evidence=evidence,
+                   judge="auto" if judge is None else None if judge == "none" else judge, quote_recall=quote_recall, evidence=evidence,
                    **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
