@@ -393,13 +393,14 @@ class Collection:
     @property
     def pipe(self) -> Any:
         if self._pipe is None:
-            from memorag.pipeline import MemoRAG
+            from memorag.pipeline import MemoRAG, saved_memory_window
 
             kwargs = dict(self._pipeline_kwargs)
             docs = self.store.list()
             if docs:  # the models the documents were made with (as MemoRAG.from_saved does)
                 manifest = read_manifest(self.store.state_dir(docs[0]["name"]), verify=False)
                 models = manifest.get("models", {})
+                kwargs.update(saved_memory_window(models, kwargs))
                 kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
                 kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
                 kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))

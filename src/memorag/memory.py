@@ -200,8 +200,10 @@ class Memory:
             raise InputError(f"beacon_ratio (document tokens per memory token) must be a number >= 1 or None; "
                              f"got {beacon_ratio!r}.")
         if llm is None:
-            from memorag.models.registry import load_llm
+            from memorag.models.registry import default_window, load_llm
 
+            if n_ctx is None:
+                n_ctx = default_window(model_name_or_path)
             llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
                            flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit)
         else:
@@ -465,6 +467,14 @@ class Memory:
         if info.get("format") != MEMORY_FORMAT:
             raise StateError(f"{shown} has memory format {info.get('format')}; this memorag reads {MEMORY_FORMAT}.")
         check_same_model(info.get("model", {}), self.llm.describe(), what="memory model")
+        saved_tokens = int(info["state"].get("n_tokens") or 0)
+        if saved_tokens > self.llm.context_window:
+            saved_window = info.get("model", {}).get("n_ctx")
+            raise StateError(
+                f"The memory at {shown} holds {saved_tokens} tokens, more than this memory model's window "
+                f"({self.llm.context_window} tokens). Load it with the window it was made with"
+                f"{f' (n_ctx={saved_window})' if saved_window else ''}: MemoRAG.from_saved(dir) does, or "
+                f"MemoRAG(n_ctx=...).")
         self.llm.load_prefix(directory, info["state"])
         state = MemoryState(info.get("language") or "en", info.get("context_sha256"),
                             int(info.get("context_chars", 0)), int(info["state"].get("n_tokens") or 0),

@@ -377,6 +377,7 @@ class MemoRAG(OriginalAPI):
         # multi-GB model load (load() verifies again; hashing costs ~0.35 s per 100 MB here).
         manifest = read_manifest(save_dir)
         models = manifest.get("models", {})
+        kwargs.update(saved_memory_window(models, kwargs))
         kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
         kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
         kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
@@ -469,6 +470,16 @@ def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn
 
             tqdm.write(line, file=sys.stderr)
     return config.run(announce)
+
+
+def saved_memory_window(models: dict, kwargs: dict) -> dict:
+    """``{"n_ctx": W}`` when a save dir's memory model is to be reopened as it was saved (no
+    memory model or window given): its KV state fits only a window at least that large, and
+    saves made before the default window changed were made with a larger one."""
+    window = models.get("memory", {}).get("n_ctx")
+    if "mem_model_name_or_path" in kwargs or kwargs.get("n_ctx") is not None or not isinstance(window, int):
+        return {}
+    return {"n_ctx": window}
 
 
 def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None) -> Judge:

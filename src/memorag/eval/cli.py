@@ -29,7 +29,7 @@ def eval_command(
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks (and the chunks and index of haystacks no method reads into the memory) are cached.")] = None,
     compression: Annotated[str, typer.Option(help="Memory compression when a haystack exceeds the memory window: extractive, gist or none.")] = "extractive",
     plan: Annotated[str | None, typer.Option(help="Query plan of the memorag methods (default: the pipeline's, recall); e.g. recall+quotes.")] = None,
-    memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); smaller than the haystack forces compression.")] = None,
+    memory_window: Annotated[int | None, typer.Option(help="Memory model context (tokens); a haystack longer than it is read as an extract. Default: the window ask gives the memory (8192 for the default memory), or the whole haystack for another memory model.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE: a query plan parameter (a field of memorag.plans.PlanParams, e.g. rerank_depth=20, likelihood_weight=1, follow_hops=2) for every plan the methods run; repeatable. A name no chosen plan reads is refused.")] = None,
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (retrieval).")] = "default",
     clues_from: Annotated[Path | None, typer.Option(help="Replay the clues of a results file (its --clues-method rows) instead of asking the memory: plans compared on the same clues.")] = None,

@@ -31,6 +31,7 @@ from memorag.eval.metrics import (
 )
 from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
+from memorag.models.registry import default_window
 from memorag.pipeline import MemoRAG
 from memorag.plans import check_plan_params, plan_clue_kinds
 from memorag.progress import progress_bar
@@ -176,9 +177,11 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                                "`pip install 'memorag[eval]'`, or pass --retrieval-only.") from None
     if retrieval_only:
         methods = [m for m in methods if m != "full"]
-    # By default the memory window fits the whole haystack; a smaller --memory-window forces
-    # the compressed memory (how compression methods are compared on the same data).
-    n_ctx = memory_window or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
+    # By default the memory gets the window `ask` gives it (the default memory's
+    # DEFAULT_MEMORY_WINDOW, so a longer haystack is read as an extract), and any other memory
+    # model a window that fits the whole haystack; --memory-window sets it (how windows and
+    # compression methods are compared on the same data).
+    n_ctx = memory_window or default_window(mem_model) or min(32768, haystack_tokens + haystack_tokens // 4 + 2048)
     pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
                    gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,

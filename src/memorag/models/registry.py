@@ -41,6 +41,12 @@ DEFAULT_MEMORY_ADAPTER = "memory-recall-lora-f16.gguf"
 DEFAULT_MEMORY_ADAPTER_SHA256 = "35408036f66b27ae7b606cfe17be1c021973b13a81cb00c03d4235e21b43ccc3"
 BASE_ALIASES = {"default-base", "base"}  # the untrained default memory, for comparison
 ADAPTER_MARK = "+lora="
+# The default memory's context window when none is asked for: a longer document is read as
+# an extract that fits (memorag.longmem, extractive). On a CPU the reading cost grows with
+# the square of the window, and on held-out HotpotQA the 8K window retrieved as well as the
+# whole 32K window (docs/evaluation.md, "How long a window does the memory need?"). Any
+# other window: MemoRAG(n_ctx=...), `--memory-window`.
+DEFAULT_MEMORY_WINDOW = 8192
 # The generator used with the default memory model. Chosen by answer quality on the demo's
 # ten questions (tests/test_demo_questions.py): the 1.5B answers 10 of 10 at ~10 s of
 # generation per question on 2 cores, the 0.5B 7 of 10 at ~3 s (docs/evaluation.md). The
@@ -114,6 +120,13 @@ def split_adapter(spec: str) -> tuple[str, Path | None]:
     if key.lower() in _DEFAULT_ALIASES:
         return key, shipped_adapter()
     return key, None
+
+
+def default_window(spec: str | None) -> int | None:
+    """The context window a memory spec gets when none is given: the default memory's
+    :data:`DEFAULT_MEMORY_WINDOW`, otherwise None (the backend's own)."""
+    key = (spec or "default").strip().lower()
+    return DEFAULT_MEMORY_WINDOW if key in _DEFAULT_ALIASES | BASE_ALIASES else None
 
 
 def resolve_gguf(spec: str) -> Path | None:
