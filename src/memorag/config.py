@@ -309,7 +309,7 @@ class ServiceConfig:
     read_only: bool = setting(False, "answer only: refuse writes and run no jobs (a replica)")
     warm_up: bool = setting(True, "load the answering models at start-up rather than at the first question")
     max_queue: int = setting(32, "questions, and memorize jobs, waiting beyond which a request is refused "
-                                 "(503)", _at_least(1))
+                                 "(503); 0: none may wait", _at_least(0))
     job_scan_seconds: float = setting(10.0, "seconds between two looks for jobs a dead replica left", _positive)
 
 

@@ -182,8 +182,8 @@ class Engine:
     def __init__(self, store: DocStore | str, *, mem_model: str = "default", ret_model: str = "default",
                  gen_model: str | None = None, max_queue: int = 32, read_only: bool = False,
                  collection: Mapping[str, Any] | None = None, **pipeline_kwargs: Any) -> None:
-        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
-            raise InputError(f"max_queue must be a whole number >= 1; got {max_queue!r}.")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
+            raise InputError(f"max_queue must be a whole number >= 0; got {max_queue!r}.")
         self.store = store if isinstance(store, DocStore) else DocStore(store)
         self.collection_options = dict(collection or {})
         self.mem_model = mem_model
