@@ -1,13 +1,17 @@
 """Query latency: memorag (clues + retrieval + generation) against plain RAG (question-only
 retrieval + generation) with the same generator and k, on the bundled sample, one run.
 
-Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5]
-Prints per-mode seconds per question and the ratio memorag / plain RAG (issue 9 target: <= 3).
+Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5] [--plans P,Q] [--out FILE.json]
+Prints per-mode seconds per question and the ratio memorag / plain RAG; --out writes them,
+with every question's seconds and the pipeline's own timings of its parts, as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import sys
 import time
 from importlib.resources import files
@@ -25,6 +29,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=5)
     ap.add_argument("--plans", default="", help="comma-separated query plans to time in memorag mode "
                     "(default: the pipeline's own); e.g. recall,clues shows what the judge costs")
+    ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = ap.parse_args()
     text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
     pipe = MemoRAG(gen_model_name_or_path=args.gen_model)
@@ -54,6 +59,17 @@ def main() -> None:
     rag = sum(seconds["plain RAG"]) / n
     for label, _, _ in modes[1:]:
         print(f"ratio {label} / plain RAG: {sum(seconds[label]) / n / rag:.2f}")
+    if args.out:
+        result = {"benchmark": "bench_query_latency", "command": "python bench/bench_query_latency.py "
+                  + " ".join(sys.argv[1:]), "questions": questions, "k": pipe.ret_hit,
+                  "generator": pipe.generator.describe(), "memory_model": pipe.memory.llm.describe(),
+                  "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                  "modes": [{"mode": label, "task_type": task, "plan": plan,
+                             "seconds_per_question": round(sum(seconds[label]) / n, 3),
+                             "ratio_to_plain_rag": round(sum(seconds[label]) / n / rag, 3),
+                             "seconds": [round(x, 3) for x in seconds[label]], "timings": parts[label]}
+                            for label, task, plan in modes]}
+        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
