@@ -29,8 +29,11 @@ def test_extractive_memory_fits_and_covers_every_part(small_llm, sample_text):
     assert stats.memory_tokens <= memory_budget(small_llm, stats.input_tokens, None)
     n = stats.windows
     assert all(f"[Part {i}/{n}]" in text for i in range(1, n + 1))
-    # Extractive = verbatim and in order: the memory's words are a subsequence of the document's.
-    kept = [w for line in text.splitlines() for w in line.split("] ", 1)[1].split()]
+    # Extractive = verbatim and in order: the memory's words are a subsequence of the document's,
+    # and each line is one sentence of it (so a quote of the memory is a quote of the document).
+    lines = [line for line in text.splitlines() if not line.startswith("[Part ")]
+    assert lines and all(line in sample_text for line in lines)
+    kept = [w for line in lines for w in line.split()]
     doc_words = iter(sample_text.split())
     assert len(kept) > 200 and all(any(w == d for d in doc_words) for w in kept)
     # A ratio asks for more compression than the window needs.

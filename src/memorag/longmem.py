@@ -160,7 +160,9 @@ def extractive_memory(llm: LLM, text: str, budget: int, language: str,
                 keep.add(j)
                 used += lengths[j]
             marker = f"[第{i + 1}/{len(windows)}部分]" if language == "zh" else f"[Part {i + 1}/{len(windows)}]"
-            parts.append(marker + " " + " ".join(sents[j] for j in sorted(keep)))
+            # One sentence per line: a recalled quote (memorag.quoting) ends at a line break, so it
+            # cannot join two sentences that were not next to each other in the document.
+            parts.append("\n".join([marker, *(sents[j] for j in sorted(keep))]))
         memory_text = "\n".join(parts)
         stats.memory_tokens = llm.count_tokens(memory_text)
         if stats.memory_tokens <= budget:
