@@ -11,7 +11,7 @@ import typer
 def eval_command(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="hotpotqa, squad, needle or vartrack (RULER variable tracking).")],
-    methods: Annotated[str, typer.Option(help="Comma-separated: full,dense,bm25,hybrid,hyde,memorag,memorag+answer.")] = "dense,bm25,hyde,memorag",
+    methods: Annotated[str, typer.Option(help="Comma-separated, of: full, dense, bm25, hybrid, hyde, rerank, likelihood, clues, grounded, memorag, memorag+answer (docs/evaluation.md). Default: the question-only baselines, the judge without the memory (likelihood) and memorag (= ask).")] = "dense,bm25,hybrid,likelihood,memorag",
     first_index: Annotated[int, typer.Option(help="First question index (HotpotQA: keep tuning below 3700).")] = 0,
     limit: Annotated[int, typer.Option(help="Number of questions.")] = 20,
     haystack_tokens: Annotated[int, typer.Option(help="Token budget of each haystack.")] = 32000,
