@@ -156,6 +156,8 @@ def main() -> None:
         "stored_documents_unchanged": before == after,
         "changed": sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)),
         "rss_kib": {str(pid): {"first": v[0], "last": v[-1], "max": max(v)} for pid, v in rss.items() if v},
+        # every sample (one per 5 s), so flatness after warm-up can be judged, not only the ends
+        "rss_kib_samples": {str(pid): v for pid, v in rss.items()},
     }
     print(json.dumps({k: v for k, v in results.items() if k != "errors"}, indent=1))
     if args.out:
