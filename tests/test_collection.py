@@ -73,7 +73,9 @@ def make_pipe(index_spec: str = "faiss", embedder: HashEmbedder | None = None, *
     return MemoRAG.from_parts(ScriptedLLM(), retriever, **kw)
 
 
-@pytest.fixture(params=["faiss", "qdrant", "qdrant:disk"])
+# Qdrant's embedded engine is an integration of its own: its variants are not unit tests.
+@pytest.fixture(params=["faiss", pytest.param("qdrant", marks=pytest.mark.integration),
+                        pytest.param("qdrant:disk", marks=pytest.mark.integration)])
 def index_spec(request, tmp_path) -> str:
     if request.param.startswith("qdrant"):
         pytest.importorskip("qdrant_client")
