@@ -383,7 +383,8 @@ def page(engine: Engine) -> None:
         doc = None
         if not engine.store.list():
             return
-    scope = st.radio("Ask", list(SCOPES), format_func=lambda s: SCOPES[s] if s == "store" else f"{s}: {doc}",
+    # With no document picked (none memorized in this session yet) the store is what can be asked.
+    scope = st.radio("Ask", list(SCOPES), format_func=lambda s: f"{SCOPES[s]} ({doc})" if s == "document" else SCOPES[s],
                      horizontal=True, key="scope") if doc else "store"
     if scope == "store":
         ask_across_the_store(engine)
