@@ -47,8 +47,22 @@ def default_llm():
 
 
 def pytest_collection_modifyitems(config, items):
+    # A test marked integration itself (its function, or a parametrize / fixture param) is
+    # not a unit test even in a module marked unit: it starts processes, servers or an
+    # embedded Qdrant, so it runs in the default suite but not in `-m unit`. pytest reads a
+    # module's marks from the module node, shared by all its tests, so such a module's unit
+    # mark moves onto each of its tests that stays unit.
+    is_unit = {item: item.get_closest_marker("unit") is not None
+               and not any(m.name == "integration" for m in item.own_markers) for item in items}
+    for item in items:
+        for node in item.listchain():
+            node.own_markers[:] = [m for m in node.own_markers if m.name != "unit"]
+    for item in items:
+        if is_unit[item]:
+            item.add_marker(pytest.mark.unit)
     # Tests that are neither unit (no model) nor e2e/slow (whole runs on the default models)
-    # exercise one backend on a real model: mark them so `-m integration` selects them.
+    # exercise one backend on a real model, or the processes and servers above: mark them so
+    # `-m integration` selects them.
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("unit", "e2e", "slow")):
             item.add_marker(pytest.mark.integration)

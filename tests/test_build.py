@@ -84,7 +84,7 @@ def test_installed_binding_lists_only_the_chosen_instruction_set():
     assert record["variant"] == flags_mod.choose(record["version"])["VARIANT"] or os.environ.get("MEMORAG_LLAMA_VARIANT")
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # starts a process that dies by a signal
 def test_smoke_check_fails_cleanly_when_the_binding_dies_by_a_signal(tmp_path):
     # A stand-in for a binding compiled with instructions this CPU mishandles: it dies by
     # SIGSEGV as the AMX build did. (Real crashes cannot be produced on demand.)

@@ -38,6 +38,7 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.integration  # runs the CLI in subprocesses
 def test_add_ask_ls_rm_through_the_cli(tmp_path):
     src = write_sources(tmp_path / "src")
     store = tmp_path / "S"
@@ -83,6 +84,7 @@ def test_add_ask_ls_rm_through_the_cli(tmp_path):
     assert {c["document"] for c in after["citations"]} == {"harbour.txt"}
 
 
+@pytest.mark.integration  # runs the CLI in subprocesses
 @pytest.mark.parametrize("args,message", [
     (("add", "{d}/missing.txt", "--store", "{d}/S"), "File not found"),
     (("add", "{d}/odd.xyz", "--store", "{d}/S"), "unsupported file type '.xyz'"),
@@ -104,6 +106,7 @@ def test_cli_errors_are_one_line_and_make_no_store(tmp_path, args, message):
     assert not (tmp_path / "S").exists()
 
 
+@pytest.mark.integration  # runs the CLI in a subprocess
 def test_help_lists_the_store_commands(tmp_path):
     out = ok(run_cli("--help", cwd=tmp_path)).stdout
     for cmd in ("add", "append", "ls", "rm"):

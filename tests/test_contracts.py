@@ -36,7 +36,7 @@ def test_faiss_index_contract(check, tmp_path):
     check(FaissIndex, tmp_path)
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # Qdrant's embedded engine
 @pytest.mark.parametrize("where", ["memory", "disk"])
 @pytest.mark.parametrize("check", VECTOR_INDEX_CHECKS, ids=check_id)
 def test_qdrant_embedded_index_contract(check, where, tmp_path):
@@ -74,7 +74,7 @@ def test_non_conforming_indexes_fail_the_contract_where_they_break_it(tmp_path):
     assert "-inf" in zero["index_pads_when_k_exceeds_size"]
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # Qdrant's embedded engine
 def test_faiss_and_qdrant_agree_on_k_larger_than_n():
     qdrant = _qdrant_factories()()
     faiss = FaissIndex()

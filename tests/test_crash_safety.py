@@ -72,7 +72,7 @@ def check_one_state(d: Path, before: bytes, begun: set[int]) -> int:
     return gen
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # kills child processes
 def test_random_kills_during_save_never_lose_the_previous_state(tmp_path):
     d = tmp_path / "state"
     write_save_dir(d, fill(0))
@@ -95,7 +95,7 @@ def test_random_kills_during_save_never_lose_the_previous_state(tmp_path):
     assert leftovers(d) == []
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # kills child processes
 @pytest.mark.parametrize("point", ["during_fill", "before_swap", "after_exchange", "between_renames",
                                    "during_cleanup"])
 def test_kill_at_each_point_of_the_swap(tmp_path, point):

@@ -25,7 +25,7 @@ from servicekit import free_port  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from memorag.cli import SAMPLE_QUESTION  # noqa: E402
-from memorag.demo_app import clue_lines, highlighted  # noqa: E402
+from memorag.demo_app import citation_lines, clue_lines, highlighted  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +58,104 @@ def test_clue_lines_follow_grounding_marks():
                         "answer": "", "grounded": ["A span here.", "", "Who came"]})
     assert lines == [("recalled", "A span here", True), ("recalled", "Another span", False),
                      ("question", "Who came?", True)]
+
+
+@pytest.mark.unit
+def test_citation_lines_number_each_piece_of_evidence_and_say_which_the_answer_cites():
+    citations = [{"n": 1, "document": "ledger.pdf", "start": 10, "end": 42, "text": "The clerk  kept\nthe ledger."},
+                 {"n": 2, "document": "harbour.txt", "start": 0, "end": 300, "text": "word " * 60}]
+    lines = citation_lines(citations, marks=[2])
+    assert lines[0] == "[1] ledger.pdf · chars 10–42: The clerk kept the ledger."
+    assert lines[1].startswith("[2] harbour.txt · chars 0–300 (cited): word word") and lines[1].endswith("…")
+
+
+# Two documents for the store-wide question: it is answerable from the first only.
+STORE_DOCS = {
+    "ledger.txt": "The clerk Ida Marsh kept the brass ledger in the archive vault.\n\n"
+                  "The vault door was painted green in the spring.",
+    "harbour.txt": "The keeper Edda Quill kept the silver key in a blue porcelain jar.\n\n"
+                   "Fishing boats left the harbour before dawn.",
+}
+STORE_QUESTION = "Where did Ida Marsh keep the brass ledger?"
+
+
+@pytest.fixture
+def scripted_engine(tmp_path, monkeypatch):
+    """The demo's engine on the scripted fakes (tests/scriptedspecs.py), over a store holding
+    STORE_DOCS: the page runs in this process (AppTest), with no model loaded."""
+    import memorag.demo_app
+    from memorag.engine import Engine
+
+    engine = Engine(tmp_path / "store", mem_model="scriptedspecs:llm", ret_model="scriptedspecs:embedder",
+                    gen_model="scriptedspecs:llm", retrieval_chunk_size=64)
+    for name, text in STORE_DOCS.items():
+        job = engine.memorize(name, text)
+        deadline = time.monotonic() + 60
+        while engine.job(job.id).state not in ("done", "failed"):
+            assert time.monotonic() < deadline, engine.job(job.id)
+            time.sleep(0.01)
+        assert engine.job(job.id).state == "done", engine.job(job.id).error
+    monkeypatch.setattr(memorag.demo_app, "get_engine", lambda store: engine)
+    yield engine
+    engine.close(wait=True)
+
+
+def untimed(answer: dict) -> dict:
+    """A store-wide answer without its timings (the clues' seconds included)."""
+    return {k: v for k, v in answer.items() if k != "timings"} | {"clues": {
+        n: {k: v for k, v in c.items() if k != "seconds"} for n, c in answer["clues"].items()}}
+
+
+@pytest.mark.unit
+def test_demo_asks_across_the_store_and_shows_numbered_citations(scripted_engine):
+    at = AppTest.from_file(str(DEMO), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    at.radio(key="scope").set_value("store").run()
+    assert "2 · Ask across the store (2 documents)" in [h.value for h in at.main.header]
+    assert at.radio(key="store_task").options == ["memorag: clues + retrieval", "qa: surrogate questions",
+                                                  "rag: plain RAG"]  # no summarize across a store
+    at.text_input(key="question").input(STORE_QUESTION).run()
+    at.button(key="ask_store").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, _texts(at.error)
+
+    result = at.session_state["store_results"]["result"]
+    # The same call as `memorag ask --store` and POST /ask make (Engine.ask_store -> Collection.ask):
+    # the page shows what that call answers, not an answer of its own.
+    direct = scripted_engine.ask_store(STORE_QUESTION).result(timeout=60)
+    assert untimed(result) == untimed(direct)
+    assert "archive vault" in result["answer"] and result["documents"][0]["name"] == "ledger.txt"
+    citations = result["citations"]
+    assert citations and [c["n"] for c in citations] == list(range(1, len(citations) + 1))
+    for c in citations:  # every citation's text is its document's text at its offsets
+        assert STORE_DOCS[c["document"]][c["start"]:c["end"]] == c["text"]
+        assert scripted_engine.store.text(c["document"])[c["start"]:c["end"]] == c["text"]
+    assert any(c["document"] == "ledger.txt" and "Ida Marsh" in c["text"] for c in citations)
+
+    md = [str(m.value) for m in at.markdown]
+    answer = next(m for m in md if m.startswith("**Answer**"))
+    assert "archive vault" in answer and "routed to ledger.txt" in answer
+    shown = next(m for m in md if m.startswith("**Citations**"))
+    assert shown.splitlines()[2:] == [f"- {line}" for line in citation_lines(citations, result["marks"])]
+    assert "Clues from the memories" in _texts(at.markdown)
+    # each cited document is shown with its citations highlighted in place
+    assert "3 · Citations in their documents" in [h.value for h in at.main.header]
+    ledger = [c for c in citations if c["document"] == "ledger.txt"]
+    assert highlighted(STORE_DOCS["ledger.txt"], {"memorag": ledger}) in md
+
+    # plain RAG across the store: no memory, still cited
+    at.radio(key="store_task").set_value("rag").run()
+    at.button(key="ask_store").click().run()
+    assert not at.exception and not at.error, (at.exception, _texts(at.error))
+    rag = at.session_state["store_results"]["result"]
+    assert rag["task_type"] == "rag" and rag["clues"] == {} and rag["citations"]
+    assert all(STORE_DOCS[c["document"]][c["start"]:c["end"]] == c["text"] for c in rag["citations"])
+
+    # the question is required
+    at.text_input(key="question").input("").run()
+    at.button(key="ask_store").click().run()
+    assert "Type a question first." in _texts(at.warning)
 
 
 def _texts(elements) -> str:

@@ -39,6 +39,7 @@ def memorag(*args: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.integration  # runs the CLI in subprocesses
 def test_without_ray_the_ray_option_is_one_line_and_the_plain_add_works(tmp_path):
     src = write_sources(tmp_path / "src")
     env = without_ray(tmp_path)
@@ -53,6 +54,7 @@ def test_without_ray_the_ray_option_is_one_line_and_the_plain_add_works(tmp_path
     assert "2 added" in plain.stderr
 
 
+@pytest.mark.integration  # runs the CLI in a subprocess
 def test_workers_without_ray_is_refused(tmp_path):
     src = write_sources(tmp_path / "src")
     out = memorag("add", str(src), "--store", str(tmp_path / "S"), *FAKES, "--workers", "2", env=without_ray(tmp_path))

@@ -80,6 +80,7 @@ def test_an_interrupted_delete_stays_deleted(tmp_path):
     assert not store.exists("doc")
 
 
+@pytest.mark.integration  # kills a child process
 def test_staging_of_a_killed_process_is_removed_and_a_live_one_kept(tmp_path):
     store = DocStore(tmp_path)
     mine = build(store, "live", "x")  # this process is alive: its build must survive a recover()
@@ -96,6 +97,7 @@ def test_staging_of_a_killed_process_is_removed_and_a_live_one_kept(tmp_path):
     assert store.list() == []
 
 
+@pytest.mark.integration  # starts a process for a dead pid
 def test_staging_of_another_machine_is_kept_and_an_old_style_dead_one_removed(tmp_path):
     """Replicas on several machines share a store: a build's liveness can be told only on its host."""
     store = DocStore(tmp_path)

@@ -118,6 +118,7 @@ def test_a_bad_param_is_refused_before_any_model_loads(tmp_path):
     assert not (tmp_path / "r.partial.jsonl").exists()
 
 
+@pytest.mark.integration  # runs the CLI in subprocesses
 @pytest.mark.parametrize("args,message", [
     (["--param", "rerank_depth=20"], "rerank_depth is not read by plan 'question'"),
     (["--param", "rerank_depth"], "NAME=VALUE"),

@@ -105,7 +105,7 @@ def test_mixed_encodings_are_one_clear_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # runs the CLI in subprocesses
 def test_cli_refuses_bad_files_with_one_line(tmp_path):
     import os
 
@@ -131,7 +131,7 @@ print(len(text), rss - base)
 """
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # measures a subprocess
 @pytest.mark.parametrize("one_line", [False, True])
 def test_large_file_is_read_in_blocks_with_bounded_memory(tmp_path, one_line):
     """A 60 MB file (or one 60 MB line): peak memory stays near two copies of the text."""

@@ -19,7 +19,7 @@ from test_crash_safety import SRC, Child, fill, spawn
 from memorag.errors import LockedError, StateError
 from memorag.store import MANIFEST, leftovers, load_consistent, lock_path, read_manifest, write_save_dir, writer_lock
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # real processes
 
 
 def _holding(d: Path, seconds: float, gen: int) -> Child:

@@ -20,7 +20,7 @@ from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 from scriptedspecs import write_sources  # noqa: E402
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # `memorag mcp` subprocesses
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"

@@ -119,6 +119,18 @@ def server():
         yield url
 
 
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch):
+    """The openai client backs off 0.5 s, 1 s, 2 s... between retries (jittered). These tests
+    check that it retries, how often, and what error is left: 10 ms of backoff shows the
+    same, and a Retry-After the server sends is still honoured as sent."""
+    try:
+        import openai._base_client
+    except ImportError:  # no openai client: the tests that need it skip or fail on their own
+        return
+    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.01)
+
+
 def agent(server: str, mode: str, *, timeout: float = 1.0, max_retries: int = 2) -> Agent:
     Handler.hits.pop(mode, None)
     return Agent("m", "openai", {"base_url": f"{server}/{mode}/v1", "api_key": "k"},

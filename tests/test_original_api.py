@@ -18,7 +18,7 @@ QUESTION = "Who is the new tenant of Netherfield Park?"
 
 
 # ------------------------------------------------------------------ no model needed
-@pytest.mark.unit
+@pytest.mark.integration  # imports in a fresh interpreter
 def test_all_lists_agent_and_lite_without_importing_them_eagerly():
     assert {"Agent", "MemoRAGLite", "MemoRAG", "Memory"} <= set(memorag.__all__)
     code = (

@@ -224,7 +224,7 @@ def test_openapi_schema_lists_the_api(server):
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
 
-@pytest.mark.unit
+@pytest.mark.integration  # runs `memorag serve` in subprocesses
 def test_refuses_to_bind_beyond_loopback_without_a_token():
     env = {k: v for k, v in __import__("os").environ.items() if k != "MEMORAG_TOKEN"}
     r = subprocess.run([sys.executable, "-m", "memorag.cli", "serve", "--host", "0.0.0.0", "--port", "1"],

@@ -61,6 +61,7 @@ def comparable(answer: dict) -> dict:
         n: {k: v for k, v in c.items() if k != "seconds"} for n, c in answer["clues"].items()}}
 
 
+@pytest.mark.integration  # several replicas over one store
 def test_a_job_accepted_by_one_replica_is_seen_by_the_other_and_both_answer_alike(tmp_path):
     store = tmp_path / "store"
     a, b = engine(store), engine(store)
@@ -86,6 +87,7 @@ def test_a_job_accepted_by_one_replica_is_seen_by_the_other_and_both_answer_alik
     assert listed[0] == listed[1] and listed[0][0]["status"] == "ready"
 
 
+@pytest.mark.integration  # several replicas over one store
 def test_a_replica_sees_a_document_another_replica_is_replacing_as_updating(tmp_path):
     store = tmp_path / "store"
     a = engine(store, mem_model="scriptedspecs:slow_llm")
@@ -107,6 +109,7 @@ def test_a_replica_sees_a_document_another_replica_is_replacing_as_updating(tmp_
     assert again.status_code == 409 and r.json()["id"] in again.json()["error"]  # one job per name, store-wide
 
 
+@pytest.mark.integration  # replicas as uvicorn processes, one killed
 def test_a_replica_killed_mid_document_loses_nothing_and_another_replica_finishes_its_job(tmp_path):
     store = tmp_path / "store"
     a, b = ServerProcess(store, script=[CHILD]), ServerProcess(store, script=[CHILD])
@@ -175,6 +178,7 @@ def orphan(store: Path, name: str, text: str, **fields) -> str:
     return job.id
 
 
+@pytest.mark.integration  # several replicas over one store
 def test_a_restarted_writer_runs_jobs_left_queued_and_a_read_only_replica_does_not(tmp_path):
     store = tmp_path / "store"
     engine(store).close(wait=True)  # makes the store
@@ -193,6 +197,7 @@ def test_a_restarted_writer_runs_jobs_left_queued_and_a_read_only_replica_does_n
     assert not (store / ".jobs" / f"{job_id}.txt").exists()  # the text goes once the job has ended
 
 
+@pytest.mark.integration  # several replicas over one store
 def test_two_replicas_looking_for_orphans_at_once_never_both_run_one(tmp_path):
     store = tmp_path / "store"
     engines = [engine(store) for _ in range(4)]
@@ -245,6 +250,7 @@ def test_a_job_whose_process_died_after_its_commit_is_not_memorized_again(tmp_pa
     assert before["harbour/document.txt"] == text.encode()
 
 
+@pytest.mark.integration  # several replicas over one store
 def test_a_read_only_replica_refuses_every_write_with_one_error_and_still_answers(tmp_path):
     store = tmp_path / "store"
     writer = engine(store)

@@ -22,7 +22,7 @@ from memorag.errors import BackendError, ConflictError, InputError, NotMemorized
 from memorag.index.store_index import DocumentVectors, parse_spec, read_document_vectors  # noqa: E402
 from memorag.testing import HashEmbedder  # noqa: E402
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # Qdrant's embedded engine
 
 
 def qdrant_spec(tmp_path) -> str:

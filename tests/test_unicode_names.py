@@ -152,6 +152,7 @@ def test_a_name_with_a_tilde_survives_crash_recovery(tmp_path):
     assert store.text("draft~2.txt") == "text"
 
 
+@pytest.mark.integration  # runs the CLI in subprocesses
 def test_memorag_add_ls_ask_rm_with_a_chinese_file_name(tmp_path):
     """`memorag add 报告.txt` in a subprocess (the fakes by spec string), then ls, ask and rm by that name."""
     from test_collection_cli import FAKES, ok, run_cli

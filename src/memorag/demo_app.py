@@ -10,8 +10,13 @@ clues (marked found / not found in the document), the evidence chunks, the answe
 streams, plain RAG's answer to the same question beside it, and the evidence highlighted
 in its place in the document.
 
+Or ask across the whole store, as ``memorag ask --store`` and the service's ``POST /ask`` do
+(the same ``Collection.ask``, through :meth:`memorag.engine.Engine.ask_store`): the question
+is routed to the documents that match it, and the answer is shown with its numbered
+citations (document, character offsets), each highlighted in its document.
+
 URL parameters preselect and run a question (used for the README screenshot):
-``?doc=NAME&q=QUESTION&task=memorag&compare=1``.
+``?doc=NAME&q=QUESTION&task=memorag&compare=1``, or across the store ``?scope=store&q=QUESTION``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from memorag.text import decode_text
 TASKS = {"memorag": "memorag: clues + retrieval", "qa": "qa: surrogate questions", "rag": "rag: plain RAG",
          "summarize": "summarize the document"}
 SOURCES = ["A memorized document", "Paste text", "Upload a file", "The bundled sample"]
+SCOPES = {"document": "this document", "store": "across the store, with citations"}
+STORE_TASKS = {t: label for t, label in TASKS.items() if t != "summarize"}  # a store is not summarized whole
 # Highlight colours: memorag's evidence, plain RAG's, and chunks both found.
 COLOURS = {"memorag": "#ffe58a", "rag": "#b9dcff", "both": "#c6f0c2"}
 
@@ -89,6 +96,37 @@ def render_evidence(slot, evidence: list[dict] | None) -> None:
         snippet = " ".join(ev["text"].split())
         lines.append(f"- chunk {ev['chunk_id']} (score {ev['score']:.3f}): {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     slot.markdown("\n".join(lines))
+
+
+def citation_lines(citations: list[dict], marks: list[int]) -> list[str]:
+    """One line per numbered citation: number, document, character offsets [start, end) into
+    its text, whether the answer cites it, and the start of its text."""
+    lines = []
+    for c in citations:
+        snippet = " ".join(c["text"].split())
+        cited = " (cited)" if c["n"] in marks else ""
+        lines.append(f"[{c['n']}] {c['document']} · chars {c['start']}–{c['end']}{cited}: "
+                     f"{snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+    return lines
+
+
+def render_citations(slot, citations: list[dict] | None, marks: list[int]) -> None:
+    if citations is None:
+        slot.caption("Routing the question and retrieving evidence…")
+        return
+    rows = [f"- {line}" for line in citation_lines(citations, marks)]
+    slot.markdown("**Citations**\n\n" + ("\n".join(rows) or "_(no evidence)_"))
+
+
+def render_store_clues(slot, clues: dict[str, dict]) -> None:
+    if not clues:
+        slot.caption("No clues: plain RAG searches with the question alone.")
+        return
+    rows = []
+    for document, per_document in clues.items():
+        rows.append(f"- **{document}**")
+        rows.extend(f"    - {line}" for _, line, _ in clue_lines(per_document))
+    slot.markdown("**Clues from the memories**\n\n" + "\n".join(rows))
 
 
 def highlighted(text: str, spans: dict[str, list[dict]]) -> str:
@@ -190,6 +228,56 @@ def ask(engine: Engine, name: str, question: str, tasks: list[str]) -> dict[str,
     return results
 
 
+def ask_store(engine: Engine, question: str, task: str) -> dict | None:
+    """Ask across the store (Engine.ask_store: Collection.ask with numbered citations, as
+    `memorag ask --store` and POST /ask) and stream the answer, then show its citations."""
+    st.subheader("across the store", anchor=False)
+    clues_slot, answer_slot, citations_slot = st.empty(), st.empty(), st.empty()
+    render_citations(citations_slot, None, [])
+    events: queue.Queue = queue.Queue()
+    try:
+        # Callbacks run on the engine's worker thread; only this script thread may draw.
+        future = engine.ask_store(question, task_type=task, max_new_tokens=256,
+                                  on_token=lambda t: events.put(("token", t)),
+                                  on_evidence=lambda ev: events.put(("evidence", ev)))
+    except MemoRAGError as exc:
+        answer_slot.error(str(exc))
+        return None
+    pieces: list[str] = []
+    while True:
+        finished = future.done()  # read before draining: no event can follow a finished call
+        try:
+            while True:
+                kind, data = events.get_nowait()
+                if kind == "evidence":
+                    render_store_clues(clues_slot, data["clues"])
+                    render_citations(citations_slot, data["citations"], [])
+                else:
+                    pieces.append(data)
+                    render_answer(answer_slot, "".join(pieces), done=False)
+        except queue.Empty:
+            pass
+        if finished:
+            break
+        time.sleep(0.05)
+    exc = future.exception()
+    if exc is not None:
+        answer_slot.error(str(exc) if isinstance(exc, MemoRAGError) else f"internal error: {exc!r}")
+        return None
+    result = future.result()
+    show_store_answer(result, clues_slot, answer_slot, citations_slot)
+    return result
+
+
+def show_store_answer(result: dict, clues_slot=None, answer_slot=None, citations_slot=None) -> None:
+    routed = ", ".join(f"{d['name']} ({d['score']:.3f})" for d in result["documents"])
+    render_store_clues(clues_slot or st.empty(), result.get("clues") or {})
+    # The answer is shown beside HTML of our own: escaped, so text from a document stays text.
+    (answer_slot or st.empty()).markdown(f"**Answer**\n\n{html.escape(result['answer'], quote=False)}\n\n"
+                                         f"<small>routed to {html.escape(routed)}</small>", unsafe_allow_html=True)
+    render_citations(citations_slot or st.empty(), result["citations"], result["marks"])
+
+
 def show_results(results: dict[str, dict]) -> None:
     tasks = list(results)
     for col, task in zip(st.columns(len(tasks)), tasks):
@@ -234,6 +322,10 @@ def main() -> None:
             st.session_state["question"] = params["q"]
         if params.get("task") in TASKS:
             st.session_state["task"] = params["task"]
+        if params.get("task") in STORE_TASKS:
+            st.session_state["store_task"] = params["task"]
+        if params.get("scope") in SCOPES:
+            st.session_state["scope"] = params["scope"]
         st.session_state["compare"] = params.get("compare", "1") != "0"
     st.title("memorag: watch the memory at work", anchor=False)
     st.caption("The memory model reads the document once. For each question it recalls clues; the clues and the "
@@ -288,6 +380,14 @@ def page(engine: Engine) -> None:
 
     doc = st.session_state.get("current_doc")
     if not doc or not engine.store.exists(doc):
+        doc = None
+        if not engine.store.list():
+            return
+    # With no document picked (none memorized in this session yet) the store is what can be asked.
+    scope = st.radio("Ask", list(SCOPES), format_func=lambda s: f"{SCOPES[s]} ({doc})" if s == "document" else SCOPES[s],
+                     horizontal=True, key="scope") if doc else "store"
+    if scope == "store":
+        ask_across_the_store(engine)
         return
     st.header(f"2 · Ask {doc}", anchor=False)
     c1, c2 = st.columns([2, 1])
@@ -315,6 +415,40 @@ def page(engine: Engine) -> None:
         st.markdown(f"Highlighted: {legend}", unsafe_allow_html=True)
         spans = {("rag" if t == "rag" else "memorag"): r.get("evidence") for t, r in shown["results"].items()}
         st.markdown(highlighted(engine.store.text(doc), spans), unsafe_allow_html=True)
+
+
+def ask_across_the_store(engine: Engine) -> None:
+    names = [d["name"] for d in engine.store.list()]
+    st.header(f"2 · Ask across the store ({len(names)} document{'s' if len(names) != 1 else ''})", anchor=False)
+    st.caption("The question is routed to the documents that match it best; each one's memory gives clues, and the "
+               "answer cites its evidence by number (document, character offsets).")
+    task = st.radio("Task", list(STORE_TASKS), format_func=STORE_TASKS.get, horizontal=True, key="store_task")
+    question = st.text_input("Question", key="question", placeholder="Ask anything the documents can answer")
+    clicked = st.button("Ask the store", type="primary", key="ask_store")
+    if st.session_state.pop("auto", False):
+        clicked = True
+    if clicked:
+        if not (question or "").strip():
+            st.warning("Type a question first.")
+            return
+        result = ask_store(engine, question, task)
+        st.session_state["store_results"] = {"question": question, "task": task, "result": result}
+    elif (st.session_state.get("store_results") or {}).get("result"):
+        st.subheader("across the store", anchor=False)
+        show_store_answer(st.session_state["store_results"]["result"])
+    shown = (st.session_state.get("store_results") or {}).get("result")
+    if not shown or not shown["citations"]:
+        return
+    st.header("3 · Citations in their documents", anchor=False)
+    who = "rag" if shown.get("task_type") == "rag" else "memorag"
+    by_document: dict[str, list[dict]] = {}
+    for c in shown["citations"]:
+        by_document.setdefault(c["document"], []).append(c)
+    for document, citations in by_document.items():
+        if not engine.store.exists(document):
+            continue  # deleted since it was asked
+        st.markdown(f"**{document}**: " + ", ".join(f"[{c['n']}]" for c in citations))
+        st.markdown(highlighted(engine.store.text(document), {who: citations}), unsafe_allow_html=True)
 
 
 if __name__ == "__main__":
