@@ -158,3 +158,33 @@ def test_a_chinese_file_name_through_the_mcp_tools(tmp_path):
         assert (await call.ok("list_documents"))["documents"] == []
 
     with_session(server(store, *FAKES, cwd=tmp_path), body, tmp_path / "server.err")
+
+
+def test_mcp_ask_sends_the_generator_the_prompt_ask_sends(tmp_path):
+    """Issue 22's one core, through the MCP front-end: on a one-document store the ``ask`` tool
+    finds the evidence ``MemoRAG.ask`` finds and sends the generator the same prompt (the echo
+    generator answers with the prompt it read). MCP answers with numbered citations, so the
+    pipeline is asked with ``cite=True`` too."""
+    from test_unit_pipeline import DOC_A, Q_A
+
+    from memorag import MemoRAG
+    from memorag.collection import Collection
+
+    specs = {"mem_model_name_or_path": "scriptedspecs:llm", "ret_model_name_or_path": "scriptedspecs:embedder",
+             "gen_model_name_or_path": "scriptedspecs:echo", "retrieval_chunk_size": 64}
+    store = tmp_path / "S"
+    (tmp_path / "harbour.txt").write_text(DOC_A, encoding="utf-8")
+    Collection(store, MemoRAG(**specs)).add([tmp_path / "harbour.txt"])
+    pipe = MemoRAG(**specs, cite=True)
+    pipe.load(store / "harbour.txt" / "state")
+    asked = pipe.ask(Q_A, max_new_tokens=2048)
+    found: dict = {}
+
+    async def body(session: Any) -> None:
+        found.update(await Calls(session).ok("ask", question=Q_A, max_new_tokens=2048))
+
+    options = ["--mem-model", "scriptedspecs:llm", "--ret-model", "scriptedspecs:embedder",
+               "--gen-model", "scriptedspecs:echo", "--chunk-tokens", "64"]
+    with_session(server(store, *options, cwd=tmp_path), body, tmp_path / "server.err")
+    assert [c["chunk_id"] for c in found["citations"]] == [h.chunk_id for h in asked.evidence]
+    assert found["answer"] == asked.messages[-1]["content"] == asked.answer
