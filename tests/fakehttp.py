@@ -29,3 +29,14 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
+
+
+def fast_openai_retries(monkeypatch) -> None:
+    """The openai client backs off 0.5 s, 1 s, 2 s... between retries (jittered). Fault tests
+    check that it retries, how often, and what error is left: 10 ms of backoff shows the
+    same, and a Retry-After the server sends is still honoured as sent."""
+    try:
+        import openai._base_client
+    except ImportError:  # no openai client: the tests that need it skip or fail on their own
+        return
+    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.01)

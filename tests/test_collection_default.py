@@ -66,3 +66,19 @@ def test_routed_cited_answer_on_the_default_models(tmp_path, default_llm, embedd
     ans = coll.ask("What was the railway's last engine named?", max_new_tokens=32)
     assert ans.documents[0][0] == "railway.txt" and "bramble" in ans.answer.lower()
     assert any("Bramble" in c.text for c in ans.citations)
+
+
+def test_one_core_on_the_default_models(tmp_path, default_llm, embedder, generator):
+    """Issue 22, end to end: on a one-document store, ``Collection.ask`` and ``MemoRAG.ask`` on
+    the loaded save dir find the same evidence and send the generator the same prompt."""
+    src = tmp_path / "museum.txt"
+    src.write_text(DOCS["museum.txt"], encoding="utf-8")
+    pipe = MemoRAG.from_parts(default_llm, Retriever(embedder, FaissIndex), generator)
+    coll = Collection(tmp_path / "store", pipe)
+    coll.add([src])
+    routed = coll.ask(QUESTION, max_new_tokens=8)
+    pipe.load(tmp_path / "store" / "museum.txt" / "state")
+    asked = pipe.ask(QUESTION, max_new_tokens=8)
+    assert [c.chunk_id for c in routed.citations] == [h.chunk_id for h in asked.evidence]
+    assert routed.messages == asked.messages
+    assert "Moby-Dick" in asked.messages[-1]["content"]

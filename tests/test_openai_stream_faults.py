@@ -13,7 +13,7 @@ import socket
 import time
 
 import pytest
-from fakehttp import JSONHandler, serving
+from fakehttp import JSONHandler, fast_openai_retries, serving
 
 from memorag.errors import BackendError
 
@@ -121,14 +121,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
-    """The openai client backs off 0.5 s, 1 s, 2 s... between retries (jittered). These tests
-    check that it retries, how often, and what error is left: 10 ms of backoff shows the
-    same, and a Retry-After the server sends is still honoured as sent."""
-    try:
-        import openai._base_client
-    except ImportError:  # no openai client: the tests that need it skip or fail on their own
-        return
-    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.01)
+    fast_openai_retries(monkeypatch)
 
 
 def agent(server: str, mode: str, *, timeout: float = 1.0, max_retries: int = 2) -> Agent:
