@@ -33,7 +33,7 @@ def files(tmp_path):
         (("memorize", "{d}/bin.dat", "--save-dir", "{d}/s"), "binary"),
         (("memorize", "{d}/latin1.txt", "--save-dir", "{d}/s"), "UTF-8"),
         (("memorize", "{d}/missing.txt", "--save-dir", "{d}/s"), "not found"),
-        (("memorize", "{d}/ok.txt", "--save-dir", "{d}/s", "--chunk-tokens", "8"), "at least 16"),
+        (("memorize", "{d}/ok.txt", "--save-dir", "{d}/s", "--chunk-tokens", "8"), "chunk_tokens: must be >= 16"),
         (("memorize", "{d}/ok.txt", "--save-dir", "{d}/s", "--checkpoint-every", "0"), "--checkpoint-every"),
         (("ask", "{d}/no_such_dir", "who?"), "does not exist"),
         (("ask", "{d}/corrupt_state", "who?"), "corrupt"),

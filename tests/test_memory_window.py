@@ -29,6 +29,8 @@ def test_a_save_dir_reopens_with_the_window_it_was_made_with():
     assert saved_memory_window(models, {"n_ctx": 4096}) == {}
     assert saved_memory_window(models, {"mem_model_name_or_path": "qwen2.5-1.5b"}) == {}
     assert saved_memory_window({"memory": {"spec": "default"}}, {}) == {}  # older manifests: nothing to reuse
+    # other memory models always got the window they get now (and some loaders take none)
+    assert saved_memory_window({"memory": {"spec": "scriptedspecs:llm", "n_ctx": 8192}}, {}) == {}
 
 
 def test_a_memory_larger_than_the_window_is_refused_with_its_size(tmp_path):

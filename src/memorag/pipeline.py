@@ -473,11 +473,16 @@ def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn
 
 
 def saved_memory_window(models: dict, kwargs: dict) -> dict:
-    """``{"n_ctx": W}`` when a save dir's memory model is to be reopened as it was saved (no
-    memory model or window given): its KV state fits only a window at least that large, and
-    saves made before the default window changed were made with a larger one."""
-    window = models.get("memory", {}).get("n_ctx")
-    if "mem_model_name_or_path" in kwargs or kwargs.get("n_ctx") is not None or not isinstance(window, int):
+    """``{"n_ctx": W}`` when a save dir of the default memory is to be reopened as it was saved
+    (no memory model or window given): its KV state fits only a window at least that large,
+    and saves made before the default window (registry.DEFAULT_MEMORY_WINDOW) were made with
+    a larger one. Other memory models get the window they always got."""
+    from memorag.models.registry import default_window
+
+    memory = models.get("memory", {})
+    window = memory.get("n_ctx")
+    if ("mem_model_name_or_path" in kwargs or kwargs.get("n_ctx") is not None or not isinstance(window, int)
+            or default_window(memory.get("spec")) is None):
         return {}
     return {"n_ctx": window}
 
