@@ -163,12 +163,3 @@ def test_memory_specs_name_the_base_the_shipped_adapter_or_an_adapter_file(tmp_p
         monkeypatch.setattr(registry, "DEFAULT_MEMORY_ADAPTER_SHA256", "0" * 64)
         with pytest.raises(ModelNotFoundError, match="sha256"):
             registry.shipped_adapter()
-
-
-@pytest.mark.parametrize("spec", ["default", "qwen2.5-1.5b", "some/model.gguf"])
-@pytest.mark.parametrize("option", ["cache_dir", "access_token"])
-def test_hub_options_are_refused_for_gguf_models_not_dropped(spec, option):
-    from memorag.models.registry import load_llm
-
-    with pytest.raises(InputError, match=option):
-        load_llm(spec, **{option: "x"})
