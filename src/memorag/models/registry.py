@@ -246,9 +246,9 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
         _, adapter = split_adapter(spec)
         if adapter is not None:
             kwargs.setdefault("adapter", adapter)
-        # Flash attention is on unless asked otherwise: on 2 CPU cores it made prefill of a
-        # 12K-token document 2.7x faster (137.6 vs 51.5 tok/s, Qwen2.5-0.5B) with
-        # identical greedy output after a state reload (bench/bench_core.py checks this).
+        # Flash attention is on unless asked otherwise: attention dominates a long prefill on
+        # the CPU, and greedy output after a state reload is the same either way
+        # (bench/bench_core.py --no-flash-attn measures both and checks that).
         fa = True if flash_attn is None else flash_attn
         return _call(LlamaCppLLM, spec, {"spec": spec, "n_ctx": n_ctx, "flash_attn": fa, **kwargs}, gguf)
     if scheme in {"openai", "azure", "deepseek"}:
