@@ -393,18 +393,13 @@ class Collection:
     @property
     def pipe(self) -> Any:
         if self._pipe is None:
-            from memorag.pipeline import MemoRAG, saved_memory_window
+            from memorag.pipeline import MemoRAG, saved_pipeline_kwargs
 
             kwargs = dict(self._pipeline_kwargs)
             docs = self.store.list()
             if docs:  # the models the documents were made with (as MemoRAG.from_saved does)
                 manifest = read_manifest(self.store.state_dir(docs[0]["name"]), verify=False)
-                models = manifest.get("models", {})
-                kwargs.update(saved_memory_window(models, kwargs))
-                kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
-                kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
-                kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
-                kwargs.setdefault("index", manifest.get("index", "faiss"))
+                kwargs = saved_pipeline_kwargs(manifest, kwargs)
             if self.build_only:
                 kwargs.setdefault("customized_gen_model", NoGenerator())
             self._pipe = MemoRAG(**kwargs)

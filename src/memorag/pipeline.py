@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from memorag.answering import (
     Answering,
@@ -373,16 +374,10 @@ class MemoRAG(OriginalAPI):
     @classmethod
     def from_saved(cls, save_dir: str | Path, **kwargs) -> MemoRAG:
         """Build a pipeline with the models a save dir was made with, then load it."""
-        # Verify before loading any model: a corrupt dir fails in a second, not after a
-        # multi-GB model load (load() verifies again; hashing costs ~0.35 s per 100 MB here).
+        # Verify before loading any model: a corrupt dir fails at once, not after a multi-GB
+        # model load (load() verifies again: one more hash of the save dir's files).
         manifest = read_manifest(save_dir)
-        models = manifest.get("models", {})
-        kwargs.update(saved_memory_window(models, kwargs))
-        kwargs.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
-        kwargs.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
-        kwargs.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
-        kwargs.setdefault("index", manifest.get("index", "faiss"))
-        pipe = cls(**kwargs)
+        pipe = cls(**saved_pipeline_kwargs(manifest, kwargs))
         pipe.load(save_dir)
         return pipe
 
@@ -472,6 +467,21 @@ def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn
     return config.run(announce)
 
 
+def saved_pipeline_kwargs(manifest: Mapping[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`MemoRAG` keywords that reopen a save dir as it was made: ``kwargs`` over the
+    memory and embedding models, chunk size and index its ``manifest`` records, with the saved
+    memory window (:func:`saved_memory_window`). :meth:`MemoRAG.from_saved` and a store's
+    pipeline (:attr:`memorag.collection.Collection.pipe`) are built with it."""
+    out = dict(kwargs)
+    models = manifest.get("models", {})
+    out.update(saved_memory_window(models, out))
+    out.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
+    out.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
+    out.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
+    out.setdefault("index", manifest.get("index", "faiss"))
+    return out
+
+
 def saved_memory_window(models: dict, kwargs: dict) -> dict:
     """``{"n_ctx": W}`` when a save dir of the default memory is to be reopened as it was saved
     (no memory model or window given): its KV state fits only a window at least that large,
@@ -513,4 +523,5 @@ def format_stats(stats: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows if value is not None)
 
 
-__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError", "TwinJudge", "as_generator", "load_judge"]
+__all__ = ["MemoRAG", "Answer", "DocumentState", "StateError", "TwinJudge", "as_generator", "load_judge",
+           "saved_pipeline_kwargs"]
