@@ -90,8 +90,12 @@ def test_a_generate_only_custom_generator_answers_from_the_flattened_prompt(keyw
 
 def test_loading_arguments_are_refused_for_a_memory_given_as_an_object():
     memory = Memory(llm=ScriptedLLM())
-    with pytest.raises(InputError, match=r"cache_dir, load_in_4bit cannot apply when the memory is given as an object"):
-        MemoRAG(memory, HashEmbedder(), cache_dir="/tmp/models", load_in_4bit=True)
+    with pytest.raises(InputError, match=r"load_in_4bit cannot apply when the memory is given as an object"):
+        MemoRAG(memory, HashEmbedder(), load_in_4bit=True)
+    # the hub options are shared by the pipeline's models: with none loaded from a spec, none takes them
+    with pytest.raises(InputError, match=r"cache_dir is for models fetched from the Hugging Face hub.*"
+                                         r"memory given as an object; embedder given as an object"):
+        MemoRAG(memory, HashEmbedder(), cache_dir="/tmp/models")
     with pytest.raises(InputError, match="n_ctx cannot apply when the memory LLM is given as an object"):
         MemoRAG(ScriptedLLM(), HashEmbedder(), n_ctx=4096)
     pipe = MemoRAG(memory, HashEmbedder())  # nothing to refuse: nothing is loaded either

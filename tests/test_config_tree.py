@@ -250,6 +250,8 @@ def test_every_leaf_takes_effect_or_is_refused(path, tmp_path, monkeypatch):
         for front_end, build in PIPELINE_FRONT_ENDS.items():
             assert probe(build(base, tmp_path)) != expected, f"{path}: the probe cannot tell ({front_end})"
             assert probe(build(config, tmp_path)) == expected, f"{path} did not reach {front_end}'s pipeline"
+        if path == "models.cache_dir":
+            check_hub_option_refused(value, base, tmp_path)
         check_eval(path, value, base, config)
     elif path in COLLECTION_CASES:
         value, probe = COLLECTION_CASES[path]
@@ -296,6 +298,21 @@ def check_plan_parameter(name: str, base: MemoragConfig, tmp_path: Path) -> None
     if ignoring is not None:
         with pytest.raises(InputError, match=rf"plan\.params\.{name}: {name} is not read by plan '{ignoring}'"):
             with_values(base, {"plan.name": ignoring, path: value})
+
+
+def check_hub_option_refused(value: Any, base: MemoragConfig, tmp_path: Path) -> None:
+    """models.cache_dir is shared by the models fetched from the Hugging Face hub: with none
+    of them (GGUF files, the packaged embedder) it would do nothing, and every front-end
+    refuses it before loading a model (the GGUF files do not exist: a load would fail)."""
+    config = with_values(base, {"models.memory": str(tmp_path / "memory.gguf"),
+                                "models.generator": str(tmp_path / "generator.gguf"),
+                                "models.embedder": "default", "models.cache_dir": value})
+    LOADS.clear()
+    for front_end, build in PIPELINE_FRONT_ENDS.items():
+        with pytest.raises(InputError, match=r"cache_dir is for models fetched from the Hugging Face hub .*: "
+                                             r"memory '.*memory\.gguf' \(a GGUF file read from disk\)"):
+            build(config, tmp_path)
+        assert not LOADS, f"{front_end} loaded a model before refusing models.cache_dir"
 
 
 def check_eval(path: str, value: Any, base: MemoragConfig, config: MemoragConfig) -> None:

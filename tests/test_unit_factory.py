@@ -163,3 +163,123 @@ def test_memory_specs_name_the_base_the_shipped_adapter_or_an_adapter_file(tmp_p
         monkeypatch.setattr(registry, "DEFAULT_MEMORY_ADAPTER_SHA256", "0" * 64)
         with pytest.raises(ModelNotFoundError, match="sha256"):
             registry.shipped_adapter()
+
+
+# ------------------------------------------------------------------ the Hugging Face download options
+@pytest.fixture
+def hub_schemes(schemes):
+    """Beside ``schemes``: a loader standing for a Hugging Face hub model (it takes both hub
+    options), one taking cache_dir only, and what each got."""
+    got: dict[str, dict] = {}
+
+    def hub_llm(rest: str, *, cache_dir: str | None = None, access_token: str | None = None) -> ScriptedLLM:
+        got[f"hubllm:{rest}"] = {"cache_dir": cache_dir, "access_token": access_token}
+        return ScriptedLLM(spec=f"hubllm:{rest}")
+
+    def hub_embedder(rest: str, *, cache_dir: str | None = None) -> HashEmbedder:
+        got[f"hubemb:{rest}"] = {"cache_dir": cache_dir}
+        return HashEmbedder(int(rest), spec=f"hubemb:{rest}")
+
+    registry.register_llm("hubllm", hub_llm)
+    registry.register_embedder("hubemb", hub_embedder)
+    return got
+
+
+@pytest.mark.parametrize("spec,embedder,takes", [
+    ("default", False, False), ("default-base", False, False), ("qwen2.5-1.5b", False, False),
+    ("/models/any.gguf", False, False), ("gguf:/models/any", False, False),
+    ("openai:gpt-4o@http://127.0.0.1:9/v1", False, False), ("deepseek:deepseek-chat", False, False),
+    ("hf:Qwen/Qwen2.5-0.5B-Instruct", False, True), ("Qwen/Qwen2.5-0.5B-Instruct", False, True),
+    ("memorag.testing.fakes:ScriptedLLM", False, False),  # a dotted class that does not take it
+    ("default", True, False), ("minilm", True, False), ("e5-small", True, False),
+    ("BAAI/bge-small-en-v1.5", True, True), ("memorag.testing:HashEmbedder", True, False),
+])
+def test_which_specs_take_the_hub_options(spec, embedder, takes):
+    for option in registry.HUB_OPTIONS:
+        assert registry.takes_hub_option(spec, option, embedder=embedder) is takes, (spec, option)
+
+
+def test_a_local_transformers_dir_and_registered_loaders_take_what_they_accept(hub_schemes, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert registry.takes_hub_option(str(tmp_path), "cache_dir")  # loaded by transformers, which gets them
+    assert registry.takes_hub_option("hubllm:m", "access_token")
+    assert not registry.takes_hub_option("scripted:m", "cache_dir")  # its loader takes n_ctx only
+    assert registry.takes_hub_option("hubemb:64", "cache_dir", embedder=True)
+    assert not registry.takes_hub_option("hubemb:64", "access_token", embedder=True)
+    with pytest.raises(InputError, match="not a hub option"):
+        registry.takes_hub_option("default", "n_ctx")
+
+
+@pytest.mark.parametrize("option", ["cache_dir", "access_token"])
+def test_a_loader_that_cannot_use_a_hub_option_refuses_it(option, tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    for spec in ("default", "qwen2.5-1.5b", str(gguf)):  # refused before packaged weights are assembled
+        with pytest.raises(InputError, match=f"{option} cannot apply to .*a GGUF model"):
+            load_llm(spec, **{option: "x"})
+    with pytest.raises(InputError, match=f"{option} cannot apply to 'default': it is an embedder packaged"):
+        load_embedder("default", **{option: "x"})
+    pytest.importorskip("openai")
+    with pytest.raises(InputError, match=f"{option} cannot apply .*OpenAI-compatible server"):
+        load_llm("openai:m@http://127.0.0.1:9/v1", **{option: "x"})
+
+
+def test_a_pipeline_shares_the_hub_options_with_the_models_that_take_them(hub_schemes, tmp_path):
+    # a hub embedder beside a memory that cannot take cache_dir: the embedder gets it, the memory is not refused it
+    pipe = MemoRAG("scripted:m", "hubemb:64", index="flat", cache_dir=str(tmp_path))
+    assert hub_schemes["hubemb:64"] == {"cache_dir": str(tmp_path)} and pipe.memory.llm.spec == "scripted:m"
+    # a hub generator and judge beside a GGUF-less memory: each gets both
+    pipe = MemoRAG("scripted:m", "hash:64", gen_model_name_or_path="hubllm:gen", judge="hubllm:judge",
+                   index="flat", cache_dir="/c", access_token="t")
+    assert hub_schemes["hubllm:gen"] == hub_schemes["hubllm:judge"] == {"cache_dir": "/c", "access_token": "t"}
+    assert pipe.generator.spec == "hubllm:gen" and pipe.judge.spec == "hubllm:judge"
+
+
+def test_a_hub_option_no_model_of_the_pipeline_takes_is_refused_before_any_load(hub_schemes):
+    # the default models are GGUF files and a packaged embedder: getting past the check would load them
+    with pytest.raises(InputError, match=r"cache_dir is for models fetched from the Hugging Face hub .*no model "
+                                         r"loaded here takes it: memory 'default' \(a GGUF model memorag ships\); "
+                                         r"embedder 'default' \(an embedder packaged with memorag\); generator "
+                                         r"'qwen2\.5-1\.5b' \(a GGUF model memorag ships\)\. Drop it"):
+        MemoRAG(cache_dir="/hub")
+    with pytest.raises(InputError, match=r"cache_dir and access_token are for .*judge 'qwen2\.5-1\.5b'"):
+        MemoRAG(judge="default", cache_dir="/hub", access_token="t")
+    # one option is taken (the hub embedder's cache_dir), the other by nothing: that one is refused
+    with pytest.raises(InputError, match=r"^access_token is for .*memory 'scripted:m' \(its loader does not take "
+                                         r"it\); embedder 'hubemb:64'"):
+        MemoRAG("scripted:m", "hubemb:64", index="flat", cache_dir="/hub", access_token="t")
+    assert hub_schemes == {}  # nothing was loaded
+
+
+def test_a_memorize_only_pipeline_keeps_the_hub_options_of_its_configuration(hub_schemes, tmp_path):
+    """A store's memorize-only pipeline (`memorag add`, the service's builder) loads no
+    generator or judge: the hub options meant for them are neither refused nor passed on."""
+    from memorag.collection import Collection
+    from memorag.engine import Engine
+
+    coll = Collection(tmp_path / "store", build_only=True, mem_model_name_or_path="scripted:m",
+                      ret_model_name_or_path="hash:64", gen_model_name_or_path="hubllm:gen", index="flat",
+                      cache_dir="/hub")
+    assert coll.pipe.embedder.spec == "hash:64" and "hubllm:gen" not in hub_schemes  # the generator is not loaded
+    engine = Engine(tmp_path / "store2", mem_model="scripted:m", ret_model="hash:64", judge="hubllm:judge",
+                    index="flat", cache_dir="/hub")
+    try:
+        builder = engine._building_collection()
+        assert builder.pipe.judge is None and hub_schemes == {}
+        assert engine._answering().pipe.judge.spec == "hubllm:judge"
+        assert hub_schemes["hubllm:judge"] == {"cache_dir": "/hub", "access_token": None}
+    finally:
+        engine.close(wait=True)
+    # the whole configuration is checked when the engine is made, before any model loads
+    with pytest.raises(InputError, match=r"cache_dir is for .*memory 'scripted:m'"):
+        Engine(tmp_path / "store3", mem_model="scripted:m", ret_model="hash:64", index="flat", cache_dir="/hub")
+
+
+def test_a_gguf_scheme_names_a_gguf_file_by_any_name(tmp_path):
+    from memorag.errors import ModelNotFoundError
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"GGUF")
+    assert registry.resolve_gguf(f"gguf:{weights}") == weights
+    with pytest.raises(ModelNotFoundError, match="GGUF file not found"):
+        load_llm(f"gguf:{tmp_path / 'missing'}")

@@ -8,8 +8,9 @@ original research API runs unchanged:
 - ``pipe._retrieve(queries)``: the texts of the top ``ret_hit`` chunks;
 - ``pipe.mem_model``: the original name of ``pipe.memory``;
 - ``customized_gen_model`` objects that only have ``generate(prompt)`` (:func:`as_generator`);
-- the constructor's model-loading arguments (``cache_dir``, ``access_token``, ``load_in_4bit``,
-  ...), refused when a model is given as an object (:func:`refuse_with_object`).
+- the constructor's model-loading arguments (``n_ctx``, ``load_in_4bit``, ...), refused when
+  a model is given as an object (:func:`refuse_with_object`); ``cache_dir`` and
+  ``access_token`` are shared by all the models (:func:`memorag.models.registry.share_hub_options`).
 
 :class:`~memorag.lite.MemoRAGLite` (``pipe(query)``, question first) is in :mod:`memorag.lite`;
 ``Agent`` in :mod:`memorag.llm.openai_api`. Both are importable from ``memorag``.
@@ -102,9 +103,8 @@ def as_generator(model: Any) -> Generator:
 
 
 # The constructor's model-loading arguments and their defaults (given a spec, they configure the load).
-LOADING_DEFAULTS: dict[str, object] = {"cache_dir": None, "access_token": None, "n_ctx": None, "beacon_ratio": None,
-                                       "load_in_4bit": False, "enable_flash_attn": None, "compression": "extractive",
-                                       "quote_recall": None}
+LOADING_DEFAULTS: dict[str, object] = {"n_ctx": None, "beacon_ratio": None, "load_in_4bit": False,
+                                       "enable_flash_attn": None, "compression": "extractive", "quote_recall": None}
 
 
 def refuse_with_object(what: str, **given: object) -> None:

@@ -48,7 +48,8 @@ from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, N
 from memorag.extract import extract_uploaded, file_base_name
 from memorag.jobs import Claim, JobBoard
 from memorag.memory import Clues
-from memorag.pipeline import TASK_TYPES, MemoRAG
+from memorag.models.registry import HUB_OPTIONS, share_hub_options
+from memorag.pipeline import TASK_TYPES, MemoRAG, pipeline_models
 from memorag.text import check_text
 
 log = logging.getLogger("memorag.engine")
@@ -192,6 +193,12 @@ class Engine:
         self.max_queue = max_queue
         self.read_only = read_only
         self.pipeline_kwargs = pipeline_kwargs
+        # cache_dir / access_token checked against all the models now (refused when none takes
+        # them), not at the first question; the memorize pipeline gets those its own models take
+        self._hub = share_hub_options(pipeline_models(mem_model, ret_model, gen_model, None,
+                                                      pipeline_kwargs.get("judge", "auto")),
+                                      cache_dir=pipeline_kwargs.get("cache_dir"),
+                                      access_token=pipeline_kwargs.get("access_token"))
         self.board = JobBoard(self.store.root)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._ask_worker = _SerialWorker("memorag-answer")
@@ -240,9 +247,12 @@ class Engine:
 
     def _building_collection(self) -> Collection:
         if self._builder is None:
-            # it never answers: no generator, and no judge loaded for it
+            # it never answers: no generator, and no judge loaded for it (nor the hub options
+            # only they take)
+            hub = {**self._hub["memory"], **self._hub["embedder"]}
+            kwargs = {k: v for k, v in self.pipeline_kwargs.items() if k not in HUB_OPTIONS}
             pipe = MemoRAG(self.mem_model, self.ret_model, customized_gen_model=NoGenerator(),
-                           **{**self.pipeline_kwargs, "judge": None})
+                           **{**kwargs, **hub, "judge": None})
             self._builder = Collection(self.store.root, pipe, **self.collection_options)
         return self._builder
 

@@ -43,6 +43,7 @@ from memorag.models.registry import (
     load_llm,
     make_index_factory,
     resolve_gguf,
+    share_hub_options,
 )
 from memorag.plans import PlanContext, PlanParams
 from memorag.progress import for_stage, progress_bar
@@ -117,35 +118,37 @@ class MemoRAG(OriginalAPI):
         if beacon_ratio is not None and compression == Compression.NONE.value:
             raise InputError("beacon_ratio sets how far a long document is compressed; with compression='none' "
                              "nothing is compressed. Drop one of them.")
-        mem = mem_model_name_or_path
+        mem, ret = mem_model_name_or_path, ret_model_name_or_path
+        # cache_dir and access_token are shared by the models: each model whose loader takes
+        # them gets them, and they are refused, before anything loads, when none does.
+        hub = share_hub_options(pipeline_models(mem, ret, gen_model_name_or_path, customized_gen_model, judge),
+                                cache_dir=cache_dir, access_token=access_token)
         if isinstance(mem, Memory):
-            refuse_with_object("the memory", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
-                                beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
-                                enable_flash_attn=enable_flash_attn, compression=compression,
-                                quote_recall=None if quote_recall is True else quote_recall)
+            refuse_with_object("the memory", n_ctx=n_ctx, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
+                               enable_flash_attn=enable_flash_attn, compression=compression,
+                               quote_recall=None if quote_recall is True else quote_recall)
             memory = mem
         elif mem is None or isinstance(mem, str):
-            memory = Memory(mem, cache_dir, access_token, beacon_ratio, load_in_4bit, enable_flash_attn,
-                            n_ctx=n_ctx, compression=compression, quote_recall=quote_recall)
+            memory = Memory(mem, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
+                            enable_flash_attn=enable_flash_attn, n_ctx=n_ctx, compression=compression,
+                            quote_recall=quote_recall, **hub["memory"])
         else:  # an LLM object
-            refuse_with_object("the memory LLM", cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
-                                load_in_4bit=load_in_4bit, enable_flash_attn=enable_flash_attn)
+            refuse_with_object("the memory LLM", n_ctx=n_ctx, load_in_4bit=load_in_4bit,
+                               enable_flash_attn=enable_flash_attn)
             memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall)
-        ret = ret_model_name_or_path
-        embedder = load_embedder(ret, cache_dir=cache_dir, access_token=access_token) \
-            if ret is None or isinstance(ret, str) else ret
+        embedder = load_embedder(ret, **hub["embedder"]) if ret is None or isinstance(ret, str) else ret
         factory = make_index_factory(index) if isinstance(index, str) else index
         if customized_gen_model is not None:
             generator: Generator = as_generator(customized_gen_model)
         elif gen_model_name_or_path:
-            generator = load_llm(gen_model_name_or_path, cache_dir=cache_dir, access_token=access_token)
+            generator = load_llm(gen_model_name_or_path, **hub["generator"])
         elif (mem is None or isinstance(mem, str)) and is_default(mem):
             # The default memory model reads; a larger packaged model answers (registry.DEFAULT_GENERATOR).
             generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
         else:
             generator = None  # from_parts: the memory model answers too
         if isinstance(judge, str) and judge != "auto":
-            judge = load_judge(judge, cache_dir=cache_dir, access_token=access_token)
+            judge = load_judge(judge, **hub["judge"])
         self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator, options,
                     judge)
         self.index_spec = index if isinstance(index, str) else getattr(index, "spec", None)
@@ -497,6 +500,29 @@ def saved_memory_window(models: dict, kwargs: dict) -> dict:
     return {"n_ctx": window}
 
 
+def pipeline_models(memory: object, embedder: object, generator_spec: str | None = None,
+                    customized_generator: object = None, judge: object = "auto") -> dict[str, object]:
+    """The models a :class:`MemoRAG` made with these arguments names, by role (``memory``,
+    ``embedder``, ``generator``, ``judge``): the spec each is loaded from, or the object given
+    for it, as :func:`memorag.models.registry.share_hub_options` takes them. A generator spec
+    counts even when ``customized_generator`` stands in for it: a pipeline that only
+    memorizes (its generator a stand-in that never loads) still names the configuration's
+    generator. Roles that load nothing (the memory model's twin as generator or judge, no
+    judge) are left out."""
+    models: dict[str, object] = {"memory": memory, "embedder": embedder}
+    if generator_spec:
+        models["generator"] = generator_spec
+    elif customized_generator is not None:
+        models["generator"] = customized_generator
+    elif (memory is None or isinstance(memory, str)) and is_default(memory):
+        models["generator"] = DEFAULT_GENERATOR
+    if isinstance(judge, str) and judge != "auto":
+        models["judge"] = DEFAULT_GENERATOR if is_default(judge) else judge
+    elif judge is not None and judge != "auto":
+        models["judge"] = judge
+    return models
+
+
 def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None) -> Judge:
     """A judge from a model spec (``"default"``: the packaged default generator, the judge
     the default plan was measured with); a GGUF model gets a window sized for judging."""
@@ -524,4 +550,4 @@ def format_stats(stats: dict) -> str:
 
 
 __all__ = ["MemoRAG", "Answer", "DocumentState", "StateError", "TwinJudge", "as_generator", "load_judge",
-           "saved_pipeline_kwargs"]
+           "pipeline_models", "saved_pipeline_kwargs"]

