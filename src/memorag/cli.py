@@ -33,6 +33,10 @@ ConfigOption = Annotated[Path | None, typer.Option(
                      "the command line go over it.", show_default=False)]
 
 
+# The configuration file `memorag ui --config` hands to the demo page (memorag.demo_app).
+CONFIG_ENV = "MEMORAG_CONFIG"
+
+
 def command_config(ctx: typer.Context, file: Path | None, flags: dict[str, tuple[str, object]]):
     """One command's configuration tree (memorag.config.MemoragConfig): FILE's (or the
     defaults), with the command's flags set over it. ``flags`` maps a dotted path to (the flag's
@@ -438,16 +442,20 @@ def mcp_server(
 @app.command()
 @friendly
 def summarize(
+    ctx: typer.Context,
     save_dir: Annotated[Path, typer.Argument(help="A directory written by `memorag memorize`.")],
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Longest summary, in tokens.")] = 400,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Summarize a memorized document: the memory lists key points, evidence is retrieved for them."""
     from memorag.pipeline import MemoRAG
 
-    pipe = MemoRAG.from_saved(save_dir, gen_model_name_or_path=gen_model, ret_hit=top_k)
+    tree = command_config(ctx, config, {"models.generator": ("gen_model", gen_model),
+                                        "retrieval.top_k": ("top_k", top_k)})
+    pipe = MemoRAG.from_saved(save_dir, **tree.pipeline_kwargs())
     _ask(pipe, "", "summarize", max_new_tokens, False, as_json, True, False)
 
 
@@ -510,18 +518,26 @@ def serve(
 @app.command()
 @friendly
 def ui(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Option(help="Directory of memorized documents shared with `memorag serve`; env MEMORAG_STORE.",
                                         envvar="MEMORAG_STORE")] = Path("memorag_store"),
     port: Annotated[int, typer.Option(help="TCP port of the web page (bound to 127.0.0.1).")] = 8501,
+    config: ConfigOption = None,
 ) -> None:
-    """Open the Streamlit demo: memorize, ask, and watch clues, evidence and the answer (= streamlit run demo/demo.py)."""
+    """Open the Streamlit demo: memorize, ask, and watch clues, evidence and the answer (= streamlit run demo/demo.py).
+
+    With --config the demo's engine takes its models and options from FILE (as `memorag serve` does)."""
     import importlib.util
     import os
 
+    # read and checked here, so a bad file fails before Streamlit starts; the page reads it again
+    tree = command_config(ctx, config, {"collection.store": ("store", str(store))})
     if importlib.util.find_spec("streamlit") is None:
         _fail("the demo needs Streamlit: pip install 'memorag[ui]'.")
     script = Path(__file__).with_name("demo_app.py")
-    env = {**os.environ, "MEMORAG_STORE": str(store)}
+    env = {**os.environ, "MEMORAG_STORE": tree.collection.store}
+    if config is not None:
+        env[CONFIG_ENV] = str(config.expanduser().resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     sys.stdout.flush()

@@ -2,7 +2,8 @@
 
 Run with ``streamlit run demo/demo.py`` or ``memorag ui``. Documents live in the same
 store as ``memorag serve`` (``MEMORAG_STORE``, default ``./memorag_store``), so a document
-memorized by one is there for the other.
+memorized by one is there for the other; ``MEMORAG_CONFIG`` names a configuration file
+(memorag.config) for its models and options (``memorag ui --config FILE``).
 
 The page: pick a memorized document or paste / upload one (or take the bundled sample) and
 memorize it with a live progress bar; ask a question with a task type; see the memory's
@@ -31,7 +32,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from memorag.cli import SAMPLE, SAMPLE_QUESTION
+from memorag.cli import CONFIG_ENV, SAMPLE, SAMPLE_QUESTION
+from memorag.config import load_config
 from memorag.docstore import check_name
 from memorag.engine import Engine
 from memorag.errors import MemoRAGError
@@ -50,7 +52,14 @@ COLOURS = {"memorag": "#ffe58a", "rag": "#b9dcff", "both": "#c6f0c2"}
 @st.cache_resource(show_spinner="Starting the models...")
 def get_engine(store: str) -> Engine:
     """One engine (and one set of models) per store, shared by every browser session."""
-    return Engine(store)
+    return Engine(store, **engine_options())
+
+
+def engine_options() -> dict:
+    """The engine's models and options: from the configuration file named by ``MEMORAG_CONFIG``
+    (``memorag ui --config FILE`` sets it), else the defaults."""
+    path = os.environ.get(CONFIG_ENV)
+    return load_config(path).engine_kwargs() if path else {}
 
 
 def store_path() -> str:
