@@ -61,6 +61,7 @@ def raw_prefill_seconds(model_path: str, ids: list[int], n_ctx: int, n_batch: in
 
 def run(windows: list[int], document: str, source: str) -> dict:
     from memorag import MemoRAG
+    from memorag.prompts import prompts_for
 
     rows = []
     for window in windows:
@@ -70,7 +71,10 @@ def run(windows: list[int], document: str, source: str) -> dict:
         stats = pipe.memorize(document)
         wall = time.perf_counter() - t
         n_read = int(stats["memory_tokens"])
-        ids = llm._llm.tokenize(document.encode("utf-8"), add_bos=False)[: n_read]  # noqa: SLF001 (bench reads the backend)
+        # The memory prefix's token ids as the backend builds them (bench/bench_core.py does the
+        # same): the raw prefill reads as many tokens of it as the memory read.
+        prefix = prompts_for(pipe.memory.language_for(document)).memory_prefix(document)
+        ids = llm.prefix_ids_for(prefix)[0][:n_read]
         raw = raw_prefill_seconds(str(llm.model_path), ids, llm.context_window, llm.n_batch, llm.flash_attn)
         compression = stats.get("compression") or {}
         row = {"memory_window": llm.context_window, "document_tokens": stats.get("document_tokens", n_read),
