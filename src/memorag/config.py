@@ -56,11 +56,12 @@ def choice(enum: type[Enum], value: object, what: str) -> str:
 
 
 # The question's top 10 chunks plus the chunks the memory's grounded clues point at, judged
-# by the generator's query likelihood (plan "recall"). On 80 HotpotQA questions (three
-# seeds, docs/evaluation.md) the judge lifted recall@5 from 0.744 (question-only hybrid) to
-# 0.831; "clues" (question + clue lines, the default up to 0.3) scored 0.725 against 0.750
-# on the first 40. A generator that cannot score (an OpenAI-compatible server) leaves the
-# first-round ranking as it is. Any plan: MemoRAG(query_plan=...).
+# by the generator's query likelihood (plan "recall"): the judge is what lifts recall over
+# question-only hybrid retrieval, while "clues" (question + clue lines, unjudged; the default
+# up to 0.3) did not beat the question alone (docs/evaluation.md, "Does retrieval beat
+# question-only retrieval?" and "Where does the gain come from"; docs/results/
+# hotpotqa_likelihood_1.5b_*.json). A generator that cannot score (an OpenAI-compatible
+# server) leaves the first-round ranking as it is. Any plan: MemoRAG(query_plan=...).
 DEFAULT_PLAN = "recall"
 
 
