@@ -1,7 +1,7 @@
 """Query latency: memorag (clues + retrieval + generation) against plain RAG (question-only
 retrieval + generation) with the same generator and k, on the bundled sample, one run.
 
-Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5] [--plans P,Q] [--out FILE.json]
+Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5] [--plans P,Q] [--judge-cache off,on] [--out FILE.json]
 Prints per-mode seconds per question and the ratio memorag / plain RAG; --out writes them,
 with every question's seconds and the pipeline's own timings of its parts, as JSON.
 """
@@ -23,12 +23,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answer questions)
 
 
+def cpu_model() -> str:
+    """The CPU's model name: seconds differ a lot between machines, so a file says where it ran."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gen-model", default=None)
     ap.add_argument("--questions", type=int, default=5)
     ap.add_argument("--plans", default="", help="comma-separated query plans to time in memorag mode "
                     "(default: the pipeline's own); e.g. recall,clues shows what the judge costs")
+    ap.add_argument("--judge-cache", default="on", help="comma-separated: on (the judge keeps the KV "
+                    "states of passages it read, the default) and/or off; each is a separate set of modes")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = ap.parse_args()
     text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
@@ -37,14 +50,25 @@ def main() -> None:
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     pipe.ask(questions[0], task_type="rag", max_new_tokens=8)  # warm both contexts
     plans = [p for p in args.plans.split(",") if p] or [pipe.query_plan]
-    modes = [("plain RAG", "rag", pipe.query_plan)] + [(f"memorag ({p})", "memorag", p) for p in plans]
-    seconds: dict[str, list[float]] = {label: [] for label, _, _ in modes}
-    parts: dict[str, list[dict]] = {label: [] for label, _, _ in modes}
+    caches = [c for c in args.judge_cache.split(",") if c]
+    if not set(caches) <= {"on", "off"}:
+        raise SystemExit(f"--judge-cache takes on and/or off; got {args.judge_cache!r}")
+    judge_model = getattr(pipe.judge, "model", pipe.judge)  # the generator's twin by default
+    cache = getattr(judge_model, "prompt_cache", None)
+    full_budget = cache.max_bytes if cache is not None else 0
+    modes = [("plain RAG", "rag", pipe.query_plan, None)] + [
+        (f"memorag ({p})" + ("" if caches == ["on"] else f", judge cache {c}"), "memorag", p, c)
+        for c in caches for p in plans]
+    seconds: dict[str, list[float]] = {label: [] for label, *_ in modes}
+    parts: dict[str, list[dict]] = {label: [] for label, *_ in modes}
     # Mode by mode, not alternating: llama.cpp reuses the longest cached prompt prefix, and
     # the same question's evidence in the other mode is mostly that prefix, which would make
     # whichever mode runs second look cheap.
-    for label, task, plan in modes:
+    for label, task, plan, judge_cache in modes:
         pipe.query_plan = plan
+        if cache is not None and judge_cache is not None:
+            cache.clear()  # every mode starts cold: only its own questions can warm the cache
+            cache.max_bytes = full_budget if judge_cache == "on" else 0
         for q in questions:
             t = time.perf_counter()
             ans = pipe.ask(q, task_type=task, max_new_tokens=64)
@@ -53,22 +77,22 @@ def main() -> None:
     n = len(questions)
     print(f"{n} questions, generator {pipe.generator.describe().get('file', '?')}, k={pipe.ret_hit}")
     print("| mode | s per question | of which clues + retrieval |\n|---|---|---|")
-    for label, _, _ in modes:
+    for label, *_ in modes:
         print(f"| {label} | {sum(seconds[label]) / n:.1f} | "
               f"{sum(p['clues_and_retrieval'] for p in parts[label]) / n:.1f} |")
     rag = sum(seconds["plain RAG"]) / n
-    for label, _, _ in modes[1:]:
+    for label, *_ in modes[1:]:
         print(f"ratio {label} / plain RAG: {sum(seconds[label]) / n / rag:.2f}")
     if args.out:
         result = {"benchmark": "bench_query_latency", "command": "python bench/bench_query_latency.py "
                   + " ".join(sys.argv[1:]), "questions": questions, "k": pipe.ret_hit,
                   "generator": pipe.generator.describe(), "memory_model": pipe.memory.llm.describe(),
-                  "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                  "modes": [{"mode": label, "task_type": task, "plan": plan,
+                  "judge_cache_mb": full_budget // (1024 * 1024), "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "machine": platform.machine(),
+                  "modes": [{"mode": label, "task_type": task, "plan": plan, "judge_cache": judge_cache,
                              "seconds_per_question": round(sum(seconds[label]) / n, 3),
                              "ratio_to_plain_rag": round(sum(seconds[label]) / n / rag, 3),
                              "seconds": [round(x, 3) for x in seconds[label]], "timings": parts[label]}
-                            for label, task, plan in modes]}
+                            for label, task, plan, judge_cache in modes]}
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 

@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--pid", type=int, action="append", default=[], help="a replica's process id, for its memory")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--warmup-seconds", type=float, default=120.0, help="resident memory is judged flat if "
+                    "it does not grow after this many seconds (models and the documents' memories loaded)")
     ap.add_argument("--token", default=None)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args()
@@ -123,23 +125,29 @@ def main() -> None:
                         "queued", "running"):
                     time.sleep(1)
 
-    def sample_memory() -> None:
-        while time.monotonic() < stop:
+    done = threading.Event()
+
+    def sample_memory() -> None:  # until the last client is done, not only for --seconds
+        while not done.is_set():
             for pid in args.pid:
                 if (kib := rss_kib(pid)) is not None:
                     rss[pid].append(kib)
             time.sleep(5)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-    threads.append(threading.Thread(target=sample_memory))
     if args.writer:
         threads.append(threading.Thread(target=writer))
+    sampler = threading.Thread(target=sample_memory)
     t0 = time.monotonic()
+    sampler.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.monotonic() - t0
+    done.set()
+    sampler.join()
+    warm = int(args.warmup_seconds // 5)  # samples are 5 s apart
     after = store_digest(args.store)
 
     answered = [c["seconds"] for c in calls if c["kind"] != "memorize" and c["status"] == 200]
@@ -156,7 +164,11 @@ def main() -> None:
         "stored_documents_unchanged": before == after,
         "changed": sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)),
         "rss_kib": {str(pid): {"first": v[0], "last": v[-1], "max": max(v)} for pid, v in rss.items() if v},
-        # every sample (one per 5 s), so flatness after warm-up can be judged, not only the ends
+        # flat: the largest sample after warm-up against the one at the end of warm-up
+        "warmup_seconds": args.warmup_seconds,
+        "rss_growth_after_warmup_kib": {str(pid): max(v[warm:]) - v[warm] for pid, v in rss.items()
+                                        if len(v) > warm},
+        # every sample (one per 5 s), so flatness can be judged by eye too
         "rss_kib_samples": {str(pid): v for pid, v in rss.items()},
     }
     print(json.dumps({k: v for k, v in results.items() if k != "errors"}, indent=1))

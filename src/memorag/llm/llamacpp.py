@@ -32,6 +32,61 @@ from memorag.models.packaged import sha256_file
 
 STATE_FILE = "kv_state.bin"
 
+JUDGE_PROMPT_CACHE_MB = 256
+"""RAM for the KV states of judged passages (see :class:`PromptStateCache`): for the 1.5B
+generator in f16 about 28 KiB per token, so some 9,000 tokens of passages, more than the
+paragraphs a few questions about one long document make the judge read."""
+
+
+class PromptStateCache:
+    """KV states of scored prompts, by their token ids, least recently used evicted first.
+
+    Why: query-likelihood judging reads "passage, then the question"; the passage part
+    does not depend on the question, and the next question about the same document makes
+    the judge read many of the same paragraphs again. Restoring a stored state costs a
+    memory copy where re-reading the passage costs a prefill (bench/bench_query_latency.py
+    measures the difference). Bounded in bytes, so a long-running service stays flat.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, ids: list[int]) -> bytes | None:
+        key = tuple(ids)
+        data = self._items.get(key)
+        if data is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return data
+
+    def put(self, ids: list[int], data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        key = tuple(ids)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old)
+        while self._items and self.bytes + len(data) > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= len(dropped)
+        self._items[key] = data
+        self.bytes += len(data)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
 
 def _import_llama() -> Any:
     try:
@@ -74,6 +129,7 @@ class LlamaCppLLM:
         adapter: str | Path | None = None,
         adapter_scale: float = 1.0,
         adapter_tasks: tuple[str, ...] = ("recall",),
+        prompt_cache_mb: int = JUDGE_PROMPT_CACHE_MB,
     ) -> None:
         llama_cpp = _import_llama()
         self.model_path = Path(model_path)
@@ -128,6 +184,9 @@ class LlamaCppLLM:
         self._suffix_adapted = False  # whether the KV cache past the prefix was computed with the adapter
         if adapter is not None:
             self._load_adapter(Path(adapter), adapter_scale, tuple(adapter_tasks))
+        if prompt_cache_mb < 0:
+            raise BackendError(f"prompt_cache_mb must be 0 (off) or more; got {prompt_cache_mb}.")
+        self.prompt_cache = PromptStateCache(prompt_cache_mb * 1024 * 1024)
 
     # ------------------------------------------------------------ task adapter
     def _load_adapter(self, path: Path, scale: float, tasks: tuple[str, ...]) -> None:
@@ -336,14 +395,17 @@ class LlamaCppLLM:
         if len(ids) > self.context_window:
             raise ContextTooLongError(f"Scoring prompt of {len(ids)} tokens does not fit the {self.context_window}-token window.")
         llm = self._llm
+        head = prompt[:-1]  # the last prompt token must be evaluated: its logits predict target[0]
         cached = llm.input_ids[: llm.n_tokens].tolist()
         common = 0
-        for a, b in zip(cached, ids[: len(prompt) - 1]):  # the last prompt token must be evaluated
+        for a, b in zip(cached, head):
             if a != b:
                 break
             common += 1
         llm.n_tokens = common
         llm._ctx.kv_cache_seq_rm(-1, common, -1)
+        if common < len(head) and self.prompt_cache.max_bytes:
+            common = self._prompt_head(head, common)
         first_needed = len(prompt) - 1  # position whose logits predict target[0]
         n_vocab = llm.n_vocab()
         out: list[float] = []
@@ -363,6 +425,29 @@ class LlamaCppLLM:
                 lse = top + float(np.log(np.sum(np.exp(logits - top))))
                 out.append(float(logits[ids[start + i + 1]]) - lse)
         return out
+
+    def _prompt_head(self, head: list[int], common: int) -> int:
+        """Put ``head`` into the KV cache (``common`` of its tokens are there already):
+        restored from the prompt cache, or evaluated and then stored in it. Returns len(head)."""
+        llm, lib = self._llm, self._llama_cpp
+        ctx = llm._ctx.ctx
+        data = self.prompt_cache.get(head)
+        if data is not None:
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+            if int(lib.llama_state_seq_set_data(ctx, buf, len(data), 0)) == len(data):
+                llm.input_ids[: len(head)] = head
+                llm.n_tokens = len(head)
+                return len(head)
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)  # a state that does not fit: evaluate instead
+            llm.n_tokens = common = 0
+        llm.eval(head[common:])  # no logits needed; eval keeps input_ids and n_tokens
+        size = int(lib.llama_state_seq_get_size(ctx, 0))
+        out = (ctypes.c_uint8 * size)()
+        n = int(lib.llama_state_seq_get_data(ctx, out, size, 0))
+        if 0 < n <= size:
+            self.prompt_cache.put(head, bytes(memoryview(out)[:n]))
+        return len(head)
 
     def _yes_no_ids(self) -> tuple[list[int], list[int]]:
         if not hasattr(self, "_yn"):
