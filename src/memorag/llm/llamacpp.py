@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ class PromptStateCache:
     """
 
     def __init__(self, max_bytes: int) -> None:
-        from collections import OrderedDict
-
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self.bytes = 0
