@@ -52,6 +52,24 @@ def test_quote_decoding_writes_only_lines_of_the_document(default_llm):
     assert any(line.strip() and line.strip() not in QUOTE_DOC for line in free.splitlines())  # the constraint did it
 
 
+def test_score_replies_reads_after_the_prefix_and_leaves_it_intact(default_llm):
+    """score_replies scores each reply after the memorized prefix and cuts the cache back:
+    a line of the document outscores a made-up one, scores repeat exactly, and a greedy
+    continuation afterwards equals one made before (bench/pointer_study.py uses it)."""
+    default_llm.prefill([{"role": "system", "content": "You remember documents."},
+                         {"role": "user", "content": "Document:\n" + QUOTE_DOC}])
+    task = "\n\nQuote the sentence that says what happened in 1903."
+    before = "".join(default_llm.continue_chat(task, max_new_tokens=20))
+    replies = ["In 1903 a storm broke the lantern glass", "Bananas are grown in the mountains of Peru"]
+    with default_llm.task_adapter("recall"):
+        first = default_llm.score_replies(task, replies, max_tokens=6)
+        again = default_llm.score_replies(task, replies, max_tokens=6)
+    assert [len(lp) for lp in first] == [6, 6]
+    assert first == again
+    assert sum(first[0]) > sum(first[1])
+    assert "".join(default_llm.continue_chat(task, max_new_tokens=20)) == before
+
+
 def test_document_longer_than_window_is_a_clear_error(default_llm):
     small = default_llm.twin(n_ctx=512)
     # Without compression the document must fit the window.

@@ -604,6 +604,70 @@ class LlamaCppLLM:
 
         return self._continue(user_suffix, max_new_tokens, 0.0, None, processor)
 
+    def score_replies(self, user_suffix: str, replies: list[str], *, max_tokens: int = 16) -> list[list[float]]:
+        """Log-probabilities of the first ``max_tokens`` tokens of each of ``replies`` as the
+        reply to ``user_suffix`` after the memorized prefix (with the task adapter when one is
+        wanted, as :meth:`continue_chat`).
+
+        The task is evaluated once; each reply is then read from that point and cut off again
+        (the KV cache is truncated back to the task), so a question costs one task plus
+        ``max_tokens`` per reply whatever the document's length."""
+        if not self._prefix_ids:
+            raise StateError("No prefix state: memorize or load a document first.")
+        suffix_ids = self._suffix_ids(user_suffix)
+        adapted = self._adapter_wanted
+        self._truncate_to_prefix()  # task tokens of an earlier call may carry the other adapter setting
+        self._suffix_adapted = adapted
+        llm = self._llm
+        start = len(self._prefix_ids) + len(suffix_ids) - 1  # the last task token predicts reply[0]
+        targets = [self._tokenize(r, add_bos=False)[:max_tokens] for r in replies]
+        longest = max((len(t) for t in targets), default=0)
+        if start + 1 + longest > self.context_window:
+            raise ContextTooLongError(f"Scoring replies after {start + 1} tokens does not fit the "
+                                      f"{self.context_window}-token window.")
+        if adapted:
+            self._apply_adapter(True)
+        try:
+            llm.eval(suffix_ids[:-1])
+            out: list[list[float]] = []
+            for target in targets:
+                if not target:
+                    out.append([])
+                    continue
+                llm._ctx.kv_cache_seq_rm(-1, start, -1)
+                llm.n_tokens = start
+                out.append(self._decode_logprobs([suffix_ids[-1], *target], start, start))
+            return out
+        finally:
+            llm._ctx.kv_cache_seq_rm(-1, start, -1)
+            llm.n_tokens = start
+            if adapted:
+                self._apply_adapter(False)
+
+    def _decode_logprobs(self, ids: list[int], start: int, first_needed: int) -> list[float]:
+        """Decode ``ids`` at positions ``start``.. (the cache holds everything before) and return
+        the log-probability of each token of ``ids`` after position ``first_needed``."""
+        llm = self._llm
+        n_vocab = llm.n_vocab()
+        batch = llm._batch
+        out: list[float] = []
+        end = start + len(ids)
+        for pos in range(start, end - 1, self.n_batch):  # the last token predicts nothing we need
+            piece = ids[pos - start: min(end - 1, pos + self.n_batch) - start]
+            batch.set_batch(batch=piece, n_past=pos, logits_all=False)
+            wanted = [i for i in range(len(piece)) if pos + i >= first_needed]
+            for i in range(len(piece)):
+                batch.batch.logits[i] = i in wanted
+            llm._ctx.decode(batch)
+            llm.input_ids[pos: pos + len(piece)] = piece
+            llm.n_tokens = pos + len(piece)
+            for i in wanted:
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
+                top = float(np.max(logits))
+                lse = top + float(np.log(np.sum(np.exp(logits - top))))
+                out.append(float(logits[ids[pos - start + i + 1]]) - lse)
+        return out
+
     def _suffix_ids(self, user_suffix: str) -> list[int]:
         # The task (with the user's question) is plain text; the tail is template markup.
         return self._tokenize(user_suffix, add_bos=False) + self._tokenize(self._tail, add_bos=False, special=True)
