@@ -381,7 +381,6 @@ class LlamaCppLLM:
         that predict the continuation, so scoring costs one prefill of the prompt plus the
         continuation; the longest prefix shared with the previous call stays cached.
         """
-        import numpy as np
 
         if self._prefix_ids:  # never overwrite a memory's document state
             raise BackendError("continuation_logprobs runs on a context without a memorized prefix (use twin()).")
@@ -405,25 +404,8 @@ class LlamaCppLLM:
         llm._ctx.kv_cache_seq_rm(-1, common, -1)
         if common < len(head) and self.prompt_cache.max_bytes:
             common = self._prompt_head(head, common)
-        first_needed = len(prompt) - 1  # position whose logits predict target[0]
-        n_vocab = llm.n_vocab()
-        out: list[float] = []
-        batch = llm._batch
-        for start in range(common, len(ids) - 1, self.n_batch):  # the last target token predicts nothing we need
-            piece = ids[start: min(len(ids) - 1, start + self.n_batch)]
-            batch.set_batch(batch=piece, n_past=start, logits_all=False)
-            wanted = [i for i in range(len(piece)) if start + i >= first_needed]
-            for i in range(len(piece)):
-                batch.batch.logits[i] = i in wanted
-            llm._ctx.decode(batch)
-            llm.input_ids[start: start + len(piece)] = piece
-            llm.n_tokens = start + len(piece)
-            for i in wanted:
-                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
-                top = float(np.max(logits))
-                lse = top + float(np.log(np.sum(np.exp(logits - top))))
-                out.append(float(logits[ids[start + i + 1]]) - lse)
-        return out
+        # position len(prompt) - 1's logits predict target[0]
+        return self._decode_logprobs(ids[common:], common, len(prompt) - 1)
 
     def _prompt_head(self, head: list[int], common: int) -> int:
         """Put ``head`` into the KV cache (``common`` of its tokens are there already):
