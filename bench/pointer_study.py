@@ -116,9 +116,8 @@ def main() -> None:
         print(json.dumps(result["summary"], indent=1))
         return
 
-    from memorag.errors import StateError
     from memorag.eval import datasets
-    from memorag.eval.runner import haystack_dir
+    from memorag.eval.runner import load_or_memorize
     from memorag.models.packaged import cache_dir
     from memorag.pipeline import MemoRAG
     from memorag.plans import PlanContext, PlanParams, likelihood_scores
@@ -141,12 +140,8 @@ def main() -> None:
         todo = [q for q in hay.questions if q.id not in done]
         if not todo:
             continue
-        hdir = haystack_dir(root, hay, pipe)
         t = time.perf_counter()
-        try:
-            pipe.load(hdir)
-        except StateError:
-            pipe.memorize(hay.text, save_dir=hdir, progress=True)
+        load_or_memorize(pipe, root, hay, progress=True)
         print(f"{hay.id}: memory ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         r = pipe.retriever
         pending: list[tuple[dict, list[str], str]] = []

@@ -65,6 +65,19 @@ def index_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path:
     return root / f"{haystack.id}-index-{key}"
 
 
+def load_or_memorize(pipe: MemoRAG, root: Path, haystack: datasets.Haystack, progress: bool) -> float | None:
+    """Put ``haystack`` into ``pipe``: its saved state under ``root`` if there is one (None),
+    else memorized and saved there (the seconds it took)."""
+    hdir = haystack_dir(root, haystack, pipe)
+    t = time.perf_counter()
+    try:
+        pipe.load(hdir)
+        return None
+    except StateError:
+        pipe.memorize(haystack.text, save_dir=hdir, progress=progress)
+        return time.perf_counter() - t
+
+
 def index_haystack(pipe: MemoRAG, root: Path, haystack: datasets.Haystack,
                    progress: bool = False) -> tuple[RetrievalState, str, float]:
     """The chunks and index of ``haystack`` without reading it into the memory: from its
@@ -265,13 +278,9 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
             if not todo:
                 continue
             if memory_read:
-                hdir = haystack_dir(root, hay, pipe)
-                t = time.perf_counter()
-                try:
-                    pipe.load(hdir)
-                except StateError:
-                    pipe.memorize(hay.text, save_dir=hdir, progress=progress)
-                    memorize_seconds.append(time.perf_counter() - t)
+                seconds = load_or_memorize(pipe, root, hay, progress)
+                if seconds is not None:
+                    memorize_seconds.append(seconds)
             else:
                 # No memory state at all (not a previous haystack's): a method that asked the
                 # memory anyway would fail loudly, not read another document.

@@ -381,7 +381,6 @@ class LlamaCppLLM:
         that predict the continuation, so scoring costs one prefill of the prompt plus the
         continuation; the longest prefix shared with the previous call stays cached.
         """
-
         if self._prefix_ids:  # never overwrite a memory's document state
             raise BackendError("continuation_logprobs runs on a context without a memorized prefix (use twin()).")
         text, _ = self._render_marked(messages)
