@@ -111,13 +111,19 @@ class AttentionProbe:
         return original
 
 
-def _token_chunks(llm, chunks: list[str]) -> np.ndarray:
-    """For each token of the memorized prefix, the chunk its line was taken from (-1: none).
-    The extractive memory puts each sentence on its own line."""
+def token_offsets(llm) -> tuple[list[int], bytes]:
+    """The byte offset of each token of the memorized prefix, and the prefix's bytes."""
     offsets, text = [], b""
     for tok in llm._prefix_ids:
         offsets.append(len(text))
         text += llm._token_bytes(tok)
+    return offsets, text
+
+
+def _token_chunks(llm, chunks: list[str]) -> np.ndarray:
+    """For each token of the memorized prefix, the chunk its line was taken from (-1: none).
+    The extractive memory puts each sentence on its own line."""
+    offsets, text = token_offsets(llm)
     starts = [0] + [i + 1 for i, b in enumerate(text) if b == 10]
     token_line = np.searchsorted(np.array(starts), np.array(offsets), side="right") - 1
     squashed = [" ".join(c.split()) for c in chunks]
@@ -144,7 +150,7 @@ def collect(args: argparse.Namespace) -> None:
     hays = datasets.build("hotpotqa", first_index=args.first_index, limit=args.limit, per_haystack=args.per_haystack,
                           haystack_tokens=32000, seed=args.seed, count_tokens=llm.count_tokens)
     template = prompts_for("en").recall
-    before = template.split("{question}")[0]
+    q_from = len(llm._tokenize(template.split("{question}")[0], add_bos=False))  # where the question starts
     args.out.mkdir(parents=True, exist_ok=True)
     for hay in hays:
         load_or_memorize(pipe, cache_dir() / "eval", hay, progress=False)
@@ -152,11 +158,13 @@ def collect(args: argparse.Namespace) -> None:
         token_chunk = _token_chunks(llm, chunks)
         present = sorted({int(c) for c in token_chunk if c >= 0})
         n = len(llm._prefix_ids)
+        # (chunks, tokens): 1 where a prefix token belongs to the chunk, so a matrix product
+        # sums each head's weights per chunk
+        member = (token_chunk[None, :] == np.arange(len(chunks))[:, None]).astype(np.float32)
         memory_text = " ".join(llm._prefix_text().split())
         for q in hay.questions:
             t0 = time.perf_counter()
             suffix = llm._suffix_ids(template.format(question=q.question))
-            q_from = len(llm._tokenize(before, add_bos=False))
             q_to = q_from + len(llm._tokenize(q.question, add_bos=False))
             rec: dict[str, np.ndarray] = {}
             for mode in ("base", "adapter"):
@@ -172,11 +180,8 @@ def collect(args: argparse.Namespace) -> None:
                 question = np.zeros_like(task)
                 for layer, w in probe.layers.items():
                     w = w[:, :, :n]
-                    over_task, over_question = w.mean(1), w[:, q_from:q_to].mean(1)
-                    for ci in present:
-                        sel = token_chunk == ci
-                        task[ci, layer] = over_task[:, sel].sum(1)
-                        question[ci, layer] = over_question[:, sel].sum(1)
+                    task[:, layer] = member @ w.mean(1).T
+                    question[:, layer] = member @ w[:, q_from:q_to].mean(1).T
                 rec[f"{mode}_task"], rec[f"{mode}_question"] = task, question
             gold = np.array([retrieved_gold(q.gold, [c]) for c in chunks], dtype=bool)
             # which supporting sentences the memory holds at all (the window keeps an extract)

@@ -37,10 +37,7 @@ def test_probe_reads_each_layers_attention_and_it_finds_the_paragraph_asked_abou
         probe._lc.llama_context_default_params = original
     llm.prefill([{"role": "user", "content": "Read this document.\n\n" + "\n\n".join(PARAGRAPHS)}])
     n = llm.prefix_tokens
-    text, offsets = b"", []
-    for tok in llm._prefix_ids:
-        offsets.append(len(text))
-        text += llm._token_bytes(tok)
+    offsets, text = study.token_offsets(llm)
     owner = np.full(n, -1)
     for j, para in enumerate(PARAGRAPHS):
         start = text.find(para.encode())
