@@ -1,9 +1,12 @@
 """Query latency: memorag (clues + retrieval + generation) against plain RAG (question-only
 retrieval + generation) with the same generator and k, on the bundled sample, one run.
 
-Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5] [--plans P,Q] [--judge-cache off,on] [--out FILE.json]
-Prints per-mode seconds per question and the ratio memorag / plain RAG; --out writes them,
-with every question's seconds and the pipeline's own timings of its parts, as JSON.
+Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5] [--plans P,Q]
+    [--evidence chunks,passages] [--judge-cache off,on] [--out FILE.json]
+Prints per-mode seconds per question, the ratio memorag / plain RAG and how many answers hold
+the answer key of tests/test_demo_questions.py (a faster mode must not answer worse); --out
+writes them, with every question's seconds, answer and the pipeline's own timings of its
+parts, as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from memorag import MemoRAG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answer questions)
+from test_demo_questions import QUESTIONS, correct  # noqa: E402  (the demo's known-answer questions)
 
 
 def cpu_model() -> str:
@@ -40,6 +43,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=5)
     ap.add_argument("--plans", default="", help="comma-separated query plans to time in memorag mode "
                     "(default: the pipeline's own); e.g. recall,clues shows what the judge costs")
+    ap.add_argument("--evidence", default="", help="comma-separated evidence renderings to time in memorag "
+                    "mode (default: the pipeline's own); e.g. chunks,passages")
     ap.add_argument("--judge-cache", default="on", help="comma-separated: on (the judge keeps the KV "
                     "states of passages it read, the default) and/or off; each is a separate set of modes")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
@@ -48,6 +53,7 @@ def main() -> None:
     pipe = MemoRAG(gen_model_name_or_path=args.gen_model)
     pipe.memorize(text, progress=False)
     questions = [q for q, _ in QUESTIONS[: args.questions]]
+    keys = [key for _, key in QUESTIONS[: args.questions]]
     pipe.ask(questions[0], task_type="rag", max_new_tokens=8)  # warm both contexts
     plans = [p for p in args.plans.split(",") if p] or [pipe.query_plan]
     caches = [c for c in args.judge_cache.split(",") if c]
@@ -56,16 +62,20 @@ def main() -> None:
     judge_model = getattr(pipe.judge, "model", pipe.judge)  # the generator's twin by default
     cache = getattr(judge_model, "prompt_cache", None)
     full_budget = cache.max_bytes if cache is not None else 0
-    modes = [("plain RAG", "rag", pipe.query_plan, None)] + [
-        (f"memorag ({p})" + ("" if caches == ["on"] else f", judge cache {c}"), "memorag", p, c)
-        for c in caches for p in plans]
+    renders = [e for e in args.evidence.split(",") if e] or [pipe.evidence]
+    # plain RAG reads whole chunks under every rendering: no judge picked a part of them
+    modes = [("plain RAG", "rag", pipe.query_plan, "chunks", None)] + [
+        (f"memorag ({p}" + ("" if len(renders) == 1 else f", {e}") + ")"
+         + ("" if caches == ["on"] else f", judge cache {c}"), "memorag", p, e, c)
+        for c in caches for e in renders for p in plans]
     seconds: dict[str, list[float]] = {label: [] for label, *_ in modes}
     parts: dict[str, list[dict]] = {label: [] for label, *_ in modes}
+    answers: dict[str, list[str]] = {label: [] for label, *_ in modes}
     # Mode by mode, not alternating: llama.cpp reuses the longest cached prompt prefix, and
     # the same question's evidence in the other mode is mostly that prefix, which would make
     # whichever mode runs second look cheap.
-    for label, task, plan, judge_cache in modes:
-        pipe.query_plan = plan
+    for label, task, plan, render, judge_cache in modes:
+        pipe.query_plan, pipe.evidence = plan, render
         if cache is not None and judge_cache is not None:
             cache.clear()  # every mode starts cold: only its own questions can warm the cache
             cache.max_bytes = full_budget if judge_cache == "on" else 0
@@ -74,12 +84,14 @@ def main() -> None:
             ans = pipe.ask(q, task_type=task, max_new_tokens=64)
             seconds[label].append(time.perf_counter() - t)
             parts[label].append(ans.timings)
+            answers[label].append(ans.answer)
     n = len(questions)
     print(f"{n} questions, generator {pipe.generator.describe().get('file', '?')}, k={pipe.ret_hit}")
-    print("| mode | s per question | of which clues + retrieval |\n|---|---|---|")
+    right = {label: sum(correct(a, key) for a, key in zip(answers[label], keys)) for label in answers}
+    print("| mode | s per question | of which clues + retrieval | answers right |\n|---|---|---|---|")
     for label, *_ in modes:
         print(f"| {label} | {sum(seconds[label]) / n:.1f} | "
-              f"{sum(p['clues_and_retrieval'] for p in parts[label]) / n:.1f} |")
+              f"{sum(p['clues_and_retrieval'] for p in parts[label]) / n:.1f} | {right[label]} of {n} |")
     rag = sum(seconds["plain RAG"]) / n
     for label, *_ in modes[1:]:
         print(f"ratio {label} / plain RAG: {sum(seconds[label]) / n / rag:.2f}")
@@ -88,11 +100,13 @@ def main() -> None:
                   + " ".join(sys.argv[1:]), "questions": questions, "k": pipe.ret_hit,
                   "generator": pipe.generator.describe(), "memory_model": pipe.memory.llm.describe(),
                   "judge_cache_mb": full_budget // (1024 * 1024), "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "machine": platform.machine(),
-                  "modes": [{"mode": label, "task_type": task, "plan": plan, "judge_cache": judge_cache,
+                  "modes": [{"mode": label, "task_type": task, "plan": plan, "evidence": render,
+                             "judge_cache": judge_cache,
                              "seconds_per_question": round(sum(seconds[label]) / n, 3),
                              "ratio_to_plain_rag": round(sum(seconds[label]) / n / rag, 3),
+                             "answers_right": right[label], "answers": answers[label],
                              "seconds": [round(x, 3) for x in seconds[label]], "timings": parts[label]}
-                            for label, task, plan, judge_cache in modes]}
+                            for label, task, plan, render, judge_cache in modes]}
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 

@@ -176,7 +176,7 @@ def main() -> None:
                 t1 = time.perf_counter()
                 ctx = PlanContext(r, pipe.judge)
                 js = likelihood_scores(ctx, q.question, first, PlanParams())
-                row["judge"] = {str(k): v for k, v in js.items()}
+                row["judge"] = {str(k): score for k, (score, _) in js.items()}
                 row["seconds_judge"] = round(time.perf_counter() - t1, 2)
             pending.append((row, [c[2] for c in cands], task))
             rows.append(row)

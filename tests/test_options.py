@@ -11,7 +11,7 @@ import pytest
 from test_unit_pipeline import DOC_A, Q_A
 
 from memorag import MemoRAG
-from memorag.answering import Excerpts
+from memorag.answering import Excerpts, JudgedPassages, passage_in_context
 from memorag.collection import Collection
 from memorag.config import PipelineOptions
 from memorag.errors import InputError
@@ -77,6 +77,12 @@ def check_evidence() -> None:
     pipe = _pipe(evidence="excerpts")
     assert isinstance(pipe.answering().evidence, Excerpts)
     assert len(_user(pipe)) < len(_user(_pipe()))  # excerpts of the chunks, not the chunks
+    judged = _pipe(evidence="passages", query_plan="likelihood")
+    assert isinstance(judged.answering().evidence, JudgedPassages)
+    ans = judged.ask(Q_A)
+    user = ans.messages[-1]["content"]
+    # each chunk as its judged paragraph widened to 600 characters (these chunks are shorter: whole)
+    assert ans.evidence and all(h.passage and passage_in_context(h.text, h.passage, 600) in user for h in ans.evidence)
 
 
 def check_cite() -> None:

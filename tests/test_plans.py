@@ -147,10 +147,27 @@ def test_likelihood_plan_puts_the_paragraph_the_judge_prefers_first_within_budge
                 likelihood_weight=100.0)
     ranked = run_plan("likelihood", PlanContext(r, judge), _Q, None, 3, p)
     assert "Hester Vane" in ranked[0].text
+    assert ranked[0].passage == _ANSWER  # the paragraph the judge scored, kept for the evidence
+    assert all(h.passage and h.passage in h.text for h in ranked)
     assert judge.call_counts["judge"] <= p.likelihood_passages  # the budget bounds the judge's cost
     # without a judge that can score, the plan is question-only retrieval
-    plain = [h.chunk_id for h in run_plan("likelihood", PlanContext(r, None), _Q, None, 3, p)]
-    assert plain == [h.chunk_id for h in run_plan("question", r, _Q, None, 3, p)]
+    unjudged = run_plan("likelihood", PlanContext(r, None), _Q, None, 3, p)
+    assert [h.chunk_id for h in unjudged] == [h.chunk_id for h in run_plan("question", r, _Q, None, 3, p)]
+    assert all(h.passage is None for h in unjudged)  # no judge read them: nothing to cut them to
+
+
+@pytest.mark.unit
+def test_a_judged_passage_is_widened_to_whole_paragraphs_and_its_neighbours():
+    from memorag.answering import passage_in_context
+
+    chunk = "Chapter 4\n\n“Who is he?” asked Jane.\n\n“Mr. Bingley,” said Elizabeth, “a young man of large fortune.”\n\nThe end."
+    assert passage_in_context(chunk, "Mr. Bingley,” said Elizabeth", 10) == "“Mr. Bingley,” said Elizabeth, “a young man of large fortune.”"
+    # short: the paragraph after it first, then the one before, until min_chars
+    assert passage_in_context(chunk, "“Who is he?” asked Jane.", 60) == (
+        "“Who is he?” asked Jane.\n\n“Mr. Bingley,” said Elizabeth, “a young man of large fortune.”")
+    assert passage_in_context(chunk, "The end.", 40).startswith("“Mr. Bingley,”")
+    assert passage_in_context(chunk, "The end.", 10_000) == chunk  # never more than the chunk
+    assert passage_in_context(chunk, "not in it", 60) == "not in it"
 
 
 @pytest.mark.unit

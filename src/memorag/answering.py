@@ -175,9 +175,53 @@ class Excerpts:
                                 language=view.language, min_share=self.min_share, linked_ids=found.linked_ids)
 
 
+@dataclass(frozen=True)
+class JudgedPassages:
+    """Each hit cut to the paragraph its query-likelihood judge scored best
+    (:attr:`~memorag.retrieval.Hit.passage`), widened by the chunk's neighbouring
+    paragraphs until it holds ``min_chars``; a hit no judge read keeps its whole chunk.
+
+    Why: a chunk holds several paragraphs and usually only one bears on the question; the
+    judge has already found which. The generator then reads a fraction of the tokens (its
+    prefill is most of a question's time on a CPU) and less of what does not bear on the
+    question. The widening keeps a short paragraph (a line of dialogue) with the lines
+    that say who is speaking."""
+
+    min_chars: int = 600
+
+    def render(self, view: View, question: str, found: PlanResult) -> list[str]:
+        return [passage_in_context(h.text, h.passage, self.min_chars) if h.passage else h.text for h in found.hits]
+
+
+def passage_in_context(chunk: str, passage: str, min_chars: int) -> str:
+    """``passage`` (a piece of ``chunk``) widened to whole paragraphs (blank-line separated)
+    and then by the paragraphs after and before it, nearest first, while it is shorter than
+    ``min_chars``. A passage not found in ``chunk`` is returned as it is."""
+    start = chunk.find(passage)
+    if start < 0:
+        return passage
+    end = start + len(passage)
+    blocks, pos = [], 0
+    for m in re.finditer(r"\n\s*\n", chunk):
+        blocks.append((pos, m.start()))
+        pos = m.end()
+    blocks.append((pos, len(chunk)))
+    lo = next(i for i, (_, e) in enumerate(blocks) if e > start)  # the blocks the passage overlaps
+    hi = max(lo, *(i for i, (b, _) in enumerate(blocks) if b < end))
+    while blocks[hi][1] - blocks[lo][0] < min_chars and (lo > 0 or hi < len(blocks) - 1):
+        if hi < len(blocks) - 1:
+            hi += 1  # what follows first: a paragraph usually introduces what comes after it
+        if blocks[hi][1] - blocks[lo][0] < min_chars and lo > 0:
+            lo -= 1
+    return chunk[blocks[lo][0]:blocks[hi][1]].strip()
+
+
 def evidence_renderer(name: str) -> EvidenceRenderer:
-    """The renderer of an ``evidence`` option: ``chunks`` or ``excerpts``."""
-    return Excerpts() if choice(Evidence, name, "evidence") == Evidence.EXCERPTS.value else WholeChunks()
+    """The renderer of an ``evidence`` option: ``chunks``, ``excerpts`` or ``passages``."""
+    kind = choice(Evidence, name, "evidence")
+    if kind == Evidence.EXCERPTS.value:
+        return Excerpts()
+    return JudgedPassages() if kind == Evidence.PASSAGES.value else WholeChunks()
 
 
 @dataclass(frozen=True)

@@ -451,8 +451,9 @@ def paragraphs(text: str, max_chars: int) -> list[str]:
 
 
 def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p: PlanParams,
-                      extra: dict[int, list[str]] | None = None) -> dict[int, float]:
-    """Each candidate chunk's best query-likelihood score over the paragraphs the budget allows.
+                      extra: dict[int, list[str]] | None = None) -> dict[int, tuple[float, str]]:
+    """Each candidate chunk's best query-likelihood score over the paragraphs the budget
+    allows, with the paragraph that scored it.
 
     Every chunk gets its paragraph that shares the most (IDF-weighted) words with the
     question; the rest of ``likelihood_passages`` goes to the next-best paragraphs of any
@@ -476,7 +477,7 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
     for _, _, cid, t in rest[: max(0, p.likelihood_passages - len(chosen))]:
         chosen.append((cid, t))
     lang = p.language if p.language in LIKELIHOOD_USER else "en"
-    best: dict[int, float] = {}
+    best: dict[int, tuple[float, str]] = {}
     seen: set[tuple[int, str]] = set()
     for cid, text in chosen:
         if (cid, text) in seen:
@@ -486,7 +487,8 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
         lp = ctx.judge.continuation_logprobs(
             [{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=text)}], question)
         score = sum(lp) / len(lp) if lp else float("-inf")
-        best[cid] = max(best.get(cid, float("-inf")), score)
+        if cid not in best or score > best[cid][0]:
+            best[cid] = (score, text)
     return best
 
 
@@ -497,8 +499,11 @@ def likelihood_rerank(ctx: PlanContext, question: str, first: list[Hit], k: int,
     if ctx.judge is None or not first:
         return first[:k]
     best = likelihood_scores(ctx, question, first, p, extra)
-    judged = sorted((h.chunk_id for h in first), key=lambda c: -best.get(c, float("-inf")))
-    return _fuse_judged(first, judged, p.likelihood_weight, k, p, quoted)
+    judged = sorted((h.chunk_id for h in first), key=lambda c: -best.get(c, (float("-inf"), ""))[0])
+    fused = _fuse_judged(first, judged, p.likelihood_weight, k, p, quoted)
+    for h in fused:
+        h.passage = best[h.chunk_id][1] if h.chunk_id in best else None
+    return fused
 
 
 def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: PlanParams) -> PlanResult:

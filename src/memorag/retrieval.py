@@ -37,6 +37,9 @@ class Hit:
     chunk_id: int
     score: float
     text: str
+    # the part of the chunk a query-likelihood judge read and scored best (one paragraph,
+    # see memorag.plans.likelihood_scores); None when no judge read the chunk
+    passage: str | None = None
 
 
 def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int | None = None) -> list[tuple[int, float]]:
