@@ -9,8 +9,9 @@ memory token):
 ``extractive`` (default; no decoding, cost grows linearly and is tiny)
     Split the document into windows; inside each window keep the sentences with the most
     information (TF-IDF weight of their words, with a bonus for names and numbers, which
-    questions hinge on), in document order, until the window's share of the budget is
-    used. Every window keeps its share, so the memory covers the whole document, and a
+    questions hinge on, and one for a paragraph's opening sentence), in document order,
+    until the window's share of the budget is used; a sentence repeated word for word is
+    kept once. Every window keeps its share, so the memory covers the whole document, and a
     ``[Part i/N]`` marker keeps positions. A 1M-token document compresses in seconds.
 
 ``gist`` (decoding; better prose, ~30 s per 4K-token window on 2 cores)
@@ -46,6 +47,15 @@ HEADROOM = 1024
 # Sentence ends keep their closing quote (so kept sentences stay verbatim).
 _SENT = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|(?<=[.!?\u3002\uff01\uff1f][\"'\u201d\u300d])\s+|\n{2,}")
 _NAMEISH = re.compile(r"\b(?:[A-Z][a-z]+|\d[\d,.:/-]*)\b")
+_REPEATED = float("-inf")  # the score of a sentence the memory holds already: never kept again
+# A paragraph's opening sentence scores (1 + LEAD_BONUS) times its weight: it usually says what
+# the paragraph is about. Measured by bench/extract_study.py (docs/evaluation.md, "What the
+# memory holds"): more of the questions' supporting sentences end up in the 8K extract, with
+# the bonus at 1 or 2 alike.
+LEAD_BONUS = 1.0
+# What decides which sentences an extract keeps, for caches of memorized text (a change here
+# makes a different memory of the same document).
+EXTRACTIVE_SELECTION = {"lead_bonus": LEAD_BONUS, "dedup": True}
 
 
 @dataclass
@@ -109,6 +119,17 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT.split(text) if s and s.strip()]
 
 
+def _paragraph_starts(text: str, sents: list[str]) -> list[bool]:
+    """Whether each of ``sents`` (``_sentences(text)``) opens a paragraph: it starts the
+    text or follows a line break."""
+    out, pos = [], 0
+    for s in sents:
+        at = text.find(s, pos)
+        out.append(at <= 0 or text[:at].rstrip(" \t").endswith("\n"))
+        pos = max(pos, at + len(s)) if at >= 0 else pos
+    return out
+
+
 def _scores(sentences: list[str], language: str) -> list[float]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -135,16 +156,32 @@ def _scores(sentences: list[str], language: str) -> list[float]:
 
 
 def extractive_memory(llm: LLM, text: str, budget: int, language: str,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[str, CompressionStats]:
+                      progress: Callable[[int, int], None] | None = None, *,
+                      lead_bonus: float = EXTRACTIVE_SELECTION["lead_bonus"],
+                      dedup: bool = EXTRACTIVE_SELECTION["dedup"]) -> tuple[str, CompressionStats]:
+    """``lead_bonus``: a sentence that opens a paragraph scores (1 + lead_bonus) times its
+    weight (a paragraph's first sentence usually says what it is about). ``dedup``: a
+    sentence seen before in the document is not kept again (boilerplate, repeated filler)."""
     t0 = time.perf_counter()
     total = llm.count_tokens(text)
     n_windows = max(1, math.ceil(total / 2048))
     windows = split_windows(llm, text, math.ceil(total / n_windows))
     stats = CompressionStats("extractive", windows=len(windows), windows_computed=len(windows), input_tokens=total)
     scored = []
+    seen: set[str] = set()
     for i, window in enumerate(windows):
         sents = _sentences(window)
-        scored.append((sents, [llm.count_tokens(s) for s in sents], _scores(sents, language) if len(sents) > 1 else [0.0]))
+        scores = _scores(sents, language) if len(sents) > 1 else [0.0]
+        if lead_bonus:
+            scores = [sc * (1.0 + lead_bonus) if lead else sc
+                      for sc, lead in zip(scores, _paragraph_starts(window, sents))]
+        if dedup:
+            repeated = []
+            for sent in sents:
+                repeated.append(sent in seen)
+                seen.add(sent)
+            scores = [_REPEATED if rep else sc for sc, rep in zip(scores, repeated)]
+        scored.append((sents, [llm.count_tokens(s) for s in sents], scores))
         if progress:
             progress(i + 1, len(windows))
     # Markers and joins cost tokens too; if the first pass overshoots, shrink the share and redo.
@@ -155,7 +192,7 @@ def extractive_memory(llm: LLM, text: str, budget: int, language: str,
             quota = int(sum(lengths) * share)
             keep, used = set(), 0
             for j in sorted(range(len(sents)), key=lambda j: -scores[j]):
-                if used + lengths[j] > quota:
+                if used + lengths[j] > quota or scores[j] == _REPEATED:
                     continue
                 keep.add(j)
                 used += lengths[j]

@@ -29,6 +29,7 @@ from memorag.eval.metrics import (
     rouge_l,
     spans_in_document,
 )
+from memorag.longmem import EXTRACTIVE_SELECTION
 from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import default_window
@@ -51,8 +52,10 @@ def haystack_dir(root: Path, haystack: datasets.Haystack, pipe: MemoRAG) -> Path
     # The memory's task adapter is left out: it never touches the memorized state, so the
     # base model and the base with an adapter share one memorized haystack.
     memory = {k: v for k, v in pipe.memory.llm.describe().items() if k not in ("adapter", "spec")}
+    # the extract's sentence selection too: a new one reads a different memory of the haystack
+    compression = [pipe.memory.compression] + ([EXTRACTIVE_SELECTION] if pipe.memory.compression == "extractive" else [])
     models = json.dumps([memory, pipe.embedder.describe(), pipe.retriever.chunk_tokens,
-                         pipe.memory.llm.context_window, pipe.memory.compression], sort_keys=True)
+                         pipe.memory.llm.context_window, *compression], sort_keys=True)
     key = hashlib.sha256((haystack.text + models).encode()).hexdigest()[:16]
     return root / f"{haystack.id}-{key}"
 
