@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from study_results import add_question_set_args  # noqa: E402  (bench/, beside this script)
 
 
 class GgmlTensor(ctypes.Structure):
@@ -266,10 +267,7 @@ def summarize(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--first-index", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=20)
-    ap.add_argument("--per-haystack", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    add_question_set_args(ap)
     ap.add_argument("--out", type=Path, required=True, help="a directory (collect) or the summary JSON")
     ap.add_argument("--summarize", type=Path, nargs=2, default=None,
                     help="two collected directories: heads are picked on each and scored on the other")

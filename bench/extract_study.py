@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from study_results import add_question_set_args
+
 
 def _selection(name: str) -> dict:
     """``base``, ``dedup``, ``lead=B`` or ``lead=B+dedup`` as extractive_memory's keywords."""
@@ -43,10 +45,7 @@ def _norm(text: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--first-index", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=20)
-    ap.add_argument("--per-haystack", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    add_question_set_args(ap)
     ap.add_argument("--tokens", type=int, default=32000, help="haystack tokens")
     ap.add_argument("--selections", default="base,dedup,lead=1,lead=1+dedup",
                     help="lead=1+dedup is the pipeline's selection now (memorag.longmem.LEAD_BONUS)")

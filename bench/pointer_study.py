@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
+from study_results import add_question_set_args  # noqa: E402  (bench/, beside this script)
 
 CONTROL_TEXT = "This document is empty."
 
@@ -91,10 +91,7 @@ def summarize(rows: list[dict], m: int, weight: float, k: int = 5) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--first-index", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=20)
-    ap.add_argument("--per-haystack", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    add_question_set_args(ap)
     ap.add_argument("--haystack-tokens", type=int, default=32000)
     ap.add_argument("--max-haystacks", type=int, default=None)
     ap.add_argument("--depth", type=int, default=10)

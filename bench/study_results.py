@@ -14,6 +14,15 @@ from typing import Any
 Scores = dict[str, list[tuple[float, float]]]  # variant -> (recall@k, all_gold@k) per question
 
 
+def add_question_set_args(ap: Any) -> None:
+    """The HotpotQA question set a study reads (``memorag eval``'s options of the same
+    meaning): ``--first-index``, ``--limit``, ``--per-haystack``, ``--seed``."""
+    ap.add_argument("--first-index", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--per-haystack", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+
+
 def indexed_haystacks(paths: Sequence[str], embedder: Any, clue_method: str | None = None
                       ) -> Iterator[tuple[Any, Any, dict[str, list[str]]]]:
     """``(haystack, retriever over it, stored clues by question id)`` for every haystack of the
