@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from study_results import add_question_set_args  # noqa: E402  (bench/, beside this script)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_results, beside this script
+from study_results import add_question_set_args  # noqa: E402
 
 
 class GgmlTensor(ctypes.Structure):

@@ -23,7 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-from study_results import add_question_set_args
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_results, beside this script
+from study_results import add_question_set_args  # noqa: E402
 
 
 def _selection(name: str) -> dict:

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from study_results import add_question_set_args  # noqa: E402  (bench/, beside this script)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_results, beside this script
+from study_results import add_question_set_args  # noqa: E402
 
 CONTROL_TEXT = "This document is empty."
 
