@@ -115,8 +115,29 @@ def split_windows(llm: LLM, text: str, window_tokens: int) -> list[str]:
 
 
 # --------------------------------------------------------------- extractive
+_SENT_KEEP = re.compile(f"({_SENT.pattern})")  # the same splits, separators kept
+# A full stop after these is not a sentence end ("Mrs. Bennet", "Dr. Watson", "J. Smith").
+_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Col|Gen|Lt|Rev|Hon|Messrs|vs|etc|No|Vol|"
+                           r"Fig|e\.g|i\.e)|\b[A-Z])\.$")
+
+
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENT.split(text) if s and s.strip()]
+    """``text``'s sentences, each verbatim (an abbreviation's full stop does not end one)."""
+    out: list[str] = []
+    pieces = _SENT_KEEP.split(text)  # text, separator, text, separator, ...
+    glue = False  # the last piece ended in an abbreviation: the next one continues its sentence
+    for i in range(0, len(pieces), 2):
+        piece = pieces[i].strip()
+        if not piece:
+            glue = False
+            continue
+        sep = pieces[i - 1] if i else ""
+        if glue and out and "\n\n" not in sep:
+            out[-1] = out[-1] + sep + piece  # the document's own white space: the sentence stays verbatim
+        else:
+            out.append(piece)
+        glue = bool(_ABBREVIATION.search(piece))
+    return out
 
 
 def _paragraph_starts(text: str, sents: list[str]) -> list[bool]:
