@@ -53,9 +53,10 @@ _REPEATED = float("-inf")  # the score of a sentence the memory holds already: n
 # memory holds"): more of the questions' supporting sentences end up in the 8K extract, with
 # the bonus at 1 or 2 alike.
 LEAD_BONUS = 1.0
-# What decides which sentences an extract keeps, for caches of memorized text (a change here
-# makes a different memory of the same document).
-EXTRACTIVE_SELECTION = {"lead_bonus": LEAD_BONUS, "dedup": True}
+# What decides which sentences an extract keeps (extractive_memory's defaults, the sentence
+# split), for caches of memorized text: update it with any change to either, since that makes
+# a different memory of the same document.
+EXTRACTIVE_SELECTION = {"lead_bonus": LEAD_BONUS, "dedup": True, "sentences": "abbreviations do not end one"}
 
 
 @dataclass
@@ -178,8 +179,7 @@ def _scores(sentences: list[str], language: str) -> list[float]:
 
 def extractive_memory(llm: LLM, text: str, budget: int, language: str,
                       progress: Callable[[int, int], None] | None = None, *,
-                      lead_bonus: float = EXTRACTIVE_SELECTION["lead_bonus"],
-                      dedup: bool = EXTRACTIVE_SELECTION["dedup"]) -> tuple[str, CompressionStats]:
+                      lead_bonus: float = LEAD_BONUS, dedup: bool = True) -> tuple[str, CompressionStats]:
     """``lead_bonus``: a sentence that opens a paragraph scores (1 + lead_bonus) times its
     weight (a paragraph's first sentence usually says what it is about). ``dedup``: a
     sentence seen before in the document is not kept again (boilerplate, repeated filler)."""
