@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memorag.longmem import _paragraph_starts, _sentences, extractive_memory
+from memorag.longmem import _sentences, _split, extractive_memory
 
 pytestmark = pytest.mark.unit
 
@@ -60,4 +60,4 @@ def test_paragraph_starts_follow_line_breaks():
     text = "Title\nFirst one. Second one.\n\nNext para starts. And goes on."
     sents = _sentences(text)
     assert sents == ["Title\nFirst one.", "Second one.", "Next para starts.", "And goes on."]
-    assert _paragraph_starts(text, sents) == [True, False, True, False]
+    assert [start for _, start in _split(text)] == [True, False, True, False]

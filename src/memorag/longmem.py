@@ -122,34 +122,32 @@ _ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Col|Gen|Lt|
                            r"Fig|e\.g|i\.e)|\b[A-Z])\.$")
 
 
-def _sentences(text: str) -> list[str]:
-    """``text``'s sentences, each verbatim (an abbreviation's full stop does not end one)."""
-    out: list[str] = []
+def _split(text: str) -> list[tuple[str, bool]]:
+    """``text``'s sentences, each verbatim (an abbreviation's full stop does not end one),
+    with whether it opens a paragraph (it starts the text or follows a line break)."""
+    out: list[tuple[str, bool]] = []
     pieces = _SENT_KEEP.split(text)  # text, separator, text, separator, ...
     glue = False  # the last piece ended in an abbreviation: the next one continues its sentence
-    for i in range(0, len(pieces), 2):
-        piece = pieces[i].strip()
+    pos = last_end = 0  # where pieces[i] starts in text; where the last sentence ended
+    for i, raw in enumerate(pieces):
+        start, pos = pos, pos + len(raw)
+        piece = raw.strip() if i % 2 == 0 else ""
         if not piece:
-            glue = False
+            glue = glue and i % 2 == 1  # an empty piece between separators ends the sentence
             continue
-        sep = pieces[i - 1] if i else ""
-        if glue and out and "\n\n" not in sep:
-            out[-1] = out[-1] + sep + piece  # the document's own white space: the sentence stays verbatim
+        at = start + len(raw) - len(raw.lstrip())
+        gap = text[last_end:at]  # white space only: the separator and the pieces' own edges
+        if glue and out and "\n\n" not in gap:
+            out[-1] = (out[-1][0] + gap + piece, out[-1][1])  # the document's own white space: verbatim
         else:
-            out.append(piece)
+            out.append((piece, at == 0 or gap.rstrip(" \t").endswith("\n")))
+        last_end = at + len(piece)
         glue = bool(_ABBREVIATION.search(piece))
     return out
 
 
-def _paragraph_starts(text: str, sents: list[str]) -> list[bool]:
-    """Whether each of ``sents`` (``_sentences(text)``) opens a paragraph: it starts the
-    text or follows a line break."""
-    out, pos = [], 0
-    for s in sents:
-        at = text.find(s, pos)
-        out.append(at <= 0 or text[:at].rstrip(" \t").endswith("\n"))
-        pos = max(pos, at + len(s)) if at >= 0 else pos
-    return out
+def _sentences(text: str) -> list[str]:
+    return [sent for sent, _ in _split(text)]
 
 
 def _scores(sentences: list[str], language: str) -> list[float]:
@@ -191,11 +189,11 @@ def extractive_memory(llm: LLM, text: str, budget: int, language: str,
     scored = []
     seen: set[str] = set()
     for i, window in enumerate(windows):
-        sents = _sentences(window)
+        split = _split(window)
+        sents = [sent for sent, _ in split]
         scores = _scores(sents, language) if len(sents) > 1 else [0.0]
         if lead_bonus:
-            scores = [sc * (1.0 + lead_bonus) if lead else sc
-                      for sc, lead in zip(scores, _paragraph_starts(window, sents))]
+            scores = [sc * (1.0 + lead_bonus) if lead else sc for sc, (_, lead) in zip(scores, split)]
         if dedup:
             repeated = []
             for sent in sents:
