@@ -30,6 +30,7 @@ from memorag.eval import datasets
 from memorag.eval.metrics import all_gold_at_k, exact_match, match_score, qa_f1, recall_at_k
 from memorag.memory import Clues
 from memorag.models.registry import load_embedder, load_llm, make_index_factory
+from memorag.pipeline import load_judge
 from memorag.plans import PlanParams, excerpt_evidence
 from memorag.retrieval import Retriever
 
@@ -99,7 +100,8 @@ def main() -> None:
     ap.add_argument("--out", "--output", dest="output", default="", help="write per-question results and the table as JSON")
     args = ap.parse_args()
 
-    judge = CachedJudge(load_llm(args.judge, n_ctx=4096), args.cache, args.judge)  # room for k=5 evidence (--f1)
+    # room for k=5 evidence (--f1); a SPEC+lora=FILE judge scores with its adapter, as ask does
+    judge = CachedJudge(load_judge(args.judge, n_ctx=4096), args.cache, args.judge)
     emb = load_embedder("default")
     counter = load_llm("default", n_ctx=512).count_tokens
     runs = []

@@ -186,6 +186,19 @@ def test_llamacpp_judge_contract_on_the_default_model(check, default_llm):
     check(TwinJudge(default_llm))  # the default plan's judge: the model's twin
 
 
+@pytest.fixture(scope="module")
+def packaged_judge():
+    from memorag.models.registry import DEFAULT_JUDGE
+    from memorag.pipeline import load_judge
+
+    return load_judge(DEFAULT_JUDGE)
+
+
+@pytest.mark.parametrize("check", JUDGE_CHECKS, ids=check_id)
+def test_packaged_trained_judge_contract(check, packaged_judge):
+    check(packaged_judge)  # the default judge beside the default generator (its adapter on)
+
+
 @pytest.mark.unit
 def test_a_judge_that_says_yes_to_everything_fails_the_contract():
     class YesMan(ScriptedLLM):

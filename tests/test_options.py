@@ -214,6 +214,21 @@ def test_collection_refuses_options_its_view_cannot_use(tmp_path):
     assert coll.ask(Q_A, use_memory_answer=True).clues["harbour"].answer  # takes effect in a store too
 
 
+def test_the_auto_judge_beside_the_default_generator_is_the_packaged_judge():
+    """"auto" beside the packaged default generator: query likelihood by the trained 0.5B
+    judge, yes/no by the generator's twin; beside any other generator, its twin."""
+    from memorag.answering import PackagedJudge, TwinJudge, generator_judge
+    from memorag.models.registry import DEFAULT_GENERATOR
+
+    judge = generator_judge(ScriptedLLM(spec=DEFAULT_GENERATOR))
+    assert isinstance(judge, PackagedJudge)
+    assert judge.yes_probability([{"role": "user", "content": "Is this relevant? yes"}]) == \
+        judge.model.yes_probability([{"role": "user", "content": "Is this relevant? yes"}])
+    other = generator_judge(ScriptedLLM())
+    assert type(other) is TwinJudge
+    assert generator_judge(object()) is None
+
+
 def test_a_judge_given_by_spec_is_loaded_and_checked():
     from memorag.answering import TwinJudge
 

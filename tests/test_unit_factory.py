@@ -165,6 +165,23 @@ def test_memory_specs_name_the_base_the_shipped_adapter_or_an_adapter_file(tmp_p
             registry.shipped_adapter()
 
 
+def test_the_judge_spec_is_the_memory_base_with_the_shipped_judge_adapter(monkeypatch):
+    """``judge-0.5b``: the default memory's base weights with the judge adapter, which ships
+    checked against its sha256; `default` as a judge means it."""
+    from memorag.errors import ModelNotFoundError
+    from memorag.pipeline import pipeline_models
+
+    shipped = registry.shipped_judge_adapter()
+    assert shipped is not None and shipped.name == registry.DEFAULT_JUDGE_ADAPTER
+    assert registry.split_adapter(registry.DEFAULT_JUDGE) == (registry.DEFAULT_MEMORY_MODEL, shipped)
+    assert registry._names_gguf(registry.DEFAULT_JUDGE)
+    assert shipped != registry.shipped_adapter()  # not the memory's recall adapter
+    assert pipeline_models("default", "default", judge="default")["judge"] == registry.DEFAULT_JUDGE
+    monkeypatch.setattr(registry, "DEFAULT_JUDGE_ADAPTER_SHA256", "0" * 64)
+    with pytest.raises(ModelNotFoundError, match="judge's adapter .* sha256"):
+        registry.shipped_judge_adapter()
+
+
 # ------------------------------------------------------------------ the Hugging Face download options
 @pytest.fixture
 def hub_schemes(schemes):
@@ -242,7 +259,7 @@ def test_a_hub_option_no_model_of_the_pipeline_takes_is_refused_before_any_load(
                                          r"embedder 'default' \(an embedder packaged with memorag\); generator "
                                          r"'qwen2\.5-1\.5b' \(a GGUF model memorag ships\)\. Drop it"):
         MemoRAG(cache_dir="/hub")
-    with pytest.raises(InputError, match=r"cache_dir and access_token are for .*judge 'qwen2\.5-1\.5b'"):
+    with pytest.raises(InputError, match=r"cache_dir and access_token are for .*judge 'judge-0\.5b' \(a GGUF model memorag ships\)"):
         MemoRAG(judge="default", cache_dir="/hub", access_token="t")
     # one option is taken (the hub embedder's cache_dir), the other by nothing: that one is refused
     with pytest.raises(InputError, match=r"^access_token is for .*memory 'scripted:m' \(its loader does not take "

@@ -118,10 +118,42 @@ class TwinJudge:
         return self.model.yes_probability(messages)
 
 
+class PackagedJudge(TwinJudge):
+    """The judge beside the packaged default generator: query likelihood (plans
+    ``likelihood``, ``recall``) by the packaged trained judge
+    (:data:`~memorag.models.registry.DEFAULT_JUDGE`, loaded on first use), which ranked
+    held-out HotpotQA evidence as well as the generator itself at a fraction of its cost
+    (docs/evaluation.md, "A trained 0.5B judge"); yes/no relevance (plan ``rerank``) by the
+    generator's twin, since the adapter was not trained for it."""
+
+    def __init__(self, generator: Any, n_ctx: int = JUDGE_CTX) -> None:
+        super().__init__(generator, n_ctx)
+        self._likelihood: Judge | None = None
+
+    @property
+    def likelihood_model(self) -> Judge:
+        if self._likelihood is None:
+            from memorag.models.registry import DEFAULT_JUDGE
+            from memorag.pipeline import load_judge
+
+            self._likelihood = load_judge(DEFAULT_JUDGE, n_ctx=self.n_ctx)
+        return self._likelihood
+
+    def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
+        return self.likelihood_model.continuation_logprobs(messages, continuation)
+
+
 def generator_judge(generator: object) -> Judge | None:
-    """The default judge: the generator's twin when the generator can judge, else None
-    (judging plans then keep their first-round ranking)."""
-    return TwinJudge(generator) if isinstance(generator, Judge) else None
+    """The default judge: beside the packaged default generator the packaged trained judge
+    (:class:`PackagedJudge`); else the generator's twin when the generator can judge, else
+    None (judging plans then keep their first-round ranking)."""
+    if not isinstance(generator, Judge):
+        return None
+    from memorag.models.registry import DEFAULT_GENERATOR, shipped_judge_adapter
+
+    if getattr(generator, "spec", None) == DEFAULT_GENERATOR and shipped_judge_adapter() is not None:
+        return PackagedJudge(generator)
+    return TwinJudge(generator)
 
 
 def check_judge(judge: object) -> Judge:
@@ -463,4 +495,4 @@ def answer_question(view: View, question: str | None, parts: Answering, *, task_
 __all__ = ["AnswerPrompt", "AnswerResult", "Answering", "Citation", "ClueSource", "EvidenceRenderer", "Excerpts",
            "Found", "NoGenerator", "RetrievalPlan", "TwinJudge", "View", "WholeChunks", "answer_messages",
            "answer_question", "check_judge", "check_request", "citations_for", "evidence_renderer",
-           "find_evidence", "generate", "generator_judge", "marks_in"]
+           "find_evidence", "generate", "generator_judge", "marks_in", "PackagedJudge"]

@@ -177,7 +177,7 @@ def ask(
                                                     "instead of one save dir; the answer cites them.")] = None,
     task_type: Annotated[str, typer.Option(help="memorag (clues+retrieval), qa (surrogate questions), rag (question only), summarize (single save dir only).")] = "memorag",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
-    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
+    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = judge-0.5b, the packaged trained judge. Default: that judge beside the packaged generator, else the generator's twin when it can judge (local llama.cpp), else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
     top_k: Annotated[int, typer.Option(help="Evidence chunks given to the generator.")] = 3,
     route_top: Annotated[int, typer.Option(help="With --store: documents a question is routed to (each one's memory gives clues).")] = 2,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
@@ -494,7 +494,7 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MB (a document to memorize is sent in one).")] = 16.0,
     mem_model: Annotated[str, typer.Option(help="Memory model spec for new documents.")] = "default",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model.")] = None,
-    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge, else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
+    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the default plan; 'default' = judge-0.5b, the packaged trained judge. Default: that judge beside the packaged generator, else the generator's twin when it can judge, else none (e.g. for an OpenAI-compatible --gen-model).")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Answer only: refuse memorize, upload, append and delete with 403, run no jobs (a replica behind a load balancer; docs/scaling.md).")] = False,
     config: ConfigOption = None,
 ) -> None:

@@ -214,8 +214,9 @@ class ModelsConfig:
                                           "model, else the memory model's twin", _not_blank)
     embedder: str | None = setting(None, "embedding model spec for retrieval; None: the store's or save dir's, "
                                          "else default (all-MiniLM-L6-v2)", _not_blank)
-    judge: str = setting("auto", "what judges evidence for the judging plans: auto (the generator's twin when it "
-                                 "can judge), none, or a model spec (default = qwen2.5-1.5b)", _not_blank)
+    judge: str = setting("auto", "what judges evidence for the judging plans: auto (the packaged trained judge "
+                                 "beside the packaged generator, else the generator's twin when it can judge), "
+                                 "none, or a model spec (default = judge-0.5b)", _not_blank)
     n_ctx: int | None = setting(None, "the memory model's context window in tokens (None: the backend's)",
                                 _at_least(1))
     flash_attn: bool | None = setting(None, "flash attention for the memory model (llama.cpp; None: on)")

@@ -36,8 +36,10 @@ from memorag.index.base import VectorIndex
 from memorag.llm.base import LLM, Generator, Judge, StageProgressFn
 from memorag.memory import Clues, Memory, MemoryState, check_same_model
 from memorag.models.registry import (
+    ADAPTER_MARK,
     DEFAULT_GENERATOR,
     DEFAULT_GENERATOR_CTX,
+    DEFAULT_JUDGE,
     is_default,
     load_embedder,
     load_llm,
@@ -88,8 +90,9 @@ class MemoRAG(OriginalAPI):
     ``pipe.mem_model``) come from :class:`memorag.compat.OriginalAPI`.
     :meth:`from_parts` takes ready-made parts only. ``beacon_ratio`` is passed to the memory
     (compression for documents beyond the model's window). ``judge`` scores evidence for the
-    judging query plans: ``"auto"`` (the generator's twin when the generator can judge),
-    a model spec (``"default"``: the packaged default generator), a
+    judging query plans: ``"auto"`` (beside the packaged generator the packaged trained judge,
+    else the generator's twin when the generator can judge; :func:`memorag.answering.generator_judge`),
+    a model spec (``"default"``: the packaged trained judge, ``judge-0.5b``), a
     :class:`~memorag.llm.base.Judge`, or None (no judging). ``cite`` numbers the evidence in
     the answer prompt and asks for the numbers used (:attr:`Answer.marks`). ``quote_recall``
     decodes the memory's recalled spans as verbatim quotes of the document when its backend
@@ -164,8 +167,8 @@ class MemoRAG(OriginalAPI):
         ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
         ``generator`` defaults to ``memory.llm.twin()`` (its own context on the same
         weights, so answering never evicts the document). ``judge`` (a
-        :class:`~memorag.llm.base.Judge`, None for no judging, or ``"auto"``: the
-        generator's twin when the generator can judge) scores evidence for the judging
+        :class:`~memorag.llm.base.Judge`, None for no judging, or ``"auto"``: see
+        :func:`memorag.answering.generator_judge`) scores evidence for the judging
         query plans. E.g. with the fakes of :mod:`memorag.testing`::
 
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
@@ -198,8 +201,8 @@ class MemoRAG(OriginalAPI):
         self.plan_overrides = options.plan_overrides()  # PlanParams fields set by plan_params
         self.evidence = options.evidence
         self.cite = options.cite
-        # "auto": the generator's twin when the generator can judge (made on first use, and
-        # again if the generator is replaced); else the given Judge, or None for no judging.
+        # "auto": answering.generator_judge(generator) (made on first use, and again if the
+        # generator is replaced); else the given Judge, or None for no judging.
         self._judge: Judge | None | str = judge if judge is None or judge == "auto" else check_judge(judge)
         self._auto_judge: tuple[object, Judge | None] | None = None  # (generator, its judge)
         # Embed chunks in a thread while the memory model reads (both run native code that
@@ -388,9 +391,10 @@ class MemoRAG(OriginalAPI):
     @property
     def judge(self) -> Judge | None:
         """What scores evidence for the judging query plans (``recall``, ``likelihood``,
-        ``rerank``, ``memorag``): the ``judge`` given, or by default the generator's twin
-        when the generator can judge (a local llama.cpp model); None keeps the plans'
-        first-round ranking."""
+        ``rerank``, ``memorag``): the ``judge`` given, or by default
+        :func:`memorag.answering.generator_judge` (the packaged trained judge beside the
+        packaged generator, else the generator's twin when it can judge); None keeps the
+        plans' first-round ranking."""
         if self._judge != "auto":
             return self._judge  # type: ignore[return-value]
         if self._auto_judge is None or self._auto_judge[0] is not self.generator:
@@ -517,19 +521,27 @@ def pipeline_models(memory: object, embedder: object, generator_spec: str | None
     elif (memory is None or isinstance(memory, str)) and is_default(memory):
         models["generator"] = DEFAULT_GENERATOR
     if isinstance(judge, str) and judge != "auto":
-        models["judge"] = DEFAULT_GENERATOR if is_default(judge) else judge
+        models["judge"] = DEFAULT_JUDGE if is_default(judge) else judge
     elif judge is not None and judge != "auto":
         models["judge"] = judge
     return models
 
 
-def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None) -> Judge:
-    """A judge from a model spec (``"default"``: the packaged default generator, the judge
-    the default plan was measured with); a GGUF model gets a window sized for judging."""
+def load_judge(spec: str, *, cache_dir: str | None = None, access_token: str | None = None,
+               n_ctx: int | None = None) -> Judge:
+    """A judge from a model spec (``"default"``: the packaged trained judge,
+    :data:`~memorag.models.registry.DEFAULT_JUDGE`); a GGUF model gets a window sized for
+    judging (``n_ctx``, default ``JUDGE_CTX``). A GGUF spec with an adapter
+    (``SPEC+lora=FILE``) is a trained judge: the adapter scores the question (``memorag train
+    judge``)."""
     from memorag.answering import JUDGE_CTX
 
-    spec = DEFAULT_GENERATOR if is_default(spec) else spec
-    window = {"n_ctx": JUDGE_CTX} if resolve_gguf(spec) is not None else {}
+    spec = DEFAULT_JUDGE if is_default(spec) else spec
+    window: dict[str, object] = {"n_ctx": n_ctx or JUDGE_CTX} if resolve_gguf(spec) is not None else {}
+    if ADAPTER_MARK in spec:
+        from memorag.llm.llamacpp import JUDGE_TASK
+
+        window["adapter_tasks"] = (JUDGE_TASK,)
     return check_judge(load_llm(spec, cache_dir=cache_dir, access_token=access_token, **window))
 
 

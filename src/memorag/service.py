@@ -110,7 +110,7 @@ class Settings:
     mem_model: str = "default"
     ret_model: str = "default"
     gen_model: str | None = None
-    judge: str | None = None  # a model spec, or "none"; None: the generator's twin when it can judge
+    judge: str | None = None  # a model spec, or "none"; None: "auto" (answering.generator_judge)
     warm_up: bool = True
     read_only: bool = False  # refuse writes, run no jobs (a replica that only answers)
     job_scan_seconds: float = JOB_SCAN_SECONDS  # how often to look for jobs a dead replica left

@@ -22,7 +22,7 @@ def eval_command(
     output: Annotated[Path, typer.Option(help="Results JSON (a .partial.jsonl beside it makes runs resumable).")] = Path("results.json"),
     mem_model: Annotated[str, typer.Option(help="Memory model spec.")] = "default",
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
-    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the judging plans (recall, likelihood, rerank, memorag); 'default' = qwen2.5-1.5b. Default: the generator's twin when it can judge (local llama.cpp), else none.")] = None,
+    judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the judging plans (recall, likelihood, rerank, memorag); 'default' = judge-0.5b, the packaged trained judge. Default: that judge beside the packaged generator, else the generator's twin when it can judge (local llama.cpp), else none.")] = None,
     quote_recall: Annotated[bool, typer.Option(help="Decode the memory's recalled spans as verbatim quotes of the document (memorag.quoting); --no-quote-recall lets it write them freely.")] = True,
     max_haystacks: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N haystacks of the run (a long run cut short; its finished rows are reused).")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,

@@ -34,6 +34,9 @@ from memorag.models.packaged import sha256_file
 STATE_FILE = "kv_state.bin"
 
 JUDGE_PROMPT_CACHE_MB = 256
+# The adapter task of a query-likelihood judge adapter (memorag train judge): applied by
+# continuation_logprobs to the scored question, never by the memory's tasks.
+JUDGE_TASK = "judge"
 """RAM for the KV states of judged passages (see :class:`PromptStateCache`): for the 1.5B
 generator in f16 about 28 KiB per token, so some 9,000 tokens of passages, more than the
 paragraphs a few questions about one long document make the judge read."""
@@ -181,6 +184,7 @@ class LlamaCppLLM:
         self.adapter_tasks: tuple[str, ...] = ()
         self._adapter_wanted = False  # inside task_adapter() for a task the adapter was trained on
         self._suffix_adapted = False  # whether the KV cache past the prefix was computed with the adapter
+        self._base_tokens = 1 << 62  # leading cached tokens computed without the judge adapter
         if adapter is not None:
             self._load_adapter(Path(adapter), adapter_scale, tuple(adapter_tasks))
         if prompt_cache_mb < 0:
@@ -207,8 +211,10 @@ class LlamaCppLLM:
         # Freed with the model's other resources, before the model itself.
         self._llm._stack.callback(lambda: llama_cpp.llama_adapter_lora_free(handle))
         self.adapter_tasks = tasks
+        applies_to = ("the question scored after each passage's prompt (judging); the prompt is the base model's"
+                      if tasks == (JUDGE_TASK,) else "task and reply only; the memorized prefix is the base model's")
         self._adapter_info = {"file": path.name, "sha256": sha256_file(path), "scale": float(scale), "tasks": list(tasks),
-                              "applies_to": "task and reply only; the memorized prefix is the base model's"}
+                              "applies_to": applies_to}
         self._adapter_scale = float(scale)
 
     def _apply_adapter(self, on: bool) -> None:
@@ -219,6 +225,10 @@ class LlamaCppLLM:
             llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, arr, 1, scales)
         else:
             llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, None, 0, None)
+
+    @property
+    def _judge_adapted(self) -> bool:
+        return self._adapter is not None and JUDGE_TASK in self.adapter_tasks
 
     @contextmanager
     def task_adapter(self, task: str) -> Iterator[None]:
@@ -395,7 +405,7 @@ class LlamaCppLLM:
         head = prompt[:-1]  # the last prompt token must be evaluated: its logits predict target[0]
         cached = llm.input_ids[: llm.n_tokens].tolist()
         common = 0
-        for a, b in zip(cached, head):
+        for a, b in zip(cached, head[: self._base_tokens]):  # never reuse tokens the judge adapter computed
             if a != b:
                 break
             common += 1
@@ -403,8 +413,20 @@ class LlamaCppLLM:
         llm._ctx.kv_cache_seq_rm(-1, common, -1)
         if common < len(head) and self.prompt_cache.max_bytes:
             common = self._prompt_head(head, common)
-        # position len(prompt) - 1's logits predict target[0]
-        return self._decode_logprobs(ids[common:], common, len(prompt) - 1)
+        if not self._judge_adapted:
+            # position len(prompt) - 1's logits predict target[0]
+            return self._decode_logprobs(ids[common:], common, len(prompt) - 1)
+        # A judge adapter (memorag.training.judge) acts on the last prompt token and the
+        # question only, as it was trained: the head is the base model's, so cached heads
+        # stay valid with or without it.
+        if common < len(head):
+            self._decode_logprobs(head[common:] + prompt[-1:], common, len(ids))  # the head, no logits kept
+        self._apply_adapter(True)
+        try:
+            return self._decode_logprobs(ids[len(head):], len(head), len(prompt) - 1)
+        finally:
+            self._apply_adapter(False)
+            self._base_tokens = len(head)
 
     def _prompt_head(self, head: list[int], common: int) -> int:
         """Put ``head`` into the KV cache (``common`` of its tokens are there already):

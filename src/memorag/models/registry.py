@@ -40,6 +40,15 @@ DEFAULT_MEMORY_MODEL = "qwen2.5-0.5b"
 DEFAULT_MEMORY_ADAPTER = "memory-recall-lora-f16.gguf"
 DEFAULT_MEMORY_ADAPTER_SHA256 = "35408036f66b27ae7b606cfe17be1c021973b13a81cb00c03d4235e21b43ccc3"
 BASE_ALIASES = {"default-base", "base"}  # the untrained default memory, for comparison
+# The default judge (query likelihood for the judging plans): the same 0.5B base with a LoRA
+# adapter trained by `memorag train judge` to rank passages as the plans score them
+# (docs/training.md, "The judge adapter"). It ships inside memorag like the recall adapter;
+# llama.cpp applies it to the scored question only.
+DEFAULT_JUDGE = "judge-0.5b"
+DEFAULT_JUDGE_ADAPTER = "judge-lora-f16.gguf"
+DEFAULT_JUDGE_ADAPTER_SHA256 = "3d25556d1dec21d4c5ac4d6a21f4ce5bd33adfbc83b8fc7f782b92223bf3571b"
+JUDGE_ALIASES = {DEFAULT_JUDGE}
+_MEMORY_BASE_ALIASES = BASE_ALIASES | JUDGE_ALIASES  # specs whose weights are the default memory's base
 ADAPTER_MARK = "+lora="
 # The default memory's context window when none is asked for: a longer document is read as
 # an extract that fits (memorag.longmem, extractive). On a CPU the reading cost grows with
@@ -78,15 +87,25 @@ def how_to() -> str:
 def shipped_adapter() -> Path | None:
     """The default memory's adapter file inside the installed package, checked against its
     sha256 (None when this build ships none)."""
-    if not DEFAULT_MEMORY_ADAPTER_SHA256:
+    return _shipped(DEFAULT_MEMORY_ADAPTER, DEFAULT_MEMORY_ADAPTER_SHA256, "The default memory's adapter")
+
+
+def shipped_judge_adapter() -> Path | None:
+    """The default judge's adapter file inside the installed package, checked against its
+    sha256 (None when this build ships none)."""
+    return _shipped(DEFAULT_JUDGE_ADAPTER, DEFAULT_JUDGE_ADAPTER_SHA256, "The default judge's adapter")
+
+
+def _shipped(name: str, sha256: str, what: str) -> Path | None:
+    if not sha256:
         return None
     from importlib.resources import files
 
-    path = Path(str(files("memorag").joinpath("data", DEFAULT_MEMORY_ADAPTER)))
+    path = Path(str(files("memorag").joinpath("data", name)))
     if not path.is_file():
-        raise ModelNotFoundError(f"The default memory's adapter {path} is missing: reinstall memorag.")
-    if _sha256_once(path) != DEFAULT_MEMORY_ADAPTER_SHA256:
-        raise ModelNotFoundError(f"The default memory's adapter {path} does not match its sha256: reinstall memorag.")
+        raise ModelNotFoundError(f"{what} {path} is missing: reinstall memorag.")
+    if _sha256_once(path) != sha256:
+        raise ModelNotFoundError(f"{what} {path} does not match its sha256: reinstall memorag.")
     return path
 
 
@@ -117,6 +136,8 @@ def split_adapter(spec: str) -> tuple[str, Path | None]:
         return base.strip(), path
     if key.lower() in BASE_ALIASES:
         return DEFAULT_MEMORY_MODEL, None
+    if key.lower() in JUDGE_ALIASES:
+        return DEFAULT_MEMORY_MODEL, shipped_judge_adapter()
     if key.lower() in _DEFAULT_ALIASES:
         return key, shipped_adapter()
     return key, None
@@ -134,7 +155,7 @@ def resolve_gguf(spec: str) -> Path | None:
     key = spec.strip()
     if ADAPTER_MARK in key:
         key = key.partition(ADAPTER_MARK)[0].strip()
-    if key.lower() in _DEFAULT_ALIASES | BASE_ALIASES:
+    if key.lower() in _DEFAULT_ALIASES | _MEMORY_BASE_ALIASES:
         key = DEFAULT_MEMORY_MODEL
     if key in PACKAGED:
         return assemble(PACKAGED[key])
@@ -216,7 +237,7 @@ def _given(**options: Any) -> dict[str, Any]:
 
 def _names_gguf(spec: str) -> bool:
     key = spec.strip().partition(ADAPTER_MARK)[0].strip()
-    return (key.lower() in _DEFAULT_ALIASES | BASE_ALIASES or key in PACKAGED or key.startswith("gguf:")
+    return (key.lower() in _DEFAULT_ALIASES | _MEMORY_BASE_ALIASES or key in PACKAGED or key.startswith("gguf:")
             or key.lower().endswith(".gguf"))
 
 
@@ -285,7 +306,7 @@ def _what(spec: str, embedder: bool, them: str = "it") -> str:
     route = _embedder_route(key) if embedder else _llm_route(key)
     if route == "gguf":
         base = key.partition(ADAPTER_MARK)[0].strip()
-        packaged = base.lower() in _DEFAULT_ALIASES | BASE_ALIASES or base in PACKAGED
+        packaged = base.lower() in _DEFAULT_ALIASES | _MEMORY_BASE_ALIASES or base in PACKAGED
         return "a GGUF model memorag ships" if packaged else "a GGUF file read from disk"
     return {"server": "an OpenAI-compatible server", "packaged": "an embedder packaged with memorag"}.get(
         route, f"its loader does not take {them}")
@@ -356,6 +377,10 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
         _, adapter = split_adapter(spec)
         if adapter is not None:
             kwargs.setdefault("adapter", adapter)
+            if spec.strip().lower() in JUDGE_ALIASES:  # the judge adapter scores questions, never a memory task
+                from memorag.llm.llamacpp import JUDGE_TASK
+
+                kwargs.setdefault("adapter_tasks", (JUDGE_TASK,))
         # Flash attention is on unless asked otherwise: attention dominates a long prefill on
         # the CPU, and greedy output after a state reload is the same either way
         # (bench/bench_core.py --no-flash-attn measures both and checks that).

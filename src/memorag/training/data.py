@@ -222,9 +222,10 @@ def build(hotpotqa: int = 400, squad: int = 100, *, window_tokens: int = 700, se
     return examples, split
 
 
-def _hotpotqa_parts(index: int) -> tuple[list[str], list[str], list[str], str, str] | str:
+def _hotpotqa_parts(index: int, *, as_clues: bool = True) -> tuple[list[str], list[str], list[str], str, str] | str:
     """(gold paragraphs, distractor paragraphs, gold sentences, question, answer) of HotpotQA
-    question ``index``, or the reason it cannot serve."""
+    question ``index``, or the reason it cannot serve (``as_clues``: also when the gold
+    sentences could not be a recall reply)."""
     q = datasets.hotpotqa_records()[index]
     support: dict[str, list[int]] = {}
     for title, sid in q["supporting_facts"]:
@@ -238,7 +239,7 @@ def _hotpotqa_parts(index: int) -> tuple[list[str], list[str], list[str], str, s
             if i >= len(paragraphs[t]):
                 return "supporting fact index out of range"
             sentences.append(paragraphs[t][i].strip())
-    if not _usable(sentences):
+    if as_clues and not _usable(sentences):
         return "clues unusable as recall lines"
     gold = [datasets.paragraph_text(t, paragraphs[t]) for t in paragraphs if t in support]
     others = [datasets.paragraph_text(t, paragraphs[t]) for t in paragraphs if t not in support]
