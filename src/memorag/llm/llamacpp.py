@@ -34,12 +34,12 @@ from memorag.models.packaged import sha256_file
 STATE_FILE = "kv_state.bin"
 
 JUDGE_PROMPT_CACHE_MB = 256
-# The adapter task of a query-likelihood judge adapter (memorag train judge): applied by
-# continuation_logprobs to the scored question, never by the memory's tasks.
-JUDGE_TASK = "judge"
 """RAM for the KV states of judged passages (see :class:`PromptStateCache`): for the 1.5B
 generator in f16 about 28 KiB per token, so some 9,000 tokens of passages, more than the
 paragraphs a few questions about one long document make the judge read."""
+# The adapter task of a query-likelihood judge adapter (memorag train judge): applied by
+# continuation_logprobs to the scored question, never by the memory's tasks.
+JUDGE_TASK = "judge"
 
 
 class PromptStateCache:

@@ -156,16 +156,17 @@ def judge_command(
     hotpotqa: Annotated[int, typer.Option(help="HotpotQA questions (gold paragraphs against their own distractors).")] = 600,
     squad: Annotated[int, typer.Option(help="SQuAD questions (the answer's paragraph against others of its article).")] = 200,
     negatives: Annotated[int, typer.Option(help="Distractor paragraphs per question.")] = 3,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 60,
     questions_per_step: Annotated[int, typer.Option(help="Questions per optimizer step.")] = 4,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
     temperature: Annotated[float, typer.Option(help="Temperature of the listwise loss over the passages' scores.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     outfile: Annotated[str, typer.Option(help="Adapter GGUF file name inside OUT_DIR.")] = "judge-lora-f16.gguf",
 ) -> None:
     """Train the 0.5B to judge passages by query likelihood, as the judging plans score them:
     data, question-scoped LoRA (resumable: run the same command again after a kill), adapter
-    GGUF export. Use the result as --judge 'qwen2.5-0.5b+lora=FILE' (docs/training.md)."""
+    GGUF export. With its defaults, the run that made the shipped judge adapter. Use the
+    result as --judge 'qwen2.5-0.5b+lora=FILE' (docs/training.md)."""
     from memorag.training import require_train_extra
     from memorag.training.export import export_adapter, find_converter
     from memorag.training.judge import JudgeTrainConfig, build_judge, train_judge, write_judge
