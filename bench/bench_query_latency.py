@@ -37,6 +37,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def judge_models(judge: object) -> list[object]:
+    """The models behind a pipeline's judge that have been loaded (a twin judge wraps them)."""
+    if judge is None:
+        return []
+    loaded = getattr(judge, "loaded_models", None)
+    return loaded() if callable(loaded) else [judge]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gen-model", default=None)
@@ -54,14 +62,19 @@ def main() -> None:
     pipe.memorize(text, progress=False)
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     keys = [key for _, key in QUESTIONS[: args.questions]]
-    pipe.ask(questions[0], task_type="rag", max_new_tokens=8)  # warm both contexts
     plans = [p for p in args.plans.split(",") if p] or [pipe.query_plan]
     caches = [c for c in args.judge_cache.split(",") if c]
     if not set(caches) <= {"on", "off"}:
         raise SystemExit(f"--judge-cache takes on and/or off; got {args.judge_cache!r}")
-    judge_model = getattr(pipe.judge, "model", pipe.judge)  # the generator's twin by default
-    cache = getattr(judge_model, "prompt_cache", None)
-    full_budget = cache.max_bytes if cache is not None else 0
+    # Warm up outside the timing: both contexts, and every plan once, so each judge model a
+    # plan uses is loaded before any mode is timed (loading the judge inside the first timed
+    # mode made whichever mode ran first look slow).
+    pipe.ask(questions[0], task_type="rag", max_new_tokens=8)
+    for plan in plans:
+        pipe.query_plan = plan
+        pipe.ask(questions[0], task_type="memorag", max_new_tokens=8)
+    judge_caches = [m.prompt_cache for m in judge_models(pipe.judge) if getattr(m, "prompt_cache", None) is not None]
+    full_budget = judge_caches[0].max_bytes if judge_caches else 0
     renders = [e for e in args.evidence.split(",") if e] or [pipe.evidence]
     # plain RAG reads whole chunks under every rendering: no judge picked a part of them
     modes = [("plain RAG", "rag", pipe.query_plan, "chunks", None)] + [
@@ -76,7 +89,7 @@ def main() -> None:
     # whichever mode runs second look cheap.
     for label, task, plan, render, judge_cache in modes:
         pipe.query_plan, pipe.evidence = plan, render
-        if cache is not None and judge_cache is not None:
+        for cache in judge_caches if judge_cache is not None else []:
             cache.clear()  # every mode starts cold: only its own questions can warm the cache
             cache.max_bytes = full_budget if judge_cache == "on" else 0
         for q in questions:
@@ -99,6 +112,7 @@ def main() -> None:
         result = {"benchmark": "bench_query_latency", "command": "python bench/bench_query_latency.py "
                   + " ".join(sys.argv[1:]), "questions": questions, "k": pipe.ret_hit,
                   "generator": pipe.generator.describe(), "memory_model": pipe.memory.llm.describe(),
+                  "judge_models": [m.describe() for m in judge_models(pipe.judge) if hasattr(m, "describe")],
                   "judge_cache_mb": full_budget // (1024 * 1024), "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "machine": platform.machine(),
                   "modes": [{"mode": label, "task_type": task, "plan": plan, "evidence": render,
                              "judge_cache": judge_cache,

@@ -229,6 +229,16 @@ def test_the_auto_judge_beside_the_default_generator_is_the_packaged_judge():
     assert generator_judge(object()) is None
 
 
+def test_a_twin_judge_lists_only_the_models_it_has_made():
+    """What the latency bench resets between modes: asking for the list loads nothing."""
+    from memorag.answering import TwinJudge
+
+    twin = TwinJudge(ScriptedLLM())
+    assert twin.loaded_models() == []
+    twin.yes_probability([{"role": "user", "content": "Is this relevant? yes"}])
+    assert twin.loaded_models() == [twin.model]
+
+
 def test_a_judge_given_by_spec_is_loaded_and_checked():
     from memorag.answering import TwinJudge
 

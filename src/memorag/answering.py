@@ -117,6 +117,10 @@ class TwinJudge:
     def yes_probability(self, messages: list[ChatMessage]) -> float:
         return self.model.yes_probability(messages)
 
+    def loaded_models(self) -> list[Judge]:
+        """The scoring models made so far (asking makes none): what a benchmark resets."""
+        return [self._model] if self._model is not None else []
+
 
 class PackagedJudge(TwinJudge):
     """The judge beside the packaged default generator: query likelihood (plans
@@ -141,6 +145,9 @@ class PackagedJudge(TwinJudge):
 
     def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
         return self.likelihood_model.continuation_logprobs(messages, continuation)
+
+    def loaded_models(self) -> list[Judge]:
+        return super().loaded_models() + ([self._likelihood] if self._likelihood is not None else [])
 
 
 def generator_judge(generator: object) -> Judge | None:

@@ -305,10 +305,10 @@ def train_judge(examples: list[JudgeExample], base: str, output_dir: str | Path,
     from transformers import get_linear_schedule_with_warmup
 
     from memorag.training.lora import (
-        ADAPTER_DIR,
-        CHECKPOINT_DIR,
         TRAIN_LOG,
         _load_checkpoint,
+        _run_steps,
+        _save_adapter,
         _save_checkpoint,
         load_base,
     )
@@ -365,47 +365,38 @@ def train_judge(examples: list[JudgeExample], base: str, output_dir: str | Path,
         return listwise_loss(stacked, ex.gold, config.temperature), won
 
     t_last = time.perf_counter()
-    stopped_at = None
-    try:
-        for step in range(start + 1, config.steps + 1):
-            torch.manual_seed(config.seed * 100003 + step)  # dropout, reproducible across a resume
-            picks = order[(step - 1) * config.questions_per_step: step * config.questions_per_step]
-            total, wins = 0.0, 0.0
-            for qi in picks:
-                loss, won = question_loss(usable[qi], encoded[qi])
-                (loss / len(picks)).backward()
-                total += float(loss.detach()) / len(picks)
-                wins += won / len(picks)
-            if not math.isfinite(total):
-                raise InputError(f"The loss became {total} at step {step}: lower the learning rate.")
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            now = time.perf_counter()
-            step_log.append({"step": step, "loss": round(total, 4), "pairs_won": round(wins, 4),
-                             "seconds": round(now - t_last, 2)})
-            t_last = now
-            if step % config.log_every == 0 or step == config.steps:
-                recent = step_log[-max(config.log_every, 10):]
-                sps = sum(r["seconds"] for r in recent) / len(recent)
-                won10 = sum(r["pairs_won"] for r in recent) / len(recent)
-                log(f"step {step}/{config.steps}  loss {total:.4f}  pairs won (last {len(recent)}) {won10:.3f}  "
-                    f"{sps:.1f} s/step  eta {sps * (config.steps - step) / 60:.1f} min")
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint)
-    except KeyboardInterrupt:
-        stopped_at = len(step_log)
-        log(f"interrupted after {stopped_at} steps; saving that adapter (run again to resume from the last checkpoint)")
-        if not step_log:
-            raise
-    adapter = out / ADAPTER_DIR
-    model.save_pretrained(adapter, safe_serialization=True)
-    tokenizer.save_pretrained(adapter)
-    if stopped_at is None:
-        import shutil
 
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    def one_step(step: int) -> None:
+        nonlocal t_last
+        torch.manual_seed(config.seed * 100003 + step)  # dropout, reproducible across a resume
+        picks = order[(step - 1) * config.questions_per_step: step * config.questions_per_step]
+        total, wins = 0.0, 0.0
+        for qi in picks:
+            loss, won = question_loss(usable[qi], encoded[qi])
+            (loss / len(picks)).backward()
+            total += float(loss.detach()) / len(picks)
+            wins += won / len(picks)
+        if not math.isfinite(total):
+            raise InputError(f"The loss became {total} at step {step}: lower the learning rate.")
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        now = time.perf_counter()
+        step_log.append({"step": step, "loss": round(total, 4), "pairs_won": round(wins, 4),
+                         "seconds": round(now - t_last, 2)})
+        t_last = now
+        if step % config.log_every == 0 or step == config.steps:
+            recent = step_log[-max(config.log_every, 10):]
+            sps = sum(r["seconds"] for r in recent) / len(recent)
+            won10 = sum(r["pairs_won"] for r in recent) / len(recent)
+            log(f"step {step}/{config.steps}  loss {total:.4f}  pairs won (last {len(recent)}) {won10:.3f}  "
+                f"{sps:.1f} s/step  eta {sps * (config.steps - step) / 60:.1f} min")
+
+    stopped_at = _run_steps(one_step, start, config.steps, step_log, log,
+                            lambda step: _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint),
+                            config.checkpoint_every)
+    adapter = _save_adapter(out, model, tokenizer, stopped_at is None)
     result = JudgeTrainResult(out, len(step_log), [r["loss"] for r in step_log], time.perf_counter() - wall0)
     record = {"base": about, "task": JUDGE_TASK,
               "config": {**asdict(config), "target_modules": list(config.target_modules)},

@@ -303,43 +303,36 @@ def train(examples: list[ClueExample], base: str, output_dir: str | Path, config
     losses: list[float] = []
     step_log: list[dict] = []
     t_last, c_last = time.perf_counter(), _cpu_seconds()
-    stopped_at = None
-    try:
-        for step in range(1, config.steps + 1):
-            total = 0.0
-            for _ in range(config.grad_accum):
-                with accelerator.accumulate(model):
-                    loss = batch_loss(next_batch())
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(params, 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                total += float(loss.detach()) / config.grad_accum
-            if not math.isfinite(total):
-                raise InputError(f"The loss became {total} at step {step}: lower the learning rate.")
-            losses.append(total)
-            now, cpu = time.perf_counter(), _cpu_seconds()
-            step_log.append({"step": step, "loss": round(total, 4), "seconds": round(now - t_last, 2),
-                             "cpu_seconds": round(cpu - c_last, 2)})
-            if step % config.log_every == 0 or step == config.steps:
-                recent = step_log[-config.log_every:]
-                sps = sum(r["seconds"] for r in recent) / len(recent)
-                log(f"step {step}/{config.steps}  loss {total:.4f}  {sps:.1f} s/step  "
-                    f"cpu {sum(r['cpu_seconds'] for r in recent) / len(recent):.1f} s/step  "
-                    f"eta {sps * (config.steps - step) / 60:.1f} min")
-            t_last, c_last = now, cpu
-    except KeyboardInterrupt:  # Ctrl-C: keep what was trained so far
-        stopped_at = len(losses)
-        log(f"interrupted after {stopped_at} steps; saving that adapter")
-        if not losses:
-            raise
 
-    unwrapped = accelerator.unwrap_model(model)
-    adapter = out / ADAPTER_DIR
-    unwrapped.save_pretrained(adapter, safe_serialization=True)
-    tokenizer.save_pretrained(adapter)
+    def one_step(step: int) -> None:
+        nonlocal t_last, c_last
+        total = 0.0
+        for _ in range(config.grad_accum):
+            with accelerator.accumulate(model):
+                loss = batch_loss(next_batch())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            total += float(loss.detach()) / config.grad_accum
+        if not math.isfinite(total):
+            raise InputError(f"The loss became {total} at step {step}: lower the learning rate.")
+        losses.append(total)
+        now, cpu = time.perf_counter(), _cpu_seconds()
+        step_log.append({"step": step, "loss": round(total, 4), "seconds": round(now - t_last, 2),
+                         "cpu_seconds": round(cpu - c_last, 2)})
+        if step % config.log_every == 0 or step == config.steps:
+            recent = step_log[-config.log_every:]
+            sps = sum(r["seconds"] for r in recent) / len(recent)
+            log(f"step {step}/{config.steps}  loss {total:.4f}  {sps:.1f} s/step  "
+                f"cpu {sum(r['cpu_seconds'] for r in recent) / len(recent):.1f} s/step  "
+                f"eta {sps * (config.steps - step) / 60:.1f} min")
+        t_last, c_last = now, cpu
+
+    stopped_at = _run_steps(one_step, 0, config.steps, step_log, log)  # Ctrl-C keeps what was trained
+    adapter = _save_adapter(out, accelerator.unwrap_model(model), tokenizer, stopped_at is None)
     result = TrainResult(out, len(losses), losses, time.perf_counter() - wall0, _cpu_seconds() - cpu0,
                          len(encoded), skipped)
     record = {"base": about, "config": {**asdict(config), "target_modules": list(config.target_modules)},
@@ -387,6 +380,41 @@ def _save_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, step
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_steps(one_step: Callable[[int], None], start: int, steps: int, step_log: list[dict],
+               log: Callable[[str], None], checkpoint: Callable[[int], None] | None = None,
+               checkpoint_every: int = 0) -> int | None:
+    """Run steps ``start + 1 .. steps``; ``one_step(step)`` trains one step and appends its row to
+    ``step_log``. With ``checkpoint``, every ``checkpoint_every``-th step is checkpointed (never
+    the last: the adapter itself is saved then). Ctrl-C stops between steps and keeps what was
+    trained: the number of steps done is returned (None when all ran); with none done it re-raises."""
+    try:
+        for step in range(start + 1, steps + 1):
+            one_step(step)
+            if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+                checkpoint(step)
+    except KeyboardInterrupt:
+        stopped_at = len(step_log)
+        resume = " (run again to resume from the last checkpoint)" if checkpoint is not None else ""
+        log(f"interrupted after {stopped_at} steps; saving that adapter{resume}")
+        if not step_log:
+            raise
+        return stopped_at
+    return None
+
+
+def _save_adapter(out: Path, model: Any, tokenizer: Any, finished: bool) -> Path:
+    """Write the adapter and tokenizer to ``out/adapter``; a finished run drops its checkpoint
+    (nothing is left to resume, and a rerun trains afresh)."""
+    import shutil
+
+    adapter = out / ADAPTER_DIR
+    model.save_pretrained(adapter, safe_serialization=True)
+    tokenizer.save_pretrained(adapter)
+    if finished:
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return adapter
 
 
 def _load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict,
@@ -500,37 +528,26 @@ def _train_task_scope(examples: list[ClueExample], model: Any, tokenizer: Any, a
         return total
 
     t_last, c_last = time.perf_counter(), _cpu_seconds()
-    stopped_at = None
-    step = start
-    try:
-        for step in range(start + 1, config.steps + 1):
-            loss = window_step(groups[order[step - 1]], step)
-            if not math.isfinite(loss):
-                raise InputError(f"The loss became {loss} at step {step}: lower the learning rate.")
-            now, cpu = time.perf_counter(), _cpu_seconds()
-            step_log.append({"step": step, "loss": round(loss, 4), "questions": len(groups[order[step - 1]]),
-                             "seconds": round(now - t_last, 2), "cpu_seconds": round(cpu - c_last, 2)})
-            t_last, c_last = now, cpu
-            if step % config.log_every == 0 or step == config.steps:
-                recent = step_log[-config.log_every:]
-                sps = sum(r["seconds"] for r in recent) / len(recent)
-                log(f"step {step}/{config.steps}  loss {loss:.4f}  {sps:.1f} s/step  "
-                    f"eta {sps * (config.steps - step) / 60:.1f} min")
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint)
-    except KeyboardInterrupt:
-        stopped_at = len(step_log)
-        log(f"interrupted after {stopped_at} steps; saving that adapter (run again to resume from the last checkpoint)")
-        if not step_log:
-            raise
 
-    adapter = out / ADAPTER_DIR
-    model.save_pretrained(adapter, safe_serialization=True)
-    tokenizer.save_pretrained(adapter)
-    if stopped_at is None:  # finished: nothing left to resume (a rerun trains afresh)
-        import shutil
+    def one_step(step: int) -> None:
+        nonlocal t_last, c_last
+        loss = window_step(groups[order[step - 1]], step)
+        if not math.isfinite(loss):
+            raise InputError(f"The loss became {loss} at step {step}: lower the learning rate.")
+        now, cpu = time.perf_counter(), _cpu_seconds()
+        step_log.append({"step": step, "loss": round(loss, 4), "questions": len(groups[order[step - 1]]),
+                         "seconds": round(now - t_last, 2), "cpu_seconds": round(cpu - c_last, 2)})
+        t_last, c_last = now, cpu
+        if step % config.log_every == 0 or step == config.steps:
+            recent = step_log[-config.log_every:]
+            sps = sum(r["seconds"] for r in recent) / len(recent)
+            log(f"step {step}/{config.steps}  loss {loss:.4f}  {sps:.1f} s/step  "
+                f"eta {sps * (config.steps - step) / 60:.1f} min")
 
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    stopped_at = _run_steps(one_step, start, config.steps, step_log, log,
+                            lambda step: _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint),
+                            config.checkpoint_every)
+    adapter = _save_adapter(out, model, tokenizer, stopped_at is None)
     losses = [r["loss"] for r in step_log]
     result = TrainResult(out, len(losses), losses, time.perf_counter() - wall0, _cpu_seconds() - cpu0, used, skipped)
     record = {"base": about, "config": {**asdict(config), "target_modules": list(config.target_modules)},
