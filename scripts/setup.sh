@@ -97,7 +97,7 @@ if [ "$DEV" = 1 ]; then
 fi
 
 # Join and verify the default GGUFs once, so the first question does not pay for it.
-"$VENV/bin/python" -c "from memorag.models.registry import DEFAULT_GENERATOR as G, resolve_gguf as r, shipped_adapter as a; print('== default memory model:', r('default'), '+ recall adapter', a()); print('== default generator:', r(G))"
+"$VENV/bin/python" -c "from memorag.models.registry import DEFAULT_GENERATOR as G, resolve_gguf as r, shipped_adapter as a, shipped_judge_adapter as j; print('== default memory model:', r('default'), '+ recall adapter', a()); print('== default generator:', r(G)); print('== default judge: the memory model + judge adapter', j())"
 
 # Smoke check: evaluate a few hundred tokens of the default model in a child process, so a
 # binding that crashes on this CPU stops setup with one clear line instead of at the

@@ -66,3 +66,36 @@ def test_study_results_writes_nothing_without_out(study_results, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     study_results.write_results("", "entity_study", object(), variants={})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def answer_diff():
+    spec = importlib.util.spec_from_file_location("answer_diff", BENCH / "answer_diff.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(qid, method, ids):
+    return {"id": qid, "method": method, "evidence_ids": ids, "recall": 0.5}
+
+
+def test_answer_diff_answers_only_where_the_evidence_differs(answer_diff):
+    rows = [_row("q1", "likelihood", [3, 1]), _row("q1", "memorag", [3, 1]),
+            _row("q2", "likelihood", [3, 1]), _row("q2", "memorag", [1, 3]),  # same chunks, other order: a new prompt
+            _row("q3", "likelihood", [2]), _row("q3", "memorag", [5]), _row("q3", "hybrid", [2])]
+    pairs = answer_diff.differing(rows, "likelihood", "memorag")
+    assert [(ra["id"], ra["method"], rb["method"]) for ra, rb in pairs] == \
+        [("q2", "likelihood", "memorag"), ("q3", "likelihood", "memorag")]
+    answered = [{"f1_likelihood": 0.5, "f1_memorag": 1.0}, {"f1_likelihood": 0.4, "f1_memorag": 0.0}]
+    summary = answer_diff.summarize(answered, 3, "likelihood", "memorag")
+    # the difference is over every question of the run: equal evidence adds zero
+    assert summary["f1_memorag_minus_likelihood_over_all"] == round((0.5 - 0.4) / 3, 4)
+    assert (summary["differing"], summary["better"], summary["worse"]) == (2, 1, 1)
+
+
+def test_answer_diff_refuses_rows_it_cannot_compare(answer_diff):
+    with pytest.raises(SystemExit, match="no memorag row"):
+        answer_diff.differing([_row("q1", "likelihood", [1])], "likelihood", "memorag")
+    with pytest.raises(SystemExit, match="no evidence_ids"):
+        answer_diff.differing([_row("q1", "likelihood", None), _row("q1", "memorag", [1])], "likelihood", "memorag")

@@ -132,3 +132,28 @@ def test_shown_evidence_says_which_chunks_the_memorys_clues_point_at(capsys):
     lines = [line for line in err.splitlines() if line.startswith("  [")]
     assert "memory's clue points here" in lines[1] and "memory's clue points here" not in lines[0]
     assert "[not found in the document]" in err
+
+
+@pytest.mark.unit
+def test_shown_evidence_is_what_the_generator_read(capsys):
+    """Under evidence=passages (or excerpts) `--show-evidence` prints the part of each chunk the
+    generator read, marked as a part, not the whole chunk."""
+    from memorag.cli import _print_answer
+    from memorag.pipeline import Answer
+    from memorag.retrieval import Hit
+
+    chunk = "The mill ground grain for the village.\n\nRecords say Ottilie Marsh keeps the lighthouse key."
+    evidence = [Hit(0, 1.0, chunk), Hit(1, 0.5, "The ferry ran daily.")]
+    read = ["Records say Ottilie Marsh keeps the lighthouse key.", "The ferry ran daily."]
+    _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", None, evidence, read=read), False, True,
+                  streamed=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  [")]
+    assert lines[0] == "  [0] (part of the chunk) Records say Ottilie Marsh keeps the lighthouse key."
+    assert lines[1] == "  [1] The ferry ran daily."
+
+
+def test_ask_refuses_an_unknown_evidence_rendering(tmp_path):
+    result = run_cli("ask", str(tmp_path / "nowhere"), "Who keeps the key?", "--evidence", "paragraphs", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "evidence.render: must be one of chunks, excerpts, passages" in result.stderr
+    assert "Traceback" not in result.stderr

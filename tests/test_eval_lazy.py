@@ -164,3 +164,13 @@ def test_a_haystack_indexed_alone_keeps_its_language():
     pipe.memory.state = None
     pipe.retriever.state = pipe.retriever.prepare(text, language=pipe.memory.language_for(text))
     assert memorized == "zh" and MethodRunner(pipe, top_k=2).view().language == "zh"
+
+
+def test_each_row_names_its_evidence_chunks(tmp_path, memories):
+    """The chunk ids a method gave the generator, best first (bench/answer_diff.py compares
+    methods by them): as many as top_k, real chunks, the same between a run and its replay."""
+    result = run("vartrack", ["hybrid", "likelihood"], output=tmp_path / "ids.json", **_kw(tmp_path))
+    ids = [r["evidence_ids"] for r in result["questions"]]
+    assert ids and all(len(i) == 2 and len(set(i)) == 2 and all(isinstance(c, int) and c >= 0 for c in i) for i in ids)
+    again = run("vartrack", ["hybrid", "likelihood"], output=tmp_path / "ids2.json", **_kw(tmp_path))
+    assert [r["evidence_ids"] for r in again["questions"]] == ids

@@ -83,6 +83,11 @@ def check_evidence() -> None:
     user = ans.messages[-1]["content"]
     # each chunk as its judged paragraph widened to 600 characters (these chunks are shorter: whole)
     assert ans.evidence and all(h.passage and passage_in_context(h.text, h.passage, 600) in user for h in ans.evidence)
+    # what the answer reports as read is what the generator got, hit by hit
+    assert ans.read == [passage_in_context(h.text, h.passage, 600) for h in ans.evidence]
+    assert [e["read"] for e in ans.to_json()["evidence"]] == ans.read
+    whole = _pipe().ask(Q_A)
+    assert whole.read == [h.text for h in whole.evidence]
 
 
 def check_cite() -> None:

@@ -354,9 +354,10 @@ class Found:
 @dataclass
 class AnswerResult:
     """One answered question: the answer, the clues, the evidence hits (``evidence``, best
-    first) and their citations, the exact ``messages`` sent to the generator, the evidence
-    numbers the answer cites (``marks``), what the plan noted (``linked`` sentences,
-    ``judged``) and the timings in seconds."""
+    first) and their citations, what the generator read of each hit (``read``: the whole
+    chunk, or its excerpt or judged passage under those evidence renderings), the exact
+    ``messages`` sent to the generator, the evidence numbers the answer cites (``marks``),
+    what the plan noted (``linked`` sentences, ``judged``) and the timings in seconds."""
 
     answer: str
     question: str
@@ -369,12 +370,14 @@ class AnswerResult:
     marks: list[int] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
     judged: bool = False
+    read: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
+        read = self.read if len(self.read) == len(self.evidence) else [h.text for h in self.evidence]
         return {"question": self.question, "task_type": self.task_type, "answer": self.answer,
                 "clues": self.clues.to_json() if self.clues else None,
-                "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text}
-                             for h in self.evidence],
+                "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text, "read": piece}
+                             for h, piece in zip(self.evidence, read)],
                 "marks": self.marks, "judged": self.judged, "timings": self.timings}
 
 
@@ -458,10 +461,12 @@ def _timings(t0: float, t1: float, t2: float) -> dict:
     return {"clues": round(t1 - t0, 3), "retrieval": round(t2 - t1, 3), "clues_and_retrieval": round(t2 - t0, 3)}
 
 
-def answer_messages(view: View, found: Found, parts: Answering, *,
-                    prompt_template: str | None = None) -> list[ChatMessage]:
-    """The messages the generator gets for ``found`` (its evidence rendered, then the prompt)."""
-    pieces = parts.evidence.render(view, found.question, found.plan)
+def answer_messages(view: View, found: Found, parts: Answering, *, prompt_template: str | None = None,
+                    pieces: list[str] | None = None) -> list[ChatMessage]:
+    """The messages the generator gets for ``found``: its evidence rendered (or ``pieces``,
+    already rendered), then the prompt."""
+    if pieces is None:
+        pieces = parts.evidence.render(view, found.question, found.plan)
     points = found.clues.spans if found.task_type == TaskType.SUMMARIZE.value and found.clues else []
     return parts.prompt.messages(view, found.task_type, found.question, pieces, found.hits, points=points,
                                  template=prompt_template)
@@ -489,14 +494,15 @@ def answer_question(view: View, question: str | None, parts: Answering, *, task_
                           use_memory_answer=use_memory_answer)
     if on_evidence:
         on_evidence(found.clues, found.hits)
-    messages = answer_messages(view, found, parts, prompt_template=prompt_template)
+    pieces = parts.evidence.render(view, found.question, found.plan)
+    messages = answer_messages(view, found, parts, prompt_template=prompt_template, pieces=pieces)
     t = time.perf_counter()
     answer = generate(parts.generator, messages, max_new_tokens=max_new_tokens, on_token=on_token)
     citations = citations_for(view, found.hits)
     timings = {**found.timings, "generation": round(time.perf_counter() - t, 3)}
     return AnswerResult(answer, found.question, found.task_type, found.clues, found.hits, timings, citations,
                         messages, marks_in(answer, len(citations)) if parts.prompt.cite else [],
-                        found.plan.linked, found.plan.judged)
+                        found.plan.linked, found.plan.judged, pieces)
 
 
 __all__ = ["AnswerPrompt", "AnswerResult", "Answering", "Citation", "ClueSource", "EvidenceRenderer", "Excerpts",

@@ -86,10 +86,14 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
         # Which evidence the memory pointed at (a chunk holding a sentence one of its clues
         # was grounded in): the rest came from the question and the judge alone.
         pointed = [g for g in (ans.clues.grounded if ans.clues is not None else []) if g]
-        for h in ans.evidence:
-            snippet = " ".join(h.text.split())
+        read = ans.read if len(ans.read) == len(ans.evidence) else [h.text for h in ans.evidence]
+        for h, piece in zip(ans.evidence, read):
+            # what the generator read: the chunk, or under excerpts/passages the part of it
+            snippet = " ".join(piece.split())
+            part = "" if piece == h.text else " (part of the chunk)"
             via = "  (the memory's clue points here)" if any(g in h.text for g in pointed) else ""
-            typer.echo(f"  [{h.chunk_id}] {snippet[:300]}{'...' if len(snippet) > 300 else ''}{via}", err=True)
+            typer.echo(f"  [{h.chunk_id}]{part} {snippet[:300]}{'...' if len(snippet) > 300 else ''}{via}",
+                       err=True)
     if not streamed:
         typer.echo(ans.answer)
 
@@ -183,7 +187,8 @@ def ask(
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
     use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer (task memorag).")] = False,
     show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
-    show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr); with --store the citations are always printed.")] = False,
+    show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr), each as the generator read it; with --store the citations are always printed.")] = False,
+    evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole), excerpts (the sentences that bear on the question) or passages (the paragraph the judge scored best).")] = "chunks",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
     routing_index: Annotated[str | None, RoutingIndexOption] = None,
     config: ConfigOption = None,
@@ -196,7 +201,8 @@ def ask(
 
     tree = command_config(ctx, config, {
         "models.generator": ("gen_model", gen_model), "models.judge": ("judge", judge or "auto"),
-        "retrieval.top_k": ("top_k", top_k), "collection.route_top": ("route_top", route_top),
+        "retrieval.top_k": ("top_k", top_k), "evidence.render": ("evidence", evidence),
+        "collection.route_top": ("route_top", route_top),
         "collection.routing_index": ("routing_index", routing_index)})
     if store is not None:
         if task_type == "summarize":

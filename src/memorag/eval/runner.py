@@ -308,6 +308,9 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                        "rouge_l": rouge_l(pred, q.answers) if pred else 0.0,
                        "match": match_score(pred, q.answers, q.match), "clues": res.clues,
                        "query": res.query, "seconds": round(time.perf_counter() - t, 2),
+                       # which chunks, best first: two methods with the same ids gave the generator
+                       # the same evidence (bench/answer_diff.py answers only where they differ)
+                       "evidence_ids": [h.chunk_id for h in res.found.hits] if res.found is not None else None,
                        "config_key": _config_key(config)}
                 spans = res.found.clues.spans if res.found is not None and res.found.clues else None
                 if spans is not None and PLAN_METHODS.get(m, (None, False))[1]:  # only where the memory wrote clues
