@@ -89,6 +89,7 @@ def main() -> None:
     seconds: dict[str, list[float]] = {label: [] for label, *_ in modes}
     parts: dict[str, list[dict]] = {label: [] for label, *_ in modes}
     answers: dict[str, list[str]] = {label: [] for label, *_ in modes}
+    evidence: dict[str, list[list[int]]] = {label: [] for label, *_ in modes}
     # Mode by mode, not alternating: llama.cpp reuses the longest cached prompt prefix, and
     # the same question's evidence in the other mode is mostly that prefix, which would make
     # whichever mode runs second look cheap.
@@ -103,6 +104,7 @@ def main() -> None:
             seconds[label].append(time.perf_counter() - t)
             parts[label].append(ans.timings)
             answers[label].append(ans.answer)
+            evidence[label].append([h.chunk_id for h in ans.evidence])
     n = len(questions)
     print(f"{n} questions, generator {pipe.generator.describe().get('file', '?')}, k={pipe.ret_hit}")
     right = {label: sum(correct(a, key) for a, key in zip(answers[label], keys)) for label in answers}
@@ -124,6 +126,7 @@ def main() -> None:
                              "seconds_per_question": round(sum(seconds[label]) / n, 3),
                              "ratio_to_plain_rag": round(sum(seconds[label]) / n / rag, 3),
                              "answers_right": right[label], "answers": answers[label],
+                             "evidence_ids": evidence[label],
                              "seconds": [round(x, 3) for x in seconds[label]], "timings": parts[label]}
                             for label, task, plan, render, judge_cache in modes]}
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
