@@ -38,12 +38,17 @@ def test_importing_a_bench_script_runs_nothing(script):
     assert loose == []
 
 
-@pytest.fixture
-def study_results():
-    spec = importlib.util.spec_from_file_location("study_results", BENCH / "study_results.py")
+def _load_bench(name: str):
+    """A bench script as a module (its main() not run)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def study_results():
+    return _load_bench("study_results")
 
 
 def test_study_results_json_holds_the_means_the_table_prints(study_results, tmp_path, capsys, monkeypatch):
@@ -70,10 +75,7 @@ def test_study_results_writes_nothing_without_out(study_results, tmp_path, monke
 
 @pytest.fixture
 def answer_diff():
-    spec = importlib.util.spec_from_file_location("answer_diff", BENCH / "answer_diff.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_bench("answer_diff")
 
 
 def _row(qid, method, ids):

@@ -307,9 +307,8 @@ def train_judge(examples: list[JudgeExample], base: str, output_dir: str | Path,
     from memorag.training.lora import (
         TRAIN_LOG,
         _load_checkpoint,
-        _run_steps,
-        _save_adapter,
-        _save_checkpoint,
+        _log_progress,
+        _train_resumable,
         load_base,
     )
 
@@ -388,15 +387,12 @@ def train_judge(examples: list[JudgeExample], base: str, output_dir: str | Path,
         t_last = now
         if step % config.log_every == 0 or step == config.steps:
             recent = step_log[-max(config.log_every, 10):]
-            sps = sum(r["seconds"] for r in recent) / len(recent)
-            won10 = sum(r["pairs_won"] for r in recent) / len(recent)
-            log(f"step {step}/{config.steps}  loss {total:.4f}  pairs won (last {len(recent)}) {won10:.3f}  "
-                f"{sps:.1f} s/step  eta {sps * (config.steps - step) / 60:.1f} min")
+            won = sum(r["pairs_won"] for r in recent) / len(recent)
+            _log_progress(log, step_log, step, config.steps, total, len(recent),
+                          f"pairs won (last {len(recent)}) {won:.3f}  ")
 
-    stopped_at = _run_steps(one_step, start, config.steps, step_log, log,
-                            lambda step: _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint),
-                            config.checkpoint_every)
-    adapter = _save_adapter(out, model, tokenizer, stopped_at is None)
+    stopped_at, adapter = _train_resumable(one_step, out, model, tokenizer, optimizer, scheduler, start, config.steps,
+                                           config.checkpoint_every, step_log, fingerprint, log)
     result = JudgeTrainResult(out, len(step_log), [r["loss"] for r in step_log], time.perf_counter() - wall0)
     record = {"base": about, "task": JUDGE_TASK,
               "config": {**asdict(config), "target_modules": list(config.target_modules)},

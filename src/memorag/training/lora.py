@@ -417,6 +417,26 @@ def _save_adapter(out: Path, model: Any, tokenizer: Any, finished: bool) -> Path
     return adapter
 
 
+def _log_progress(log: Callable[[str], None], step_log: list[dict], step: int, steps: int, loss: float,
+                  window: int, extra: str = "") -> None:
+    """One progress line: step, loss, ``extra``, seconds per step over the last ``window``
+    steps and the time left at that pace."""
+    recent = step_log[-window:]
+    sps = sum(r["seconds"] for r in recent) / len(recent)
+    log(f"step {step}/{steps}  loss {loss:.4f}  {extra}{sps:.1f} s/step  eta {sps * (steps - step) / 60:.1f} min")
+
+
+def _train_resumable(one_step: Callable[[int], None], out: Path, model: Any, tokenizer: Any, optimizer: Any,
+                     scheduler: Any, start: int, steps: int, checkpoint_every: int, step_log: list[dict],
+                     fingerprint: dict, log: Callable[[str], None]) -> tuple[int | None, Path]:
+    """:func:`_run_steps` with a checkpoint every ``checkpoint_every`` steps, then the adapter
+    saved (:func:`_save_adapter`): (steps done when interrupted or None, the adapter's dir)."""
+    stopped_at = _run_steps(one_step, start, steps, step_log, log,
+                            lambda step: _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint),
+                            checkpoint_every)
+    return stopped_at, _save_adapter(out, model, tokenizer, stopped_at is None)
+
+
 def _load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict,
                      log: Callable[[str], None]) -> tuple[int, list[dict]]:
     """Restore a checkpoint of the same run (same data, base and config); (0, []) if none."""
@@ -539,15 +559,10 @@ def _train_task_scope(examples: list[ClueExample], model: Any, tokenizer: Any, a
                          "seconds": round(now - t_last, 2), "cpu_seconds": round(cpu - c_last, 2)})
         t_last, c_last = now, cpu
         if step % config.log_every == 0 or step == config.steps:
-            recent = step_log[-config.log_every:]
-            sps = sum(r["seconds"] for r in recent) / len(recent)
-            log(f"step {step}/{config.steps}  loss {loss:.4f}  {sps:.1f} s/step  "
-                f"eta {sps * (config.steps - step) / 60:.1f} min")
+            _log_progress(log, step_log, step, config.steps, loss, config.log_every)
 
-    stopped_at = _run_steps(one_step, start, config.steps, step_log, log,
-                            lambda step: _save_checkpoint(out, model, optimizer, scheduler, step, step_log, fingerprint),
-                            config.checkpoint_every)
-    adapter = _save_adapter(out, model, tokenizer, stopped_at is None)
+    stopped_at, adapter = _train_resumable(one_step, out, model, tokenizer, optimizer, scheduler, start, config.steps,
+                                           config.checkpoint_every, step_log, fingerprint, log)
     losses = [r["loss"] for r in step_log]
     result = TrainResult(out, len(losses), losses, time.perf_counter() - wall0, _cpu_seconds() - cpu0, used, skipped)
     record = {"base": about, "config": {**asdict(config), "target_modules": list(config.target_modules)},
