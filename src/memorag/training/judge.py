@@ -301,13 +301,13 @@ def train_judge(examples: list[JudgeExample], base: str, output_dir: str | Path,
 
     require_train_extra()
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import get_linear_schedule_with_warmup
 
     from memorag.training.lora import (
         TRAIN_LOG,
-        _load_checkpoint,
+        _fixed_order,
         _log_progress,
+        _lora_optimizer,
+        _run_fingerprint,
         _train_resumable,
         load_base,
     )
@@ -330,24 +330,9 @@ def train_judge(examples: list[JudgeExample], base: str, output_dir: str | Path,
         about = {"spec": base}
     encoded = [[encode_judge(tokenizer, ex, i) for i in range(len(ex.passages))] for ex in usable]
     data_hash = hashlib.sha256(json.dumps([ex.to_json() for ex in usable]).encode()).hexdigest()
-    fingerprint = {"data": data_hash, "base": about.get("fingerprint") or about.get("spec"), "task": JUDGE_TASK,
-                   "config": {**asdict(config), "target_modules": list(config.target_modules), "log_every": None,
-                              "checkpoint_every": None}}
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps // 5), config.steps)
-    start, step_log = _load_checkpoint(out, model, optimizer, scheduler, fingerprint, log)
-    # The question order of every step is fixed up front: a resumed run trains what an
-    # uninterrupted one would.
-    rng = random.Random(config.seed)
-    order: list[int] = []
-    while len(order) < config.steps * config.questions_per_step:
-        perm = list(range(len(usable)))
-        rng.shuffle(perm)
-        order += perm
+    fingerprint = _run_fingerprint(data_hash, about, config, task=JUDGE_TASK)
+    model, params, optimizer, scheduler, start, step_log = _lora_optimizer(model, config, out, fingerprint, log)
+    order = _fixed_order(len(usable), config.steps * config.questions_per_step, config.seed)  # questions, step by step
     log(f"{len(usable)} questions, {sum(len(e.passages) for e in usable)} passages; {config.steps} steps of "
         f"{config.questions_per_step} questions")
     model.train()

@@ -437,6 +437,45 @@ def _train_resumable(one_step: Callable[[int], None], out: Path, model: Any, tok
     return stopped_at, _save_adapter(out, model, tokenizer, stopped_at is None)
 
 
+def _run_fingerprint(data_hash: str, about: dict, config: Any, **extra: object) -> dict:
+    """What makes a checkpoint resumable by a run: its data, base and training config (not
+    how often it logs or checkpoints)."""
+    return {"data": data_hash, "base": about.get("fingerprint") or about.get("spec"), **extra,
+            "config": {**asdict(config), "target_modules": list(config.target_modules), "log_every": None,
+                       "checkpoint_every": None}}
+
+
+def _lora_optimizer(model: Any, config: Any, out: Path, fingerprint: dict,
+                    log: Callable[[str], None]) -> tuple[Any, list, Any, Any, int, list[dict]]:
+    """``model`` wrapped in a LoRA adapter per ``config``, with its AdamW optimizer and linear
+    warm-up schedule, restored from ``out``'s checkpoint of the same run when there is one:
+    (model, trained params, optimizer, scheduler, steps done, their log)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps // 5), config.steps)
+    start, step_log = _load_checkpoint(out, model, optimizer, scheduler, fingerprint, log)
+    return model, params, optimizer, scheduler, start, step_log
+
+
+def _fixed_order(n: int, length: int, seed: int) -> list[int]:
+    """Shuffled passes over ``range(n)`` until ``length`` items. Fixed up front from the seed,
+    so a resumed run trains what an uninterrupted one would, in the same order."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < length:
+        perm = list(range(n))
+        rng.shuffle(perm)
+        order += perm
+    return order
+
+
 def _load_checkpoint(out: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict,
                      log: Callable[[str], None]) -> tuple[int, list[dict]]:
     """Restore a checkpoint of the same run (same data, base and config); (0, []) if none."""
@@ -480,8 +519,6 @@ def _train_task_scope(examples: list[ClueExample], model: Any, tokenizer: Any, a
     import hashlib
 
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import get_linear_schedule_with_warmup
 
     eot = end_of_turn(tokenizer, examples[0].messages())
     windows: dict[tuple[int, ...], list[SplitEncoded]] = {}
@@ -499,27 +536,12 @@ def _train_task_scope(examples: list[ClueExample], model: Any, tokenizer: Any, a
     log(f"{used} examples in {len(groups)} windows ({skipped} longer than {config.max_tokens} tokens skipped); "
         f"{config.steps} steps of one window each")
     data_hash = hashlib.sha256(json.dumps([[e.id, e.question, e.document] for e in examples]).encode()).hexdigest()
-    fingerprint = {"data": data_hash, "base": about.get("fingerprint") or about.get("spec"),
-                   "config": {**asdict(config), "target_modules": list(config.target_modules), "log_every": None,
-                              "checkpoint_every": None}}
+    fingerprint = _run_fingerprint(data_hash, about, config)
 
     device = torch.device("cuda" if on_gpu else "cpu")
-    model = model.to(device)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps // 5), config.steps)
-    start, step_log = _load_checkpoint(out, model, optimizer, scheduler, fingerprint, log)
-    # The window order for every step is fixed up front, so a resumed run trains the same
-    # windows in the same order as an uninterrupted one.
-    rng = random.Random(config.seed)
-    order: list[int] = []
-    while len(order) < config.steps:
-        perm = list(range(len(groups)))
-        rng.shuffle(perm)
-        order += perm
+    model, params, optimizer, scheduler, start, step_log = _lora_optimizer(model.to(device), config, out,
+                                                                           fingerprint, log)
+    order = _fixed_order(len(groups), config.steps, config.seed)  # the window of every step
     model.train()
 
     def window_step(group: list[SplitEncoded], step: int) -> float:
