@@ -20,6 +20,10 @@ fastest tier the CPU supports is chosen. The wheel is cached under a key made of
 llama-cpp-python version and these flags, so a wheel built with other flags (or for
 another CPU) is never reused silently.
 
+Every build also skips llama.cpp's common library, which llama-cpp-python forces on and the
+binding never loads (scripts/llama_skip_common.cmake says how and why;
+docs/results/llama_build_common.json measures the compile with and without it).
+
 Usage: llama_build_flags.py VERSION  -> prints shell assignments VARIANT=... CMAKE_ARGS=... KEY=...
 Environment: MEMORAG_LLAMA_VARIANT forces a tier (e.g. avx2 on a CPU that has AVX-512);
 MEMORAG_LLAMA_CMAKE_ARGS appends extra CMake arguments (they become part of the key).
@@ -32,6 +36,7 @@ import os
 import platform
 import shlex
 import sys
+from pathlib import Path
 
 TIERS = ("avx512", "avx2", "avx", "sse42")
 
@@ -64,6 +69,7 @@ _BASE = {
 # Always off: AMX crashes (issue 8); the options below are named so that no default of a
 # future llama.cpp can switch them on behind our back.
 _NEVER = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+SKIP_COMMON = Path(__file__).resolve().parent / "llama_skip_common.cmake"
 
 
 def cpu_flags(cpuinfo_text: str | None = None) -> set[str]:
@@ -116,10 +122,15 @@ def choose(version: str, machine: str | None = None, cpuinfo_text: str | None = 
             raise SystemExit(f"error: MEMORAG_LLAMA_VARIANT={variant!r} is not one of "
                              f"{', '.join(TIERS)}")
         args = [f"-D{k}={v}" for k, v in cmake_options(variant, flags).items()]
+    # The include file is named by its path, which differs between clones; the key names it
+    # by its content, so clones on one machine share the cached wheel.
+    args.append(shlex.quote(f"-DCMAKE_PROJECT_INCLUDE={SKIP_COMMON}"))  # scikit-build-core shlex-splits CMAKE_ARGS
+    keyed = args[:-1] + [f"skip-common:{hashlib.sha256(SKIP_COMMON.read_bytes()).hexdigest()}"]
     if extra:
         args += shlex.split(extra)
+        keyed += shlex.split(extra)
     cmake_args = " ".join(args)
-    key = hashlib.sha256(f"{version}\n{cmake_args}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{version}\n{' '.join(keyed)}".encode()).hexdigest()[:12]
     return {"VARIANT": variant, "CMAKE_ARGS": cmake_args, "KEY": key}
 
 

@@ -5,8 +5,8 @@
 #   bash scripts/setup.sh --dev    # ... plus test tools and evaluation data
 #   bash scripts/setup.sh --bench-data   # ... plus long public-domain books (Debian packages) for bench/
 #
-# The first run compiles llama-cpp-python (no wheel exists on PyPI): ~5-10 minutes on
-# 2 cores. The wheel is kept in ~/.cache/memorag/wheels, so later runs (and new clones on
+# The first run compiles llama-cpp-python (no wheel exists on PyPI): a few minutes on
+# 2 cores (without llama.cpp's common library: scripts/llama_skip_common.cmake). The wheel is kept in ~/.cache/memorag/wheels, so later runs (and new clones on
 # the same machine) install in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +59,7 @@ if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
   # default models are large packages), so the two run side by side.
   mkdir -p "$WHEELS"
   BUILD_LOG="$WHEELS/llama-cpp-python-$LLAMA_VERSION-$VARIANT-$KEY.log"
-  echo "== building llama-cpp-python $LLAMA_VERSION for $VARIANT from source (first time only, ~5-10 min on 2 cores; log: $BUILD_LOG)"
+  echo "== building llama-cpp-python $LLAMA_VERSION for $VARIANT from source (first time only, a few minutes on 2 cores; log: $BUILD_LOG)"
   build_wheel > "$BUILD_LOG" 2>&1 &
   BUILD_PID=$!
   trap 'kill "$BUILD_PID" 2>/dev/null || true' EXIT  # setup stopped early: stop the compile too

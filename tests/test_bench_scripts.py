@@ -101,3 +101,16 @@ def test_answer_diff_refuses_rows_it_cannot_compare(answer_diff):
         answer_diff.differing([_row("q1", "likelihood", [1])], "likelihood", "memorag")
     with pytest.raises(SystemExit, match="no evidence_ids"):
         answer_diff.differing([_row("q1", "likelihood", None), _row("q1", "memorag", [1])], "likelihood", "memorag")
+
+
+@pytest.mark.unit
+def test_llama_build_bench_counts_the_objects_of_each_target():
+    bench = _load_bench("bench_llama_build")
+    log = "\n".join([
+        "/usr/bin/c++ -O3 -o vendor/llama.cpp/src/CMakeFiles/llama.dir/llama.cpp.o -c /x/llama.cpp",
+        "/usr/bin/c++ -o vendor/llama.cpp/common/CMakeFiles/llama-common.dir/arg.cpp.o -c /x/arg.cpp",
+        "/usr/bin/c++ -o vendor/llama.cpp/common/CMakeFiles/llama-common.dir/chat.cpp.o -c /x/chat.cpp",
+        "/usr/bin/cc -o vendor/llama.cpp/ggml/src/CMakeFiles/ggml-cpu.dir/ggml-cpu/ggml-cpu.c.o -c /x/ggml-cpu.c",
+        "[ 50%] Linking CXX shared library bin/libllama.so",  # no object: not counted
+    ])
+    assert bench.objects_by_target(log) == {"ggml-cpu": 1, "llama": 1, "llama-common": 2}

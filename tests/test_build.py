@@ -115,3 +115,26 @@ def test_smoke_check_passes_on_the_real_binding():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "evaluated 200 tokens" in proc.stdout
+
+
+@pytest.mark.unit
+def test_every_build_skips_the_common_library_and_the_key_ignores_where_the_clone_is(tmp_path, monkeypatch):
+    """llama-cpp-python forces llama.cpp's common library on; the include file turns it off
+    again. Two clones at different paths name different include paths but share one key, so
+    the second clone reuses the first one's wheel; a changed include file is another key."""
+    chosen = flags_mod.choose("0.3.36", machine="x86_64", cpuinfo_text=HASWELL, env={})
+    opts = _opts(chosen["CMAKE_ARGS"])
+    include = Path(opts["CMAKE_PROJECT_INCLUDE"])
+    assert include == flags_mod.SKIP_COMMON and "LLAMA_BUILD_COMMON OFF" in include.read_text()
+    elsewhere = tmp_path / "other clone" / "llama_skip_common.cmake"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(include.read_bytes())
+    monkeypatch.setattr(flags_mod, "SKIP_COMMON", elsewhere)
+    moved = flags_mod.choose("0.3.36", machine="x86_64", cpuinfo_text=HASWELL, env={})
+    assert moved["KEY"] == chosen["KEY"] and moved["CMAKE_ARGS"] != chosen["CMAKE_ARGS"]
+    import shlex
+
+    # a path with a space survives scikit-build-core's shlex split of CMAKE_ARGS
+    assert f"-DCMAKE_PROJECT_INCLUDE={elsewhere}" in shlex.split(moved["CMAKE_ARGS"])
+    elsewhere.write_text(include.read_text() + "\n# changed\n")
+    assert flags_mod.choose("0.3.36", machine="x86_64", cpuinfo_text=HASWELL, env={})["KEY"] != chosen["KEY"]
