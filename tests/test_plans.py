@@ -309,3 +309,37 @@ def test_recall_quotes_lets_a_verbatim_quote_vote_and_a_paraphrase_not():
     paraphrase = Clues(q, spans=["Ottilie Marsh keeps the key of the lighthouse for the ferry company, per the ledger"])
     para = [h.chunk_id for h in run_plan("recall+quotes", PlanContext(r, ScriptedLLM()), q, paraphrase, 2, p)]
     assert para == plain
+
+
+@pytest.mark.unit
+def test_avoid_found_tells_the_memory_the_sentences_of_the_questions_own_top_chunks():
+    """``avoid_found=N``: the memory is asked to quote away from the question's own top N
+    chunks (question-only hybrid), which retrieval finds without it; 0 asks nothing."""
+    from dataclasses import replace
+
+    from memorag.answering import Answering, RetrievalPlan, View, find_evidence
+    from memorag.plans import PlanParams
+
+    r = _hash_retriever("\n\n".join([_ANSWER, *_FILLER]), chunk_tokens=24)
+
+    class Recorder:  # a clue source recording what it was told to avoid
+        def __init__(self) -> None:
+            self.avoided: list[list[str]] = []
+
+        def clues(self, query, *, use_answer=False, kinds=(), avoid=()):
+            self.avoided.append(list(avoid))
+            return Clues(query)
+
+        def key_points(self):
+            return []
+
+    memory = Recorder()
+    view = View(r, memory)
+    top = r.search([_Q], 2, lexical=True)
+    index = r.sentence_index("en")
+    expected = [index.sentences[s].text for h in top for s in index.sentences_of(h.chunk_id)]
+    for n, want in ((2, expected), (0, [])):
+        plan = RetrievalPlan("recall", replace(PlanParams(), avoid_found=n), None)
+        find_evidence(view, _Q, Answering(generator=None, plan=plan, top_k=2))
+        assert memory.avoided[-1] == want
+    assert any("Hester Vane" in s for s in expected)  # the question's best chunk is among them

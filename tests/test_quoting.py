@@ -136,3 +136,36 @@ def test_quote_recall_must_be_a_bool():
 def test_distinct_lines_min_words_applies_to_quotes():
     assert distinct_lines(iter(["one two three four\n", "five six\n"]), max_lines=4, min_words=4) == [
         "one two three four"]
+
+
+def test_quotable_text_cuts_the_avoided_pieces_so_no_quote_can_hold_them():
+    from memorag.quoting import quotable_text
+
+    text = quotable_text(SOURCE, ["A dog ran to the park.", "  ", "nowhere in it"])
+    assert "dog" not in text and "The cat sat on the mat." in text and "猫在垫子上坐着。" in text
+    c = QuoteConstraint(text, lambda t: PIECES[t], is_end=lambda t: t == END, end_id=END, newline_id=NEWLINE)
+    c.advance(12)  # "A": the only place it started ("A dog ...") is cut out
+    assert c.choose(scores_for(8)) != 8  # " dog" can no longer follow
+
+
+class AvoidingQuotingLLM(QuotingLLM):
+    def __init__(self, quotes: str) -> None:
+        super().__init__(quotes)
+        self.avoided: list[list[str]] = []
+
+    def continue_quotes(self, user_suffix, *, max_new_tokens=128, min_words=4, avoid=()):
+        self.avoided.append(list(avoid))
+        yield from super().continue_quotes(user_suffix, max_new_tokens=max_new_tokens, min_words=min_words)
+
+
+def test_memory_passes_what_to_avoid_only_when_there_is_something():
+    llm = AvoidingQuotingLLM("The cat sat on the mat.\n")
+    memory = Memory(llm=llm)
+    memory.memorize(SOURCE)
+    memory.clues("Where did the cat sit?", kinds=("spans",), avoid=["A dog ran to the park."])
+    assert llm.avoided == [["A dog ran to the park."]]
+    # A Quoting model written before ``avoid`` existed is never handed it.
+    plain = QuotingLLM("The cat sat on the mat.\n")
+    old = Memory(llm=plain)
+    old.memorize(SOURCE)
+    assert old.recall_spans("Where did the cat sit?", avoid=[]) == ["The cat sat on the mat."]

@@ -62,7 +62,7 @@ class ClueSource(Protocol):
     of a routed set of documents."""
 
     def clues(self, query: str, *, use_answer: bool = False,
-              kinds: tuple[str, ...] = CLUE_KINDS) -> Clues: ...
+              kinds: tuple[str, ...] = CLUE_KINDS, avoid: Sequence[str] = ()) -> Clues: ...
 
     def key_points(self) -> list[str]: ...
 
@@ -447,14 +447,27 @@ def find_evidence(view: View, question: str | None, parts: Answering, *, task_ty
     kinds = ("questions",) if task_type == TaskType.QA.value else plan.clue_kinds()
     if kinds and memory is None:
         raise InputError(f"Plan {plan.name!r} reads the memory's clues, but this view has no memory.")
-    clues = memory.clues(question, use_answer=use_memory_answer, kinds=kinds) if kinds and memory is not None \
-        else Clues(question=question)  # the plan reads no clues: no memory generation
+    avoid = found_sentences(view, question, plan.params) if "spans" in kinds else []
+    # ``avoid`` only when there is something to avoid: a clue source written before it existed still works
+    clues = memory.clues(question, use_answer=use_memory_answer, kinds=kinds, **({"avoid": avoid} if avoid else {})) \
+        if kinds and memory is not None else Clues(question=question)  # the plan reads no clues: no memory generation
     t1 = time.perf_counter()
     found = plan.find(view, question, clues, k)
     clues.grounded = [g.sentence.text if g.grounded else ""
                       for g in ground_clues(view.retriever, question, clues, replace(plan.params,
                                                                                      language=view.language))]
     return Found(question, task_type, clues, found, _timings(t0, t1, time.perf_counter()))
+
+
+def found_sentences(view: View, question: str, params: PlanParams) -> list[str]:
+    """The sentences of the question's own top ``params.avoid_found`` chunks (question-only
+    hybrid), which the memory's quotes are to avoid: retrieval finds those without a memory,
+    so a quote is worth something only when it points elsewhere (none when 0)."""
+    if params.avoid_found <= 0 or not question:
+        return []
+    hits = view.retriever.search([question], params.avoid_found, lexical=params.lexical, rrf_k=params.rrf_k)
+    index = view.retriever.sentence_index(view.language)
+    return [index.sentences[sid].text for h in hits for sid in index.sentences_of(h.chunk_id)]
 
 
 def _timings(t0: float, t1: float, t2: float) -> dict:

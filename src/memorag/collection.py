@@ -37,7 +37,7 @@ import time
 import unicodedata
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -775,7 +775,7 @@ class RoutedMemory:
         self.activated: list[str] = []  # in the order their memories were made current
 
     def clues(self, query: str, *, use_answer: bool = False,
-              kinds: tuple[str, ...] = ("spans", "questions", "answer")) -> Clues:
+              kinds: tuple[str, ...] = ("spans", "questions", "answer"), avoid: Sequence[str] = ()) -> Clues:
         # Cached memories first: loading a missing one evicts the least recently used entry,
         # which could otherwise be another memory this same question needs next (read from
         # disk twice in one question; counted in tests/test_collection.py).
@@ -785,7 +785,7 @@ class RoutedMemory:
         for name in order:
             self.collection.activate(name, self.versions[name])
             self.activated.append(name)
-            got[name] = self.collection.pipe.memory.clues(query, use_answer=use_answer, kinds=kinds)
+            got[name] = self.collection.pipe.memory.clues(query, use_answer=use_answer, kinds=kinds, avoid=avoid)
         self.per_document = {name: got[name] for name in self.routed}  # merged in routing order
         each = list(self.per_document.values())
         return Clues(question=query, spans=[s for c in each for s in c.spans],

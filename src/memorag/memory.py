@@ -13,7 +13,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,14 +357,19 @@ class Memory:
             return self.llm.task_adapter(task)
         return nullcontext()
 
-    def recall_spans(self, query: str, max_new_tokens: int = 128) -> list[str]:
+    def recall_spans(self, query: str, max_new_tokens: int = 128, avoid: Sequence[str] = ()) -> list[str]:
+        """Spans of the document that bear on ``query``; quoted (decoded as verbatim pieces of
+        the document) when the model can, and then never from the pieces in ``avoid``."""
         template = prompts_for(self.language or "en").recall
         if not (self.quote_recall and isinstance(self.llm, Quoting)):
             return self._lines(template, query, max_new_tokens, 4, adapter_task="recall")
         self._require()
         with self._adapter_for("recall"):
+            # only asked when there is something to avoid: a Quoting model written before
+            # ``avoid`` existed still quotes
+            extra = {"avoid": list(avoid)} if avoid else {}
             stream = self.llm.continue_quotes(template.format(question=query), max_new_tokens=max_new_tokens,
-                                              min_words=QUOTE_MIN_WORDS)
+                                              min_words=QUOTE_MIN_WORDS, **extra)
             # A quote cut short by the token budget is dropped with the same length rule.
             return distinct_lines(stream, max_lines=4, min_words=QUOTE_MIN_WORDS)
 
@@ -394,13 +399,14 @@ class Memory:
         return "\n".join(self.key_points(max_new_tokens))
 
     def clues(self, query: str, *, use_answer: bool = False, max_new_tokens: int = 128,
-              kinds: tuple[str, ...] = ("spans", "questions", "answer")) -> Clues:
+              kinds: tuple[str, ...] = ("spans", "questions", "answer"), avoid: Sequence[str] = ()) -> Clues:
         """Recalled spans, surrogate questions and (``use_answer``) a draft answer; ``kinds``
-        limits which are generated (a query plan that reads only spans skips the rest)."""
+        limits which are generated (a query plan that reads only spans skips the rest).
+        ``avoid``: text the quoted spans may not come from (see :meth:`recall_spans`)."""
         t0 = time.perf_counter()
         clues = Clues(question=query)
         if "spans" in kinds:
-            clues.spans = self.recall_spans(query, max_new_tokens)
+            clues.spans = self.recall_spans(query, max_new_tokens, avoid)
         if "questions" in kinds:
             clues.questions = self.surrogate_questions(query, min(96, max_new_tokens))
         if use_answer and "answer" in kinds:

@@ -102,6 +102,10 @@ class PlanParams:
     # "recall+quotes" sets 1.
     quote_weight: float = 0.0
     quote_coverage: float = 0.9
+    # Plan "recall": the memory may not quote from the question's own top ``avoid_found``
+    # chunks (question-only hybrid; 0 = anywhere). Those chunks are found without a memory, so
+    # a quote of one adds nothing; told to look elsewhere, the memory can only add.
+    avoid_found: int = 0
 
 
 @dataclass(frozen=True)
@@ -675,7 +679,7 @@ _GROUNDED = (*_SEARCH, *_GROUNDING, "question_weight", "sentence_weight", "direc
 _JUDGE_YES = (*_SEARCH, "rerank_depth", "rerank_weight", "window_chars")
 _FOLLOW = ("follow_hops", "follow_max_df", "follow_anchors", "follow_window", "follow_new_only")
 _LIKELIHOOD = (*_SEARCH, "likelihood_depth", "likelihood_passages", "likelihood_chars", "likelihood_weight", *_FOLLOW)
-_RECALL = (*_LIKELIHOOD, *_GROUNDING, "quote_coverage")
+_RECALL = (*_LIKELIHOOD, *_GROUNDING, "quote_coverage", "avoid_found")
 
 # Plans that read no clues take none: a memory generation nobody reads costs seconds.
 register_plan("entities", _entities, clues=(), options=(*_SEARCH, "question_weight", "clue_weight"))

@@ -23,7 +23,7 @@ The constraint works on bytes, so a token that carries half of a multi-byte char
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -40,6 +40,14 @@ def enough_words(line: bytes, min_words: int) -> bool:
     if _CJK.search(text):
         return len(text) >= 2 * min_words
     return len(text.split()) >= min_words
+
+
+def quotable_text(source: str, avoid: Iterable[str] = ()) -> str:
+    """``source`` with every piece of ``avoid`` cut out (each replaced by a line break, so no
+    quote can run through it): the text a quote may still be taken from."""
+    for piece in sorted({a.strip() for a in avoid if a.strip()}, key=len, reverse=True):
+        source = source.replace(piece, "\n")
+    return source
 
 
 class QuoteConstraint:

@@ -21,7 +21,7 @@ score differs from ``memorag``'s only by how the evidence was found.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from memorag.answering import Answering, Found, RetrievalPlan, View, answer_messages, find_evidence, generate
@@ -79,14 +79,17 @@ class CachedClues:
         self.memory = memory
         self._cache: dict[tuple[str, str], Clues] = {}
 
-    def clues(self, query: str, *, use_answer: bool = False, kinds: tuple[str, ...] = CLUE_KINDS) -> Clues:
+    def clues(self, query: str, *, use_answer: bool = False, kinds: tuple[str, ...] = CLUE_KINDS,
+              avoid: Sequence[str] = ()) -> Clues:
         out = Clues(question=query)
         for kind in kinds:
             if kind == "answer" and not use_answer:
                 continue
-            if (query, kind) not in self._cache:
-                self._cache[(query, kind)] = self.memory.clues(query, use_answer=kind == "answer", kinds=(kind,))
-            got = self._cache[(query, kind)]
+            # spans quoted away from other text are other spans; the other kinds ignore avoid
+            key = (query, kind, tuple(avoid) if kind == "spans" else ())
+            if key not in self._cache:
+                self._cache[key] = self.memory.clues(query, use_answer=kind == "answer", kinds=(kind,), avoid=avoid)
+            got = self._cache[key]
             out.spans, out.questions = out.spans or got.spans, out.questions or got.questions
             out.answer = out.answer or got.answer
             out.seconds += got.seconds
@@ -96,7 +99,7 @@ class CachedClues:
         """Take ``clues`` as the memory's clues of ``clues.question``, every kind (an empty
         kind stays empty): a study can give the methods clues made another way."""
         for kind in CLUE_KINDS:
-            self._cache[(clues.question, kind)] = clues
+            self._cache[(clues.question, kind, ())] = clues
 
     def key_points(self) -> list[str]:
         return self.memory.key_points()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
@@ -86,9 +86,11 @@ class Quoting(Protocol):
     ``continue_quotes`` is ``continue_chat`` (greedy) under a constraint: every line of the
     reply is a verbatim piece of the prefix, at least ``min_words`` long
     (:mod:`memorag.quoting`). The recall task uses it so a clue always points at real text.
+    ``avoid``: pieces of the prefix no quote may contain (what retrieval has found already).
     """
 
-    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4) -> Iterator[str]: ...
+    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
+                        avoid: Sequence[str] = ()) -> Iterator[str]: ...
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ import ctypes
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -579,17 +579,19 @@ class LlamaCppLLM:
     ) -> Iterator[str]:
         return self._continue(user_suffix, max_new_tokens, temperature, stop)
 
-    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4) -> Iterator[str]:
+    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
+                        avoid: Sequence[str] = ()) -> Iterator[str]:
         """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
-        piece of the memorized prefix, at least ``min_words`` long (memorag.quoting)."""
+        piece of the memorized prefix outside ``avoid``, at least ``min_words`` long
+        (memorag.quoting)."""
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
-        from memorag.quoting import QuoteConstraint
+        from memorag.quoting import QuoteConstraint, quotable_text
 
         llm = self._llm
         vocab = llm._model.vocab
         constraint = QuoteConstraint(
-            self._prefix_text(), self._token_bytes,
+            quotable_text(self._prefix_text(), avoid), self._token_bytes,
             is_end=lambda t: bool(self._llama_cpp.llama_vocab_is_eog(vocab, t)), end_id=llm.token_eos(),
             newline_id=self._tokenize("\n", add_bos=False)[0], min_words=min_words)
         seen: int | None = None  # tokens of input_ids already accounted for

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
-from memorag.quoting import QuoteConstraint
+from memorag.quoting import QuoteConstraint, quotable_text
 
 STATE_FILE = "kv_cache.safetensors"
 
@@ -207,12 +207,14 @@ class TransformersLLM:
             # The task's tokens were appended to the shared cache; cut back to the document.
             self._crop_to_prefix()
 
-    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4) -> Iterator[str]:
+    def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
+                        avoid: Sequence[str] = ()) -> Iterator[str]:
         """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
-        piece of the memorized prefix, at least ``min_words`` long (memorag.quoting)."""
+        piece of the memorized prefix outside ``avoid``, at least ``min_words`` long
+        (memorag.quoting)."""
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
-        source = self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True)
+        source = quotable_text(self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True), avoid)
         newline = self._tokens("\n", plain=True)[-1]
         eos = min(self._eos) if self._eos else newline
         constraint = QuoteConstraint(source, self._token_bytes, is_end=lambda t: t in self._eos, end_id=eos,
