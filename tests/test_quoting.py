@@ -169,3 +169,10 @@ def test_memory_passes_what_to_avoid_only_when_there_is_something():
     old = Memory(llm=plain)
     old.memorize(SOURCE)
     assert old.recall_spans("Where did the cat sit?", avoid=[]) == ["The cat sat on the mat."]
+    # Free (unquoted) recall cannot avoid anything: refused, not ignored.
+    from memorag.errors import InputError
+
+    free = Memory(llm=QuotingLLM("unused"), quote_recall=False)
+    free.memorize(SOURCE)
+    with pytest.raises(InputError, match="avoid_found needs quoted recall"):
+        free.recall_spans("Where did the cat sit?", avoid=["A dog ran to the park."])

@@ -462,12 +462,17 @@ def find_evidence(view: View, question: str | None, parts: Answering, *, task_ty
 def found_sentences(view: View, question: str, params: PlanParams) -> list[str]:
     """The sentences of the question's own top ``params.avoid_found`` chunks (question-only
     hybrid), which the memory's quotes are to avoid: retrieval finds those without a memory,
-    so a quote is worth something only when it points elsewhere (none when 0)."""
+    so a quote is worth something only when it points elsewhere (none when 0).
+
+    Cut as the memory's extract cuts sentences, so that each one the extract kept is found
+    verbatim in the memory's text (the retriever's own sentence splitter joins and splits
+    differently, and a quarter of the found chunks' text stayed quotable with it)."""
     if params.avoid_found <= 0 or not question:
         return []
+    from memorag.longmem import extract_sentences
+
     hits = view.retriever.search([question], params.avoid_found, lexical=params.lexical, rrf_k=params.rrf_k)
-    index = view.retriever.sentence_index(view.language)
-    return [index.sentences[sid].text for h in hits for sid in index.sentences_of(h.chunk_id)]
+    return [s for h in hits for s in extract_sentences(h.text)]
 
 
 def _timings(t0: float, t1: float, t2: float) -> dict:

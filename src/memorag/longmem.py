@@ -146,7 +146,8 @@ def _split(text: str) -> list[tuple[str, bool]]:
     return out
 
 
-def _sentences(text: str) -> list[str]:
+def extract_sentences(text: str) -> list[str]:
+    """``text``'s sentences as the extract cuts them (so each is verbatim in an extract that kept it)."""
     return [sent for sent, _ in _split(text)]
 
 

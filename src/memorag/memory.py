@@ -362,6 +362,10 @@ class Memory:
         the document) when the model can, and then never from the pieces in ``avoid``."""
         template = prompts_for(self.language or "en").recall
         if not (self.quote_recall and isinstance(self.llm, Quoting)):
+            if avoid:  # a free reply cannot be kept away from text: refused, not ignored
+                raise InputError("avoid_found needs quoted recall (quote_recall=True and a memory model that "
+                                 f"can quote, as llama.cpp and transformers models can); "
+                                 f"{'quote_recall is False' if not self.quote_recall else type(self.llm).__name__ + ' cannot quote'}.")
             return self._lines(template, query, max_new_tokens, 4, adapter_task="recall")
         self._require()
         with self._adapter_for("recall"):

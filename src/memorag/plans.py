@@ -103,8 +103,9 @@ class PlanParams:
     quote_weight: float = 0.0
     quote_coverage: float = 0.9
     # Plan "recall": the memory may not quote from the question's own top ``avoid_found``
-    # chunks (question-only hybrid; 0 = anywhere). Those chunks are found without a memory, so
-    # a quote of one adds nothing; told to look elsewhere, the memory can only add.
+    # chunks (question-only hybrid; 0 = anywhere; quoted recall only). Those chunks are found
+    # without a memory, so a quote of one adds nothing. Measured no gain, hence 0
+    # (docs/evaluation.md, "Telling the memory what the question already finds").
     avoid_found: int = 0
 
 

@@ -77,7 +77,7 @@ class CachedClues:
 
     def __init__(self, memory: Memory) -> None:
         self.memory = memory
-        self._cache: dict[tuple[str, str], Clues] = {}
+        self._cache: dict[tuple[str, str, tuple[str, ...]], Clues] = {}
 
     def clues(self, query: str, *, use_answer: bool = False, kinds: tuple[str, ...] = CLUE_KINDS,
               avoid: Sequence[str] = ()) -> Clues:
