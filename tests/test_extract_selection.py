@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memorag.longmem import _sentences, _split, extractive_memory
+from memorag.longmem import _split, extract_sentences, extractive_memory
 
 pytestmark = pytest.mark.unit
 
@@ -58,6 +58,6 @@ def test_a_lead_bonus_prefers_the_sentence_that_opens_a_paragraph():
 
 def test_paragraph_starts_follow_line_breaks():
     text = "Title\nFirst one. Second one.\n\nNext para starts. And goes on."
-    sents = _sentences(text)
+    sents = extract_sentences(text)
     assert sents == ["Title\nFirst one.", "Second one.", "Next para starts.", "And goes on."]
     assert [start for _, start in _split(text)] == [True, False, True, False]
