@@ -6,8 +6,9 @@
 #   bash scripts/setup.sh --bench-data   # ... plus long public-domain books (Debian packages) for bench/
 #
 # The first run compiles llama-cpp-python (no wheel exists on PyPI): a few minutes on
-# 2 cores (without llama.cpp's common library: scripts/llama_skip_common.cmake). The wheel is kept in ~/.cache/memorag/wheels, so later runs (and new clones on
-# the same machine) install in seconds.
+# 2 cores (without llama.cpp's common library: scripts/llama_skip_common.cmake). The wheel
+# is kept in ~/.cache/memorag/wheels, so later runs (and new clones on the same machine)
+# install in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
