@@ -152,6 +152,7 @@ PIPELINE_CASES: dict[str, tuple[Any, Any]] = {
     "plan.name": ("rerank", lambda p: p.answering().plan.name),
     "evidence.render": ("excerpts", lambda p: type(p.answering().evidence).__name__.lower()),
     "evidence.cite": (True, lambda p: p.answering().prompt.cite),
+    "evidence.order": ("rank", lambda p: p.answering().prompt.order),
 }
 # what the probe shows when it differs from the value set
 PIPELINE_EXPECT = {"models.cache_dir": {"/tmp/walk-hub"}, "retrieval.index": "WalkIndex_b"}
@@ -204,7 +205,7 @@ EVAL_KEYWORDS = {
     "models.memory": "mem_model", "models.generator": "gen_model", "models.embedder": "ret_model",
     "models.judge": "judge", "models.n_ctx": "memory_window", "memory.compression": "compression",
     "memory.quote_recall": "quote_recall", "retrieval.top_k": "top_k", "retrieval.chunk_tokens": "chunk_tokens",
-    "plan.name": "query_plan", "evidence.render": "evidence",
+    "plan.name": "query_plan", "evidence.render": "evidence", "evidence.order": "evidence_order",
 }
 # ... and those it refuses: options of a pipeline the eval runner cannot set
 EVAL_REFUSED = ("models.flash_attn", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
@@ -353,7 +354,7 @@ def test_the_walk_covers_every_leaf_and_the_options_of_the_front_ends():
               "clue_weight": "plan.params.clue_weight", "hybrid": "retrieval.hybrid",
               "overlap_indexing": "retrieval.overlap_indexing", "query_plan": "plan.name",
               "follow_hops": "plan.params.follow_hops", "evidence": "evidence.render", "cite": "evidence.cite",
-              "plan_params": "plan.params.rerank_depth"}
+              "evidence_order": "evidence.order", "plan_params": "plan.params.rerank_depth"}
     assert set(placed) == {f.name for f in dataclasses.fields(PipelineOptions)}
     assert all(p in LEAVES for p in placed.values())
     # every leaf but the plan's parameters says in one line what it does

@@ -66,6 +66,7 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
     assert any(fact in h.text for h in asked.evidence) and asked.judged  # the default plan, judged
     assert asked.clues.spans and any(asked.clues.grounded)  # the memory's clues took part, grounded
     ids = [h.chunk_id for h in asked.evidence]
+    assert ids == sorted(ids)  # read in document order (AnswerPrompt.order)
     user = asked.messages[-1]["content"]
     assert asked.answer == user  # the echo generator: the answer is the prompt it read
 
@@ -85,7 +86,8 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
     runner = MethodRunner(pipe, top_k=pipe.ret_hit, max_new_tokens=2048)
     evaluated = runner.retrieve("memorag", Q_A, DOC_A)
     prediction = runner.answer("memorag", Q_A, DOC_A, evaluated)
-    assert [h.chunk_id for h in evaluated.found.hits] == ids and evaluated.clues == asked.clues.lines()
+    # eval keeps the plan's ranking for its metrics; the generator read the same chunks in document order
+    assert sorted(h.chunk_id for h in evaluated.found.hits) == ids and evaluated.clues == asked.clues.lines()
     assert evaluated.messages == asked.messages and prediction == asked.answer
 
 
@@ -96,12 +98,14 @@ def test_eval_baselines_answer_with_the_prompt_ask_uses():
     asked = pipe.ask(Q_A, task_type="rag")
     hybrid = runner.retrieve("hybrid", Q_A, DOC_A)
     runner.answer("hybrid", Q_A, DOC_A, hybrid)
-    assert [h.chunk_id for h in hybrid.found.hits] == [h.chunk_id for h in asked.evidence]
+    # the same chunks; eval keeps the plan's ranking, ask reports them in the order read (document order)
+    assert sorted(h.chunk_id for h in hybrid.found.hits) == [h.chunk_id for h in asked.evidence]
     assert hybrid.messages == asked.messages  # plain hybrid RAG is task "rag" of ask
     dense = runner.retrieve("dense", Q_A, DOC_A)
     runner.answer("dense", Q_A, DOC_A, dense)
     user = dense.messages[-1]["content"]
-    assert user.startswith("Evidence:\n" + dense.evidence[0]) and user.endswith(f"Question: {Q_A}\nAnswer in a few words:")
+    first = min(dense.found.hits, key=lambda h: h.chunk_id)  # read in document order
+    assert user.startswith("Evidence:\n" + first.text) and user.endswith(f"Question: {Q_A}\nAnswer in a few words:")
     # the memory's clues are made once per question and kind for all methods
     runner.retrieve("memorag", Q_A, DOC_A)
     turns = len(pipe.memory.llm.turns)

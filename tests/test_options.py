@@ -94,6 +94,19 @@ def check_cite() -> None:
     assert _user(_pipe(cite=True)).startswith("Evidence, numbered:\n[1] ")
 
 
+def check_evidence_order() -> None:
+    """Document order reads the chunks as the text runs; rank order best first."""
+    by_doc = _pipe().ask(Q_A)
+    by_rank = _pipe(evidence_order="rank").ask(Q_A)
+    doc_ids, rank_ids = [h.chunk_id for h in by_doc.evidence], [h.chunk_id for h in by_rank.evidence]
+    assert doc_ids == sorted(doc_ids) and sorted(rank_ids) == doc_ids and rank_ids != doc_ids
+    assert [h.score for h in by_rank.evidence] == sorted((h.score for h in by_rank.evidence), reverse=True)
+    assert _user(_pipe(evidence_order="rank")).startswith("Evidence:\n" + by_rank.evidence[0].text)
+    assert _user(_pipe()).startswith("Evidence:\n" + by_doc.evidence[0].text)
+    with pytest.raises(InputError, match="evidence_order must be one of document, rank"):
+        _pipe(evidence_order="best")
+
+
 def check_plan_params() -> None:
     SEEN.clear()
     _pipe(query_plan="test-spy", plan_params={"rerank_depth": 7, "question_weight": 3}).ask(Q_A)
@@ -120,6 +133,7 @@ OPTION_CHECKS = {
     "query_plan": check_query_plan,
     "evidence": check_evidence,
     "cite": check_cite,
+    "evidence_order": check_evidence_order,
     "plan_params": check_plan_params,
 }
 

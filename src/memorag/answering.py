@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-from memorag.config import DEFAULT_PLAN, Evidence, TaskType, choice
+from memorag.config import DEFAULT_PLAN, EVIDENCE_ORDERS, Evidence, TaskType, choice
 from memorag.errors import InputError, StateError
 from memorag.llm.base import ChatMessage, Generator, Judge
 from memorag.memory import Clues
@@ -267,9 +267,28 @@ def evidence_renderer(name: str) -> EvidenceRenderer:
 class AnswerPrompt:
     """The messages sent to the generator. ``cite``: number the evidence (``[1] ...``; with
     several documents also named) and ask for the numbers used, so marks in the answer map
-    to citations; otherwise the evidence pieces are separated by blank lines."""
+    to citations; otherwise the evidence pieces are separated by blank lines. ``order``:
+    the evidence in ``document`` order (as the text runs) or ``rank`` order (best first).
+
+    Why document order is the default: two questions about one document then often get
+    prompts that begin alike (same first chunks), and a model server's prefix cache, or
+    the local generator's store of answered prompts, skips reading that part again; a
+    chunk cut from running text also reads more naturally after the one before it
+    (measured in docs/benchmarks.md, "Evidence in document order")."""
 
     cite: bool = False
+    order: str = "document"
+
+    def __post_init__(self) -> None:
+        if self.order not in EVIDENCE_ORDERS:
+            raise InputError(f"evidence order must be one of {', '.join(EVIDENCE_ORDERS)}; got {self.order!r}.")
+
+    def reading_order(self, found: Found) -> Found:
+        """``found`` with its hits in the order the generator reads them (``order``)."""
+        if self.order == "rank" or len(found.hits) < 2:
+            return found
+        hits = sorted(found.hits, key=lambda h: h.chunk_id)  # chunk ids run in text order, document by document
+        return replace(found, plan=replace(found.plan, hits=hits))
 
     def evidence_text(self, view: View, pieces: list[str], hits: list[Hit]) -> str:
         if not self.cite:
@@ -353,8 +372,8 @@ class Found:
 
 @dataclass
 class AnswerResult:
-    """One answered question: the answer, the clues, the evidence hits (``evidence``, best
-    first) and their citations, what the generator read of each hit (``read``: the whole
+    """One answered question: the answer, the clues, the evidence hits (``evidence``, in the
+    order the generator read them: :attr:`AnswerPrompt.order`) and their citations, what the generator read of each hit (``read``: the whole
     chunk, or its excerpt or judged passage under those evidence renderings), the exact
     ``messages`` sent to the generator, the evidence numbers the answer cites (``marks``),
     what the plan noted (``linked`` sentences, ``judged``) and the timings in seconds."""
@@ -481,8 +500,10 @@ def _timings(t0: float, t1: float, t2: float) -> dict:
 
 def answer_messages(view: View, found: Found, parts: Answering, *, prompt_template: str | None = None,
                     pieces: list[str] | None = None) -> list[ChatMessage]:
-    """The messages the generator gets for ``found``: its evidence rendered (or ``pieces``,
-    already rendered), then the prompt."""
+    """The messages the generator gets for ``found``: its evidence in the prompt's reading
+    order, rendered (or ``pieces``, already rendered from ``found`` in that order), then the
+    prompt."""
+    found = parts.prompt.reading_order(found)
     if pieces is None:
         pieces = parts.evidence.render(view, found.question, found.plan)
     points = found.clues.spans if found.task_type == TaskType.SUMMARIZE.value and found.clues else []
@@ -510,6 +531,7 @@ def answer_question(view: View, question: str | None, parts: Answering, *, task_
     generation starts; ``on_token`` gets each piece of the answer."""
     found = find_evidence(view, question, parts, task_type=task_type, top_k=top_k,
                           use_memory_answer=use_memory_answer)
+    found = parts.prompt.reading_order(found)  # evidence, pieces and citations all in the order read
     if on_evidence:
         on_evidence(found.clues, found.hits)
     pieces = parts.evidence.render(view, found.question, found.plan)

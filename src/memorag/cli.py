@@ -189,6 +189,7 @@ def ask(
     show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
     show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr), each as the generator read it; with --store the citations are always printed.")] = False,
     evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole), excerpts (the sentences that bear on the question) or passages (the paragraph the judge scored best).")] = "chunks",
+    evidence_order: Annotated[str, typer.Option(help="The order the generator reads the evidence in: document (as the text runs) or rank (best first).")] = "document",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
     routing_index: Annotated[str | None, RoutingIndexOption] = None,
     config: ConfigOption = None,
@@ -202,6 +203,7 @@ def ask(
     tree = command_config(ctx, config, {
         "models.generator": ("gen_model", gen_model), "models.judge": ("judge", judge or "auto"),
         "retrieval.top_k": ("top_k", top_k), "evidence.render": ("evidence", evidence),
+        "evidence.order": ("evidence_order", evidence_order),
         "collection.route_top": ("route_top", route_top),
         "collection.routing_index": ("routing_index", routing_index)})
     if store is not None:

@@ -66,6 +66,10 @@ def choice(enum: type[Enum], value: object, what: str) -> str:
 DEFAULT_PLAN = "recall"
 
 
+# The orders the generator can read the evidence in (memorag.answering.AnswerPrompt.order).
+EVIDENCE_ORDERS = ("document", "rank")
+
+
 @dataclass(frozen=True)
 class PipelineOptions:
     """What :class:`~memorag.pipeline.MemoRAG` does with its parts (all checked on creation)."""
@@ -82,6 +86,7 @@ class PipelineOptions:
     # PlanParams fields set for the plan (memorag.plans.check_plan_params): any parameter the
     # chosen plan reads, e.g. {"likelihood_passages": 16}; checked and typed on creation.
     plan_params: Mapping[str, object] | None = None
+    evidence_order: str = "document"  # the generator reads the evidence in "document" or "rank" order
 
     def __post_init__(self) -> None:
         if isinstance(self.ret_hit, bool) or not isinstance(self.ret_hit, int) or self.ret_hit < 1:
@@ -98,6 +103,8 @@ class PipelineOptions:
         if isinstance(self.follow_hops, bool) or not isinstance(self.follow_hops, int) or self.follow_hops < 0:
             raise InputError(f"follow_hops must be a whole number >= 0; got {self.follow_hops!r}.")
         choice(Evidence, self.evidence, "evidence")
+        if self.evidence_order not in EVIDENCE_ORDERS:
+            raise InputError(f"evidence_order must be one of {', '.join(EVIDENCE_ORDERS)}; got {self.evidence_order!r}.")
         from memorag.models.registry import resolve_plan
         from memorag.plans import PLAN_OPTIONS, check_plan_params, plan_options
 
@@ -285,6 +292,8 @@ class EvidenceConfig:
                                     "paragraph the judge scored best)",
                           _one_of(*(e.value for e in Evidence)))
     cite: bool = setting(False, "number the evidence in the answer prompt and ask for [n] marks")
+    order: str = setting("document", "the order the generator reads the evidence in: document (as the text "
+                                     "runs) or rank (best first)", _one_of(*EVIDENCE_ORDERS))
 
 
 @dataclass(frozen=True)
@@ -349,7 +358,8 @@ class MemoragConfig:
             "load_in_4bit": m.load_in_4bit, "enable_flash_attn": m.flash_attn, "n_ctx": m.n_ctx,
             "hybrid": r.hybrid, "compression": self.memory.compression, "overlap_indexing": r.overlap_indexing,
             "query_plan": self.plan.name, "evidence": self.evidence.render, "cite": self.evidence.cite,
-            "judge": None if m.judge == "none" else m.judge, "quote_recall": self.memory.quote_recall,
+            "evidence_order": self.evidence.order, "judge": None if m.judge == "none" else m.judge,
+            "quote_recall": self.memory.quote_recall,
             "plan_params": self.plan.overrides() or None,
         }
         recorded = ("mem_model_name_or_path", "ret_model_name_or_path", "gen_model_name_or_path",
@@ -391,6 +401,7 @@ class MemoragConfig:
             "compression": self.memory.compression, "quote_recall": self.memory.quote_recall,
             "top_k": r.top_k, "chunk_tokens": r.chunk_tokens or 512, "query_plan": self.plan.name,
             "plan_params": self.plan.overrides(), "evidence": self.evidence.render,
+            "evidence_order": self.evidence.order,
         }
         return kwargs
 

@@ -94,7 +94,9 @@ class MemoRAG(OriginalAPI):
     else the generator's twin when the generator can judge; :func:`memorag.answering.generator_judge`),
     a model spec (``"default"``: the packaged trained judge, ``judge-0.5b``), a
     :class:`~memorag.llm.base.Judge`, or None (no judging). ``cite`` numbers the evidence in
-    the answer prompt and asks for the numbers used (:attr:`Answer.marks`). ``quote_recall``
+    the answer prompt and asks for the numbers used (:attr:`Answer.marks`). ``evidence_order``:
+    the generator reads the evidence in ``"document"`` order (as the text runs; the default)
+    or ``"rank"`` order (best first). ``quote_recall``
     decodes the memory's recalled spans as verbatim quotes of the document when its backend
     can (:mod:`memorag.quoting`); False lets the memory write them freely. ``plan_params``
     sets fields of the query plan's :class:`~memorag.plans.PlanParams` (e.g.
@@ -113,10 +115,10 @@ class MemoRAG(OriginalAPI):
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks",
                  cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True,
-                 plan_params: Mapping[str, object] | None = None) -> None:
+                 plan_params: Mapping[str, object] | None = None, evidence_order: str = "document") -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence, cite, plan_params)
+                                  follow_hops, evidence, cite, plan_params, evidence_order)
         compression = choice(Compression, compression, "compression")
         if beacon_ratio is not None and compression == Compression.NONE.value:
             raise InputError("beacon_ratio sets how far a long document is compressed; with compression='none' "
@@ -161,7 +163,7 @@ class MemoRAG(OriginalAPI):
                    ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
                    overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN, follow_hops: int = 0,
                    evidence: str = "chunks", cite: bool = False, judge: Judge | None | str = "auto",
-                   plan_params: Mapping[str, object] | None = None) -> MemoRAG:
+                   plan_params: Mapping[str, object] | None = None, evidence_order: str = "document") -> MemoRAG:
         """A pipeline from ready-made parts; nothing is loaded.
 
         ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
@@ -174,7 +176,7 @@ class MemoRAG(OriginalAPI):
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
         """
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence, cite, plan_params)
+                                  follow_hops, evidence, cite, plan_params, evidence_order)
         if isinstance(judge, str) and judge != "auto":
             raise InputError("from_parts loads nothing: give the judge as an object (or 'auto' or None).")
         pipe = cls.__new__(cls)
@@ -201,6 +203,7 @@ class MemoRAG(OriginalAPI):
         self.plan_overrides = options.plan_overrides()  # PlanParams fields set by plan_params
         self.evidence = options.evidence
         self.cite = options.cite
+        self.evidence_order = options.evidence_order
         # "auto": answering.generator_judge(generator) (made on first use, and again if the
         # generator is replaced); else the given Judge, or None for no judging.
         self._judge: Judge | None | str = judge if judge is None or judge == "auto" else check_judge(judge)
@@ -412,7 +415,8 @@ class MemoRAG(OriginalAPI):
     def answering(self) -> Answering:
         """This pipeline's answering parts: generator, query plan with its judge, evidence, prompt."""
         return Answering(self.generator, RetrievalPlan(self.query_plan, self.plan_params(), self.judge),
-                         evidence_renderer(self.evidence), AnswerPrompt(cite=self.cite), self.ret_hit)
+                         evidence_renderer(self.evidence), AnswerPrompt(cite=self.cite, order=self.evidence_order),
+                         self.ret_hit)
 
     def ask(self, query: str | None, *, task_type: str = "memorag", max_new_tokens: int = 256,
             prompt_template: str | None = None, use_memory_answer: bool = False, top_k: int | None = None,

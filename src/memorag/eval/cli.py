@@ -35,6 +35,7 @@ def eval_command(
     clues_from: Annotated[Path | None, typer.Option(help="Replay the clues of a results file (its --clues-method rows) instead of asking the memory: plans compared on the same clues.")] = None,
     clues_method: Annotated[str, typer.Option(help="Whose clues --clues-from replays.")] = "memorag+answer",
     evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole) or excerpts (the sentences that bear on the question, with neighbours).")] = "chunks",
+    evidence_order: Annotated[str, typer.Option(help="The order the generator reads the evidence in: document (as the text runs) or rank (best first).")] = "document",
     config: Annotated[Path | None, typer.Option("--config", help="A TOML or JSON file of settings (the configuration tree: docs/api.md): its models, memory, retrieval, plan and evidence sections; the flags given on the command line go over it, --param over its plan.params.", show_default=False)] = None,
 ) -> None:
     """Evaluate memorag against baselines on real data; prints a markdown table."""
@@ -50,7 +51,7 @@ def eval_command(
         "models.n_ctx": ("memory_window", memory_window), "memory.compression": ("compression", compression),
         "memory.quote_recall": ("quote_recall", quote_recall), "retrieval.top_k": ("top_k", top_k),
         "retrieval.chunk_tokens": ("chunk_tokens", chunk_tokens), "plan.name": ("plan", plan or DEFAULT_PLAN),
-        "evidence.render": ("evidence", evidence)})
+        "evidence.render": ("evidence", evidence), "evidence.order": ("evidence_order", evidence_order)})
     options = tree.eval_kwargs()
     # --param is set for every plan the methods run (run() checks each is read by one of them),
     # so it goes over the tree's plan.params here rather than through the tree's one plan

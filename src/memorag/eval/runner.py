@@ -157,7 +157,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         judge: str | None = None, quote_recall: bool = True, max_haystacks: int | None = None,
         plan_params: Mapping[str, object] | None = None,
         ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer",
-        evidence: str = "chunks", read_memory: bool | None = None) -> dict:
+        evidence: str = "chunks", read_memory: bool | None = None, evidence_order: str = "document") -> dict:
     """Run ``methods`` on ``dataset``, write ``output`` and return its content.
 
     ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every plan the methods
@@ -165,7 +165,9 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     results file whose ``clues_method`` rows' clue lines are every method's clues (as recalled
     spans; the memory writes none), so plans are compared on the clues of a stored run.
     ``evidence``: what the generator reads of each evidence chunk (``chunks`` or ``excerpts``,
-    as ``MemoRAG(evidence=...)``). Each of these is recorded in the results' config (and so
+    as ``MemoRAG(evidence=...)``); ``evidence_order``: the order the generator reads it in
+    (``document`` or ``rank``, as ``MemoRAG(evidence_order=...)``; recorded whenever answers
+    are generated, since answers made before the option read in rank order). Each of these is recorded in the results' config (and so
     in the resume key) only when given.
 
     ``read_memory``: None (default) reads a haystack into the memory model only when some
@@ -202,7 +204,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                    gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
                    judge="auto" if judge is None else None if judge == "none" else judge, quote_recall=quote_recall, evidence=evidence,
-                   **({"query_plan": query_plan} if query_plan else {}))
+                   evidence_order=evidence_order, **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
                                haystack_tokens=haystack_tokens, seed=seed, count_tokens=count)
@@ -224,6 +226,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         config["plan_params"] = overrides
     if evidence != "chunks":  # likewise
         config["evidence"] = evidence
+    if not retrieval_only:  # the order changes answers, not retrieval
+        config["evidence_order"] = evidence_order
     if stored is not None:  # likewise; the clues themselves, not the file's name, make the key
         missing = [q.id for h in haystacks for q in h.questions if q.id not in stored]
         if missing:

@@ -34,6 +34,11 @@ from memorag.models.packaged import sha256_file
 STATE_FILE = "kv_state.bin"
 
 JUDGE_PROMPT_CACHE_MB = 256
+# KV states of answered prompts kept for the next question's prompt to start from
+# (stream_chat): a state of a 1.5B's three-chunk prompt is some tens of MB.
+ANSWER_CACHE_MB = 512
+# Restoring a stored state pays only when it saves more than this many tokens of prefill.
+ANSWER_CACHE_MIN_TOKENS = 32
 """RAM for the KV states of judged passages (see :class:`PromptStateCache`): for the 1.5B
 generator in f16 about 28 KiB per token, so some 9,000 tokens of passages, more than the
 paragraphs a few questions about one long document make the judge read."""
@@ -81,6 +86,29 @@ class PromptStateCache:
             self.bytes -= len(dropped)
         self._items[key] = data
         self.bytes += len(data)
+
+    def longest_prefix(self, ids: Sequence[int]) -> tuple[int, list[int], bytes] | None:
+        """The stored state sharing the longest token prefix with ``ids``: (tokens shared,
+        the state's tokens, the state), or None when no state shares a token. The caller
+        counts a hit when it uses the state (``hits``/``misses``)."""
+        want = np.asarray(ids, dtype=np.int64)
+        best: tuple[int, tuple[int, ...]] | None = None
+        for key in self._items:
+            n = min(len(key), len(want))
+            differ = np.flatnonzero(np.asarray(key[:n], dtype=np.int64) != want[:n])
+            shared = int(differ[0]) if differ.size else n
+            if shared and (best is None or shared > best[0]):
+                best = (shared, key)
+        if best is None:
+            return None
+        self._items.move_to_end(best[1])
+        return best[0], list(best[1]), self._items[best[1]]
+
+    def drop_prefixes_of(self, ids: Sequence[int]) -> None:
+        """Forget the states whose tokens all begin ``ids``: a state of ``ids`` holds them."""
+        full = tuple(ids)
+        for key in [k for k in self._items if len(k) <= len(full) and full[: len(k)] == k]:
+            self.bytes -= len(self._items.pop(key))
 
     def clear(self) -> None:
         self._items.clear()
@@ -132,6 +160,7 @@ class LlamaCppLLM:
         adapter_scale: float = 1.0,
         adapter_tasks: tuple[str, ...] = ("recall",),
         prompt_cache_mb: int = JUDGE_PROMPT_CACHE_MB,
+        answer_cache_mb: int = ANSWER_CACHE_MB,
     ) -> None:
         llama_cpp = _import_llama()
         self.model_path = Path(model_path)
@@ -190,6 +219,14 @@ class LlamaCppLLM:
         if prompt_cache_mb < 0:
             raise BackendError(f"prompt_cache_mb must be 0 (off) or more; got {prompt_cache_mb}.")
         self.prompt_cache = PromptStateCache(prompt_cache_mb * 1024 * 1024)
+        if answer_cache_mb < 0:
+            raise BackendError(f"answer_cache_mb must be 0 (off) or more; got {answer_cache_mb}.")
+        # Why: llama.cpp keeps only the last prompt's KV, so question B after A re-reads
+        # every evidence chunk unless B's prompt begins as A's did. States of earlier
+        # answered prompts let B start from the one sharing the longest prefix with it (the
+        # evidence is put in document order, so prompts often share their first chunks).
+        self.answer_cache = PromptStateCache(answer_cache_mb * 1024 * 1024)
+        self._formatter: Any = None
 
     # ------------------------------------------------------------ task adapter
     def _load_adapter(self, path: Path, scale: float, tasks: tuple[str, ...]) -> None:
@@ -299,10 +336,12 @@ class LlamaCppLLM:
 
     def _render_text(self, msgs: list[dict]) -> str:
         if self.chat_mode:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+            if self._formatter is None:  # compiling the template costs tens of ms: once per model
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            fmt = Jinja2ChatFormatter(self._template, eos_token=self._eos_text, bos_token=self._bos_text)
-            return fmt(messages=msgs).prompt
+                self._formatter = Jinja2ChatFormatter(self._template, eos_token=self._eos_text,
+                                                      bos_token=self._bos_text)
+            return self._formatter(messages=msgs).prompt
         # Base model: plain completion layout.
         return "\n\n".join(m["content"] for m in msgs) + "\n\nAnswer:"
 
@@ -345,7 +384,62 @@ class LlamaCppLLM:
         stop: list[str] | None = None,
     ) -> Iterator[str]:
         text, _ = self._render_marked(messages)
-        yield from self._stream_ids(self._prompt_ids(text), max_new_tokens, temperature, stop)
+        ids = self._prompt_ids(text)
+        if self._prefix_ids or not self.answer_cache.max_bytes:  # a memory's context holds its document
+            yield from self._stream_ids(ids, max_new_tokens, temperature, stop)
+            return
+        self._start_from_answered(ids)
+        try:
+            yield from self._stream_ids(ids, max_new_tokens, temperature, stop)
+        finally:
+            self._keep_answered()
+
+    def _start_from_answered(self, ids: list[int]) -> None:
+        """Put the stored answered prompt sharing the longest prefix with ``ids`` into the
+        KV cache, when it shares more than the cache holds now; llama-cpp-python's own
+        prefix matching then evaluates only the rest."""
+        llm, lib = self._llm, self._llama_cpp
+        if llm.n_tokens > self._base_tokens:  # tokens a judge adapter computed are no prompt's
+            llm._ctx.kv_cache_seq_rm(-1, self._base_tokens, -1)
+            llm.n_tokens = self._base_tokens
+        self._base_tokens = 1 << 62  # from here on the cache holds base-model tokens only
+        cached = np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.int64)
+        n = min(len(cached), len(ids))
+        differ = np.flatnonzero(cached[:n] != np.asarray(ids[:n], dtype=np.int64))
+        have = int(differ[0]) if differ.size else n
+        found = self.answer_cache.longest_prefix(ids)
+        if found is None or found[0] < have + ANSWER_CACHE_MIN_TOKENS:
+            self.answer_cache.misses += 1
+            return
+        self.answer_cache.hits += 1
+        _, tokens, data = found
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if int(lib.llama_state_seq_set_data(llm._ctx.ctx, buf, len(data), 0)) == len(data):
+            llm.input_ids[: len(tokens)] = tokens
+            llm.n_tokens = len(tokens)
+        else:  # a state that does not fit: evaluate the prompt instead
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            llm.n_tokens = 0
+        # the logits in the context are not this state's: sample only after a fresh decode
+        llm._requires_eval = True
+
+    def _keep_answered(self) -> None:
+        """Store the KV state of the prompt (and reply) just answered, replacing states it extends."""
+        llm, lib = self._llm, self._llama_cpp
+        n_tokens = llm.n_tokens
+        if n_tokens < ANSWER_CACHE_MIN_TOKENS:
+            return
+        tokens = llm.input_ids[:n_tokens].tolist()
+        ctx = llm._ctx.ctx
+        size = int(lib.llama_state_seq_get_size(ctx, 0))
+        if size > self.answer_cache.max_bytes:
+            return
+        out = (ctypes.c_uint8 * size)()
+        n = int(lib.llama_state_seq_get_data(ctx, out, size, 0))
+        if 0 < n <= size:
+            self.answer_cache.drop_prefixes_of(tokens)
+            self.answer_cache.put(tokens, bytes(memoryview(out)[:n]))
 
     def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
              stop: list[str] | None = None) -> str:
