@@ -2,7 +2,7 @@
 retrieval + generation) with the same generator and k, on the bundled sample, one run.
 
 Usage: python bench/bench_query_latency.py [--gen-model SPEC] [--questions 5] [--plans P,Q]
-    [--evidence chunks,passages] [--judge-cache off,on] [--out FILE.json]
+    [--evidence chunks,passages] [--judge-cache off,on] [--evidence-order document,rank] [--out FILE.json]
 Prints per-mode seconds per question, the ratio memorag / plain RAG and how many answers hold
 the answer key of tests/test_demo_questions.py (a faster mode must not answer worse); --out
 writes them, with every question's seconds, answer and the pipeline's own timings of its
@@ -58,6 +58,9 @@ def main() -> None:
                     "mode (default: the pipeline's own); e.g. chunks,passages")
     ap.add_argument("--judge-cache", default="on", help="comma-separated: on (the judge keeps the KV "
                     "states of passages it read, the default) and/or off; each is a separate set of modes")
+    ap.add_argument("--evidence-order", default="", help="comma-separated orders the generator reads the "
+                    "evidence in (document, rank; default: the pipeline's own); each is a separate set of "
+                    "modes, plain RAG included")
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     args = ap.parse_args()
     text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
@@ -81,20 +84,30 @@ def main() -> None:
     judge_caches = [m.prompt_cache for m in judge_models(pipe.judge) if getattr(m, "prompt_cache", None) is not None]
     full_budget = judge_caches[0].max_bytes if judge_caches else 0
     renders = [e for e in args.evidence.split(",") if e] or [pipe.evidence]
+    orders = [o for o in args.evidence_order.split(",") if o] or [pipe.evidence_order]
     # plain RAG reads whole chunks under every rendering: no judge picked a part of them
-    modes = [("plain RAG", "rag", pipe.query_plan, "chunks", None)] + [
-        (f"memorag ({p}" + ("" if len(renders) == 1 else f", {e}") + ")"
-         + ("" if caches == ["on"] else f", judge cache {c}"), "memorag", p, e, c)
-        for c in caches for e in renders for p in plans]
+    modes = []
+    for o in orders:
+        tag = "" if len(orders) == 1 else f", {o} order"
+        modes += [(f"plain RAG{tag}", "rag", pipe.query_plan, "chunks", None, o)] + [
+            (f"memorag ({p}" + ("" if len(renders) == 1 else f", {e}") + ")"
+             + ("" if caches == ["on"] else f", judge cache {c}") + tag, "memorag", p, e, c, o)
+            for c in caches for e in renders for p in plans]
+    plain_of = {o: next(label for label, *_, mo in modes if mo == o) for o in orders}
     seconds: dict[str, list[float]] = {label: [] for label, *_ in modes}
     parts: dict[str, list[dict]] = {label: [] for label, *_ in modes}
     answers: dict[str, list[str]] = {label: [] for label, *_ in modes}
     evidence: dict[str, list[list[int]]] = {label: [] for label, *_ in modes}
+    restored: dict[str, int | None] = {label: None for label, *_ in modes}  # answers begun from a stored state
     # Mode by mode, not alternating: llama.cpp reuses the longest cached prompt prefix, and
     # the same question's evidence in the other mode is mostly that prefix, which would make
     # whichever mode runs second look cheap.
-    for label, task, plan, render, judge_cache in modes:
-        pipe.query_plan, pipe.evidence = plan, render
+    for label, task, plan, render, judge_cache, order in modes:
+        pipe.query_plan, pipe.evidence, pipe.evidence_order = plan, render, order
+        answered = getattr(pipe.generator, "answer_cache", None)
+        if answered is not None:
+            answered.clear()  # every mode starts cold: only its own questions can warm it
+            answered.hits = answered.misses = 0
         for cache in judge_caches if judge_cache is not None else []:
             cache.clear()  # every mode starts cold: only its own questions can warm the cache
             cache.max_bytes = full_budget if judge_cache == "on" else 0
@@ -105,6 +118,8 @@ def main() -> None:
             parts[label].append(ans.timings)
             answers[label].append(ans.answer)
             evidence[label].append([h.chunk_id for h in ans.evidence])
+        if answered is not None:
+            restored[label] = answered.hits
     n = len(questions)
     print(f"{n} questions, generator {pipe.generator.describe().get('file', '?')}, k={pipe.ret_hit}")
     right = {label: sum(correct(a, key) for a, key in zip(answers[label], keys)) for label in answers}
@@ -112,9 +127,12 @@ def main() -> None:
     for label, *_ in modes:
         print(f"| {label} | {sum(seconds[label]) / n:.1f} | "
               f"{sum(p['clues_and_retrieval'] for p in parts[label]) / n:.1f} | {right[label]} of {n} |")
-    rag = sum(seconds["plain RAG"]) / n
-    for label, *_ in modes[1:]:
-        print(f"ratio {label} / plain RAG: {sum(seconds[label]) / n / rag:.2f}")
+    def ratio(label: str, order: str) -> float:
+        return sum(seconds[label]) / n / (sum(seconds[plain_of[order]]) / n)
+
+    for label, *_, order in modes:
+        if label != plain_of[order]:
+            print(f"ratio {label} / {plain_of[order]}: {ratio(label, order):.2f}")
     if args.out:
         result = {"benchmark": "bench_query_latency", "command": "python bench/bench_query_latency.py "
                   + " ".join(sys.argv[1:]), "questions": questions, "k": pipe.ret_hit,
@@ -122,13 +140,13 @@ def main() -> None:
                   "judge_models": [m.describe() for m in judge_models(pipe.judge) if hasattr(m, "describe")],
                   "judge_cache_mb": full_budget // (1024 * 1024), "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "machine": platform.machine(),
                   "modes": [{"mode": label, "task_type": task, "plan": plan, "evidence": render,
-                             "judge_cache": judge_cache,
+                             "judge_cache": judge_cache, "evidence_order": order,
                              "seconds_per_question": round(sum(seconds[label]) / n, 3),
-                             "ratio_to_plain_rag": round(sum(seconds[label]) / n / rag, 3),
-                             "answers_right": right[label], "answers": answers[label],
+                             "ratio_to_plain_rag": round(ratio(label, order), 3),
+                             "answers_right": right[label], "answers_from_stored_state": restored[label], "answers": answers[label],
                              "evidence_ids": evidence[label],
                              "seconds": [round(x, 3) for x in seconds[label]], "timings": parts[label]}
-                            for label, task, plan, render, judge_cache in modes]}
+                            for label, task, plan, render, judge_cache, order in modes]}
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
