@@ -72,8 +72,15 @@ def test_add_ask_ls_rm_through_the_cli(tmp_path):
     assert appended["append"]["mode"] == "appended" and appended["append"]["prefill_tokens"] > 0
     assert (store / "bakery.md" / "document.txt").read_text().endswith("\n\nLater the baker Anselm Rook bought a "
                                                                       "copper kettle.")
+    # the scripted generator answers with the first evidence it reads: the best under rank order
     assert "copper kettle" in json.loads(ok(run_cli("ask", "--store", store, "What did Anselm Rook buy?", "--json",
-                                                    cwd=tmp_path)).stdout)["answer"]
+                                                    "--evidence-order", "rank", cwd=tmp_path)).stdout)["answer"]
+    by_text = json.loads(ok(run_cli("ask", "--store", store, "What did Anselm Rook buy?", "--json",
+                                    cwd=tmp_path)).stdout)  # document order, the default
+    assert any("copper kettle" in c["text"] for c in by_text["citations"])
+    for doc in {c["document"] for c in by_text["citations"]}:  # each document's chunks as its text runs
+        ids = [c["chunk_id"] for c in by_text["citations"] if c["document"] == doc]
+        assert ids == sorted(ids)
 
     assert "No memorized document named 'nope'" in error_line(run_cli("rm", "nope", "bakery.md", "--store", store,
                                                                       cwd=tmp_path))
