@@ -373,8 +373,9 @@ class Found:
 @dataclass
 class AnswerResult:
     """One answered question: the answer, the clues, the evidence hits (``evidence``, in the
-    order the generator read them: :attr:`AnswerPrompt.order`) and their citations, what the generator read of each hit (``read``: the whole
-    chunk, or its excerpt or judged passage under those evidence renderings), the exact
+    order the generator read them: :attr:`AnswerPrompt.order`) and their citations, what the
+    generator read of each hit (``read``: the whole chunk, or its excerpt or judged passage
+    under those evidence renderings), the exact
     ``messages`` sent to the generator, the evidence numbers the answer cites (``marks``),
     what the plan noted (``linked`` sentences, ``judged``) and the timings in seconds."""
 

@@ -166,9 +166,10 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     spans; the memory writes none), so plans are compared on the clues of a stored run.
     ``evidence``: what the generator reads of each evidence chunk (``chunks`` or ``excerpts``,
     as ``MemoRAG(evidence=...)``); ``evidence_order``: the order the generator reads it in
-    (``document`` or ``rank``, as ``MemoRAG(evidence_order=...)``; recorded whenever answers
-    are generated, since answers made before the option read in rank order). Each of these is recorded in the results' config (and so
-    in the resume key) only when given.
+    (``document`` or ``rank``, as ``MemoRAG(evidence_order=...)``). Each of these is recorded
+    in the results' config (and so in the resume key) only when given, except
+    ``evidence_order``: it is recorded whenever answers are generated, since answers made
+    before the option read the evidence in rank order.
 
     ``read_memory``: None (default) reads a haystack into the memory model only when some
     method asks the memory for clues (:func:`memorag.eval.methods.methods_read_memory`) and

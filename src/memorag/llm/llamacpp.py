@@ -34,14 +34,15 @@ from memorag.models.packaged import sha256_file
 STATE_FILE = "kv_state.bin"
 
 JUDGE_PROMPT_CACHE_MB = 256
-# KV states of answered prompts kept for the next question's prompt to start from
-# (stream_chat): a state of a 1.5B's three-chunk prompt is some tens of MB.
-ANSWER_CACHE_MB = 512
-# Restoring a stored state pays only when it saves more than this many tokens of prefill.
-ANSWER_CACHE_MIN_TOKENS = 32
 """RAM for the KV states of judged passages (see :class:`PromptStateCache`): for the 1.5B
 generator in f16 about 28 KiB per token, so some 9,000 tokens of passages, more than the
 paragraphs a few questions about one long document make the judge read."""
+ANSWER_CACHE_MB = 512
+"""RAM for the KV states of answered prompts (``LlamaCppLLM.answer_cache``), which the next
+question's prompt may start from: at 28 KiB per token a three-chunk prompt of the 1.5B is
+some tens of MB, so a dozen or more of them."""
+# Restoring a stored state pays only when it saves more than this many tokens of prefill.
+ANSWER_CACHE_MIN_TOKENS = 32
 # The adapter task of a query-likelihood judge adapter (memorag train judge): applied by
 # continuation_logprobs to the scored question, never by the memory's tasks.
 JUDGE_TASK = "judge"
