@@ -399,7 +399,7 @@ class LlamaCppLLM:
         """Put the stored answered prompt sharing the longest prefix with ``ids`` into the
         KV cache, when it shares more than the cache holds now; llama-cpp-python's own
         prefix matching then evaluates only the rest."""
-        llm, lib = self._llm, self._llama_cpp
+        llm = self._llm
         if llm.n_tokens > self._base_tokens:  # tokens a judge adapter computed are no prompt's
             llm._ctx.kv_cache_seq_rm(-1, self._base_tokens, -1)
             llm.n_tokens = self._base_tokens
@@ -414,33 +414,20 @@ class LlamaCppLLM:
             return
         self.answer_cache.hits += 1
         _, tokens, data = found
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if int(lib.llama_state_seq_set_data(llm._ctx.ctx, buf, len(data), 0)) == len(data):
-            llm.input_ids[: len(tokens)] = tokens
-            llm.n_tokens = len(tokens)
-        else:  # a state that does not fit: evaluate the prompt instead
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-            llm.n_tokens = 0
+        self._set_seq_state(tokens, data)  # refused: the prompt is evaluated from the start
         # the logits in the context are not this state's: sample only after a fresh decode
         llm._requires_eval = True
 
     def _keep_answered(self) -> None:
         """Store the KV state of the prompt (and reply) just answered, replacing states it extends."""
-        llm, lib = self._llm, self._llama_cpp
-        n_tokens = llm.n_tokens
-        if n_tokens < ANSWER_CACHE_MIN_TOKENS:
+        llm = self._llm
+        if llm.n_tokens < ANSWER_CACHE_MIN_TOKENS:
             return
-        tokens = llm.input_ids[:n_tokens].tolist()
-        ctx = llm._ctx.ctx
-        size = int(lib.llama_state_seq_get_size(ctx, 0))
-        if size > self.answer_cache.max_bytes:
-            return
-        out = (ctypes.c_uint8 * size)()
-        n = int(lib.llama_state_seq_get_data(ctx, out, size, 0))
-        if 0 < n <= size:
+        tokens = llm.input_ids[: llm.n_tokens].tolist()
+        state = self._seq_state(self.answer_cache.max_bytes)
+        if state is not None:
             self.answer_cache.drop_prefixes_of(tokens)
-            self.answer_cache.put(tokens, bytes(memoryview(out)[:n]))
+            self.answer_cache.put(tokens, state)
 
     def chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
              stop: list[str] | None = None) -> str:
@@ -526,25 +513,42 @@ class LlamaCppLLM:
     def _prompt_head(self, head: list[int], common: int) -> int:
         """Put ``head`` into the KV cache (``common`` of its tokens are there already):
         restored from the prompt cache, or evaluated and then stored in it. Returns len(head)."""
-        llm, lib = self._llm, self._llama_cpp
-        ctx = llm._ctx.ctx
+        llm = self._llm
         data = self.prompt_cache.get(head)
         if data is not None:
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-            buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-            if int(lib.llama_state_seq_set_data(ctx, buf, len(data), 0)) == len(data):
-                llm.input_ids[: len(head)] = head
-                llm.n_tokens = len(head)
+            if self._set_seq_state(head, data):
                 return len(head)
-            llm._ctx.kv_cache_seq_rm(-1, 0, -1)  # a state that does not fit: evaluate instead
-            llm.n_tokens = common = 0
+            common = 0  # a state that does not fit: evaluate instead
         llm.eval(head[common:])  # no logits needed; eval keeps input_ids and n_tokens
+        state = self._seq_state(self.prompt_cache.max_bytes)
+        if state is not None:
+            self.prompt_cache.put(head, state)
+        return len(head)
+
+    def _set_seq_state(self, tokens: list[int], data: bytes) -> bool:
+        """Replace the KV cache by a state of ``tokens`` copied out by :meth:`_seq_state`;
+        False (and an empty cache) when llama.cpp refuses it."""
+        llm = self._llm
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if int(self._llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(data), 0)) == len(data):
+            llm.input_ids[: len(tokens)] = tokens
+            llm.n_tokens = len(tokens)
+            return True
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.n_tokens = 0
+        return False
+
+    def _seq_state(self, max_bytes: int) -> bytes | None:
+        """The KV cache's state (sequence 0) as bytes, or None when it is larger than ``max_bytes``
+        or llama.cpp cannot copy it."""
+        lib, ctx = self._llama_cpp, self._llm._ctx.ctx
         size = int(lib.llama_state_seq_get_size(ctx, 0))
+        if size > max_bytes:
+            return None
         out = (ctypes.c_uint8 * size)()
         n = int(lib.llama_state_seq_get_data(ctx, out, size, 0))
-        if 0 < n <= size:
-            self.prompt_cache.put(head, bytes(memoryview(out)[:n]))
-        return len(head)
+        return bytes(memoryview(out)[:n]) if 0 < n <= size else None
 
     def _yes_no_ids(self) -> tuple[list[int], list[int]]:
         if not hasattr(self, "_yn"):
