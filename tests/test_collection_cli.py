@@ -122,9 +122,10 @@ def test_help_lists_the_store_commands(tmp_path):
 
 
 @pytest.mark.unit
-def test_shown_evidence_says_which_chunks_the_memorys_clues_point_at(capsys):
-    """The demo and `ask --show-evidence` mark the evidence a grounded clue points at, so a
-    reader sees what the memory contributed and what came from the question alone."""
+def test_shown_evidence_says_how_each_chunk_was_found(capsys):
+    """The demo and `ask --show-evidence` say of each evidence chunk whether the question's
+    own search found it, the memory alone, or both, so a reader sees what the memory
+    contributed; a plan that does not tell sources apart gets no note."""
     from memorag.cli import _print_answer
     from memorag.memory import Clues
     from memorag.pipeline import Answer
@@ -132,12 +133,19 @@ def test_shown_evidence_says_which_chunks_the_memorys_clues_point_at(capsys):
 
     clues = Clues("Who keeps the key?", spans=["Ottilie Marsh keeps the lighthouse key.", "An invented line here."])
     clues.grounded = ["Ottilie Marsh keeps the lighthouse key.", ""]
-    evidence = [Hit(0, 1.0, "The mill ground grain for the village."),
-                Hit(3, 0.5, "Records say Ottilie Marsh keeps the lighthouse key. The ferry ran daily.")]
+    evidence = [Hit(0, 1.0, "The mill ground grain for the village.", found_by=("question",)),
+                Hit(3, 0.5, "Records say Ottilie Marsh keeps the lighthouse key.", found_by=("memory",)),
+                Hit(4, 0.4, "Ottilie Marsh rowed the ferry.", found_by=("question", "memory")),
+                Hit(5, 0.3, "The ferry ran daily.", found_by=("links",)),
+                Hit(6, 0.2, "A chunk from a plan that does not say.")]
     _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence), True, True, streamed=False)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("  [")]
-    assert "memory's clue points here" in lines[1] and "memory's clue points here" not in lines[0]
+    assert lines[0].endswith("(found by the question)")
+    assert lines[1].endswith("(found by the memory only)")
+    assert lines[2].endswith("(found by the question; the memory quoted it too)")
+    assert lines[3].endswith("(found by following links)")
+    assert lines[4].endswith("does not say.")
     assert "[not found in the document]" in err
 
 

@@ -313,3 +313,21 @@ def test_screenshot_in_headless_chromium(tmp_path, sample_text):
                 browser.wait(30)
             app.terminate()
             app.wait(30)
+
+
+def test_the_evidence_panel_says_how_each_chunk_was_found():
+    from memorag.demo_app import render_evidence
+
+    class Slot:  # a Streamlit placeholder: keeps what it was told to show
+        shown = ""
+
+        def markdown(self, text: str) -> None:
+            self.shown = text
+
+    slot = Slot()
+    render_evidence(slot, [{"chunk_id": 3, "score": 0.5, "text": "The ferry ran daily.", "found_by": ["memory"]},
+                           {"chunk_id": 1, "score": 0.9, "text": "The mill ground grain.", "found_by": ["question"]},
+                           {"chunk_id": 2, "score": 0.1, "text": "Older servers send no sources."}])
+    lines = slot.shown.splitlines()
+    assert "found by the memory only" in lines[1] and "found by the question)" in lines[2]
+    assert "found by" not in lines[3]

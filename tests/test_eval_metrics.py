@@ -79,3 +79,26 @@ def test_clue_quality_measures_quotes_and_gold_sentences():
     assert gold_quoted(spans, gold) == [False, True, False]
     assert gold_quoted(["Tomas rowed the mail"], gold) == [False, False, True]
     assert gold_quoted([], gold) == [False, False, False]
+
+
+def test_gold_only_from_the_memory_counts_what_its_chunks_alone_hold():
+    """A gold paragraph counts for the memory only when the evidence would lack it without
+    the chunks the memory alone found; one the question also found, or a chunk both found,
+    is not the memory's; and the summary pools the flags over the gold paragraphs."""
+    from memorag.eval.metrics import gold_only_from
+    from memorag.eval.runner import markdown_table, summarize
+
+    gold = [["Alpha is a city in Texas."], ["Beta was founded in 1901."], ["Gamma has a port."]]
+    evidence = ["Alpha is a city in Texas.", "Beta was founded in 1901.", "Alpha is a city in Texas. More.",
+                "Gamma has a port."]
+    found_by = [("memory",), ("memory",), ("question",), ("question", "memory")]
+    assert gold_only_from(gold, evidence, found_by) == [False, True, False]
+    assert gold_only_from(gold, evidence, [("question",)] * 4) == [False, False, False]
+    assert gold_only_from(gold, evidence[:1], [("memory",)]) == [True, False, False]
+    rows = [{"method": "memorag", "recall": 1.0, "all_gold": 1.0, "seconds": 1.0,
+             "gold_memory_only": [False, True, False]},
+            {"method": "memorag", "recall": 1.0, "all_gold": 1.0, "seconds": 1.0, "gold_memory_only": [False]},
+            {"method": "hybrid", "recall": 1.0, "all_gold": 1.0, "seconds": 1.0}]
+    summary = summarize(rows, ["memorag", "hybrid"], 5, retrieval_only=True)
+    assert summary["memorag"]["gold_memory_only"] == 0.25 and "gold_memory_only" not in summary["hybrid"]
+    assert "gold_memory_only" in markdown_table(summary, 5, True).splitlines()[0]

@@ -34,6 +34,18 @@ def test_runner_writes_results_and_resumes(tmp_path):
         assert ("gold_quoted" in r) == (r["method"] in ("memorag", "clues")), r
         assert len(r.get("spans_in_document", [])) == len(r.get("spans", []))
     assert "gold_quoted" in saved["methods"]["memorag"] and "gold_quoted" not in saved["methods"]["bm25"]
+    # how each evidence chunk was found, where the plan says it (not for bare dense/BM25 searches)
+    for r in saved["questions"]:
+        if r["method"] == "memorag":
+            assert len(r["evidence_found_by"]) == len(r["evidence_ids"])
+            assert all(set(f) <= {"question", "memory", "links"} and f for f in r["evidence_found_by"])
+            flags = r["gold_memory_only"]
+            assert flags and all(isinstance(f, bool) for f in flags)
+            if ["memory"] not in r["evidence_found_by"]:  # nothing the memory alone found: no gold of its own
+                assert not any(flags)
+        elif r["method"] in ("dense", "bm25"):
+            assert "evidence_found_by" not in r
+    assert "gold_memory_only" in saved["methods"]["memorag"]
     # BM25 finds an exact-key needle: this is a real retrieval, not a stub.
     assert saved["methods"]["bm25"]["recall@2"] > 0
     assert result["memorize_seconds"]  # the haystack was memorized...

@@ -67,16 +67,20 @@ def test_ask_collection_service_and_eval_send_the_same_prompt_with_the_same_evid
     assert asked.clues.spans and any(asked.clues.grounded)  # the memory's clues took part, grounded
     ids = [h.chunk_id for h in asked.evidence]
     assert ids == sorted(ids)  # read in document order (AnswerPrompt.order)
+    found_by = [h.found_by for h in asked.evidence]
+    assert all(found_by) and set().union(*found_by) <= {"question", "memory", "links"}
     user = asked.messages[-1]["content"]
     assert asked.answer == user  # the echo generator: the answer is the prompt it read
 
     routed = Collection(store, _pipe()).ask(Q_A, max_new_tokens=2048)
     assert [c.chunk_id for c in routed.citations] == ids and {c.document for c in routed.citations} == {"harbour"}
+    assert [c.found_by for c in routed.citations] == found_by  # every front-end says how each chunk was found
     assert routed.messages == asked.messages and routed.answer == asked.answer
     assert routed.clues["harbour"].lines() == asked.clues.lines()
     assert routed.clues["harbour"].grounded == asked.clues.grounded
 
     assert [e["chunk_id"] for e in over_http["evidence"]] == ids
+    assert [tuple(e["found_by"]) for e in over_http["evidence"]] == found_by
     assert over_http["answer"] == user and over_http["clues"]["spans"] == asked.clues.spans
 
     summarized = pipe.ask(None, task_type="summarize", top_k=4, max_new_tokens=2048)

@@ -192,6 +192,33 @@ def test_recall_plan_lets_a_grounded_clue_bring_a_chunk_the_question_misses():
 
 
 @pytest.mark.unit
+def test_plans_say_which_evidence_the_question_found_and_which_only_the_memory():
+    """Hit.found_by: the question's own candidates are "question", a chunk only a memory
+    clue brought is "memory" alone, a question candidate the memory also pointed at has
+    both; the judge's reordering changes none of it, and plan likelihood never says memory."""
+    from dataclasses import replace
+
+    from memorag.plans import PlanParams
+    from memorag.testing import ScriptedLLM
+
+    far = "The ledger of the ferry company lists Ottilie Marsh as the keeper of the lighthouse key."
+    r = _hash_retriever("\n\n".join(_FILLER + [far]), chunk_tokens=24)
+    q = "Which mill ground grain for the village?"
+    p = replace(PlanParams(), likelihood_depth=2, likelihood_passages=4)
+    first = [h.chunk_id for h in run_plan("question", r, q, None, 2, p)]
+    assert all(h.found_by == ("question",) for h in run_plan("question", r, q, None, 2, p))
+    far_chunk = next(i for i, c in enumerate(r.chunks) if "Ottilie" in c.text)
+    near_text = next(s for s in r.sentence_index("en").sentences if s.chunk_id == first[0]).text
+    clues = Clues(q, spans=["Ottilie Marsh is the keeper of the lighthouse key", near_text])
+    got = {h.chunk_id: h.found_by for h in run_plan("recall", PlanContext(r, ScriptedLLM()), q, clues, 3, p)}
+    assert got[far_chunk] == ("memory",)
+    assert got[first[0]] == ("question", "memory")
+    assert all(src == ("question",) for cid, src in got.items() if cid not in (far_chunk, first[0]))
+    judged = run_plan("likelihood", PlanContext(r, ScriptedLLM()), q, clues, 3, p)
+    assert judged and all(h.found_by == ("question",) for h in judged)
+
+
+@pytest.mark.unit
 def test_links_join_sentences_through_rare_words_not_common_ones():
     index = SentenceIndex(DOC)
     first = next(i for i, s in enumerate(index.sentences) if "stars Shirley Temple" in s.text)
@@ -223,6 +250,12 @@ def test_following_links_walks_a_variable_chain_the_question_cannot_reach():
         assert walked[0] == next(c.text for c in r.chunks if q.gold[0][0] in c.text)  # the anchor leads
         found = execute_plan("likelihood", PlanContext(r, None), q.question, None, 5, on)
         assert [s.rstrip(".") for s in found.linked] == [g[0] for g in q.gold]  # the walk, in order
+        # a chunk only the walk reached says so (two candidates, so the walk leaves them)
+        narrow = replace(on, likelihood_depth=2)
+        asked = {h.chunk_id for h in run_plan("question", r, q.question, None, 2, narrow)}
+        walked_to = execute_plan("likelihood", PlanContext(r, None), q.question, None, 5, narrow).hits
+        assert {h.found_by for h in walked_to if h.chunk_id not in asked} == {("links",)}
+        assert {h.found_by for h in walked_to if h.chunk_id in asked} == {("question",)}
         assert [h.text for h in found.hits] == walked
         # the walk stops at its budget: one hop reaches the value's line and one copy only
         one = [h.text for h in run_plan("likelihood", PlanContext(r, None), q.question, None, 5,

@@ -349,10 +349,11 @@ class Citation:
     end: int
     text: str
     score: float
+    found_by: tuple[str, ...] = ()  # how the chunk became a candidate (memorag.retrieval.Hit.found_by)
 
     def to_json(self) -> dict:
         return {"n": self.n, "document": self.document, "chunk_id": self.chunk_id, "start": self.start,
-                "end": self.end, "score": round(self.score, 5), "text": self.text}
+                "end": self.end, "score": round(self.score, 5), "text": self.text, "found_by": list(self.found_by)}
 
 
 @dataclass
@@ -396,7 +397,8 @@ class AnswerResult:
         read = self.read if len(self.read) == len(self.evidence) else [h.text for h in self.evidence]
         return {"question": self.question, "task_type": self.task_type, "answer": self.answer,
                 "clues": self.clues.to_json() if self.clues else None,
-                "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text, "read": piece}
+                "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text, "read": piece,
+                              "found_by": list(h.found_by)}
                              for h, piece in zip(self.evidence, read)],
                 "marks": self.marks, "judged": self.judged, "timings": self.timings}
 
@@ -418,7 +420,7 @@ def citations_for(view: View, hits: list[Hit]) -> list[Citation]:
     for n, h in enumerate(hits, start=1):
         document, local = view.locate(h.chunk_id)
         start = chunks[h.chunk_id].start
-        out.append(Citation(n, document, local, start, start + len(h.text), h.text, float(h.score)))
+        out.append(Citation(n, document, local, start, start + len(h.text), h.text, float(h.score), h.found_by))
     return out
 
 

@@ -74,6 +74,8 @@ def friendly(fn):
 
 
 def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) -> None:
+    from memorag.plans import found_by_words
+
     if show_clues and ans.clues is not None:
         typer.secho("clues:", bold=True, err=True)
         grounded = ans.clues.grounded
@@ -83,17 +85,13 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
             typer.echo(f"  - {line}{mark}", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)
-        # Which evidence the memory pointed at (a chunk holding a sentence one of its clues
-        # was grounded in): the rest came from the question and the judge alone.
-        pointed = [g for g in (ans.clues.grounded if ans.clues is not None else []) if g]
         read = ans.read if len(ans.read) == len(ans.evidence) else [h.text for h in ans.evidence]
         for h, piece in zip(ans.evidence, read):
             # what the generator read: the chunk, or under excerpts/passages the part of it
             snippet = " ".join(piece.split())
             part = "" if piece == h.text else " (part of the chunk)"
-            via = "  (the memory's clue points here)" if any(g in h.text for g in pointed) else ""
-            typer.echo(f"  [{h.chunk_id}]{part} {snippet[:300]}{'...' if len(snippet) > 300 else ''}{via}",
-                       err=True)
+            typer.echo(f"  [{h.chunk_id}]{part} {snippet[:300]}{'...' if len(snippet) > 300 else ''}"
+                       f"{'  (' + found_by_words(h.found_by) + ')' if h.found_by else ''}", err=True)
     if not streamed:
         typer.echo(ans.answer)
 

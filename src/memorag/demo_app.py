@@ -38,6 +38,7 @@ from memorag.docstore import check_name
 from memorag.engine import Engine
 from memorag.errors import MemoRAGError
 from memorag.memory import Clues
+from memorag.plans import found_by_words
 from memorag.text import decode_text
 
 TASKS = {"memorag": "memorag: clues + retrieval", "qa": "qa: surrogate questions", "rag": "rag: plain RAG",
@@ -103,7 +104,9 @@ def render_evidence(slot, evidence: list[dict] | None) -> None:
     lines = ["**Evidence**"]
     for ev in evidence:
         snippet = " ".join(ev["text"].split())
-        lines.append(f"- chunk {ev['chunk_id']} (score {ev['score']:.3f}): {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+        how = found_by_words(ev.get("found_by") or [])
+        lines.append(f"- chunk {ev['chunk_id']} (score {ev['score']:.3f}{'; ' + how if how else ''}): "
+                     f"{snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     slot.markdown("\n".join(lines))
 
 

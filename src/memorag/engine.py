@@ -163,7 +163,7 @@ class Job:
 def evidence_json(citations: list[Citation]) -> list[dict]:
     """Evidence chunks with their place in the document (character offsets), for highlighting."""
     return [{"chunk_id": c.chunk_id, "score": round(float(c.score), 5), "text": c.text, "start": c.start,
-             "end": c.end} for c in citations]
+             "end": c.end, "found_by": list(c.found_by)} for c in citations]
 
 
 class Engine:

@@ -308,9 +308,47 @@ def run_plan(name: str, ctx: PlanContext | Retriever, question: str, clues: Clue
     return execute_plan(name, ctx, question, clues, k, params).hits
 
 
+FOUND_BY_QUESTION = "question"
+FOUND_BY_MEMORY = "memory"
+FOUND_BY_LINKS = "links"
+FOUND_BY = (FOUND_BY_QUESTION, FOUND_BY_MEMORY, FOUND_BY_LINKS)  # the values of Hit.found_by
+
+
+def found_by_words(found_by: Iterable[str]) -> str:
+    """How an evidence chunk became a candidate, in words for a reader ("" when the plan
+    did not say): the memory is credited alone only for a chunk the question did not find."""
+    sources = list(dict.fromkeys(found_by))
+    if set(sources) == {FOUND_BY_MEMORY}:
+        return "found by the memory only"
+    if set(sources) == {FOUND_BY_QUESTION, FOUND_BY_MEMORY}:
+        return "found by the question; the memory quoted it too"
+    names = {FOUND_BY_QUESTION: "the question", FOUND_BY_LINKS: "following links", FOUND_BY_MEMORY: "the memory"}
+    return "found by " + ", ".join(names.get(s, s) for s in sources) if sources else ""
+
+
+def found_by_question(hits: list[Hit]) -> list[Hit]:
+    """``hits`` (the question's own search) marked as found by the question."""
+    for h in hits:
+        h.found_by = (FOUND_BY_QUESTION,)
+    return hits
+
+
+def _add_found_by(hits: list[Hit], r: Retriever, chunk_ids: list[int], source: str) -> None:
+    """Mark the chunks ``chunk_ids`` as found by ``source``: a candidate already in ``hits``
+    gets the source added, any other joins ``hits`` at the end (score 0)."""
+    by_id = {h.chunk_id: h for h in hits}
+    for cid in dict.fromkeys(chunk_ids):
+        if cid in by_id:
+            if source not in by_id[cid].found_by:
+                by_id[cid].found_by = (*by_id[cid].found_by, source)
+        else:
+            by_id[cid] = Hit(cid, 0.0, r.chunks[cid].text, found_by=(source,))
+            hits.append(by_id[cid])
+
+
 # ------------------------------------------------------------------ plans
 def _question(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
-    return ctx.retriever.search([question], k, lexical=p.lexical, rrf_k=p.rrf_k)
+    return found_by_question(ctx.retriever.search([question], k, lexical=p.lexical, rrf_k=p.rrf_k))
 
 
 def _clues(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> list[Hit]:
@@ -414,7 +452,7 @@ def _fuse_judged(first: list[Hit], judged: list[int], weight: float, k: int, p: 
         weights.append(p.quote_weight)
     fused = weighted_rrf(rankings, weights, p.rrf_k)
     by_id = {h.chunk_id: h for h in first}
-    return [Hit(cid, score, by_id[cid].text) for cid, score in fused[:k]]
+    return [Hit(cid, score, by_id[cid].text, found_by=by_id[cid].found_by) for cid, score in fused[:k]]
 
 
 def _rerank(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
@@ -566,7 +604,7 @@ def follow_links(ctx: PlanContext, question: str, ranked: list[Hit], k: int, p: 
                 reached += 1
                 if reached >= hops:
                     break
-    out = [by_id.get(cid) or Hit(cid, 0.0, r.chunks[cid].text) for cid in order]
+    out = [by_id.get(cid) or Hit(cid, 0.0, r.chunks[cid].text, found_by=(FOUND_BY_LINKS,)) for cid in order]
     out += [h for h in ranked if h.chunk_id not in order]
     return PlanResult(out[:k], linked, [index.sentences[sid].text for sid in linked])
 
@@ -606,28 +644,25 @@ def _judged(found: PlanResult, ctx: PlanContext) -> PlanResult:
 
 
 def _likelihood(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
-    first = ctx.retriever.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k)
+    first = found_by_question(ctx.retriever.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k))
     ranked = likelihood_rerank(ctx, question, first, p.likelihood_depth, p)
     return _judged(follow_links(ctx, question, ranked, k, p), ctx)
 
 
 def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
     r = ctx.retriever
-    first = r.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k)
+    first = found_by_question(r.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k))
     extra: dict[int, list[str]] = {}
     for s in grounded_sentences(r, question, clues, p)[:3]:
         extra.setdefault(s.chunk_id, []).append(s.text)
-    have = {h.chunk_id for h in first}
-    chunks = r.chunks
-    # the memory's chunks join the candidates after the question's own (their first-round place)
-    first += [Hit(cid, 0.0, chunks[cid].text) for cid in extra if cid not in have]
     quoted: list[int] = []
     if p.quote_weight > 0:  # only what the memory quoted, in the order it said it
         for g in ground_clues(r, question, clues, p):
             if g.grounded and g.coverage >= p.quote_coverage and g.sentence.chunk_id not in quoted:
                 quoted.append(g.sentence.chunk_id)
-        have = {h.chunk_id for h in first}
-        first += [Hit(cid, 0.0, chunks[cid].text) for cid in quoted if cid not in have]  # every quote is a candidate
+    # the memory's chunks join the candidates after the question's own (their first-round
+    # place), and every quote is a candidate
+    _add_found_by(first, r, [*extra, *quoted], FOUND_BY_MEMORY)
     ranked = likelihood_rerank(ctx, question, first, len(first), p, extra, quoted)
     return _judged(follow_links(ctx, question, ranked, k, p), ctx)
 

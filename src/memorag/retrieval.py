@@ -40,6 +40,12 @@ class Hit:
     # the part of the chunk a query-likelihood judge read and scored best (one paragraph,
     # see memorag.plans.likelihood_scores); None when no judge read the chunk
     passage: str | None = None
+    # how the chunk became a candidate, as the plan knows it (memorag.plans.FOUND_BY):
+    # "question" (the question's own search), "memory" (a memory clue pointed at it),
+    # "links" (a link walk reached it); empty when the plan does not tell them apart.
+    # Why: a judge reorders what it is given, so the evidence a memory brought is told
+    # from the evidence the question found, answer by answer (docs/evaluation.md).
+    found_by: tuple[str, ...] = ()
 
 
 def weighted_rrf(rankings: list[list[int]], weights: list[float], k: int | None = None) -> list[tuple[int, float]]:

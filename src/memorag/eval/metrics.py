@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ZH_PUNCT = set("！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏.")
@@ -95,6 +96,16 @@ def retrieved_gold(gold: list[list[str]], evidence: list[str]) -> list[bool]:
     """
     chunks = [_squash(e) for e in evidence]
     return [all(any(_squash(s) in c for c in chunks) for s in sents if s.strip()) for sents in gold]
+
+
+def gold_only_from(gold: list[list[str]], evidence: list[str], found_by: list[Sequence[str]],
+                   source: str = "memory") -> list[bool]:
+    """For each gold paragraph: whether the evidence holds it only through chunks that
+    ``source`` alone found (``found_by`` of each evidence chunk, memorag.retrieval.Hit):
+    with those chunks taken out, the paragraph would be missing. What a memory added, not
+    what a judge reordered."""
+    others = [e for e, f in zip(evidence, found_by) if tuple(f) != (source,)]
+    return [a and not b for a, b in zip(retrieved_gold(gold, evidence), retrieved_gold(gold, others))]
 
 
 def recall_at_k(gold: list[list[str]], evidence: list[str]) -> float:

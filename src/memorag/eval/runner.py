@@ -22,6 +22,7 @@ from memorag.eval.methods import METHODS, PLAN_METHODS, MethodRunner, method_pla
 from memorag.eval.metrics import (
     all_gold_at_k,
     exact_match,
+    gold_only_from,
     gold_quoted,
     match_score,
     qa_f1,
@@ -124,6 +125,9 @@ def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool
             agg["spans_in_document"] = round(sum(quotes) / len(quotes), 4) if quotes else 0.0
             agg["gold_quoted"] = round(sum(golds) / len(golds), 4) if golds else 0.0
             agg["spans_per_question"] = round(len(quotes) / len(rs), 2)
+        flags = [f for r in rs for f in r.get("gold_memory_only", [])]
+        if flags:  # the share of gold paragraphs the evidence holds only through the memory's chunks
+            agg["gold_memory_only"] = round(sum(flags) / len(flags), 4)
         if not retrieval_only:
             agg["f1"] = round(sum(r["f1"] for r in rs) / len(rs), 4)
             agg["em"] = round(sum(r["em"] for r in rs) / len(rs), 4)
@@ -141,7 +145,8 @@ def summarize(rows: list[dict], methods: list[str], k: int, retrieval_only: bool
 def markdown_table(summary: dict, k: int, retrieval_only: bool) -> str:
     scores = [] if retrieval_only else ["f1", "em", "rouge_l", "match"]
     quotes = ["spans_in_document", "gold_quoted"] if any("gold_quoted" in a for a in summary.values()) else []
-    cols = [f"recall@{k}", f"all_gold@{k}", *scores, *quotes, "n", "seconds_per_question"]
+    added = ["gold_memory_only"] if any("gold_memory_only" in a for a in summary.values()) else []
+    cols = [f"recall@{k}", f"all_gold@{k}", *scores, *quotes, *added, "n", "seconds_per_question"]
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for m, agg in summary.items():
         cells = [f"{agg[c]:.3f}" if isinstance(agg.get(c), float) else str(agg.get(c, "-")) for c in cols]
@@ -317,6 +322,11 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                        # the same evidence (bench/answer_diff.py answers only where they differ)
                        "evidence_ids": [h.chunk_id for h in res.found.hits] if res.found is not None else None,
                        "config_key": _config_key(config)}
+                if res.found is not None and any(h.found_by for h in res.found.hits):
+                    # how each evidence chunk was found, and the gold only the memory's chunks hold
+                    row["evidence_found_by"] = [list(h.found_by) for h in res.found.hits]
+                    row["gold_memory_only"] = gold_only_from(q.gold, res.evidence,
+                                                             [h.found_by for h in res.found.hits])
                 spans = res.found.clues.spans if res.found is not None and res.found.clues else None
                 if spans is not None and PLAN_METHODS.get(m, (None, False))[1]:  # only where the memory wrote clues
                     row["spans"] = spans
