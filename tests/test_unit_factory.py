@@ -37,6 +37,43 @@ def schemes(monkeypatch):
     return made
 
 
+def test_the_embedder_loads_beside_the_llms_and_errors_still_surface(schemes, monkeypatch):
+    """MemoRAG() loads the embedder in a thread while the LLMs load (start-up time:
+    bench/bench_startup.py); the pipeline gets the same embedder either way, and a loader's
+    error is raised from the constructor as it is, the memory's first when both fail."""
+    import threading
+
+    import memorag.pipeline
+    from memorag.errors import ModelNotFoundError
+
+    where: dict[str, str] = {}
+
+    def embedder(rest: str) -> HashEmbedder:
+        where["embedder"] = threading.current_thread().name
+        if rest == "missing":
+            raise ModelNotFoundError("no embedder called missing")
+        return HashEmbedder(64, spec=f"threaded:{rest}")
+
+    def memory(rest: str, *, n_ctx: int | None = None) -> ScriptedLLM:
+        where["memory"] = threading.current_thread().name
+        if rest == "missing":
+            raise ModelNotFoundError("no memory called missing")
+        return ScriptedLLM(spec=f"where:{rest}")
+
+    registry.register_embedder("threaded", embedder)
+    registry.register_llm("where", memory)
+    pipe = MemoRAG("where:m", "threaded:e", index="flat")
+    assert pipe.embedder.spec == "threaded:e" and pipe.memory.llm.spec == "where:m"
+    assert where["embedder"].startswith("memorag-embedder") and where["memory"] == threading.current_thread().name
+    with pytest.raises(ModelNotFoundError, match="no embedder called missing"):
+        MemoRAG("where:m", "threaded:missing", index="flat")
+    with pytest.raises(ModelNotFoundError, match="no memory called missing"):
+        MemoRAG("where:missing", "threaded:missing", index="flat")
+    monkeypatch.setattr(memorag.pipeline, "PARALLEL_LOAD", False)
+    assert MemoRAG("where:m", "threaded:e", index="flat").embedder.spec == "threaded:e"
+    assert where["embedder"] == threading.current_thread().name  # one after the other, in this thread
+
+
 def test_registered_schemes_build_a_whole_pipeline_from_spec_strings(schemes, tmp_path):
     pipe = MemoRAG("scripted:memory", "hash:128", index="flat", n_ctx=4096)
     assert pipe.memory.llm.context_window == 4096  # n_ctx reached the registered loader

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ from memorag.store import check_writable, dir_size, load_consistent, read_manife
 from memorag.text import check_text
 
 TASK_TYPES = tuple(t.value for t in TaskType)
+PARALLEL_LOAD = True
+"""Load the embedder in a thread beside the LLMs (see ``MemoRAG.__init__``); False loads one
+model after the other, as bench/bench_startup.py compares."""
 
 
 Answer = AnswerResult  # what MemoRAG.ask returns (memorag.answering)
@@ -128,32 +132,40 @@ class MemoRAG(OriginalAPI):
         # them gets them, and they are refused, before anything loads, when none does.
         hub = share_hub_options(pipeline_models(mem, ret, gen_model_name_or_path, customized_gen_model, judge),
                                 cache_dir=cache_dir, access_token=access_token)
-        if isinstance(mem, Memory):
-            refuse_with_object("the memory", n_ctx=n_ctx, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
-                               enable_flash_attn=enable_flash_attn, compression=compression,
-                               quote_recall=None if quote_recall is True else quote_recall)
-            memory = mem
-        elif mem is None or isinstance(mem, str):
-            memory = Memory(mem, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
-                            enable_flash_attn=enable_flash_attn, n_ctx=n_ctx, compression=compression,
-                            quote_recall=quote_recall, **hub["memory"])
-        else:  # an LLM object
-            refuse_with_object("the memory LLM", n_ctx=n_ctx, load_in_4bit=load_in_4bit,
-                               enable_flash_attn=enable_flash_attn)
-            memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall)
-        embedder = load_embedder(ret, **hub["embedder"]) if ret is None or isinstance(ret, str) else ret
-        factory = make_index_factory(index) if isinstance(index, str) else index
-        if customized_gen_model is not None:
-            generator: Generator = as_generator(customized_gen_model)
-        elif gen_model_name_or_path:
-            generator = load_llm(gen_model_name_or_path, **hub["generator"])
-        elif (mem is None or isinstance(mem, str)) and is_default(mem):
-            # The default memory model reads; a larger packaged model answers (registry.DEFAULT_GENERATOR).
-            generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
-        else:
-            generator = None  # from_parts: the memory model answers too
-        if isinstance(judge, str) and judge != "auto":
-            judge = load_judge(judge, **hub["judge"])
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="memorag-embedder") as pool:
+            # Why: importing the embedder's libraries (torch, transformers) is seconds of
+            # Python, while loading a GGUF model is seconds in C with the GIL released; side by
+            # side they overlap (bench/bench_startup.py). Errors still surface here, in order.
+            loads_embedder = ret is None or isinstance(ret, str)
+            embedder_job = pool.submit(load_embedder, ret, **hub["embedder"]) \
+                if loads_embedder and PARALLEL_LOAD else None
+            if isinstance(mem, Memory):
+                refuse_with_object("the memory", n_ctx=n_ctx, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
+                                   enable_flash_attn=enable_flash_attn, compression=compression,
+                                   quote_recall=None if quote_recall is True else quote_recall)
+                memory = mem
+            elif mem is None or isinstance(mem, str):
+                memory = Memory(mem, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
+                                enable_flash_attn=enable_flash_attn, n_ctx=n_ctx, compression=compression,
+                                quote_recall=quote_recall, **hub["memory"])
+            else:  # an LLM object
+                refuse_with_object("the memory LLM", n_ctx=n_ctx, load_in_4bit=load_in_4bit,
+                                   enable_flash_attn=enable_flash_attn)
+                memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall)
+            factory = make_index_factory(index) if isinstance(index, str) else index
+            if customized_gen_model is not None:
+                generator: Generator = as_generator(customized_gen_model)
+            elif gen_model_name_or_path:
+                generator = load_llm(gen_model_name_or_path, **hub["generator"])
+            elif (mem is None or isinstance(mem, str)) and is_default(mem):
+                # The default memory model reads; a larger packaged model answers (registry.DEFAULT_GENERATOR).
+                generator = load_llm(DEFAULT_GENERATOR, n_ctx=DEFAULT_GENERATOR_CTX)
+            else:
+                generator = None  # from_parts: the memory model answers too
+            if isinstance(judge, str) and judge != "auto":
+                judge = load_judge(judge, **hub["judge"])
+            embedder = embedder_job.result() if embedder_job is not None else \
+                load_embedder(ret, **hub["embedder"]) if loads_embedder else ret
         self._setup(memory, Retriever(embedder, factory, chunk_tokens=retrieval_chunk_size), generator, options,
                     judge)
         self.index_spec = index if isinstance(index, str) else getattr(index, "spec", None)
