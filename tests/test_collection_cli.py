@@ -143,7 +143,7 @@ def test_shown_evidence_says_how_each_chunk_was_found(capsys):
     lines = [line for line in err.splitlines() if line.startswith("  [")]
     assert lines[0].endswith("(found by the question)")
     assert lines[1].endswith("(found by the memory only)")
-    assert lines[2].endswith("(found by the question; the memory quoted it too)")
+    assert lines[2].endswith("(found by the question; the memory pointed at it too)")
     assert lines[3].endswith("(found by following links)")
     assert lines[4].endswith("does not say.")
     assert "[not found in the document]" in err

@@ -321,7 +321,7 @@ def found_by_words(found_by: Iterable[str]) -> str:
     if set(sources) == {FOUND_BY_MEMORY}:
         return "found by the memory only"
     if set(sources) == {FOUND_BY_QUESTION, FOUND_BY_MEMORY}:
-        return "found by the question; the memory quoted it too"
+        return "found by the question; the memory pointed at it too"
     names = {FOUND_BY_QUESTION: "the question", FOUND_BY_LINKS: "following links", FOUND_BY_MEMORY: "the memory"}
     return "found by " + ", ".join(names.get(s, s) for s in sources) if sources else ""
 
