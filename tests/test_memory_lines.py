@@ -26,6 +26,54 @@ def test_distinct_lines_stops_at_first_repeat():
     assert "Never seen" not in consumed  # generation was cut at the loop
 
 
+def _word_stream(text: str, consumed: list[str]):
+    for word in text.split(" "):
+        consumed.append(word)
+        yield word + " "
+
+
+def test_a_restarted_quote_stops_decoding_before_the_repeat_ends():
+    line = "He was quite young, wonderfully handsome, extremely agreeable, and he meant to be at the assembly."
+    consumed: list[str] = []
+    lines = distinct_lines(_word_stream(f"{line}\n{line}\nNever seen", consumed), max_lines=4, min_words=4)
+    assert lines == [line]
+    # the repeat was cut once five whole words and a sixth were out (its first word came in
+    # the first line's last piece), not decoded to its end
+    assert len(consumed) == len(line.split()) + 5
+    assert "Never" not in consumed
+
+
+def test_the_restart_stop_can_be_turned_off_with_the_same_lines(monkeypatch):
+    import memorag.memory as memory
+
+    line = "He was quite young, wonderfully handsome, extremely agreeable, and he meant to be at the assembly."
+    monkeypatch.setattr(memory, "STOP_ON_RESTART", False)
+    consumed: list[str] = []
+    assert distinct_lines(_word_stream(f"{line}\n{line}\nNever seen", consumed), max_lines=4, min_words=4) == [line]
+    assert consumed[-1] == "assembly.\nNever"  # the whole repeat was read first
+
+
+def test_a_new_sentence_sharing_a_start_with_a_kept_one_is_kept():
+    first = "Mr. Bingley was good-looking and gentlemanlike."
+    second = "Mr. Bingley was good friends with Mr. Darcy."  # four words shared, then different
+    consumed: list[str] = []
+    assert distinct_lines(_word_stream(f"{first}\n{second}\n", consumed), max_lines=4, min_words=4) == [first, second]
+
+
+def test_a_restarted_chinese_quote_stops_too():
+    kept = "宾利先生租下了尼日斐花园的房子。"
+    pieces = [kept, "\n", *kept[:11], "不应读到"]
+    consumed: list[str] = []
+
+    def stream():
+        for p in pieces:
+            consumed.append(p)
+            yield p
+
+    assert distinct_lines(stream(), max_lines=4) == [kept]
+    assert "不应读到" not in consumed
+
+
 def test_distinct_lines_catches_loops_inside_one_line_and_respects_abbreviations():
     text = "Mr. Bennet visits Mr. Bingley. Mrs. Bennet is pleased. Mr. Bennet visits Mr. Bingley. Again"
     assert distinct_lines(iter([text]), 10) == ["Mr. Bennet visits Mr. Bingley.", "Mrs. Bennet is pleased."]

@@ -95,12 +95,39 @@ def _phrase_loop(unit: str, repeats: int = 3) -> str | None:
     return ",".join(kept)
 
 
+STOP_ON_RESTART = True
+"""Stop decoding once an unfinished unit begins a kept one word for word (restarts_kept);
+False decodes the repeat to its end first, as bench/bench_clue_stop.py compares."""
+RESTART_WORDS = 5  # words a unit must share with a kept one's start before it counts as a repeat
+
+
+def restarts_kept(unit: str, seen: set[str]) -> bool:
+    """Whether the unfinished ``unit`` begins one of the kept units (normalized keys in
+    ``seen``) with at least RESTART_WORDS whole words (twice as many characters in CJK text).
+
+    Why: the memory's most common loop is quoting the same sentence again, and a repeat is
+    only dropped once its unit ends, each token of it costing a decode step over the whole
+    memory (bench/bench_clue_stop.py). Five words are the same start, not a new sentence
+    that happens to share a word or two.
+    """
+    key = _norm(clean_line(unit, 0))
+    if not key or not seen:
+        return False
+    whole = key.rsplit(" ", 1)[0] if " " in key else ""  # the last word may still be growing
+    if re.search(r"[\u4e00-\u9fff]", key):
+        enough = len(key) >= 2 * RESTART_WORDS
+    else:
+        enough = len(whole.split()) >= RESTART_WORDS
+    return enough and any(k.startswith(key) for k in seen)
+
+
 def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) -> list[str]:
     """Collect cleaned, distinct lines (or sentences) from a token stream.
 
     Small models loop: they repeat a line or a sentence, or echo the question forever. A
     repeated unit ends generation at once (closing the stream stops decoding), which both
-    drops the repeat and saves the rest of the token budget. Units are lines, and
+    drops the repeat and saves the rest of the token budget; a unit that restarts a kept
+    one ends it as soon as that is clear (restarts_kept), before the repeat is decoded. Units are lines, and
     sentences within a line, so a loop inside one long line is caught too.
     """
     lines: list[str] = []
@@ -132,6 +159,8 @@ def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) ->
             raw, buf = buf[: m.start()], buf[m.end():]
             if not take(raw):
                 return stop()
+        if STOP_ON_RESTART and restarts_kept(buf, seen):
+            return stop()
         looped = _phrase_loop(buf)
         if looped is not None:
             take(looped)

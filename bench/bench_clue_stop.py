@@ -1,0 +1,75 @@
+"""The memory's clues with and without the restart stop (``memorag.memory.STOP_ON_RESTART``):
+seconds per question for the default memory's clues on the demo's questions about the
+bundled sample, and whether the clue lines differ.
+
+The stop ends decoding once a line begins a line already kept (five words the same), where
+before the repeat was decoded to its end and then dropped. The lines kept should not change;
+the file records them for both modes. The modes run in the order off, on, on, off over all
+questions (each a full pass), so a slow spell of the machine hits both; consecutive calls
+are different questions, so neither mode finds its task cached.
+
+Usage: python bench/bench_clue_stop.py [--questions 10] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answer questions)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    import memorag.memory as memory_module
+    from memorag import MemoRAG
+
+    questions = [q for q, _ in QUESTIONS[: args.questions]]
+    pipeline = MemoRAG()
+    pipeline.memorize(files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8"))
+    memory = pipeline.memory
+    seconds: dict[str, list[list[float]]] = {"off": [], "on": []}
+    lines: dict[str, list[list[str]]] = {}
+    for mode in ("off", "on", "on", "off"):
+        memory_module.STOP_ON_RESTART = mode == "on"
+        run_seconds, run_lines = [], []
+        for q in questions:
+            t = time.perf_counter()
+            clues = memory.clues(q, kinds=("spans",))  # what plan recall, the default, asks for
+            run_seconds.append(round(time.perf_counter() - t, 3))
+            run_lines.append(clues.spans)
+        seconds[mode].append(run_seconds)
+        lines.setdefault(mode, run_lines)
+        print(f"{mode}: {statistics.mean(run_seconds):.3f} s a question", flush=True)
+    memory_module.STOP_ON_RESTART = True
+    per_mode = {mode: round(statistics.mean(s for run in runs for s in run), 3) for mode, runs in seconds.items()}
+    differ = [q for q, a, b in zip(questions, lines["off"], lines["on"]) if a != b]
+    result = {"benchmark": "bench_clue_stop", "command": "python bench/bench_clue_stop.py " + " ".join(sys.argv[1:]),
+              "what": "seconds per question for the default memory's clues (quoted recall spans, as plan recall "
+                      "asks) on the demo's "
+                      "questions, without (off) and with (on) the restart stop; modes run off, on, on, off",
+              "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                 if line.startswith("model name")), platform.processor()),
+              "memory_model": pipeline.memory.llm.describe() if hasattr(pipeline.memory.llm, "describe") else None,
+              "questions": questions, "seconds": seconds, "mean_seconds_per_question": per_mode,
+              "ratio_on_to_off": round(per_mode["on"] / per_mode["off"], 3),
+              "lines": lines, "questions_whose_lines_differ": differ}
+    print(json.dumps({k: result[k] for k in ("mean_seconds_per_question", "ratio_on_to_off",
+                                             "questions_whose_lines_differ")}))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
