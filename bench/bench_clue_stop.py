@@ -1,14 +1,21 @@
-"""The memory's clues with and without the restart stop (``memorag.memory.STOP_ON_RESTART``):
-seconds per question for the default memory's clues on the demo's questions about the
-bundled sample, and whether the clue lines differ.
+"""The memory's clues with a decoding shortcut off and on: seconds per question for the
+default memory's clues on the demo's questions about the bundled sample, and the clue lines
+of both modes.
 
-The stop ends decoding once a line begins a line already kept (five words the same), where
-before the repeat was decoded to its end and then dropped. The lines kept should not change;
-the file records them for both modes. The modes run in the order off, on, on, off over all
-questions (each a full pass), so a slow spell of the machine hits both; consecutive calls
-are different questions, so neither mode finds its task cached.
+``--lever restart`` (``memorag.memory.STOP_ON_RESTART``): decoding ends once a line begins a
+line already kept (five words the same), where before the repeat was decoded to its end and
+then dropped; the lines kept should not change.
 
-Usage: python bench/bench_clue_stop.py [--questions 10] [--out FILE.json]
+``--lever complete`` (``memorag.quoting.COMPLETE_UNIQUE``): a quote is closed as soon as it
+names one place in the document and its sentence is finished from the document, where
+before the model decoded every word; the first line should not change, and the later ones
+may (the model reads its shortened line before writing the next).
+
+The modes run in the order off, on, on, off over all questions (each a full pass), so a slow
+spell of the machine hits both; consecutive calls are different questions, so neither mode
+finds its task cached.
+
+Usage: python bench/bench_clue_stop.py [--lever restart|complete] [--questions 10] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -28,13 +35,17 @@ from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answe
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lever", choices=("restart", "complete"), default="restart")
     ap.add_argument("--questions", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
     import memorag.memory as memory_module
+    import memorag.quoting as quoting_module
     from memorag import MemoRAG
 
+    module, switch = (memory_module, "STOP_ON_RESTART") if args.lever == "restart" else (quoting_module,
+                                                                                          "COMPLETE_UNIQUE")
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     pipeline = MemoRAG()
     pipeline.memorize(files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8"))
@@ -42,7 +53,7 @@ def main() -> None:
     seconds: dict[str, list[list[float]]] = {"off": [], "on": []}
     lines: dict[str, list[list[str]]] = {}
     for mode in ("off", "on", "on", "off"):
-        memory_module.STOP_ON_RESTART = mode == "on"
+        setattr(module, switch, mode == "on")
         run_seconds, run_lines = [], []
         for q in questions:
             t = time.perf_counter()
@@ -52,13 +63,14 @@ def main() -> None:
         seconds[mode].append(run_seconds)
         lines.setdefault(mode, run_lines)
         print(f"{mode}: {statistics.mean(run_seconds):.3f} s a question", flush=True)
-    memory_module.STOP_ON_RESTART = True
+    setattr(module, switch, True)
     per_mode = {mode: round(statistics.mean(s for run in runs for s in run), 3) for mode, runs in seconds.items()}
     differ = [q for q, a, b in zip(questions, lines["off"], lines["on"]) if a != b]
     result = {"benchmark": "bench_clue_stop", "command": "python bench/bench_clue_stop.py " + " ".join(sys.argv[1:]),
               "what": "seconds per question for the default memory's clues (quoted recall spans, as plan recall "
-                      "asks) on the demo's "
-                      "questions, without (off) and with (on) the restart stop; modes run off, on, on, off",
+                      f"asks) on the demo's questions, without (off) and with (on) {module.__name__}.{switch}; "
+                      "modes run off, on, on, off",
+              "lever": args.lever,
               "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                                  if line.startswith("model name")), platform.processor()),
               "memory_model": pipeline.memory.llm.describe() if hasattr(pipeline.memory.llm, "describe") else None,

@@ -95,7 +95,7 @@ def test_greedy_decoding_under_random_scores_writes_only_quotes(seed):
         out += PIECES[tok]
         c.advance(tok)
     lines = [line.strip() for line in out.split(b"\n")]
-    closed = lines[:-1] if not out.endswith(b"\n") else lines
+    closed = lines[:-1]  # the last is the open line, or empty after a closing line break
     for line in closed:
         assert line in SOURCE.encode() and enough_words(line, 3)
     assert lines[-1] in SOURCE.encode()  # the open line too
@@ -176,3 +176,87 @@ def test_memory_passes_what_to_avoid_only_when_there_is_something():
     free.memorize(SOURCE)
     with pytest.raises(InputError, match="avoid_found needs quoted recall"):
         free.recall_spans("Where did the cat sit?", avoid=["A dog ran to the park."])
+
+
+# ------------------------------------------------------------ completing a unique quote
+def test_sentence_rest_runs_to_the_sentence_end_past_abbreviations():
+    from memorag.quoting import sentence_rest
+
+    src = b'He saw Mr. Bingley ride by. Then "he left." And 5.3 more.\nNext line. \xe7\x8c\xab\xe5\x9c\xa8\xe3\x80\x82\xe7\x8b\x97'
+    assert sentence_rest(src, len(b"He saw")) == b" Mr. Bingley ride by."  # "Mr." ends no sentence
+    assert sentence_rest(src, src.index(b" \"he")) == b' "he left."'  # closing quote kept
+    assert sentence_rest(src, src.index(b" 5.3")) == b" 5.3 more."  # a decimal point ends nothing
+    assert sentence_rest(b"A heading with no stop\nbody.", 1) == b" heading with no stop"  # a line break does
+    assert sentence_rest(src, src.index(b"\xe5\x9c\xa8")) == "在。".encode()  # a CJK full stop
+    assert sentence_rest(src, len(src) - 3) == b""  # "。" ended the sentence before
+    assert sentence_rest("猫。狗跑".encode(), len("猫。狗".encode())) == "跑".encode()  # the document's end ends it
+    assert sentence_rest(src, src.index(b" Then")) == b""  # the sentence ended already ("by.")
+    assert sentence_rest(src, src.index(b" Bingley")) == b" Bingley ride by."  # "Mr." ended nothing
+    assert sentence_rest(src, 0, limit=10) == b""  # runs on past the limit: left to the model
+
+
+def _quote(c: QuoteConstraint, wanted: list[int], steps: int = 12) -> list[int]:
+    """Greedy decoding where the model always ranks ``wanted``'s next token first."""
+    out: list[int] = []
+    for i in range(steps):
+        tok = c.choose(scores_for(*(wanted[i:i + 1] or [END])))
+        c.advance(tok)
+        out.append(tok)
+        if tok in (END, NEWLINE):
+            break
+    return out
+
+
+def test_a_quote_that_names_one_place_is_closed_and_finished_from_the_document():
+    c = constraint(min_words=4)
+    c.complete = True
+    # the model would go on "The cat sat on the mat." word by word
+    out = _quote(c, [0, 1, 2, 3, 4, 5, 6])
+    assert out == [0, 1, 2, 3, NEWLINE]  # closed once "The cat sat on" had four words and one place
+    assert c.completions == {0: b" the mat."}
+    reply = "".join(c.with_completions(iter(["The cat", " sat on", "\n"])))
+    assert reply == "The cat sat on the mat.\n"  # the text the model did not decode is in the reply
+    assert c.completions == {}
+    # the model has read "The cat sat on" only and would write " the mat." next: the quote it
+    # completed cannot be quoted again, in part or whole
+    assert not c.allows(0) and not c.allows(1) and not c.allows(5)  # "The", "cat", "mat"
+    assert c.allows(12) and c.allows(4)  # "A dog ran ...", "the park" still can
+
+
+def test_a_quote_with_two_places_is_not_closed_until_it_has_one():
+    src = "the mat was red. the mat was blue."
+    pieces = [b"the", b" mat", b" was", b" red", b".", b"\n", b"", b" blue"]
+    c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 6, end_id=6, newline_id=5, min_words=3)
+    c.complete = True
+    for tok in (0, 1, 2):  # "the mat was": three words, two places
+        assert c.choose(scores_for(tok)) == tok
+        c.advance(tok)
+    assert c.completions == {}
+    assert c.choose(scores_for(7)) == 7  # " blue": one place now, and the model picked it
+    c.advance(7)
+    assert c.choose(scores_for(4)) == 5  # its sentence's rest is "."
+    assert c.completions == {0: b"."}
+
+
+def test_completion_off_leaves_every_word_to_the_model():
+    c = constraint(min_words=4)
+    c.complete = False
+    assert _quote(c, [0, 1, 2, 3, 4, 5, 6, NEWLINE]) == [0, 1, 2, 3, 4, 5, 6, NEWLINE]
+    assert c.completions == {}
+
+
+def test_closing_a_completed_reply_closes_the_decoding_under_it():
+    closed: list[bool] = []
+
+    def decoding():
+        try:
+            yield "The cat sat on\n"
+            yield "A dog ran to\n"
+        finally:
+            closed.append(True)
+
+    c = constraint()
+    reply = c.with_completions(decoding())
+    next(reply)
+    reply.close()
+    assert closed == [True]

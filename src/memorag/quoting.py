@@ -16,6 +16,12 @@ an FM-index does), done here with a plain substring test over the document's byt
 documents the memory holds are at most a few hundred kilobytes, and only the model's
 top candidates are tested at each step.
 
+Once a line names one place in the document, every further word of its sentence is the
+document's, so decoding it a token at a time (each step attending over the whole memory)
+only spends time: the line is closed there and the sentence finished from the document's
+text. The model has then read only the start of its quote, and would write the rest as its
+next line, so the completed sentence leaves the quotable text for the rest of the reply.
+
 The constraint works on bytes, so a token that carries half of a multi-byte character
 (common for Chinese) is tested like any other.
 """
@@ -23,11 +29,23 @@ The constraint works on bytes, so a token that carries half of a multi-byte char
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 QUOTE_MIN_WORDS = 4  # shortest quote kept: fewer words rarely locate one passage
+COMPLETE_UNIQUE = True
+"""Close a quote as soon as it names one place in the document and finish its sentence from
+the document (:meth:`QuoteConstraint.choose`); False lets the model decode every word, as
+bench/bench_clue_stop.py compares."""
+COMPLETION_MAX_BYTES = 600  # a sentence running longer is left for the model to finish
+
+# A sentence ends at . ! ? (and any closing quotes) before white space, at a line break, or
+# at a CJK full stop, exclamation or question mark.
+_SENTENCE_END = re.compile(rb"[.!?][\"')\xe2\x80\x9d\xe2\x80\x99]*(?=\s)|\n|\xe3\x80\x82|\xef\xbc\x81|\xef\xbc\x9f")
+_STOP_MARK = re.compile(rb"[.!?][\"')\xe2\x80\x9d\xe2\x80\x99]*$")
+_CJK_STOP = re.compile(rb"(?:\xe3\x80\x82|\xef\xbc\x81|\xef\xbc\x9f)$")
+_ABBREVIATION = re.compile(rb"(?:^|[^A-Za-z])(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z])\.$")
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
@@ -48,6 +66,35 @@ def quotable_text(source: str, avoid: Iterable[str] = ()) -> str:
     for piece in sorted({a.strip() for a in avoid if a.strip()}, key=len, reverse=True):
         source = source.replace(piece, "\n")
     return source
+
+
+def _ends_sentence(source: bytes, end: int) -> bool:
+    """Whether a sentence ends right before byte ``end`` of ``source``."""
+    tail = source[max(0, end - 8):end]
+    if _CJK_STOP.search(tail):
+        return True
+    if not _STOP_MARK.search(tail) or end < len(source) and not source[end:end + 1].isspace():
+        return False
+    return not (tail.endswith(b".") and _ABBREVIATION.search(tail))
+
+
+def sentence_rest(source: bytes, end: int, limit: int = COMPLETION_MAX_BYTES) -> bytes:
+    """The bytes of ``source`` from ``end`` to the end of the sentence ``end`` lies in (a
+    full stop after an abbreviation such as "Mr." is no end); empty when the sentence ends
+    at ``end`` already or runs on past ``limit`` bytes."""
+    if _ends_sentence(source, end):
+        return b""
+    window = source[end:end + limit]
+    if end + limit >= len(source):
+        window += b"\n"  # the document's end ends its last sentence
+    for m in _SENTENCE_END.finditer(window):
+        mark = m.group()
+        if mark == b"\n":
+            return window[:m.start()]
+        if mark[:1] == b"." and _ABBREVIATION.search(source[max(0, end + m.start() - 6):end + m.start() + 1]):
+            continue
+        return window[:m.end()]
+    return b""
 
 
 class QuoteConstraint:
@@ -73,6 +120,9 @@ class QuoteConstraint:
         self.line = b""  # the current line so far (leading whitespace dropped)
         self.lines = 0  # lines closed so far
         self.forced = 0  # steps where none of the model's top_n tokens could continue
+        self.complete = COMPLETE_UNIQUE
+        self.newlines = 0  # line breaks generated so far
+        self.completions: dict[int, bytes] = {}  # line break number -> the sentence's rest, put before it
 
     # ------------------------------------------------------------------ state
     def advance(self, token: int) -> None:
@@ -80,6 +130,7 @@ class QuoteConstraint:
         if self.is_end(token):
             return
         data = self._piece(token)
+        self.newlines += data.count(b"\n")
         while b"\n" in data:
             head, data = data.split(b"\n", 1)
             if (self.line + head).strip():
@@ -111,8 +162,34 @@ class QuoteConstraint:
         return bool(line) and enough_words(line, self.min_words) and self.in_source(line)
 
     # ---------------------------------------------------------------- choice
+    def _unique_rest(self) -> bytes:
+        """When the current line is long enough and occurs once in the source: the rest of
+        its sentence there (empty otherwise, or when the sentence ends with the line)."""
+        line = self.line
+        if not line.strip() or not enough_words(line, self.min_words):
+            return b""
+        at = self.source.find(line)
+        if at < 0 or self.source.find(line, at + 1) >= 0:
+            return b""
+        rest = sentence_rest(self.source, at + len(line))
+        if rest:
+            # The model has read only the start of this quote, so it would go on to write
+            # the rest as its next line: what the reply now holds may not be quoted again.
+            self.source = self.source[:at] + b"\n" + self.source[at + len(line) + len(rest):]
+        return rest
+
     def choose(self, scores: np.ndarray) -> int:
-        """The model's best-scored token that keeps the constraint (see the module doc)."""
+        """The model's best-scored token that keeps the constraint (see the module doc).
+
+        Once the line names one place in the source, the model has chosen its quote and every
+        further word is the document's: the line is closed there, and its sentence's rest is
+        recorded to be put into the reply (:meth:`with_completions`) instead of being decoded
+        a token at a time over the whole memory."""
+        if self.complete:
+            rest = self._unique_rest()
+            if rest:
+                self.completions[self.newlines] = rest
+                return self.newline_id
         n = min(self.top_n, scores.shape[0])
         top = np.argpartition(-scores, n - 1)[:n]
         for token in top[np.argsort(-scores[top], kind="stable")]:
@@ -124,6 +201,29 @@ class QuoteConstraint:
         if self.line.strip() and enough_words(self.line, self.min_words):
             return self.newline_id
         return self.end_id
+
+    def with_completions(self, stream: Iterable[str]) -> Iterator[str]:
+        """The reply ``stream`` with each completed quote's rest put before the line break
+        that closed it (the text the model did not decode)."""
+        breaks = 0
+        try:
+            for text in stream:
+                if "\n" not in text:
+                    yield text
+                    continue
+                parts = text.split("\n")
+                out = parts[0]
+                for part in parts[1:]:
+                    out += self.completions.pop(breaks, b"").decode("utf-8", errors="ignore") + "\n" + part
+                    breaks += 1
+                yield out
+        finally:
+            # closing this reply (the caller has lines enough) must stop the decoding under
+            # it now, not when the garbage collector gets to it: its cleanup turns a task
+            # adapter off
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         """``scores`` with every token but :meth:`choose`'s set to minus infinity, so any

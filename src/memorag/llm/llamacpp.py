@@ -706,7 +706,7 @@ class LlamaCppLLM:
             seen = len(input_ids)
             return constraint.mask(scores)
 
-        return self._continue(user_suffix, max_new_tokens, 0.0, None, processor)
+        return constraint.with_completions(self._continue(user_suffix, max_new_tokens, 0.0, None, processor))
 
     def score_replies(self, user_suffix: str, replies: list[str], *, max_tokens: int = 16) -> list[list[float]]:
         """Log-probabilities of the first ``max_tokens`` tokens of each of ``replies`` as the

@@ -221,7 +221,8 @@ class TransformersLLM:
                                      newline_id=newline, min_words=min_words)
         try:
             suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
-            yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint)
+            yield from constraint.with_completions(self._decode(suffix, self._cache, max_new_tokens, None, 0.0,
+                                                                 constraint))
         finally:
             self._crop_to_prefix()
 
