@@ -50,6 +50,7 @@ def main() -> None:
     pipeline = MemoRAG()
     pipeline.memorize(files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8"))
     memory = pipeline.memory
+    default = getattr(module, switch)
     seconds: dict[str, list[list[float]]] = {"off": [], "on": []}
     lines: dict[str, list[list[str]]] = {}
     for mode in ("off", "on", "on", "off"):
@@ -63,7 +64,7 @@ def main() -> None:
         seconds[mode].append(run_seconds)
         lines.setdefault(mode, run_lines)
         print(f"{mode}: {statistics.mean(run_seconds):.3f} s a question", flush=True)
-    setattr(module, switch, True)
+    setattr(module, switch, default)
     per_mode = {mode: round(statistics.mean(s for run in runs for s in run), 3) for mode, runs in seconds.items()}
     differ = [q for q, a, b in zip(questions, lines["off"], lines["on"]) if a != b]
     result = {"benchmark": "bench_clue_stop", "command": "python bench/bench_clue_stop.py " + " ".join(sys.argv[1:]),

@@ -18,9 +18,10 @@ top candidates are tested at each step.
 
 Once a line names one place in the document, every further word of its sentence is the
 document's, so decoding it a token at a time (each step attending over the whole memory)
-only spends time: the line is closed there and the sentence finished from the document's
-text. The model has then read only the start of its quote, and would write the rest as its
-next line, so the completed sentence leaves the quotable text for the rest of the reply.
+only spends time. With ``COMPLETE_UNIQUE`` (off by default) the line is closed there and
+the sentence finished from the document's text; the model has then read only the start of
+its quote, and would write the rest as its next line, so the completed sentence leaves the
+quotable text for the rest of the reply.
 
 The constraint works on bytes, so a token that carries half of a multi-byte character
 (common for Chinese) is tested like any other.
@@ -34,10 +35,12 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 QUOTE_MIN_WORDS = 4  # shortest quote kept: fewer words rarely locate one passage
-COMPLETE_UNIQUE = True
-"""Close a quote as soon as it names one place in the document and finish its sentence from
-the document (:meth:`QuoteConstraint.choose`); False lets the model decode every word, as
-bench/bench_clue_stop.py compares."""
+COMPLETE_UNIQUE = False
+"""True closes a quote as soon as it names one place in the document and finishes its
+sentence from the document (:meth:`QuoteConstraint.choose`). Off by default: it halves the
+memory's clue time, but the model then picks its later lines after a shortened line of its
+own and quoted fewer gold sentences on held-out questions (docs/evaluation.md, "The memory
+finishes its quotes from the document"); bench/bench_clue_stop.py compares the two."""
 COMPLETION_MAX_BYTES = 600  # a sentence running longer is left for the model to finish
 
 # A sentence ends at . ! ? (and any closing quotes) before white space, at a line break, or
