@@ -35,7 +35,8 @@ def _word_stream(text: str, consumed: list[str]):
 def test_a_restarted_quote_stops_decoding_before_the_repeat_ends():
     line = "He was quite young, wonderfully handsome, extremely agreeable, and he meant to be at the assembly."
     consumed: list[str] = []
-    lines = distinct_lines(_word_stream(f"{line}\n{line}\nNever seen", consumed), max_lines=4, min_words=4)
+    lines = distinct_lines(_word_stream(f"{line}\n{line}\nNever seen", consumed), max_lines=4, min_words=4,
+                           stop_on_restart=True)
     assert lines == [line]
     # the repeat was cut once five whole words and a sixth were out (its first word came in
     # the first line's last piece), not decoded to its end
@@ -49,7 +50,8 @@ def test_the_restart_stop_can_be_turned_off_with_the_same_lines(monkeypatch):
     line = "He was quite young, wonderfully handsome, extremely agreeable, and he meant to be at the assembly."
     monkeypatch.setattr(memory, "STOP_ON_RESTART", False)
     consumed: list[str] = []
-    assert distinct_lines(_word_stream(f"{line}\n{line}\nNever seen", consumed), max_lines=4, min_words=4) == [line]
+    assert distinct_lines(_word_stream(f"{line}\n{line}\nNever seen", consumed), max_lines=4, min_words=4,
+                          stop_on_restart=True) == [line]
     assert consumed[-1] == "assembly.\nNever"  # the whole repeat was read first
 
 
@@ -57,7 +59,15 @@ def test_a_new_sentence_sharing_a_start_with_a_kept_one_is_kept():
     first = "Mr. Bingley was good-looking and gentlemanlike."
     second = "Mr. Bingley was good friends with Mr. Darcy."  # four words shared, then different
     consumed: list[str] = []
-    assert distinct_lines(_word_stream(f"{first}\n{second}\n", consumed), max_lines=4, min_words=4) == [first, second]
+    assert distinct_lines(_word_stream(f"{first}\n{second}\n", consumed), max_lines=4, min_words=4,
+                          stop_on_restart=True) == [first, second]
+
+
+def test_free_text_lines_sharing_a_long_start_are_all_kept():
+    # questions often begin alike: only quotes (where five words name one sentence) stop early
+    qs = ["What is the name of the man who rents Netherfield?", "What is the name of the man who visits Longbourn?"]
+    assert distinct_lines(_word_stream("\n".join(qs), []), max_lines=4) == qs
+    assert distinct_lines(_word_stream("\n".join(qs), []), max_lines=4, stop_on_restart=True) == qs[:1]
 
 
 def test_a_restarted_chinese_quote_stops_too():
@@ -70,7 +80,7 @@ def test_a_restarted_chinese_quote_stops_too():
             consumed.append(p)
             yield p
 
-    assert distinct_lines(stream(), max_lines=4) == [kept]
+    assert distinct_lines(stream(), max_lines=4, stop_on_restart=True) == [kept]
     assert "不应读到" not in consumed
 
 

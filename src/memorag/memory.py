@@ -96,8 +96,9 @@ def _phrase_loop(unit: str, repeats: int = 3) -> str | None:
 
 
 STOP_ON_RESTART = True
-"""Stop decoding once an unfinished unit begins a kept one word for word (restarts_kept);
-False decodes the repeat to its end first, as bench/bench_clue_stop.py compares."""
+"""Stop decoding a quoted recall once an unfinished line begins a kept one word for word
+(restarts_kept); False decodes the repeat to its end first, as bench/bench_clue_stop.py
+compares."""
 RESTART_WORDS = 5  # words a unit must share with a kept one's start before it counts as a repeat
 
 
@@ -121,14 +122,17 @@ def restarts_kept(unit: str, seen: set[str]) -> bool:
     return enough and any(k.startswith(key) for k in seen)
 
 
-def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) -> list[str]:
+def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2,
+                   stop_on_restart: bool = False) -> list[str]:
     """Collect cleaned, distinct lines (or sentences) from a token stream.
 
     Small models loop: they repeat a line or a sentence, or echo the question forever. A
     repeated unit ends generation at once (closing the stream stops decoding), which both
-    drops the repeat and saves the rest of the token budget; a unit that restarts a kept
-    one ends it as soon as that is clear (restarts_kept), before the repeat is decoded. Units are lines, and
-    sentences within a line, so a loop inside one long line is caught too.
+    drops the repeat and saves the rest of the token budget. Units are lines, and sentences
+    within a line, so a loop inside one long line is caught too. ``stop_on_restart`` (for
+    quotes, where five words name one sentence; free text such as questions often shares a
+    start like "What is the name of") ends generation as soon as a unit begins a kept one
+    (restarts_kept), before the repeat is decoded.
     """
     lines: list[str] = []
     seen: set[str] = set()
@@ -159,7 +163,7 @@ def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2) ->
             raw, buf = buf[: m.start()], buf[m.end():]
             if not take(raw):
                 return stop()
-        if STOP_ON_RESTART and restarts_kept(buf, seen):
+        if stop_on_restart and STOP_ON_RESTART and restarts_kept(buf, seen):
             return stop()
         looped = _phrase_loop(buf)
         if looped is not None:
@@ -404,7 +408,7 @@ class Memory:
             stream = self.llm.continue_quotes(template.format(question=query), max_new_tokens=max_new_tokens,
                                               min_words=QUOTE_MIN_WORDS, **extra)
             # A quote cut short by the token budget is dropped with the same length rule.
-            return distinct_lines(stream, max_lines=4, min_words=QUOTE_MIN_WORDS)
+            return distinct_lines(stream, max_lines=4, min_words=QUOTE_MIN_WORDS, stop_on_restart=True)
 
     def surrogate_questions(self, query: str, max_new_tokens: int = 96) -> list[str]:
         lines = self._lines(prompts_for(self.language or "en").rewrite, query, max_new_tokens, 3)

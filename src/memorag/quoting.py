@@ -184,10 +184,10 @@ class QuoteConstraint:
     def choose(self, scores: np.ndarray) -> int:
         """The model's best-scored token that keeps the constraint (see the module doc).
 
-        Once the line names one place in the source, the model has chosen its quote and every
-        further word is the document's: the line is closed there, and its sentence's rest is
-        recorded to be put into the reply (:meth:`with_completions`) instead of being decoded
-        a token at a time over the whole memory."""
+        With :attr:`complete` (``COMPLETE_UNIQUE``), once the line names one place in the
+        source the model has chosen its quote and every further word is the document's: the
+        line is closed there, and its sentence's rest is recorded to be put into the reply
+        (:meth:`with_completions`) instead of being decoded a token at a time."""
         if self.complete:
             rest = self._unique_rest()
             if rest:
