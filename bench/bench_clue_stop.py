@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ from importlib.resources import files
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query_latency import cpu_model  # noqa: E402
 from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answer questions)
 
 
@@ -72,8 +73,7 @@ def main() -> None:
                       f"asks) on the demo's questions, without (off) and with (on) {module.__name__}.{switch}; "
                       "modes run off, on, on, off",
               "lever": args.lever,
-              "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                 if line.startswith("model name")), platform.processor()),
+              "cpu_model": cpu_model(),
               "memory_model": pipeline.memory.llm.describe() if hasattr(pipeline.memory.llm, "describe") else None,
               "questions": questions, "seconds": seconds, "mean_seconds_per_question": per_mode,
               "ratio_on_to_off": round(per_mode["on"] / per_mode["off"], 3),

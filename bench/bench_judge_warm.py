@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -27,14 +26,11 @@ from importlib.resources import files
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query_latency import cpu_model  # noqa: E402
 from test_demo_questions import QUESTIONS, correct  # noqa: E402  (the demo's known-answer questions)
 
 WARM_UP_QUESTION = "Who is the narrator of the story?"  # untimed: loads the judge
-
-
-def cpu_model() -> str:
-    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), platform.processor())
 
 
 def read_every_paragraph(pipe) -> tuple[int, float]:

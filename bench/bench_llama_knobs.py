@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from importlib.resources import files
@@ -28,12 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_query_latency import cpu_model  # noqa: E402
+
 THREADS = max(1, os.cpu_count() or 1)  # as memorag runs its models (llama-cpp-python's own default is half)
-
-
-def cpu_model() -> str:
-    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), platform.processor())
 
 
 def greedy_steps(llm, first: int, pos: int, n: int) -> list[int]:
