@@ -24,7 +24,7 @@ from memorag.llm.base import LLM, ChatMessage, Quoting, StageProgressFn, TaskAda
 from memorag.memory_file import unpack_memory_file, write_memory_file
 from memorag.progress import for_stage, progress_bar
 from memorag.prompts import prompts_for
-from memorag.quoting import QUOTE_MIN_WORDS
+from memorag.quoting import ABBREVIATIONS, QUOTE_MIN_WORDS
 from memorag.text import check_text, detect_language
 
 MEMORY_FORMAT = 1
@@ -58,7 +58,7 @@ def _norm(s: str) -> str:
 _UNIT_END = re.compile(r"\n|(?<=[.!?])\s+(?=[A-Z\"'(\u201c])|(?<=[\u3002\uff01\uff1f])")
 
 
-_ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z])\.)$")
+_ABBREV = re.compile(rf"(?:\b(?:{ABBREVIATIONS})\.)$")
 
 
 def _next_unit_end(buf: str) -> re.Match | None:

@@ -48,7 +48,9 @@ COMPLETION_MAX_BYTES = 600  # a sentence running longer is left for the model to
 _SENTENCE_END = re.compile(rb"[.!?][\"')\xe2\x80\x9d\xe2\x80\x99]*(?=\s)|\n|\xe3\x80\x82|\xef\xbc\x81|\xef\xbc\x9f")
 _STOP_MARK = re.compile(rb"[.!?][\"')\xe2\x80\x9d\xe2\x80\x99]*$")
 _CJK_STOP = re.compile(rb"(?:\xe3\x80\x82|\xef\xbc\x81|\xef\xbc\x9f)$")
-_ABBREVIATION = re.compile(rb"(?:^|[^A-Za-z])(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z])\.$")
+ABBREVIATIONS = r"Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z]"
+"""Words whose full stop ends no sentence (a regex alternation; memorag.memory uses it too)."""
+_ABBREVIATION = re.compile(rb"(?:^|[^A-Za-z])(?:" + ABBREVIATIONS.encode() + rb")\.$")
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
