@@ -87,3 +87,28 @@ def test_memory_tasks_before_memorize_raise(default_llm):
 
     with pytest.raises(NotMemorizedError):
         Memory(llm=default_llm).recall("who?")
+
+
+def test_quotes_finished_from_the_document_are_read_into_the_model(default_llm, monkeypatch):
+    """With COMPLETE_UNIQUE a quote that names one place is finished from the document, and
+    the finished sentence is evaluated into the KV cache (not only pasted into the reply), so
+    the model picks its next line after reading the whole quote (memorag.quoting)."""
+    import memorag.quoting as quoting
+
+    default_llm.prefill([{"role": "system", "content": "You remember documents."},
+                         {"role": "user", "content": "Document:\n" + QUOTE_DOC}])
+    task = "\n\nQuote the sentences that say who kept the lamp and what happened in 1903, one per line."
+    monkeypatch.setattr(quoting, "COMPLETE_UNIQUE", True)
+    with default_llm.task_adapter("recall"):
+        out = "".join(default_llm.continue_quotes(task, max_new_tokens=60))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines and all(line in QUOTE_DOC for line in lines), out
+    sentences = [s.strip() + "." for s in QUOTE_DOC.split(".") if s.strip()]
+    assert any(line in sentences for line in lines), out  # a quote runs to its sentence's end
+    llm = default_llm._llm
+    read = llm.detokenize(list(llm.input_ids[: llm.n_tokens])).decode("utf-8", errors="ignore")
+    assert read.endswith(out.rstrip("\n")) or out.rstrip("\n") in read, (out, read[-300:])
+    # the cache is cut back to the document for the next task
+    before = "".join(default_llm.continue_chat("\n\nWho kept the lamp?", max_new_tokens=12))
+    again = "".join(default_llm.continue_chat("\n\nWho kept the lamp?", max_new_tokens=12))
+    assert before == again

@@ -195,35 +195,39 @@ def test_sentence_rest_runs_to_the_sentence_end_past_abbreviations():
     assert sentence_rest(src, 0, limit=10) == b""  # runs on past the limit: left to the model
 
 
-def _quote(c: QuoteConstraint, wanted: list[int], steps: int = 12) -> list[int]:
-    """Greedy decoding where the model always ranks ``wanted``'s next token first."""
-    out: list[int] = []
-    for i in range(steps):
-        tok = c.choose(scores_for(*(wanted[i:i + 1] or [END])))
-        c.advance(tok)
-        out.append(tok)
-        if tok in (END, NEWLINE):
-            break
-    return out
+def _feed(c: QuoteConstraint, rest: bytes) -> None:
+    """What a backend does with a completion: every token of it passes through advance()."""
+    by_bytes = {p: t for t, p in enumerate(PIECES) if p}
+    data = rest
+    while data:
+        piece = max((p for p in by_bytes if data.startswith(p)), key=len)
+        c.advance(by_bytes[piece])
+        data = data[len(piece):]
 
 
-def test_a_quote_that_names_one_place_is_closed_and_finished_from_the_document():
+def test_a_quote_that_names_one_place_is_finished_from_the_document():
     c = constraint(min_words=4)
     c.complete = True
-    # the model would go on "The cat sat on the mat." word by word
-    out = _quote(c, [0, 1, 2, 3, 4, 5, 6])
-    assert out == [0, 1, 2, 3, NEWLINE]  # closed once "The cat sat on" had four words and one place
-    assert c.completions == {0: b" the mat."}
-    reply = "".join(c.with_completions(iter(["The cat", " sat on", "\n"])))
-    assert reply == "The cat sat on the mat.\n"  # the text the model did not decode is in the reply
-    assert c.completions == {}
-    # the model has read "The cat sat on" only and would write " the mat." next: the quote it
-    # completed cannot be quoted again, in part or whole
-    assert not c.allows(0) and not c.allows(1) and not c.allows(5)  # "The", "cat", "mat"
-    assert c.allows(12) and c.allows(4)  # "A dog ran ...", "the park" still can
+    for tok in (0, 1, 2):  # "The cat sat": three words, not enough to stand yet
+        assert c.completion() == b""
+        c.advance(tok)
+    assert c.completion() == b""  # three words
+    c.advance(3)  # "The cat sat on": four words, one place in the document
+    assert c.completion() == b" the mat.\n"  # the rest of its sentence and the line's end
+    assert c.completed == 1
+    _feed(c, b" the mat.\n")
+    assert c.line == b"" and c.lines == 1  # the backend read it in: the line is closed
+    # the model has read the whole sentence as if it had written it: what it quotes next is
+    # its choice, as without completion
+    assert c.allows(0) and c.allows(12)  # "The ..." and "A dog ran ..." can start a line
+    assert c.completion() == b""  # an empty line completes nothing
+    for tok in (0, 1, 2, 3):  # the model starts the same quote again
+        c.advance(tok)
+    assert c.completion() == b""  # left to decode (the memory's restart stop ends it)
+    assert c.completed == 1
 
 
-def test_a_quote_with_two_places_is_not_closed_until_it_has_one():
+def test_a_quote_with_two_places_is_not_finished_until_it_has_one():
     src = "the mat was red. the mat was blue."
     pieces = [b"the", b" mat", b" was", b" red", b".", b"\n", b"", b" blue"]
     c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 6, end_id=6, newline_id=5, min_words=3)
@@ -231,32 +235,27 @@ def test_a_quote_with_two_places_is_not_closed_until_it_has_one():
     for tok in (0, 1, 2):  # "the mat was": three words, two places
         assert c.choose(scores_for(tok)) == tok
         c.advance(tok)
-    assert c.completions == {}
+    assert c.completion() == b""
     assert c.choose(scores_for(7)) == 7  # " blue": one place now, and the model picked it
     c.advance(7)
-    assert c.choose(scores_for(4)) == 5  # its sentence's rest is "."
-    assert c.completions == {0: b"."}
+    assert c.completion() == b".\n"
+
+
+def test_a_line_ending_inside_a_character_is_not_completed():
+    c = constraint(min_words=1)
+    c.complete = True
+    c.advance(15)  # "猫在"
+    c.advance(16)  # the first bytes of "垫子": the line ends inside a character
+    assert c.completion() == b""
+    c.advance(17)
+    assert c.completion() == "上坐着。\n".encode()
 
 
 def test_completion_off_leaves_every_word_to_the_model():
     c = constraint(min_words=4)
     c.complete = False
-    assert _quote(c, [0, 1, 2, 3, 4, 5, 6, NEWLINE]) == [0, 1, 2, 3, 4, 5, 6, NEWLINE]
-    assert c.completions == {}
-
-
-def test_closing_a_completed_reply_closes_the_decoding_under_it():
-    closed: list[bool] = []
-
-    def decoding():
-        try:
-            yield "The cat sat on\n"
-            yield "A dog ran to\n"
-        finally:
-            closed.append(True)
-
-    c = constraint()
-    reply = c.with_completions(decoding())
-    next(reply)
-    reply.close()
-    assert closed == [True]
+    for tok in (0, 1, 2, 3, 4, 5, 6):
+        assert c.choose(scores_for(tok)) == tok
+        c.advance(tok)
+        assert c.completion() == b""
+    assert c.completed == 0

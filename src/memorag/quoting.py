@@ -18,10 +18,10 @@ top candidates are tested at each step.
 
 Once a line names one place in the document, every further word of its sentence is the
 document's, so decoding it a token at a time (each step attending over the whole memory)
-only spends time. With ``COMPLETE_UNIQUE`` (off by default) the line is closed there and
-the sentence finished from the document's text; the model has then read only the start of
-its quote, and would write the rest as its next line, so the completed sentence leaves the
-quotable text for the rest of the reply.
+only spends time. With ``COMPLETE_UNIQUE`` the backend asks :meth:`QuoteConstraint.completion`
+before each step: the rest of that sentence (and a line break) is read into the model in one
+batched evaluation instead, so the model has read its whole quote, as if it had written it,
+before it picks the next one.
 
 The constraint works on bytes, so a token that carries half of a multi-byte character
 (common for Chinese) is tested like any other.
@@ -30,17 +30,16 @@ The constraint works on bytes, so a token that carries half of a multi-byte char
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 QUOTE_MIN_WORDS = 4  # shortest quote kept: fewer words rarely locate one passage
 COMPLETE_UNIQUE = False
-"""True closes a quote as soon as it names one place in the document and finishes its
-sentence from the document (:meth:`QuoteConstraint.choose`). Off by default: it halves the
-memory's clue time, but the model then picks its later lines after a shortened line of its
-own and quoted fewer gold sentences on held-out questions (docs/evaluation.md, "The memory
-finishes its quotes from the document"); bench/bench_clue_stop.py compares the two."""
+"""True finishes a quote from the document as soon as it names one place there
+(:meth:`QuoteConstraint.completion`). bench/bench_clue_stop.py ``--lever complete`` compares
+the two; docs/evaluation.md, "The memory finishes its quotes from the document", has the
+quality runs."""
 COMPLETION_MAX_BYTES = 600  # a sentence running longer is left for the model to finish
 
 # A sentence ends at . ! ? (and any closing quotes) before white space, at a line break, or
@@ -126,8 +125,8 @@ class QuoteConstraint:
         self.lines = 0  # lines closed so far
         self.forced = 0  # steps where none of the model's top_n tokens could continue
         self.complete = COMPLETE_UNIQUE
-        self.newlines = 0  # line breaks generated so far
-        self.completions: dict[int, bytes] = {}  # line break number -> the sentence's rest, put before it
+        self.completed = 0  # quotes finished from the document (completion())
+        self._finished: list[tuple[int, int]] = []  # (start, end) in source of each finished quote
 
     # ------------------------------------------------------------------ state
     def advance(self, token: int) -> None:
@@ -135,7 +134,6 @@ class QuoteConstraint:
         if self.is_end(token):
             return
         data = self._piece(token)
-        self.newlines += data.count(b"\n")
         while b"\n" in data:
             head, data = data.split(b"\n", 1)
             if (self.line + head).strip():
@@ -167,34 +165,38 @@ class QuoteConstraint:
         return bool(line) and enough_words(line, self.min_words) and self.in_source(line)
 
     # ---------------------------------------------------------------- choice
-    def _unique_rest(self) -> bytes:
-        """When the current line is long enough and occurs once in the source: the rest of
-        its sentence there (empty otherwise, or when the sentence ends with the line)."""
+    def completion(self) -> bytes:
+        """With :attr:`complete` (``COMPLETE_UNIQUE``): once the current line is long enough
+        and occurs once in the source, the rest of its sentence there and a line break, which
+        the backend reads into the model (and passes to :meth:`advance`) instead of decoding it;
+        empty otherwise, or when the sentence ends with the line already."""
         line = self.line
-        if not line.strip() or not enough_words(line, self.min_words):
+        if not self.complete or not line.strip() or not enough_words(line, self.min_words):
             return b""
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return b""  # the line ends inside a character: its rest is not text on its own
         at = self.source.find(line)
         if at < 0 or self.source.find(line, at + 1) >= 0:
             return b""
+        if any(start <= at < end for start, end in self._finished):
+            # The model is quoting a sentence it has already written: left to decode, so the
+            # memory's restart stop (memorag.memory.restarts_kept) ends the reply a word later
+            # instead of a whole sentence being read in again.
+            return b""
         rest = sentence_rest(self.source, at + len(line))
-        if rest:
-            # The model has read only the start of this quote, so it would go on to write
-            # the rest as its next line: what the reply now holds may not be quoted again.
-            self.source = self.source[:at] + b"\n" + self.source[at + len(line) + len(rest):]
-        return rest
+        if not rest:
+            return b""
+        self._finished.append((at, at + len(line) + len(rest)))
+        # The source stays whole: the model has read the finished sentence as if it had
+        # written it, so what it does next (a new quote, or starting this one again, which
+        # memorag.memory's restart stop ends) is what it would have done without completion.
+        self.completed += 1
+        return rest + b"\n"
 
     def choose(self, scores: np.ndarray) -> int:
-        """The model's best-scored token that keeps the constraint (see the module doc).
-
-        With :attr:`complete` (``COMPLETE_UNIQUE``), once the line names one place in the
-        source the model has chosen its quote and every further word is the document's: the
-        line is closed there, and its sentence's rest is recorded to be put into the reply
-        (:meth:`with_completions`) instead of being decoded a token at a time."""
-        if self.complete:
-            rest = self._unique_rest()
-            if rest:
-                self.completions[self.newlines] = rest
-                return self.newline_id
+        """The model's best-scored token that keeps the constraint (see the module doc)."""
         n = min(self.top_n, scores.shape[0])
         top = np.argpartition(-scores, n - 1)[:n]
         for token in top[np.argsort(-scores[top], kind="stable")]:
@@ -206,29 +208,6 @@ class QuoteConstraint:
         if self.line.strip() and enough_words(self.line, self.min_words):
             return self.newline_id
         return self.end_id
-
-    def with_completions(self, stream: Iterable[str]) -> Iterator[str]:
-        """The reply ``stream`` with each completed quote's rest put before the line break
-        that closed it (the text the model did not decode)."""
-        breaks = 0
-        try:
-            for text in stream:
-                if "\n" not in text:
-                    yield text
-                    continue
-                parts = text.split("\n")
-                out = parts[0]
-                for part in parts[1:]:
-                    out += self.completions.pop(breaks, b"").decode("utf-8", errors="ignore") + "\n" + part
-                    breaks += 1
-                yield out
-        finally:
-            # closing this reply (the caller has lines enough) must stop the decoding under
-            # it now, not when the garbage collector gets to it: its cleanup turns a task
-            # adapter off
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         """``scores`` with every token but :meth:`choose`'s set to minus infinity, so any

@@ -30,6 +30,7 @@ from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 from memorag.models.packaged import sha256_file
+from memorag.quoting import QuoteConstraint, quotable_text
 
 STATE_FILE = "kv_state.bin"
 
@@ -140,6 +141,18 @@ def file_fingerprint(path: Path) -> str:
         h.update(f.read(1 << 20))
     return h.hexdigest()[:32]
 
+
+
+def _ends_inside_character(data: bytes) -> bool:
+    """Whether ``data`` ends with an incomplete UTF-8 character (a token may carry half of one)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return False
+        if byte >= 0xC0:  # a lead byte: how many bytes its character needs
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return back < need
+    return False
 
 class LlamaCppLLM:
     """A GGUF model run by llama.cpp, usable as memory model and as generator."""
@@ -375,6 +388,49 @@ class LlamaCppLLM:
             text = chunk["choices"][0]["text"]
             if text:
                 yield text
+
+    def _quote_ids(self, ids: list[int], max_new_tokens: int, constraint: QuoteConstraint) -> Iterator[str]:
+        """Greedy decoding of the reply to ``ids`` under a quote ``constraint``, in this
+        module's own loop rather than create_completion: when the constraint completes a quote
+        from the document (:meth:`QuoteConstraint.completion`), the completion's tokens are
+        evaluated in one batch, so the model has read its whole quote before it picks the next
+        one. Every token, decoded or completed, counts against ``max_new_tokens``."""
+        room = self.context_window - len(ids)
+        if room < 16:
+            raise ContextTooLongError(
+                f"Prompt of {len(ids)} tokens does not fit the {self.context_window}-token context window of the model.")
+        budget = min(max_new_tokens, room)
+        llm = self._llm
+        # Reuse what the KV cache holds of ``ids`` (the prefix, and the task when it is the
+        # same); at least the last prompt token is evaluated, for its logits.
+        cached = np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.int64)
+        n = min(len(cached), len(ids) - 1)
+        differ = np.flatnonzero(cached[:n] != np.asarray(ids[:n], dtype=np.int64))
+        llm.n_tokens = int(differ[0]) if differ.size else n  # eval() drops the cache past n_tokens
+        llm.eval(ids[llm.n_tokens:])
+        n_vocab = llm.n_vocab()
+        used = 0
+        pending = b""  # bytes of a character split over tokens, held back until it is whole
+        while used < budget:
+            rest = constraint.completion()
+            if rest:
+                new = self._tokenize(rest.decode("utf-8", errors="ignore"), add_bos=False)[: budget - used]
+            else:
+                token = constraint.choose(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)))
+                if constraint.is_end(token):
+                    break
+                new = [token]
+            for token in new:
+                constraint.advance(token)
+            llm.eval(new)
+            used += len(new)
+            pending += b"".join(self._token_bytes(t) for t in new)
+            text = pending.decode("utf-8", errors="ignore")
+            if text and not _ends_inside_character(pending):
+                pending = b""
+                yield text
+        if pending:
+            yield pending.decode("utf-8", errors="ignore")
 
     def stream_chat(
         self,
@@ -685,28 +741,13 @@ class LlamaCppLLM:
         (memorag.quoting)."""
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
-        from memorag.quoting import QuoteConstraint, quotable_text
-
         llm = self._llm
         vocab = llm._model.vocab
         constraint = QuoteConstraint(
             quotable_text(self._prefix_text(), avoid), self._token_bytes,
             is_end=lambda t: bool(self._llama_cpp.llama_vocab_is_eog(vocab, t)), end_id=llm.token_eos(),
             newline_id=self._tokenize("\n", add_bos=False)[0], min_words=min_words)
-        seen: int | None = None  # tokens of input_ids already accounted for
-
-        def processor(input_ids: Any, scores: Any) -> Any:
-            nonlocal seen
-            # input_ids holds the prompt and every token generated so far. The first call
-            # comes before any token is generated: it marks where the reply starts.
-            if seen is None:
-                seen = len(input_ids)
-            for token in input_ids[seen:]:
-                constraint.advance(int(token))
-            seen = len(input_ids)
-            return constraint.mask(scores)
-
-        return constraint.with_completions(self._continue(user_suffix, max_new_tokens, 0.0, None, processor))
+        return self._continue(user_suffix, max_new_tokens, 0.0, None, constraint)
 
     def score_replies(self, user_suffix: str, replies: list[str], *, max_tokens: int = 16) -> list[list[float]]:
         """Log-probabilities of the first ``max_tokens`` tokens of each of ``replies`` as the
@@ -791,7 +832,7 @@ class LlamaCppLLM:
         return self._prefix_text_cache[1]
 
     def _continue(self, user_suffix: str, max_new_tokens: int, temperature: float, stop: list[str] | None,
-                  logits_processor: Callable[[Any, Any], Any] | None = None) -> Iterator[str]:
+                  constraint: QuoteConstraint | None = None) -> Iterator[str]:
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
         suffix_ids = self._suffix_ids(user_suffix)
@@ -801,14 +842,16 @@ class LlamaCppLLM:
             # only the prefix (always the base model's) is shared between the two.
             self._truncate_to_prefix()
         if not adapted:
-            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop,
-                                        logits_processor)
+            yield from (self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+                        if constraint is None else
+                        self._quote_ids(self._prefix_ids + suffix_ids, max_new_tokens, constraint))
             return
         self._suffix_adapted = True
         self._apply_adapter(True)
         try:
-            yield from self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop,
-                                        logits_processor)
+            yield from (self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
+                        if constraint is None else
+                        self._quote_ids(self._prefix_ids + suffix_ids, max_new_tokens, constraint))
         finally:
             # Off again at once: a later prefill, extension or judge call must see the base model.
             self._apply_adapter(False)

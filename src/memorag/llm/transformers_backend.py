@@ -143,15 +143,22 @@ class TransformersLLM:
         logits, cache = self._forward(ids, cache)
         out: list[int] = []
         sent = ""
-        for _ in range(max_new_tokens):
-            if constraint is None:
-                tok = self._pick(logits, temperature)
+        while len(out) < max_new_tokens:
+            # A quote the constraint completes from the document is read in one forward pass
+            # (memorag.quoting, COMPLETE_UNIQUE); every other token is decoded.
+            rest = constraint.completion() if constraint is not None else b""
+            if rest:
+                new = self._tokens(rest.decode("utf-8", errors="ignore"), plain=True)[: max_new_tokens - len(out)]
             else:
-                tok = constraint.choose(logits.float().cpu().numpy())
-                constraint.advance(tok)
-            if tok in self._eos:
-                break
-            out.append(tok)
+                tok = self._pick(logits, temperature) if constraint is None else constraint.choose(
+                    logits.float().cpu().numpy())
+                if tok in self._eos:
+                    break
+                new = [tok]
+            if constraint is not None:
+                for tok in new:
+                    constraint.advance(tok)
+            out.extend(new)
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             if stop and any(s in text for s in stop):
                 text = text[: min(text.index(s) for s in stop if s in text)]
@@ -162,7 +169,7 @@ class TransformersLLM:
             if not text.endswith("\ufffd") and len(text) > len(sent):
                 yield text[len(sent):]
                 sent = text
-            logits, cache = self._forward([tok], cache)
+            logits, cache = self._forward(new, cache)
 
     def stream_chat(self, messages: list[ChatMessage], *, max_new_tokens: int = 256, temperature: float = 0.0,
                     stop: list[str] | None = None) -> Iterator[str]:
@@ -221,8 +228,7 @@ class TransformersLLM:
                                      newline_id=newline, min_words=min_words)
         try:
             suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
-            yield from constraint.with_completions(self._decode(suffix, self._cache, max_new_tokens, None, 0.0,
-                                                                 constraint))
+            yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint)
         finally:
             self._crop_to_prefix()
 
