@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from memorag.config import DEFAULT_PLAN, EVIDENCE_ORDERS, Evidence, TaskType, choice
 from memorag.errors import InputError, StateError
-from memorag.llm.base import ChatMessage, Generator, Judge
+from memorag.llm.base import ChatMessage, Generator, Judge, score_continuations
 from memorag.memory import Clues
 from memorag.plans import (
     CLUE_KINDS,
@@ -114,6 +114,9 @@ class TwinJudge:
     def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
         return self.model.continuation_logprobs(messages, continuation)
 
+    def continuation_logprobs_many(self, prompts: Sequence[list[ChatMessage]], continuation: str) -> list[list[float]]:
+        return score_continuations(self.model, prompts, continuation)
+
     def yes_probability(self, messages: list[ChatMessage]) -> float:
         return self.model.yes_probability(messages)
 
@@ -145,6 +148,9 @@ class PackagedJudge(TwinJudge):
 
     def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
         return self.likelihood_model.continuation_logprobs(messages, continuation)
+
+    def continuation_logprobs_many(self, prompts: Sequence[list[ChatMessage]], continuation: str) -> list[list[float]]:
+        return score_continuations(self.likelihood_model, prompts, continuation)
 
     def loaded_models(self) -> list[Judge]:
         return super().loaded_models() + ([self._likelihood] if self._likelihood is not None else [])

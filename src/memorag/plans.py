@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from memorag.errors import InputError
-from memorag.llm.base import Judge
+from memorag.llm.base import Judge, score_continuations
 from memorag.retrieval import Hit, Retriever, weighted_rrf
 
 
@@ -520,15 +520,13 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
     for _, _, cid, t in rest[: max(0, p.likelihood_passages - len(chosen))]:
         chosen.append((cid, t))
     lang = p.language if p.language in LIKELIHOOD_USER else "en"
+    judged = list(dict.fromkeys(chosen))  # each (chunk, paragraph) once, in order
+    assert ctx.judge is not None
+    scored = score_continuations(
+        ctx.judge, [[{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=text)}] for _, text in judged],
+        question)
     best: dict[int, tuple[float, str]] = {}
-    seen: set[tuple[int, str]] = set()
-    for cid, text in chosen:
-        if (cid, text) in seen:
-            continue
-        seen.add((cid, text))
-        assert ctx.judge is not None
-        lp = ctx.judge.continuation_logprobs(
-            [{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=text)}], question)
+    for (cid, text), lp in zip(judged, scored):
         score = sum(lp) / len(lp) if lp else float("-inf")
         if cid not in best or score > best[cid][0]:
             best[cid] = (score, text)

@@ -193,6 +193,16 @@ class Judge(Protocol):
         ...
 
 
+def score_continuations(judge: Judge, prompts: Sequence[list[ChatMessage]], continuation: str) -> list[list[float]]:
+    """``judge.continuation_logprobs`` of ``continuation`` after each of ``prompts``: in one
+    call when the judge scores many at once (``continuation_logprobs_many``, as the llama.cpp
+    backend does), else one prompt at a time."""
+    many = getattr(judge, "continuation_logprobs_many", None)
+    if many is not None:
+        return many(prompts, continuation)
+    return [judge.continuation_logprobs(m, continuation) for m in prompts]
+
+
 def collect(stream: Iterator[str]) -> str:
     return "".join(stream)
 

@@ -39,6 +39,9 @@ JUDGE_PROMPT_CACHE_MB = 256
 generator in f16 about 28 KiB per token, so some 9,000 tokens of passages, more than the
 paragraphs a few questions about one long document make the judge read."""
 ANSWER_CACHE_MB = 512
+# Passages a judge scores in one batched decode (one llama.cpp sequence each; 1 scores one
+# at a time); see continuation_logprobs_many.
+JUDGE_SEQUENCES = 16
 """RAM for the KV states of answered prompts (``LlamaCppLLM.answer_cache``), which the next
 question's prompt may start from: at 28 KiB per token a three-chunk prompt of the 1.5B is
 some tens of MB, so a dozen or more of them."""
@@ -228,6 +231,7 @@ class LlamaCppLLM:
         self._adapter_wanted = False  # inside task_adapter() for a task the adapter was trained on
         self._suffix_adapted = False  # whether the KV cache past the prefix was computed with the adapter
         self._base_tokens = 1 << 62  # leading cached tokens computed without the judge adapter
+        self._n_seq = 1  # sequences the context holds (JUDGE_SEQUENCES once batched judging began)
         if adapter is not None:
             self._load_adapter(Path(adapter), adapter_scale, tuple(adapter_tasks))
         if prompt_cache_mb < 0:
@@ -565,6 +569,129 @@ class LlamaCppLLM:
         finally:
             self._apply_adapter(False)
             self._base_tokens = len(head)
+
+    def continuation_logprobs_many(self, prompts: Sequence[list[ChatMessage]],
+                                   continuation: str) -> list[list[float]]:
+        """:meth:`continuation_logprobs` of ``continuation`` after each of ``prompts``, the
+        continuation after many prompts decoded in one batch.
+
+        Why: a question's ~16 tokens scored after one passage at a time is a decode too
+        small to use the CPU well, and it was a large part of the judge's time
+        (bench/bench_judge_batch.py). Each prompt's head (all but its last token) is read
+        or restored in sequence 0 as :meth:`continuation_logprobs` does, then shared into a
+        sequence of its own (a copy in llama.cpp's unified KV cache shares the cells); the
+        last prompt token and the continuation of every sequence are then one decode. The
+        scores are the one-at-a-time path's up to floating-point rounding (another batch
+        shape sums in another order). One at a time when the prompt cache is off or
+        JUDGE_SEQUENCES is below 2.
+        """
+        if self._prefix_ids:
+            raise BackendError("continuation_logprobs runs on a context without a memorized prefix (use twin()).")
+        target = self._tokenize(continuation, add_bos=False)
+        if not target or len(prompts) < 2 or JUDGE_SEQUENCES < 2:
+            return [self.continuation_logprobs(m, continuation) for m in prompts]
+        rendered = [self._prompt_ids(self._render_marked(m)[0]) for m in prompts]
+        for prompt in rendered:
+            if len(prompt) + len(target) > self.context_window:
+                raise ContextTooLongError(f"Scoring prompt of {len(prompt) + len(target)} tokens does not fit the "
+                                          f"{self.context_window}-token window.")
+        self._enable_sequences()
+        out: list[list[float]] = []
+        group: list[list[int]] = []
+        cells = 0
+        for prompt in rendered:
+            need = len(prompt) + len(target)
+            if group and (len(group) == JUDGE_SEQUENCES - 1 or cells + need > self.context_window):
+                out += self._score_group(group, target)
+                group, cells = [], 0
+            group.append(prompt)
+            cells += need
+        return out + self._score_group(group, target)
+
+    def _enable_sequences(self) -> None:
+        """Rebuild this (judge) context to hold JUDGE_SEQUENCES sequences in one unified KV
+        cache of ``context_window`` cells; once, on the first batched call. A context
+        without a memorized prefix loses only its cached tokens, which the prompt cache keeps."""
+        if self._n_seq >= JUDGE_SEQUENCES:
+            return
+        from llama_cpp import _internals
+
+        llm = self._llm
+        params = llm.context_params
+        params.n_seq_max = JUDGE_SEQUENCES
+        params.kv_unified = True  # one pool of cells, so a sequence can share another's
+        old = llm._ctx
+        llm._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=self._verbose)
+        old.close()
+        llm.n_tokens = 0
+        self._n_seq = JUDGE_SEQUENCES
+        self._base_tokens = 1 << 62
+
+    def _score_group(self, prompts: list[list[int]], target: list[int]) -> list[list[float]]:
+        """``target``'s log-probabilities after each of ``prompts`` (fewer than
+        JUDGE_SEQUENCES, all fitting the window at once), prompt j in sequence j + 1."""
+        llm, lib = self._llm, self._llama_cpp
+        memory = llm._ctx.memory
+        try:
+            for seq, prompt in enumerate(prompts, start=1):
+                head = prompt[:-1]
+                cached = llm.input_ids[: llm.n_tokens].tolist()
+                common = 0
+                for a, b in zip(cached, head[: self._base_tokens]):  # never reuse tokens the judge adapter computed
+                    if a != b:
+                        break
+                    common += 1
+                llm.n_tokens = common
+                llm._ctx.kv_cache_seq_rm(0, common, -1)
+                if common < len(head):
+                    if self.prompt_cache.max_bytes:
+                        self._prompt_head(head, common)
+                    else:
+                        llm.eval(head[common:])
+                self._base_tokens = 1 << 62
+                lib.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+            rows = [(tok, len(prompt) - 1 + j, seq, nxt) for seq, prompt in enumerate(prompts, start=1)
+                    for j, (tok, nxt) in enumerate(zip([prompt[-1], *target[:-1]], target))]
+            if self._judge_adapted:
+                self._apply_adapter(True)
+            try:
+                logprobs = self._decode_rows(llm._ctx, rows)
+            finally:
+                if self._judge_adapted:
+                    self._apply_adapter(False)
+        finally:
+            for seq in range(1, len(prompts) + 1):
+                lib.llama_memory_seq_rm(memory, seq, -1, -1)
+        n = len(target)
+        return [logprobs[j * n: (j + 1) * n] for j in range(len(prompts))]
+
+    def _decode_rows(self, ctx: Any, rows: list[tuple[int, int, int, int]]) -> list[float]:
+        """Decode ``rows`` (token, position, sequence, the token it predicts or -1) in
+        batches of n_batch; the log-probability of each predicted token, in row order."""
+        lib = self._llama_cpp
+        batch = self._llm._batch.batch
+        n_vocab = self._llm.n_vocab()
+        out: list[float] = []
+        for begin in range(0, len(rows), self.n_batch):
+            part = rows[begin: begin + self.n_batch]
+            wanted = [k for k, row in enumerate(part) if row[3] >= 0]
+            batch.n_tokens = len(part)
+            for k, (tok, pos, seq, nxt) in enumerate(part):
+                batch.token[k] = tok
+                batch.pos[k] = pos
+                batch.n_seq_id[k] = 1
+                batch.seq_id[k][0] = seq
+                batch.logits[k] = nxt >= 0
+            if int(lib.llama_decode(ctx.ctx, batch)) != 0:
+                raise BackendError("llama.cpp could not decode the judge's batch.")
+            if not wanted:
+                continue
+            logits = np.stack([np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx.ctx, k), shape=(n_vocab,))
+                               for k in wanted])
+            top = logits.max(axis=1, keepdims=True)
+            lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            out += [float(logits[r, part[k][3]]) - float(lse[r]) for r, k in enumerate(wanted)]
+        return out
 
     def _prompt_head(self, head: list[int], common: int) -> int:
         """Put ``head`` into the KV cache (``common`` of its tokens are there already):

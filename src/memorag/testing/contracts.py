@@ -409,6 +409,26 @@ def judge_question_is_likelier_after_the_passage_that_answers_it(judge: Any) -> 
     assert mean(JUDGE_RELEVANT) > mean(JUDGE_UNRELATED), "the answering passage did not make the question likelier"
 
 
+def judge_scores_many_passages_as_it_scores_each(judge: Any) -> None:
+    """Scoring a question after many passages at once (``continuation_logprobs_many``, which
+    the judging plans use when a judge has it) gives each passage the score it gets alone."""
+    from memorag.llm.base import score_continuations
+
+    passages = [JUDGE_UNRELATED, JUDGE_RELEVANT, "The ferry to the island leaves at noon on Sundays.",
+                JUDGE_RELEVANT + " She kept it for forty years."]
+    many = score_continuations(judge, [_likelihood_messages(p) for p in passages], JUDGE_QUESTION)
+    alone = [judge.continuation_logprobs(_likelihood_messages(p), JUDGE_QUESTION) for p in passages]
+    assert [len(x) for x in many] == [len(x) for x in alone], f"token counts differ: {many} vs {alone}"
+    # Per token within the repeat check's noise; per passage (the mean the plans rank by)
+    # closer still, and the same order.
+    assert all(abs(a - b) <= 0.25 for x, y in zip(many, alone) for a, b in zip(x, y)), f"{many} vs {alone}"
+    means = [sum(x) / len(x) for x in many]
+    alone_means = [sum(x) / len(x) for x in alone]
+    assert all(abs(a - b) <= 0.05 for a, b in zip(means, alone_means)), f"means {means} vs {alone_means}"
+    assert sorted(range(len(means)), key=means.__getitem__) == sorted(range(len(means)), key=alone_means.__getitem__), \
+        f"ranked differently together ({means}) and alone ({alone_means})"
+
+
 def judge_yes_probability_is_a_probability_that_prefers_the_answer(judge: Any) -> None:
     relevant = judge.yes_probability(_yes_no_messages(JUDGE_RELEVANT))
     unrelated = judge.yes_probability(_yes_no_messages(JUDGE_UNRELATED))
@@ -420,5 +440,6 @@ def judge_yes_probability_is_a_probability_that_prefers_the_answer(judge: Any) -
 JUDGE_CHECKS: tuple[Check, ...] = (
     judge_is_a_judge, judge_logprobs_are_per_token_and_repeatable,
     judge_question_is_likelier_after_the_passage_that_answers_it,
+    judge_scores_many_passages_as_it_scores_each,
     judge_yes_probability_is_a_probability_that_prefers_the_answer,
 )
