@@ -174,3 +174,13 @@ def test_each_row_names_its_evidence_chunks(tmp_path, memories):
     assert ids and all(len(i) == 2 and len(set(i)) == 2 and all(isinstance(c, int) and c >= 0 for c in i) for i in ids)
     again = run("vartrack", ["hybrid", "likelihood"], output=tmp_path / "ids2.json", **_kw(tmp_path))
     assert [r["evidence_ids"] for r in again["questions"]] == ids
+
+
+def test_a_run_records_the_decoding_switches_it_ran_with(tmp_path, memories, monkeypatch):
+    import memorag.quoting as quoting
+
+    monkeypatch.setattr(quoting, "COMPLETE_UNIQUE", True)
+    result = run("vartrack", QUESTION_ONLY, output=tmp_path / "r.json", **_kw(tmp_path))
+    assert result["decoding"]["quoting.COMPLETE_UNIQUE"] is True
+    assert set(result["decoding"]) == {"quoting.COMPLETE_UNIQUE", "memory.STOP_ON_RESTART", "llamacpp.JUDGE_SEQUENCES"}
+    assert json.loads((tmp_path / "r.json").read_text())["decoding"] == result["decoding"]

@@ -259,3 +259,16 @@ def test_completion_off_leaves_every_word_to_the_model():
         c.advance(tok)
         assert c.completion() == b""
     assert c.completed == 0
+
+
+def test_a_quote_starts_at_a_word_start_not_inside_a_word():
+    pieces = [b"She", b" was", b"he", b" a", b" woman", b"\n", b"", b"He", b" left"]
+    c = QuoteConstraint("She was a woman. He left.", lambda t: pieces[t], is_end=lambda t: t == 6, end_id=6,
+                        newline_id=5, min_words=2)
+    assert not c.allows(2)  # "he" stands in the text only inside "She"
+    assert c.allows(0) and c.allows(7)  # "She", and "He" at a word start
+    assert c.choose(scores_for(2, 0)) == 0  # the model's first choice is a misquote: its next one is taken
+    # punctuation or a space may start a quote anywhere; CJK text has no word starts to keep
+    assert c.in_source(b" was a") and c.in_source(b". He")
+    cjk = QuoteConstraint("猫在垫子上坐着。", lambda t: b"", is_end=lambda t: False, end_id=0, newline_id=1)
+    assert cjk.in_source("在垫子".encode())

@@ -51,6 +51,7 @@ ABBREVIATIONS = r"Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z]"
 """Words whose full stop ends no sentence (a regex alternation; memorag.memory uses it too)."""
 _ABBREVIATION = re.compile(rb"(?:^|[^A-Za-z])(?:" + ABBREVIATIONS.encode() + rb")\.$")
 
+_WORD_BYTE = re.compile(rb"[A-Za-z0-9]")  # a byte inside a Latin word (CJK text has no word starts to keep)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -143,7 +144,17 @@ class QuoteConstraint:
 
     # ------------------------------------------------------------------ tests
     def in_source(self, text: bytes) -> bool:
-        return text in self.source
+        """Whether ``text`` stands in the source starting at a word's start (a quote cut from
+        the middle of a word, "he was" out of "She was", reads as a misquote)."""
+        return self._occurrence(text) >= 0
+
+    def _occurrence(self, text: bytes, start: int = 0) -> int:
+        """Where ``text`` first stands in the source from ``start`` on, beginning at a word's
+        start when it begins with a letter or digit; -1 when nowhere."""
+        if not _WORD_BYTE.match(text):
+            return self.source.find(text, start)
+        m = re.compile(rb"(?<![A-Za-z0-9])" + re.escape(text)).search(self.source, start)
+        return m.start() if m else -1
 
     def allows(self, token: int) -> bool:
         """Whether generating ``token`` now keeps the output a sequence of quotes."""
@@ -177,8 +188,8 @@ class QuoteConstraint:
             line.decode("utf-8")
         except UnicodeDecodeError:
             return b""  # the line ends inside a character: its rest is not text on its own
-        at = self.source.find(line)
-        if at < 0 or self.source.find(line, at + 1) >= 0:
+        at = self._occurrence(line)
+        if at < 0 or self._occurrence(line, at + 1) >= 0:
             return b""
         if any(start <= at < end for start, end in self._finished):
             # The model is quoting a sentence it has already written: left to decode, so the

@@ -41,6 +41,16 @@ from memorag.retrieval import RetrievalState
 from memorag.store import StateError, load_consistent, write_save_dir
 
 
+def decoding_settings() -> dict:
+    """The module switches that change what the memory writes or how the judge scores, as
+    this run had them (not part of the resume key: rows of a resumed run may predate a change)."""
+    import memorag.llm.llamacpp as llamacpp
+    import memorag.memory as memory
+    import memorag.quoting as quoting
+
+    return {"quoting.COMPLETE_UNIQUE": quoting.COMPLETE_UNIQUE, "memory.STOP_ON_RESTART": memory.STOP_ON_RESTART,
+            "llamacpp.JUDGE_SEQUENCES": llamacpp.JUDGE_SEQUENCES}
+
 def parse_methods(spec: str) -> list[str]:
     methods = [m.strip() for m in spec.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -339,7 +349,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     if bar:
         bar.close()
     summary = summarize(rows, methods, top_k, retrieval_only)
-    result = {"dataset": dataset, "config": config, "methods": summary,
+    result = {"dataset": dataset, "config": config, "decoding": decoding_settings(), "methods": summary,
               "memorize_seconds": [round(s, 1) for s in memorize_seconds],
               **({} if memory_read else {"index_seconds": [round(s, 1) for s in index_seconds]}),
               **({"haystacks_evaluated": len(haystacks)} if max_haystacks is not None else {}),
