@@ -18,37 +18,27 @@ Usage: python bench/bench_judge_batch.py [--questions 10] [--out FILE.json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_query_latency import cpu_model  # noqa: E402
+from bench_query_latency import cpu_model, judge_models, memorized_sample  # noqa: E402
 from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answer questions)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--questions", type=int, default=10)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    args, pipe, _ = memorized_sample(__doc__)
     import memorag.llm.llamacpp as backend
-    from memorag import MemoRAG
 
-    text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
-    pipe = MemoRAG()
-    pipe.memorize(text, progress=False)
     view, parts = pipe.view(), pipe.answering()
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     clues = [pipe.memory.clues(q, kinds=parts.plan.clue_kinds()) for q in questions]
     parts.plan.find(view, "Who is the narrator of the story?", None, parts.top_k)  # untimed: loads the judge
-    loaded = getattr(pipe.judge, "loaded_models", None)
-    judges = loaded() if callable(loaded) else [pipe.judge]
+    judges = judge_models(pipe.judge)
     batched_default = backend.JUDGE_SEQUENCES
     runs = []
     for mode in ("one", "batched", "batched", "one"):

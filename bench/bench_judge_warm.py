@@ -17,17 +17,15 @@ Usage: python bench/bench_judge_warm.py [--questions 10] [--out FILE.json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_query_latency import cpu_model  # noqa: E402
+from bench_query_latency import cpu_model, memorized_sample  # noqa: E402
 from test_demo_questions import QUESTIONS, correct  # noqa: E402  (the demo's known-answer questions)
 
 WARM_UP_QUESTION = "Who is the narrator of the story?"  # untimed: loads the judge
@@ -50,17 +48,7 @@ def read_every_paragraph(pipe) -> tuple[int, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--questions", type=int, default=10)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    from memorag import MemoRAG
-
-    text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
-    pipe = MemoRAG()
-    t = time.perf_counter()
-    pipe.memorize(text, progress=False)
-    memorize_seconds = time.perf_counter() - t
+    args, pipe, memorize_seconds = memorized_sample(__doc__)
     pipe.ask(WARM_UP_QUESTION, max_new_tokens=8)
     loaded = getattr(pipe.judge, "loaded_models", None)
     judges = loaded() if callable(loaded) else [pipe.judge]

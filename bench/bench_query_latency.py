@@ -40,6 +40,21 @@ def cpu_model() -> str:
 WARM_UP_QUESTION = "What happens in these chapters?"
 
 
+def memorized_sample(doc: str | None) -> tuple[argparse.Namespace, MemoRAG, float]:
+    """The demo benches' shared start: ``--questions``/``--out`` parsed (``doc`` is the
+    bench's help), the default pipeline with the bundled sample memorized, and the seconds
+    memorizing took."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
+    pipe = MemoRAG()
+    t = time.perf_counter()
+    pipe.memorize(text, progress=False)
+    return args, pipe, time.perf_counter() - t
+
+
 def judge_models(judge: object) -> list[object]:
     """The models behind a pipeline's judge that have been loaded (a twin judge wraps them)."""
     if judge is None:

@@ -543,16 +543,8 @@ class LlamaCppLLM:
         ids = prompt + target
         if len(ids) > self.context_window:
             raise ContextTooLongError(f"Scoring prompt of {len(ids)} tokens does not fit the {self.context_window}-token window.")
-        llm = self._llm
         head = prompt[:-1]  # the last prompt token must be evaluated: its logits predict target[0]
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        common = 0
-        for a, b in zip(cached, head[: self._base_tokens]):  # never reuse tokens the judge adapter computed
-            if a != b:
-                break
-            common += 1
-        llm.n_tokens = common
-        llm._ctx.kv_cache_seq_rm(-1, common, -1)
+        common = self._keep_shared_head(head)
         if common < len(head) and self.prompt_cache.max_bytes:
             common = self._prompt_head(head, common)
         if not self._judge_adapted:
@@ -635,14 +627,7 @@ class LlamaCppLLM:
         try:
             for seq, prompt in enumerate(prompts, start=1):
                 head = prompt[:-1]
-                cached = llm.input_ids[: llm.n_tokens].tolist()
-                common = 0
-                for a, b in zip(cached, head[: self._base_tokens]):  # never reuse tokens the judge adapter computed
-                    if a != b:
-                        break
-                    common += 1
-                llm.n_tokens = common
-                llm._ctx.kv_cache_seq_rm(0, common, -1)
+                common = self._keep_shared_head(head)
                 if common < len(head):
                     if self.prompt_cache.max_bytes:
                         self._prompt_head(head, common)
@@ -692,6 +677,20 @@ class LlamaCppLLM:
             lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
             out += [float(logits[r, part[k][3]]) - float(lse[r]) for r, k in enumerate(wanted)]
         return out
+
+    def _keep_shared_head(self, head: list[int]) -> int:
+        """Keep the longest start of ``head`` the KV cache (sequence 0) holds, drop the rest;
+        returns how many tokens were kept. Tokens the judge adapter computed are never kept."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = 0
+        for a, b in zip(cached, head[: self._base_tokens]):
+            if a != b:
+                break
+            common += 1
+        llm.n_tokens = common
+        llm._ctx.kv_cache_seq_rm(0, common, -1)
+        return common
 
     def _prompt_head(self, head: list[int], common: int) -> int:
         """Put ``head`` into the KV cache (``common`` of its tokens are there already):
