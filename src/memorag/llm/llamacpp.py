@@ -417,9 +417,8 @@ class LlamaCppLLM:
         pending = b""  # bytes of a character split over tokens, held back until it is whole
         while used < budget:
             rest = constraint.completion()
-            if rest:
-                new = self._tokenize(rest.decode("utf-8", errors="ignore"), add_bos=False)[: budget - used]
-            else:
+            new = self._tokenize(rest.decode("utf-8", errors="ignore"), add_bos=False)[: budget - used] if rest else []
+            if not new:
                 token = constraint.choose(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)))
                 if constraint.is_end(token):
                     break

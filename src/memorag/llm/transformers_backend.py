@@ -147,9 +147,9 @@ class TransformersLLM:
             # A quote the constraint completes from the document is read in one forward pass
             # (memorag.quoting, COMPLETE_UNIQUE); every other token is decoded.
             rest = constraint.completion() if constraint is not None else b""
-            if rest:
-                new = self._tokens(rest.decode("utf-8", errors="ignore"), plain=True)[: max_new_tokens - len(out)]
-            else:
+            new = self._tokens(rest.decode("utf-8", errors="ignore"), plain=True)[: max_new_tokens - len(out)] \
+                if rest else []
+            if not new:
                 tok = self._pick(logits, temperature) if constraint is None else constraint.choose(
                     logits.float().cpu().numpy())
                 if tok in self._eos:
