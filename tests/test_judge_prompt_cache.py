@@ -65,3 +65,25 @@ def test_restored_passage_state_scores_exactly_as_when_first_read(default_llm):
     assert max(abs(a - b) for a, b in zip(cached, uncached)) < 0.2
     # The passage that answers the question stays the likelier one, cached or not.
     assert sum(first[0]) / len(first[0]) > sum(first[1]) / len(first[1])
+
+
+def test_batched_scoring_reads_heads_with_or_without_the_cache_and_leaves_one_sequence(default_llm):
+    """continuation_logprobs_many (the plans' path) scores as one at a time does, whether the
+    passages come from the prompt cache or are read fresh, and leaves only sequence 0 in the
+    KV cache, so a one-at-a-time call afterwards is unchanged."""
+    from memorag.llm.llamacpp import JUDGE_SEQUENCES
+
+    alone = [default_llm.twin(n_ctx=2048).continuation_logprobs(_messages(p), QUESTION) for p in PASSAGES]
+    for cache_bytes in (0, 1 << 28):
+        judge = default_llm.twin(n_ctx=2048)
+        judge.prompt_cache.max_bytes = cache_bytes
+        for _ in range(2):  # read, then (with the cache) restored
+            many = judge.continuation_logprobs_many([_messages(p) for p in PASSAGES], QUESTION)
+            assert [len(x) for x in many] == [len(x) for x in alone]
+            assert max(abs(a - b) for x, y in zip(many, alone) for a, b in zip(x, y)) < 0.25
+        assert judge._n_seq == JUDGE_SEQUENCES
+        assert len(judge.prompt_cache) == (2 if cache_bytes else 0)
+        lib, memory = judge._llama_cpp, judge._llm._ctx.memory
+        assert all(lib.llama_memory_seq_pos_max(memory, s) == -1 for s in range(1, JUDGE_SEQUENCES))
+        after = judge.continuation_logprobs(_messages(PASSAGES[0]), QUESTION)
+        assert max(abs(a - b) for a, b in zip(after, alone[0])) < 0.25

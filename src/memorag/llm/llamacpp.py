@@ -573,8 +573,7 @@ class LlamaCppLLM:
         sequence of its own (a copy in llama.cpp's unified KV cache shares the cells); the
         last prompt token and the continuation of every sequence are then one decode. The
         scores are the one-at-a-time path's up to floating-point rounding (another batch
-        shape sums in another order). One at a time when the prompt cache is off or
-        JUDGE_SEQUENCES is below 2.
+        shape sums in another order). One at a time when JUDGE_SEQUENCES is below 2.
         """
         if self._prefix_ids:
             raise BackendError("continuation_logprobs runs on a context without a memorized prefix (use twin()).")
@@ -639,7 +638,7 @@ class LlamaCppLLM:
             if self._judge_adapted:
                 self._apply_adapter(True)
             try:
-                logprobs = self._decode_rows(llm._ctx, rows)
+                logprobs = self._decode_rows(rows)
             finally:
                 if self._judge_adapted:
                     self._apply_adapter(False)
@@ -649,32 +648,29 @@ class LlamaCppLLM:
         n = len(target)
         return [logprobs[j * n: (j + 1) * n] for j in range(len(prompts))]
 
-    def _decode_rows(self, ctx: Any, rows: list[tuple[int, int, int, int]]) -> list[float]:
-        """Decode ``rows`` (token, position, sequence, the token it predicts or -1) in
-        batches of n_batch; the log-probability of each predicted token, in row order."""
-        lib = self._llama_cpp
+    def _decode_rows(self, rows: list[tuple[int, int, int, int]]) -> list[float]:
+        """Decode ``rows`` (token, position, sequence, the token it predicts) in batches of
+        n_batch; the log-probability of each predicted token, in row order."""
+        lib, ctx = self._llama_cpp, self._llm._ctx.ctx
         batch = self._llm._batch.batch
         n_vocab = self._llm.n_vocab()
         out: list[float] = []
         for begin in range(0, len(rows), self.n_batch):
             part = rows[begin: begin + self.n_batch]
-            wanted = [k for k, row in enumerate(part) if row[3] >= 0]
             batch.n_tokens = len(part)
-            for k, (tok, pos, seq, nxt) in enumerate(part):
+            for k, (tok, pos, seq, _) in enumerate(part):
                 batch.token[k] = tok
                 batch.pos[k] = pos
                 batch.n_seq_id[k] = 1
                 batch.seq_id[k][0] = seq
-                batch.logits[k] = nxt >= 0
-            if int(lib.llama_decode(ctx.ctx, batch)) != 0:
+                batch.logits[k] = True
+            if int(lib.llama_decode(ctx, batch)) != 0:
                 raise BackendError("llama.cpp could not decode the judge's batch.")
-            if not wanted:
-                continue
-            logits = np.stack([np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx.ctx, k), shape=(n_vocab,))
-                               for k in wanted])
+            logits = np.stack([np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, k), shape=(n_vocab,))
+                               for k in range(len(part))])
             top = logits.max(axis=1, keepdims=True)
             lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            out += [float(logits[r, part[k][3]]) - float(lse[r]) for r, k in enumerate(wanted)]
+            out += [float(logits[k, row[3]]) - float(lse[k]) for k, row in enumerate(part)]
         return out
 
     def _keep_shared_head(self, head: list[int]) -> int:
