@@ -272,3 +272,34 @@ def test_a_quote_starts_at_a_word_start_not_inside_a_word():
     assert c.in_source(b" was a") and c.in_source(b". He")
     cjk = QuoteConstraint("猫在垫子上坐着。", lambda t: b"", is_end=lambda t: False, end_id=0, newline_id=1)
     assert cjk.in_source("在垫子".encode())
+
+
+def test_next_tokens_feeds_a_finished_quote_or_the_chosen_token_and_stops_at_the_end():
+    by_bytes = {p: t for t, p in enumerate(PIECES) if p}
+
+    def tokenize(text: str) -> list[int]:
+        data, out = text.encode(), []
+        while data:
+            piece = max((p for p in by_bytes if data.startswith(p)), key=len)
+            out.append(by_bytes[piece])
+            data = data[len(piece):]
+        return out
+
+    c = constraint(min_words=4)
+    c.complete = True
+    asked: list[int] = []
+
+    def scores(tok: int):
+        return lambda: asked.append(tok) or scores_for(tok)
+
+    for tok in (0, 1, 2, 3):  # "The cat sat on", decoded
+        assert c.next_tokens(scores(tok), tokenize, 50) == [tok]
+    fed = c.next_tokens(scores(9), tokenize, 50)  # one place now: the rest is fed, not decoded
+    assert fed == tokenize(" the mat.\n") and asked == [0, 1, 2, 3]
+    assert c.line == b"" and c.lines == 1 and c.completed == 1
+    assert c.next_tokens(scores(END), tokenize, 50) == []  # the model ends the reply
+    c2 = constraint(min_words=4)
+    c2.complete = True
+    for tok in (0, 1, 2, 3):
+        c2.next_tokens(scores(tok), tokenize, 50)
+    assert c2.next_tokens(scores(9), tokenize, 2) == tokenize(" the mat.\n")[:2]  # at most the limit

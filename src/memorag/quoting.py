@@ -126,7 +126,6 @@ class QuoteConstraint:
         self.lines = 0  # lines closed so far
         self.forced = 0  # steps where none of the model's top_n tokens could continue
         self.complete = COMPLETE_UNIQUE
-        self.completed = 0  # quotes finished from the document (completion())
         self._finished: list[tuple[int, int]] = []  # (start, end) in source of each finished quote
 
     # ------------------------------------------------------------------ state
@@ -203,8 +202,29 @@ class QuoteConstraint:
         # The source stays whole: the model has read the finished sentence as if it had
         # written it, so what it does next (a new quote, or starting this one again, which
         # memorag.memory's restart stop ends) is what it would have done without completion.
-        self.completed += 1
         return rest + b"\n"
+
+    @property
+    def completed(self) -> int:
+        """Quotes finished from the document so far (:meth:`completion`)."""
+        return len(self._finished)
+
+    def next_tokens(self, scores: Callable[[], np.ndarray], tokenize: Callable[[str], list[int]],
+                    limit: int) -> list[int]:
+        """The tokens a backend feeds the model next, already passed to :meth:`advance`: the
+        rest of a finished quote (:meth:`completion`, tokenized, at most ``limit`` tokens), or
+        else the one token :meth:`choose` takes from ``scores()`` (the logits after what
+        was fed last); empty when that token ends the reply."""
+        rest = self.completion()
+        new = tokenize(rest.decode("utf-8", errors="ignore"))[:limit] if rest else []
+        if not new:
+            token = self.choose(scores())
+            if self.is_end(token):
+                return []
+            new = [token]
+        for token in new:
+            self.advance(token)
+        return new
 
     def choose(self, scores: np.ndarray) -> int:
         """The model's best-scored token that keeps the constraint (see the module doc)."""

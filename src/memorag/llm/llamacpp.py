@@ -416,15 +416,10 @@ class LlamaCppLLM:
         used = 0
         pending = b""  # bytes of a character split over tokens, held back until it is whole
         while used < budget:
-            rest = constraint.completion()
-            new = self._tokenize(rest.decode("utf-8", errors="ignore"), add_bos=False)[: budget - used] if rest else []
+            new = constraint.next_tokens(lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)),
+                                         lambda text: self._tokenize(text, add_bos=False), budget - used)
             if not new:
-                token = constraint.choose(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)))
-                if constraint.is_end(token):
-                    break
-                new = [token]
-            for token in new:
-                constraint.advance(token)
+                break
             llm.eval(new)
             used += len(new)
             pending += b"".join(self._token_bytes(t) for t in new)

@@ -146,18 +146,16 @@ class TransformersLLM:
         while len(out) < max_new_tokens:
             # A quote the constraint completes from the document is read in one forward pass
             # (memorag.quoting, COMPLETE_UNIQUE); every other token is decoded.
-            rest = constraint.completion() if constraint is not None else b""
-            new = self._tokens(rest.decode("utf-8", errors="ignore"), plain=True)[: max_new_tokens - len(out)] \
-                if rest else []
-            if not new:
-                tok = self._pick(logits, temperature) if constraint is None else constraint.choose(
-                    logits.float().cpu().numpy())
+            if constraint is None:
+                tok = self._pick(logits, temperature)
                 if tok in self._eos:
                     break
                 new = [tok]
-            if constraint is not None:
-                for tok in new:
-                    constraint.advance(tok)
+            else:
+                new = constraint.next_tokens(lambda now=logits: now.float().cpu().numpy(),
+                                             lambda text: self._tokens(text, plain=True), max_new_tokens - len(out))
+                if not new:
+                    break
             out.extend(new)
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             if stop and any(s in text for s in stop):
