@@ -208,7 +208,7 @@ EVAL_KEYWORDS = {
     "plan.name": "query_plan", "evidence.render": "evidence", "evidence.order": "evidence_order",
 }
 # ... and those it refuses: options of a pipeline the eval runner cannot set
-EVAL_REFUSED = ("models.flash_attn", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
+EVAL_REFUSED = ("models.flash_attn", "models.judge_states_mb", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
                 "retrieval.index", "retrieval.hybrid", "retrieval.overlap_indexing", "evidence.cite")
 
 
@@ -264,6 +264,8 @@ def test_every_leaf_takes_effect_or_is_refused(path, tmp_path, monkeypatch):
             assert probe(before) != expected and probe(after) == expected, path
     elif path == "collection.routing_index":
         check_routing_index(base, tmp_path)
+    elif path == "models.judge_states_mb":
+        check_judge_states_mb(base, tmp_path)
     elif section == "service":
         assert path in SERVICE_CASES, f"leaf {path!r} has no case in tests/test_config_tree.py"
         if not HAS_SERVICE:
@@ -326,6 +328,22 @@ def check_eval(path: str, value: Any, base: MemoragConfig, config: MemoragConfig
     assert base.eval_kwargs()[keyword] != value and config.eval_kwargs()[keyword] == value, path
 
 
+def check_judge_states_mb(base: MemoragConfig, tmp_path: Path) -> None:
+    """A single document's pipeline takes it; a store's front-ends keep no judge states
+    (memorag.judge_states) and refuse a setting they would drop; eval refuses it too."""
+    path = "models.judge_states_mb"
+    config = with_values(base, {path: 7})
+    assert build_pipeline(base, tmp_path).judge_states_mb != 7
+    assert build_pipeline(config, tmp_path).judge_states_mb == 7
+    for front_end, build in PIPELINE_FRONT_ENDS.items():
+        if front_end == "MemoRAG":
+            continue
+        assert build(base, tmp_path).judge_states_mb == 0, front_end
+        with pytest.raises(InputError, match="judge_states_mb"):
+            build(config, tmp_path)
+    check_eval(path, 7, base, config)
+
+
 def check_routing_index(base: MemoragConfig, tmp_path: Path) -> None:
     """``ram`` pins a store to routing in RAM: the store records it, and the store then refuses
     a process that asks for another routing index. The default follows the store."""
@@ -345,7 +363,7 @@ def check_routing_index(base: MemoragConfig, tmp_path: Path) -> None:
 
 
 def test_the_walk_covers_every_leaf_and_the_options_of_the_front_ends():
-    cased = {*PIPELINE_CASES, *COLLECTION_CASES, *SERVICE_CASES, "collection.routing_index"}
+    cased = {*PIPELINE_CASES, *COLLECTION_CASES, *SERVICE_CASES, "collection.routing_index", "models.judge_states_mb"}
     assert {p for p in LEAVES if not p.startswith("plan.params.")} == cased
     assert {p.removeprefix("plan.params.") for p in LEAVES if p.startswith("plan.params.")} == \
         {f.name for f in dataclasses.fields(PlanParams)}
@@ -354,7 +372,8 @@ def test_the_walk_covers_every_leaf_and_the_options_of_the_front_ends():
               "clue_weight": "plan.params.clue_weight", "hybrid": "retrieval.hybrid",
               "overlap_indexing": "retrieval.overlap_indexing", "query_plan": "plan.name",
               "follow_hops": "plan.params.follow_hops", "evidence": "evidence.render", "cite": "evidence.cite",
-              "evidence_order": "evidence.order", "plan_params": "plan.params.rerank_depth"}
+              "evidence_order": "evidence.order", "plan_params": "plan.params.rerank_depth",
+              "judge_states_mb": "models.judge_states_mb"}
     assert set(placed) == {f.name for f in dataclasses.fields(PipelineOptions)}
     assert all(p in LEAVES for p in placed.values())
     # every leaf but the plan's parameters says in one line what it does

@@ -48,6 +48,32 @@ def test_memorize_saves_manifest_with_models_and_counts(memorized):
     assert (save_dir / "memory" / "kv_state.bin").stat().st_size > 10_000_000
 
 
+def test_judge_states_are_saved_and_restored_after_a_reload(memorized):
+    pipe, save_dir, stats, _ = memorized
+    manifest = json.loads((save_dir / "manifest.json").read_text())
+    assert stats["judge_states"] == manifest["judge_states"]["passages"] > 10  # every paragraph, read once
+    assert (save_dir / "judge" / "states.bin").stat().st_size == manifest["judge_states"]["bytes"]
+    from memorag.judge_states import passage_reader
+
+    pipe.load(save_dir)
+    states = pipe.document.judge_states
+    reader = passage_reader(pipe.judge)
+    assert states is not None and reader.judge_states is states  # the loaded ones, handed to the judge
+    reader.prompt_cache.clear()
+    clues = pipe.memory.clues(QUESTION)
+    reads: list[int] = []
+    llm = reader._llm
+    real_eval = llm.eval
+    llm.eval = lambda tokens: (reads.append(len(tokens)), real_eval(tokens))[1]
+    try:
+        pipe.retrieve(QUESTION, clues, k=3)
+    finally:
+        del llm.eval
+    # the judge restored its candidates' paragraphs instead of reading them; it reads only
+    # what memorize could not foresee: the (up to 3) sentences the memory's clues point at
+    assert states.hits >= 5 and len(reads) <= 3, (states.hits, reads)
+
+
 def test_reload_in_fresh_process_answers_with_the_fact(memorized):
     _, save_dir, _, clues = memorized
     proc = subprocess.run(

@@ -13,7 +13,7 @@ from test_unit_pipeline import DOC_A, Q_A
 from memorag import MemoRAG
 from memorag.answering import Excerpts, JudgedPassages, passage_in_context
 from memorag.collection import Collection
-from memorag.config import PipelineOptions
+from memorag.config import DEFAULT_JUDGE_STATES_MB, PipelineOptions
 from memorag.errors import InputError
 from memorag.index.faiss_index import FaissIndex
 from memorag.plans import register_plan
@@ -123,6 +123,14 @@ def check_plan_params() -> None:
         _pipe(query_plan="test-spy", question_weight=3.0, plan_params={"question_weight": 2.0})
 
 
+def check_judge_states_mb() -> None:
+    """What the budget does is in tests/test_judge_states.py (a judge that keeps states)."""
+    assert _pipe(judge_states_mb=3).judge_states_mb == 3 and _pipe().judge_states_mb == DEFAULT_JUDGE_STATES_MB
+    for bad in (-1, True, 1.5):
+        with pytest.raises(InputError, match="judge_states_mb must be a whole number"):
+            _pipe(judge_states_mb=bad)
+
+
 OPTION_CHECKS = {
     "ret_hit": check_ret_hit,
     "question_weight": lambda: _reaches_the_plan("question_weight", 3.0),
@@ -135,6 +143,7 @@ OPTION_CHECKS = {
     "cite": check_cite,
     "evidence_order": check_evidence_order,
     "plan_params": check_plan_params,
+    "judge_states_mb": check_judge_states_mb,
 }
 
 

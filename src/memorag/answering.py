@@ -102,14 +102,34 @@ class TwinJudge:
         self.generator = generator
         self.n_ctx = n_ctx
         self._model: Judge | None = None
+        self._states: Any = None  # the document's JudgeStates, handed on to the scoring model
 
     @property
     def model(self) -> Judge:
         """The model that scores (made on first use)."""
         if self._model is None:
             twin = getattr(self.generator, "twin", None)
-            self._model = twin(n_ctx=self.n_ctx) if twin is not None else self.generator
+            self._model = self._with_states(twin(n_ctx=self.n_ctx) if twin is not None else self.generator)
         return self._model
+
+    @property
+    def likelihood_model(self) -> Judge:
+        """The model that scores query likelihood (:func:`memorag.judge_states.passage_reader`)."""
+        return self.model
+
+    def use_judge_states(self, states: Any) -> None:
+        """Have the query-likelihood model restore passages from ``states``
+        (:class:`memorag.judge_states.JudgeStates`; None: stop), now if it is loaded, else
+        when it is. A model that cannot, or whose layout differs, reads passages as before."""
+        self._states = states
+        for model in self.loaded_models():
+            self._with_states(model)
+
+    def _with_states(self, model: Any) -> Any:
+        use = getattr(model, "use_judge_states", None)
+        if use is not None and (self._states is not None or getattr(model, "judge_states", None) is not None):
+            use(self._states)
+        return model
 
     def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:
         return self.model.continuation_logprobs(messages, continuation)
@@ -143,7 +163,7 @@ class PackagedJudge(TwinJudge):
             from memorag.models.registry import DEFAULT_JUDGE
             from memorag.pipeline import load_judge
 
-            self._likelihood = load_judge(DEFAULT_JUDGE, n_ctx=self.n_ctx)
+            self._likelihood = self._with_states(load_judge(DEFAULT_JUDGE, n_ctx=self.n_ctx))
         return self._likelihood
 
     def continuation_logprobs(self, messages: list[ChatMessage], continuation: str) -> list[float]:

@@ -37,7 +37,7 @@ import time
 import unicodedata
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from memorag.answering import AnswerResult, Citation, NoGenerator, View, answer_question, citations_for, marks_in
+from memorag.config import DEFAULT_JUDGE_STATES_MB
 from memorag.docstore import NAME_MAX_BYTES, STATE, DocStore, check_name
 from memorag.errors import ConflictError, InputError, NotMemorizedError, StateError
 from memorag.extract import extract_text, is_supported
@@ -353,6 +354,14 @@ def files_by_name(paths: Iterable[str | Path]) -> tuple[dict[str, Path], list[Pa
     return by_name, skipped
 
 
+def check_no_judge_states(pipeline_kwargs: Mapping[str, Any]) -> None:
+    """A store's documents keep no judge states (memorag.judge_states): a question here moves
+    between documents, so the states of each would be read at memorize time for nothing. A
+    ``judge_states_mb`` set away from its default is refused rather than dropped."""
+    if pipeline_kwargs.get("judge_states_mb", DEFAULT_JUDGE_STATES_MB) != DEFAULT_JUDGE_STATES_MB:
+        raise InputError("judge_states_mb applies to a single document's pipeline (MemoRAG), not to a store.")
+
+
 class Collection:
     """A store of memorized documents and the pipeline that builds and questions them.
 
@@ -378,8 +387,11 @@ class Collection:
         self.routing = _check_routing(routing)
         if routing_index is not None:
             parse_spec(routing_index)  # a bad spec makes no store directory
+        check_no_judge_states(pipeline_kwargs)
         self.store = DocStore(root)
         self.routing_index = store_routing(self.store, routing_index)  # None: every document joined in RAM
+        if pipe is not None:
+            pipe.judge_states_mb = 0  # see check_no_judge_states
         self._pipe = pipe
         self._pipeline_kwargs = pipeline_kwargs
         self.build_only = build_only
@@ -402,6 +414,7 @@ class Collection:
                 kwargs = saved_pipeline_kwargs(manifest, kwargs)
             if self.build_only:
                 kwargs.setdefault("customized_gen_model", NoGenerator())
+            kwargs["judge_states_mb"] = 0  # see check_no_judge_states
             self._pipe = MemoRAG(**kwargs)
         return self._pipe
 

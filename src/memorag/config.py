@@ -70,6 +70,12 @@ DEFAULT_PLAN = "recall"
 EVIDENCE_ORDERS = ("document", "rank")
 
 
+DEFAULT_JUDGE_STATES_MB = 256
+"""Disk and RAM the judge's passage states of one document may take (memorag.judge_states).
+At ~12 KiB a token for the packaged 0.5B judge this covers documents of roughly 20K tokens;
+a longer one is memorized without them (its questions read their passages, as before)."""
+
+
 @dataclass(frozen=True)
 class PipelineOptions:
     """What :class:`~memorag.pipeline.MemoRAG` does with its parts (all checked on creation)."""
@@ -87,6 +93,7 @@ class PipelineOptions:
     # chosen plan reads, e.g. {"likelihood_passages": 16}; checked and typed on creation.
     plan_params: Mapping[str, object] | None = None
     evidence_order: str = "document"  # the generator reads the evidence in "document" or "rank" order
+    judge_states_mb: int = DEFAULT_JUDGE_STATES_MB  # memorag.judge_states: MiB memorize may keep (0: none)
 
     def __post_init__(self) -> None:
         if isinstance(self.ret_hit, bool) or not isinstance(self.ret_hit, int) or self.ret_hit < 1:
@@ -97,6 +104,9 @@ class PipelineOptions:
                 raise InputError(f"{name} must be a number >= 0; got {value!r}.")
         if self.question_weight == 0:
             raise InputError("question_weight must be > 0: the question itself always takes part in retrieval.")
+        if isinstance(self.judge_states_mb, bool) or not isinstance(self.judge_states_mb, int) \
+                or self.judge_states_mb < 0:
+            raise InputError(f"judge_states_mb must be a whole number of MiB >= 0; got {self.judge_states_mb!r}.")
         for name in ("hybrid", "overlap_indexing", "cite"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}.")
@@ -224,6 +234,9 @@ class ModelsConfig:
     judge: str = setting("auto", "what judges evidence for the judging plans: auto (the packaged trained judge "
                                  "beside the packaged generator, else the generator's twin when it can judge), "
                                  "none, or a model spec (default = judge-0.5b)", _not_blank)
+    judge_states_mb: int = setting(DEFAULT_JUDGE_STATES_MB, "MiB the judge's reading of one document's passages, done when it is "
+                                        "memorized and saved with it, may take (memorag.judge_states); over it "
+                                        "none is kept; 0: never", _at_least(0))
     n_ctx: int | None = setting(None, "the memory model's context window in tokens (None: the backend's)",
                                 _at_least(1))
     flash_attn: bool | None = setting(None, "flash attention for the memory model (llama.cpp; None: on)")
@@ -359,6 +372,7 @@ class MemoragConfig:
             "hybrid": r.hybrid, "compression": self.memory.compression, "overlap_indexing": r.overlap_indexing,
             "query_plan": self.plan.name, "evidence": self.evidence.render, "cite": self.evidence.cite,
             "evidence_order": self.evidence.order, "judge": None if m.judge == "none" else m.judge,
+            "judge_states_mb": m.judge_states_mb,
             "quote_recall": self.memory.quote_recall,
             "plan_params": self.plan.overrides() or None,
         }
@@ -407,7 +421,7 @@ class MemoragConfig:
 
 
 # Pipeline options `memorag eval` does not take.
-_NOT_IN_EVAL = ("models.flash_attn", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
+_NOT_IN_EVAL = ("models.flash_attn", "models.judge_states_mb", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
                 "retrieval.index", "retrieval.hybrid", "retrieval.overlap_indexing", "evidence.cite")
 
 

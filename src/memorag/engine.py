@@ -42,7 +42,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from memorag.answering import Citation, NoGenerator
-from memorag.collection import Collection, document_name, stored_sha256, text_sha256
+from memorag.collection import Collection, check_no_judge_states, document_name, stored_sha256, text_sha256
 from memorag.docstore import DocStore, check_name
 from memorag.errors import BusyError, ConflictError, InputError, MemoRAGError, NotFoundError, ReadOnlyError
 from memorag.extract import extract_uploaded, file_base_name
@@ -192,7 +192,8 @@ class Engine:
         self.gen_model = gen_model
         self.max_queue = max_queue
         self.read_only = read_only
-        self.pipeline_kwargs = pipeline_kwargs
+        check_no_judge_states(pipeline_kwargs)
+        self.pipeline_kwargs = {**pipeline_kwargs, "judge_states_mb": 0}
         # cache_dir / access_token checked against all the models now (refused when none takes
         # them), not at the first question; the memorize pipeline gets those its own models take
         self._hub = share_hub_options(pipeline_models(mem_model, ret_model, gen_model, None,

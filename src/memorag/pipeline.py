@@ -34,6 +34,7 @@ from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType,
 from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.index.base import VectorIndex
+from memorag.judge_states import DEFAULT_BUDGET_MB, JudgeStates, passage_reader
 from memorag.llm.base import LLM, Generator, Judge, StageProgressFn
 from memorag.memory import Clues, Memory, MemoryState, check_same_model
 from memorag.models.registry import (
@@ -48,7 +49,7 @@ from memorag.models.registry import (
     resolve_gguf,
     share_hub_options,
 )
-from memorag.plans import PlanContext, PlanParams
+from memorag.plans import PlanContext, PlanParams, judge_passage_prompts, plan_options
 from memorag.progress import for_stage, progress_bar
 from memorag.retrieval import Hit, RetrievalState, Retriever
 from memorag.store import check_writable, dir_size, load_consistent, read_manifest, write_save_dir, writer_lock
@@ -74,6 +75,8 @@ class DocumentState:
     retrieval: RetrievalState
     memory: MemoryState
     manifest: dict | None = None
+    # the judge's reading of every passage (memorag.judge_states), when memorize made one
+    judge_states: JudgeStates | None = None
 
 
 def check_retrieval_entries(d: Path, manifest: dict) -> None:
@@ -100,7 +103,9 @@ class MemoRAG(OriginalAPI):
     :class:`~memorag.llm.base.Judge`, or None (no judging). ``cite`` numbers the evidence in
     the answer prompt and asks for the numbers used (:attr:`Answer.marks`). ``evidence_order``:
     the generator reads the evidence in ``"document"`` order (as the text runs; the default)
-    or ``"rank"`` order (best first). ``quote_recall``
+    or ``"rank"`` order (best first). ``judge_states_mb``: memorize has the judge read every
+    passage in advance and keeps its KV states with the document when they fit in this many
+    MiB (:mod:`memorag.judge_states`; 0: never). ``quote_recall``
     decodes the memory's recalled spans as verbatim quotes of the document when its backend
     can (:mod:`memorag.quoting`); False lets the memory write them freely. ``plan_params``
     sets fields of the query plan's :class:`~memorag.plans.PlanParams` (e.g.
@@ -119,10 +124,11 @@ class MemoRAG(OriginalAPI):
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks",
                  cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True,
-                 plan_params: Mapping[str, object] | None = None, evidence_order: str = "document") -> None:
+                 plan_params: Mapping[str, object] | None = None, evidence_order: str = "document",
+                 judge_states_mb: int = DEFAULT_BUDGET_MB) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence, cite, plan_params, evidence_order)
+                                  follow_hops, evidence, cite, plan_params, evidence_order, judge_states_mb)
         compression = choice(Compression, compression, "compression")
         if beacon_ratio is not None and compression == Compression.NONE.value:
             raise InputError("beacon_ratio sets how far a long document is compressed; with compression='none' "
@@ -175,7 +181,8 @@ class MemoRAG(OriginalAPI):
                    ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
                    overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN, follow_hops: int = 0,
                    evidence: str = "chunks", cite: bool = False, judge: Judge | None | str = "auto",
-                   plan_params: Mapping[str, object] | None = None, evidence_order: str = "document") -> MemoRAG:
+                   plan_params: Mapping[str, object] | None = None, evidence_order: str = "document",
+                   judge_states_mb: int = DEFAULT_BUDGET_MB) -> MemoRAG:
         """A pipeline from ready-made parts; nothing is loaded.
 
         ``memory`` is a :class:`Memory` or an LLM (wrapped in ``Memory(llm=...)``);
@@ -188,7 +195,7 @@ class MemoRAG(OriginalAPI):
             MemoRAG.from_parts(ScriptedLLM(), Retriever(HashEmbedder(), FaissIndex))
         """
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
-                                  follow_hops, evidence, cite, plan_params, evidence_order)
+                                  follow_hops, evidence, cite, plan_params, evidence_order, judge_states_mb)
         if isinstance(judge, str) and judge != "auto":
             raise InputError("from_parts loads nothing: give the judge as an object (or 'auto' or None).")
         pipe = cls.__new__(cls)
@@ -225,6 +232,9 @@ class MemoRAG(OriginalAPI):
         # it pays off when the memory model runs on a server or a GPU.
         self.overlap_indexing = options.overlap_indexing
         self._manifest: dict | None = None
+        # MiB the judge's states of one document may take (memorag.judge_states); 0: none kept
+        self.judge_states_mb = options.judge_states_mb
+        self._judge_states: JudgeStates | None = None
         self.stats: dict = {}
 
     # ------------------------------------------------------------ document
@@ -233,7 +243,7 @@ class MemoRAG(OriginalAPI):
         """The memorized document as one value (None before memorize or load)."""
         if self.memory.state is None or self.retriever.state is None:
             return None
-        return DocumentState(self.retriever.state, self.memory.state, self._manifest)
+        return DocumentState(self.retriever.state, self.memory.state, self._manifest, self._judge_states)
 
     def read_retrieval(self, d: Path, manifest: dict) -> RetrievalState:
         """The chunks and vectors of the save dir ``d`` (whose ``manifest`` is verified),
@@ -245,6 +255,10 @@ class MemoRAG(OriginalAPI):
     def _install(self, doc: DocumentState) -> None:
         # Plain assignments, nothing that can fail: the parts switch to the new document together.
         self.retriever.state, self.memory.state, self._manifest = doc.retrieval, doc.memory, doc.manifest
+        self._judge_states = doc.judge_states
+        use = getattr(self.judge, "use_judge_states", None)  # loads no model (TwinJudge hands them on later)
+        if use is not None:
+            use(doc.judge_states)  # None too: the last document's states go
 
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
@@ -289,8 +303,9 @@ class MemoRAG(OriginalAPI):
                 retrieval, index_seconds = self._build_index(context, language, progress, checkpoints=checkpoints)
                 memory, mem = self.memory.prepare(context, progress=progress, language=language,
                                                   checkpoints=checkpoints)
-            doc = DocumentState(retrieval, memory)
-            stats = {"chars": len(context), **mem, **Retriever.stats(retrieval),
+            states, states_stats = self._read_passages(retrieval, progress)
+            doc = DocumentState(retrieval, memory, judge_states=states)
+            stats = {**states_stats, "chars": len(context), **mem, **Retriever.stats(retrieval),
                      "index_seconds": round(index_seconds, 3), "overlap_indexing": self.overlap_indexing,
                      **(checkpoints.stats() if checkpoints else {})}
             if save_dir is not None:
@@ -304,6 +319,28 @@ class MemoRAG(OriginalAPI):
         if print_stats:
             print(format_stats(self.stats), file=sys.stderr)
         return self.stats
+
+    def _read_passages(self, retrieval: RetrievalState, progress: bool | StageProgressFn
+                       ) -> tuple[JudgeStates | None, dict]:
+        """The judge's reading of every passage it may score (memorag.judge_states), when the
+        plan judges by query likelihood, the judge can keep states and they fit
+        ``judge_states_mb``; with the stats saying what was done."""
+        if self.judge_states_mb <= 0 or "likelihood_chars" not in plan_options(self.query_plan):
+            return None, {}
+        reader = passage_reader(self.judge)
+        if reader is None:
+            return None, {}
+        t = time.perf_counter()
+        params = replace(self.plan_params(), language=retrieval.language)
+        prompts = judge_passage_prompts((c.text for c in retrieval.chunks), params)
+        with progress_bar("judge: reading passages", "passage", for_stage(progress, "judge")) as bar:
+            states = reader.read_passages(prompts, max_bytes=self.judge_states_mb * 1024 * 1024, progress=bar)
+        seconds = round(time.perf_counter() - t, 3)
+        if states is None:
+            return None, {"judge_states": f"not kept: over judge_states_mb={self.judge_states_mb}",
+                          "judge_states_seconds": seconds}
+        return states, {"judge_states": len(states), "judge_states_bytes": states.bytes,
+                        "judge_states_seconds": seconds}
 
     def _build_index(self, context: str, language: str, progress: bool | StageProgressFn,
                      stop: threading.Event | None = None, checkpoints: CheckpointRun | None = None
@@ -353,7 +390,8 @@ class MemoRAG(OriginalAPI):
         def fill_dir(tmp: Path) -> dict:
             memory_info = self.memory.save(tmp / "memory", doc.memory)
             retrieval_info = self.retriever.save(tmp / "retrieval", doc.retrieval)
-            return {"models": {"memory": self.memory.llm.describe(), "embedder": self.embedder.describe()},
+            states = {"judge_states": doc.judge_states.save(tmp / "judge")} if doc.judge_states is not None else {}
+            return {**states, "models": {"memory": self.memory.llm.describe(), "embedder": self.embedder.describe()},
                     "index": getattr(doc.retrieval.index, "spec", self.index_spec),
                     "language": doc.memory.language, "context_sha256": doc.memory.context_sha256,
                     "memory_tokens": memory_info["state"].get("n_tokens"),
@@ -376,7 +414,8 @@ class MemoRAG(OriginalAPI):
             with self.memory.guard():
                 memory, _ = self.memory.read(d / "memory")
                 retrieval = self.read_retrieval(d, manifest)
-            return DocumentState(retrieval, memory, manifest)
+            states = JudgeStates.read(d / "judge") if "judge_states" in manifest else None
+            return DocumentState(retrieval, memory, manifest, states)
 
         # Verified first, and re-read if another process swapped the dir in meanwhile; built
         # aside and installed only when complete.
@@ -414,11 +453,20 @@ class MemoRAG(OriginalAPI):
             return self._judge  # type: ignore[return-value]
         if self._auto_judge is None or self._auto_judge[0] is not self.generator:
             self._auto_judge = (self.generator, generator_judge(self.generator))
+            self._hand_states(self._auto_judge[1])
         return self._auto_judge[1]
 
     @judge.setter
     def judge(self, judge: Judge | None | str) -> None:
         self._judge = judge if judge is None or judge == "auto" else check_judge(judge)
+        if self._judge != "auto":
+            self._hand_states(self._judge)
+
+    def _hand_states(self, judge: object) -> None:
+        """Give ``judge`` the current document's judge states (it ignores states it cannot use)."""
+        use = getattr(judge, "use_judge_states", None)
+        if use is not None and getattr(self, "_judge_states", None) is not None:
+            use(self._judge_states)
 
     def view(self) -> View:
         """The memorized document as the answering core's view (its chunks and its memory)."""

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from memorag.errors import InputError
-from memorag.llm.base import Judge, score_continuations
+from memorag.llm.base import ChatMessage, Judge, score_continuations
 from memorag.retrieval import Hit, Retriever, weighted_rrf
 
 
@@ -473,6 +473,23 @@ LIKELIHOOD_USER = {
 }
 
 
+def likelihood_prompt(passage: str, language: str) -> list[ChatMessage]:
+    """The judge's prompt for ``passage``: the question is scored as its reply."""
+    lang = language if language in LIKELIHOOD_USER else "en"
+    return [{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=passage)}]
+
+
+def judge_passage_prompts(chunk_texts: Iterable[str], p: PlanParams) -> list[list[ChatMessage]]:
+    """The judge's prompt of every paragraph :func:`likelihood_scores` may pick from these
+    chunks, each once: what :meth:`memorag.pipeline.MemoRAG.memorize` reads in advance
+    (memorag.judge_states). The sentences a memory clue points at are not among them."""
+    seen: dict[str, None] = {}
+    for text in chunk_texts:
+        for para in paragraphs(text, p.likelihood_chars):
+            seen.setdefault(para, None)
+    return [likelihood_prompt(t, p.language) for t in seen]
+
+
 def paragraphs(text: str, max_chars: int) -> list[str]:
     """A chunk's paragraphs (blank-line separated), each cut into windows of ``max_chars``.
 
@@ -519,12 +536,9 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
                   reverse=True)
     for _, _, cid, t in rest[: max(0, p.likelihood_passages - len(chosen))]:
         chosen.append((cid, t))
-    lang = p.language if p.language in LIKELIHOOD_USER else "en"
     judged = list(dict.fromkeys(chosen))  # each (chunk, paragraph) once, in order
     assert ctx.judge is not None
-    scored = score_continuations(
-        ctx.judge, [[{"role": "user", "content": LIKELIHOOD_USER[lang].format(passage=text)}] for _, text in judged],
-        question)
+    scored = score_continuations(ctx.judge, [likelihood_prompt(text, p.language) for _, text in judged], question)
     best: dict[int, tuple[float, str]] = {}
     for (cid, text), lp in zip(judged, scored):
         score = sum(lp) / len(lp) if lp else float("-inf")

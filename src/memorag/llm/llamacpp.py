@@ -28,6 +28,7 @@ import numpy as np
 
 from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
+from memorag.judge_states import JudgeStates
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 from memorag.models.packaged import sha256_file
 from memorag.quoting import QuoteConstraint, quotable_text
@@ -237,6 +238,8 @@ class LlamaCppLLM:
         if prompt_cache_mb < 0:
             raise BackendError(f"prompt_cache_mb must be 0 (off) or more; got {prompt_cache_mb}.")
         self.prompt_cache = PromptStateCache(prompt_cache_mb * 1024 * 1024)
+        # the passages of the current document, read when it was memorized (memorag.judge_states)
+        self.judge_states: JudgeStates | None = None
         if answer_cache_mb < 0:
             raise BackendError(f"answer_cache_mb must be 0 (off) or more; got {answer_cache_mb}.")
         # Why: llama.cpp keeps only the last prompt's KV, so question B after A re-reads
@@ -472,6 +475,17 @@ class LlamaCppLLM:
         # the logits in the context are not this state's: sample only after a fresh decode
         llm._requires_eval = True
 
+    def forget_prompts(self) -> None:
+        """Read the next prompt from its start: the stored answered prompts and the KV cache
+        are emptied (what a benchmark's mode starts from, so that no mode reuses a prompt
+        another mode left). Refused on a context holding a memorized document."""
+        if self._prefix_ids:
+            raise BackendError("forget_prompts would drop the memorized document; it is for a generator or judge.")
+        self.answer_cache.clear()
+        self.answer_cache.hits = self.answer_cache.misses = 0
+        self._llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        self._llm.n_tokens = 0
+
     def _keep_answered(self) -> None:
         """Store the KV state of the prompt (and reply) just answered, replacing states it extends."""
         llm = self._llm
@@ -539,7 +553,7 @@ class LlamaCppLLM:
             raise ContextTooLongError(f"Scoring prompt of {len(ids)} tokens does not fit the {self.context_window}-token window.")
         head = prompt[:-1]  # the last prompt token must be evaluated: its logits predict target[0]
         common = self._keep_shared_head(head)
-        if common < len(head) and self.prompt_cache.max_bytes:
+        if common < len(head) and (self.prompt_cache.max_bytes or self.judge_states is not None):
             common = self._prompt_head(head, common)
         if not self._judge_adapted:
             # position len(prompt) - 1's logits predict target[0]
@@ -622,10 +636,7 @@ class LlamaCppLLM:
                 head = prompt[:-1]
                 common = self._keep_shared_head(head)
                 if common < len(head):
-                    if self.prompt_cache.max_bytes:
-                        self._prompt_head(head, common)
-                    else:
-                        llm.eval(head[common:])
+                    self._prompt_head(head, common)
                 self._base_tokens = 1 << 62
                 lib.llama_memory_seq_cp(memory, 0, seq, -1, -1)
             rows = [(tok, len(prompt) - 1 + j, seq, nxt) for seq, prompt in enumerate(prompts, start=1)
@@ -684,18 +695,77 @@ class LlamaCppLLM:
 
     def _prompt_head(self, head: list[int], common: int) -> int:
         """Put ``head`` into the KV cache (``common`` of its tokens are there already):
-        restored from the prompt cache, or evaluated and then stored in it. Returns len(head)."""
+        restored from the prompt cache or the document's :attr:`judge_states`, or evaluated
+        and then stored in the prompt cache (when it is on). Returns len(head)."""
         llm = self._llm
-        data = self.prompt_cache.get(head)
+        data = self.prompt_cache.get(head) if self.prompt_cache.max_bytes else None
+        if data is None and self.judge_states is not None:
+            data = self.judge_states.get(head)
         if data is not None:
             if self._set_seq_state(head, data):
                 return len(head)
             common = 0  # a state that does not fit: evaluate instead
         llm.eval(head[common:])  # no logits needed; eval keeps input_ids and n_tokens
-        state = self._seq_state(self.prompt_cache.max_bytes)
-        if state is not None:
-            self.prompt_cache.put(head, state)
+        if self.prompt_cache.max_bytes:
+            state = self._seq_state(self.prompt_cache.max_bytes)
+            if state is not None:
+                self.prompt_cache.put(head, state)
         return len(head)
+
+    def judge_states_layout(self) -> dict:
+        """What a judge state of this model is valid for (:class:`memorag.judge_states.JudgeStates`):
+        the model, adapter and window (:meth:`describe`), the sequences of the batched judge's
+        context and the llama.cpp build."""
+        import llama_cpp
+
+        return {**self.describe(), "sequences": JUDGE_SEQUENCES, "llama_cpp": llama_cpp.__version__}
+
+    def read_passages(self, prompts: Sequence[list[ChatMessage]], *, max_bytes: int,
+                      progress: ProgressFn | None = None) -> JudgeStates | None:
+        """The KV state of every prompt's head (all but its last token: what
+        :meth:`continuation_logprobs_many` restores), or None when they would take more than
+        ``max_bytes`` (judged from the first one, before the rest are read).
+
+        Read in the batched judge's context (a state moves only between contexts of the same
+        sequence count), one after the other so each reuses the start it shares with the
+        one before (the chat template's)."""
+        from memorag.judge_states import JudgeStates
+
+        if self._prefix_ids:
+            raise BackendError("read_passages runs on a context without a memorized prefix (use twin()).")
+        heads = list(dict.fromkeys(tuple(self._prompt_ids(self._render_marked(m)[0])[:-1]) for m in prompts))
+        heads = [h for h in heads if h and len(h) < self.context_window]
+        if not heads:
+            return None
+        if JUDGE_SEQUENCES >= 2:
+            self._enable_sequences()
+        total = sum(len(h) for h in heads)
+        states: list[tuple[list[int], bytes]] = []
+        used = 0
+        for done, head in enumerate(heads):
+            ids = list(head)
+            common = self._keep_shared_head(ids)
+            self._llm.eval(ids[common:])
+            self._base_tokens = 1 << 62  # all of the cache is the base model's now
+            state = self._seq_state(max_bytes - used)
+            if state is None or (done == 0 and len(state) * total / len(ids) > max_bytes):
+                return None  # the budget will not hold them all
+            states.append((ids, state))
+            used += len(state)
+            if progress is not None:
+                progress(done + 1, len(heads))
+        return JudgeStates.build(self.judge_states_layout(), states)
+
+    def use_judge_states(self, states: JudgeStates | None) -> bool:
+        """Restore passages from ``states`` from now on (None: stop); False, and none are
+        used, when they were made by another model, adapter, window or llama.cpp build."""
+        if states is not None and (self._prefix_ids or states.layout != self.judge_states_layout()):
+            self.judge_states = None
+            return False
+        if states is not None and JUDGE_SEQUENCES >= 2:
+            self._enable_sequences()  # the states' context layout, for one-at-a-time scoring too
+        self.judge_states = states
+        return True
 
     def _set_seq_state(self, tokens: list[int], data: bytes) -> bool:
         """Replace the KV cache by a state of ``tokens`` copied out by :meth:`_seq_state`;
