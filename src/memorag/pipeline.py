@@ -614,7 +614,9 @@ def format_stats(stats: dict) -> str:
         ("characters", stats.get("chars")), ("memory tokens", stats.get("memory_tokens")),
         ("chunks", stats.get("chunks")), ("passages embedded", stats.get("passages")),
         ("index seconds", stats.get("index_seconds")), ("memory seconds", stats.get("memory_seconds")),
-        ("memory tokens/s", stats.get("memory_tokens_per_second")), ("save seconds", stats.get("save_seconds")),
+        ("memory tokens/s", stats.get("memory_tokens_per_second")),
+        ("judge passages read", stats.get("judge_states")), ("judge seconds", stats.get("judge_states_seconds")),
+        ("save seconds", stats.get("save_seconds")),
         ("load seconds", stats.get("load_seconds")),
         ("resumed", ", ".join(f"{stage} from {r['percent']:g}%" for stage, r in stats["resumed"].items())
          if stats.get("resumed") else None),
