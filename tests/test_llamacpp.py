@@ -112,3 +112,28 @@ def test_quotes_finished_from_the_document_are_read_into_the_model(default_llm, 
     before = "".join(default_llm.continue_chat("\n\nWho kept the lamp?", max_new_tokens=12))
     again = "".join(default_llm.continue_chat("\n\nWho kept the lamp?", max_new_tokens=12))
     assert before == again
+
+
+def test_the_recall_instruction_is_read_once_per_document(default_llm):
+    """The recall task puts its instruction before the question (memorag.prompts), so the
+    memory reads it after the document once; the next question reads only itself and the
+    turn's end (what bench/bench_query_latency.py's clue seconds measure)."""
+    from memorag.memory import Memory
+    from memorag.prompts import prompts_for
+
+    memory = Memory(llm=default_llm)
+    memory.memorize(QUOTE_DOC)
+    memory.recall_spans("Who kept the lamp?", max_new_tokens=24)
+    reads: list[int] = []
+    inner = default_llm._llm
+    real_eval = inner.eval
+    inner.eval = lambda tokens: (reads.append(len(tokens)), real_eval(tokens))[1]
+    try:
+        question = "What happened in 1903?"
+        memory.recall_spans(question, max_new_tokens=24)
+    finally:
+        del inner.eval
+    task = prompts_for("en").recall
+    instruction = task[: task.index("{question}")]
+    # the first read is the question and the turn's end, not the instruction before it
+    assert reads and reads[0] <= default_llm.count_tokens(question) + 8 < default_llm.count_tokens(instruction), reads

@@ -91,14 +91,19 @@ def test_task_types_use_the_memory_as_documented():
     def tasks(task_type: str, query: str | None = Q_A) -> list[str]:
         n = len(llm.turns)
         pipe.ask(query, task_type=task_type)
-        return [t.request.split("\n\n")[-1][:20] for t in llm.turns[n:]]
+        out = []
+        for t in llm.turns[n:]:
+            task = t.request.rsplit("</document>", 1)[-1]  # what follows the memorized document
+            out.append("recall" if "Quote, word for word" in task else
+                       "rewrite" if "To answer this from" in task else task.strip()[:20])
+        return out
 
     assert tasks("rag") == []  # plain RAG: the question alone
-    assert tasks("qa") == ["To answer this from "]  # surrogate questions only
+    assert tasks("qa") == ["rewrite"]  # surrogate questions only
     # the default plan ("recall") reads recalled spans only: surrogate questions are not generated
-    assert pipe.query_plan == "recall" and tasks("memorag") == ["Quote, word for word"]
+    assert pipe.query_plan == "recall" and tasks("memorag") == ["recall"]
     pipe.query_plan = "clues"  # reads every kind of clue line
-    assert tasks("memorag") == ["Quote, word for word", "To answer this from "]
+    assert tasks("memorag") == ["recall", "rewrite"]
     pipe.query_plan = "likelihood"  # reads none: the memory generates nothing
     assert tasks("memorag") == []
     pipe.query_plan = "recall"

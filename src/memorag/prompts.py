@@ -43,10 +43,11 @@ EN = PromptSet(
         "numbers, places, events and who did what."
     ),
     memory_intro="Here is a document to remember. Questions about it come afterwards.\n\n<document>\n",
+    # The instruction before the question: the memory then reads it once per document (the
+    # next question finds it in the KV cache after the document) instead of once per question.
     recall=(
-        "\n</document>\n\nQuestion: {question}\n\n"
-        "Quote, word for word, the sentences from the document that help answer the question. "
-        "Give up to 4 short quotes, one per line, nothing else."
+        "\n</document>\n\nQuote, word for word, the sentences from the document that help answer the "
+        "question below. Give up to 4 short quotes, one per line, nothing else.\n\nQuestion: {question}"
     ),
     rewrite=(
         "\n</document>\n\nQuestion: {question}\n\n"
@@ -79,8 +80,8 @@ ZH = PromptSet(
     memory_system="你已经仔细读过用户给出的文档，记得其中的人名、数字、地点、事件以及谁做了什么。",
     memory_intro="下面是一篇需要记住的文档，之后会有关于它的问题。\n\n<文档>\n",
     recall=(
-        "\n</文档>\n\n问题：{question}\n\n"
-        "请从文档中逐字摘录有助于回答该问题的句子，最多 4 条，每行一条，不要写其他内容。"
+        "\n</文档>\n\n请从文档中逐字摘录有助于回答下面问题的句子，最多 4 条，每行一条，不要写其他内容。\n\n"
+        "问题：{question}"
     ),
     rewrite=(
         "\n</文档>\n\n问题：{question}\n\n"
