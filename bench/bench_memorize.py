@@ -85,7 +85,9 @@ def run(windows: list[int], document: str, source: str) -> dict:
                "memory_tokens_per_second": stats["memory_tokens_per_second"],
                "raw_prefill_seconds": round(raw, 2),
                "raw_prefill_tokens_per_second": round(n_read / raw, 1),
-               "memory_vs_raw": round(raw / stats["memory_seconds"], 3)}
+               "memory_vs_raw": round(raw / stats["memory_seconds"], 3),
+               # the judge's passage states (memorag.judge_states): read, or why not, and the seconds
+               **{k: v for k, v in stats.items() if k.startswith("judge_states")}}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
         del pipe
