@@ -127,7 +127,7 @@ class TwinJudge:
 
     def _with_states(self, model: Any) -> Any:
         use = getattr(model, "use_judge_states", None)
-        if use is not None and (self._states is not None or getattr(model, "judge_states", None) is not None):
+        if use is not None:
             use(self._states)
         return model
 

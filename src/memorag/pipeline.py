@@ -256,9 +256,7 @@ class MemoRAG(OriginalAPI):
         # Plain assignments, nothing that can fail: the parts switch to the new document together.
         self.retriever.state, self.memory.state, self._manifest = doc.retrieval, doc.memory, doc.manifest
         self._judge_states = doc.judge_states
-        use = getattr(self.judge, "use_judge_states", None)  # loads no model (TwinJudge hands them on later)
-        if use is not None:
-            use(doc.judge_states)  # None too: the last document's states go
+        self._hand_states(self.judge)  # None too: the last document's states go
 
     # ------------------------------------------------------------ memorize
     def memorize(self, context: str, save_dir: str | Path | None = None, print_stats: bool = False,
@@ -463,10 +461,11 @@ class MemoRAG(OriginalAPI):
             self._hand_states(self._judge)
 
     def _hand_states(self, judge: object) -> None:
-        """Give ``judge`` the current document's judge states (it ignores states it cannot use)."""
+        """Give ``judge`` the current document's judge states, or None (it ignores states it
+        cannot use). Loads no model: a TwinJudge hands them on when its model loads."""
         use = getattr(judge, "use_judge_states", None)
-        if use is not None and getattr(self, "_judge_states", None) is not None:
-            use(self._judge_states)
+        if use is not None:
+            use(getattr(self, "_judge_states", None))
 
     def view(self) -> View:
         """The memorized document as the answering core's view (its chunks and its memory)."""

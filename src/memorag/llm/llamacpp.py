@@ -729,8 +729,6 @@ class LlamaCppLLM:
         Read in the batched judge's context (a state moves only between contexts of the same
         sequence count), one after the other so each reuses the start it shares with the
         one before (the chat template's)."""
-        from memorag.judge_states import JudgeStates
-
         if self._prefix_ids:
             raise BackendError("read_passages runs on a context without a memorized prefix (use twin()).")
         heads = list(dict.fromkeys(tuple(self._prompt_ids(self._render_marked(m)[0])[:-1]) for m in prompts))
