@@ -234,9 +234,10 @@ class ModelsConfig:
     judge: str = setting("auto", "what judges evidence for the judging plans: auto (the packaged trained judge "
                                  "beside the packaged generator, else the generator's twin when it can judge), "
                                  "none, or a model spec (default = judge-0.5b)", _not_blank)
-    judge_states_mb: int = setting(DEFAULT_JUDGE_STATES_MB, "MiB the judge's reading of one document's passages, done when it is "
-                                        "memorized and saved with it, may take (memorag.judge_states); over it "
-                                        "none is kept; 0: never", _at_least(0))
+    judge_states_mb: int = setting(DEFAULT_JUDGE_STATES_MB,
+                                   "MiB the judge's reading of one document's passages, done when it is "
+                                   "memorized and saved with it, may take (memorag.judge_states); over it "
+                                   "none is kept; 0: never", _at_least(0))
     n_ctx: int | None = setting(None, "the memory model's context window in tokens (None: the backend's)",
                                 _at_least(1))
     flash_attn: bool | None = setting(None, "flash attention for the memory model (llama.cpp; None: on)")
@@ -421,8 +422,8 @@ class MemoragConfig:
 
 
 # Pipeline options `memorag eval` does not take.
-_NOT_IN_EVAL = ("models.flash_attn", "models.judge_states_mb", "models.load_in_4bit", "models.cache_dir", "memory.beacon_ratio",
-                "retrieval.index", "retrieval.hybrid", "retrieval.overlap_indexing", "evidence.cite")
+_NOT_IN_EVAL = ("models.flash_attn", "models.judge_states_mb", "models.load_in_4bit", "models.cache_dir",
+                "memory.beacon_ratio", "retrieval.index", "retrieval.hybrid", "retrieval.overlap_indexing", "evidence.cite")
 
 
 def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -192,8 +192,8 @@ class Engine:
         self.gen_model = gen_model
         self.max_queue = max_queue
         self.read_only = read_only
-        check_no_judge_states(pipeline_kwargs)
-        self.pipeline_kwargs = {**pipeline_kwargs, "judge_states_mb": 0}
+        check_no_judge_states(pipeline_kwargs)  # refused here, at start; Collection keeps none
+        self.pipeline_kwargs = pipeline_kwargs
         # cache_dir / access_token checked against all the models now (refused when none takes
         # them), not at the first question; the memorize pipeline gets those its own models take
         self._hub = share_hub_options(pipeline_models(mem_model, ret_model, gen_model, None,
