@@ -1,8 +1,9 @@
 """The judge's prompt cache: KV states of scored passages, restored instead of re-read."""
 
+import numpy as np
 import pytest
 
-from memorag.llm.llamacpp import PromptStateCache
+from memorag.llm.llamacpp import PromptStateCache, token_logprob
 
 QUESTION = "Who rents Netherfield Park?"
 PASSAGES = ["Mr. Bingley, a rich young man from the north of England, rents Netherfield Park and comes "
@@ -26,6 +27,20 @@ def test_cache_keeps_states_by_token_ids_and_evicts_least_recently_used():
     assert cache.get([1, 2]) == b"aaaa" and cache.get([4]) == b"cccc"
     assert cache.bytes == 8 and len(cache) == 2
     assert (cache.hits, cache.misses) == (3, 1)
+
+
+@pytest.mark.unit
+def test_token_logprob_is_the_log_softmax_of_the_row():
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal(151_936) * 8).astype(np.float32)
+    logits[7] = 40.0  # a peaked row: the max subtraction must keep exp in range
+    scratch = np.empty_like(logits)
+    before = logits.copy()
+    wide = logits.astype(np.float64)
+    expected = wide - wide.max() - np.log(np.exp(wide - wide.max()).sum())
+    for token in (7, 0, 151_935):
+        assert token_logprob(logits, token, scratch) == pytest.approx(expected[token], abs=1e-4)
+    assert np.array_equal(logits, before)  # llama.cpp's logits buffer is read, never written
 
 
 @pytest.mark.unit

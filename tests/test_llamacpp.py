@@ -114,6 +114,32 @@ def test_quotes_finished_from_the_document_are_read_into_the_model(default_llm, 
     assert before == again
 
 
+def test_quotes_drafted_from_the_document_are_the_ones_decoded_step_by_step(default_llm, monkeypatch):
+    """DRAFT_FROM_DOCUMENT: a begun quote's rest is read from the document in one batch and
+    kept as far as the model would have written it itself, so the reply is the step-by-step
+    reply, and the KV cache holds exactly the tokens kept (memorag.quoting)."""
+    import memorag.quoting as quoting
+
+    default_llm.prefill([{"role": "system", "content": "You remember documents."},
+                         {"role": "user", "content": "Document:\n" + QUOTE_DOC}])
+    task = "\n\nQuote the sentences that say who kept the lamp and what happened in 1903, one per line."
+    drafts: list[int] = []
+    real = type(default_llm)._verify_draft
+    monkeypatch.setattr(type(default_llm), "_verify_draft",
+                        lambda self, draft, c: (drafts.append(len(draft)), real(self, draft, c))[1])
+    replies = {}
+    for drafting in (False, True):
+        monkeypatch.setattr(quoting, "DRAFT_FROM_DOCUMENT", drafting)
+        with default_llm.task_adapter("recall"):
+            replies[drafting] = "".join(default_llm.continue_quotes(task, max_new_tokens=60))
+        assert bool(drafts) == drafting  # only the drafting run verified drafts
+    assert replies[True] == replies[False]
+    assert any(line.strip() in QUOTE_DOC for line in replies[True].splitlines() if line.strip())
+    llm = default_llm._llm
+    read = llm.detokenize(list(llm.input_ids[: llm.n_tokens])).decode("utf-8", errors="ignore")
+    assert read.rstrip().endswith(replies[True].rstrip()), (replies[True], read[-200:])  # no rejected draft left
+
+
 def test_the_recall_instruction_is_read_once_per_document(default_llm):
     """The recall task puts its instruction before the question (memorag.prompts), so the
     memory reads it after the document once; the next question reads only itself and the

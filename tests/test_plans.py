@@ -120,6 +120,22 @@ def test_paragraphs_split_on_blank_lines_and_cut_long_ones_at_spaces():
 
 
 @pytest.mark.unit
+def test_a_quoted_sentence_is_judged_by_the_paragraph_that_holds_it():
+    from memorag.plans import paragraph_of, paragraphs
+
+    chunk = ("A short note on the mill and its wheel, kept by the parish.\n\n"
+             "Hester Vane repaired the wheel. She was paid in grain.\n\n"
+             "The river flooded in the spring of that year and the bridge was rebuilt.")
+    assert paragraph_of(chunk, "She was paid in grain.", 700) == "Hester Vane repaired the wheel. She was paid in grain."
+    assert paragraph_of(chunk, "She was paid in grain.", 700) in paragraphs(chunk, 700)  # a state memorize read
+    # a sentence the splitter joined differently: the paragraph holding its start
+    assert paragraph_of(chunk, "The river flooded in the spring of that year and then dried", 700).startswith("The river")
+    assert paragraph_of(chunk, "Nothing of the sort is in this chunk at all.", 700) == (
+        "Nothing of the sort is in this chunk at all.")
+    assert paragraph_of(chunk, "x" * 900, 700) == "x" * 700  # never longer than a judged passage
+
+
+@pytest.mark.unit
 def test_names_in_splits_joined_person_names_but_keeps_titles():
     from memorag.plans import names_in
 

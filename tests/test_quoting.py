@@ -303,3 +303,31 @@ def test_next_tokens_feeds_a_finished_quote_or_the_chosen_token_and_stops_at_the
     for tok in (0, 1, 2, 3):
         c2.next_tokens(scores(tok), tokenize, 50)
     assert c2.next_tokens(scores(9), tokenize, 2) == tokenize(" the mat.\n")[:2]  # at most the limit
+
+
+def test_a_draft_is_the_rest_of_the_begun_quotes_sentence_and_advances_nothing():
+    by_bytes = {p: t for t, p in enumerate(PIECES) if p}
+
+    def tokenize(text: str) -> list[int]:
+        data, out = text.encode(), []
+        while data:
+            piece = max((p for p in by_bytes if data.startswith(p)), key=len)
+            out.append(by_bytes[piece])
+            data = data[len(piece):]
+        return out
+
+    c = constraint(min_words=4)
+    assert c.draft(tokenize, 50) == []  # which passage to quote is the model's choice
+    c.advance(0)  # "The"
+    c.advance(1)  # " cat"
+    assert c.draft(tokenize, 50) == tokenize(" sat on the mat.\n")
+    assert c.line == b"The cat"  # nothing advanced: the backend keeps what the model takes anyway
+    assert c.draft(tokenize, 3) == tokenize(" sat on the")  # bounded by the reply's budget
+    assert c.draft(tokenize, 1) == []  # one token is no batch
+    for tok in (2, 3, 4, 5, 6):
+        c.advance(tok)
+    assert c.draft(tokenize, 50) == []  # the line ends its sentence: the model decides what follows
+    cjk = constraint(min_words=1)
+    cjk.advance(15)
+    cjk.advance(16)  # the line ends inside a character
+    assert cjk.draft(tokenize, 50) == []

@@ -482,7 +482,8 @@ def likelihood_prompt(passage: str, language: str) -> list[ChatMessage]:
 def judge_passage_prompts(chunk_texts: Iterable[str], p: PlanParams) -> list[list[ChatMessage]]:
     """The judge's prompt of every paragraph :func:`likelihood_scores` may pick from these
     chunks, each once: what :meth:`memorag.pipeline.MemoRAG.memorize` reads in advance
-    (memorag.judge_states). The sentences a memory clue points at are not among them."""
+    (memorag.judge_states). A memory clue's quote is judged by its paragraph
+    (:func:`paragraph_of`), one of these."""
     seen: dict[str, None] = {}
     for text in chunk_texts:
         for para in paragraphs(text, p.likelihood_chars):
@@ -510,6 +511,25 @@ def paragraphs(text: str, max_chars: int) -> list[str]:
     return out or [text[:max_chars]]
 
 
+def paragraph_of(chunk_text: str, sentence: str, max_chars: int) -> str:
+    """The paragraph of ``chunk_text`` (as :func:`paragraphs` cuts it) that holds ``sentence``,
+    or the one holding most of its start; ``sentence`` itself when none does.
+
+    Why the paragraph: the judge scores a memory's quote on the same footing as every other
+    candidate, a paragraph (a bare sentence scored against paragraphs ranked by its length, not its
+    content), and every paragraph's state was read at memorize (memorag.judge_states), so a
+    quote costs the judge no reading."""
+    paras = paragraphs(chunk_text, max_chars)
+    for para in paras:
+        if sentence in para:
+            return para
+    head = sentence[: max(20, len(sentence) // 2)]
+    for para in paras:
+        if head in para:
+            return para
+    return sentence[:max_chars]
+
+
 def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p: PlanParams,
                       extra: dict[int, list[str]] | None = None) -> dict[int, tuple[float, str]]:
     """Each candidate chunk's best query-likelihood score over the paragraphs the budget
@@ -517,8 +537,8 @@ def likelihood_scores(ctx: PlanContext, question: str, candidates: list[Hit], p:
 
     Every chunk gets its paragraph that shares the most (IDF-weighted) words with the
     question; the rest of ``likelihood_passages`` goes to the next-best paragraphs of any
-    candidate. ``extra`` adds passages that must be read (the sentences a memory clue
-    pointed at) to their chunks.
+    candidate. ``extra`` adds passages that must be read (the paragraphs a memory clue
+    pointed at, :func:`paragraph_of`) to their chunks.
     """
     from memorag.grounding import content_words
 
@@ -666,7 +686,7 @@ def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> Pl
     first = found_by_question(r.search([question], p.likelihood_depth, lexical=p.lexical, rrf_k=p.rrf_k))
     extra: dict[int, list[str]] = {}
     for s in grounded_sentences(r, question, clues, p)[:3]:
-        extra.setdefault(s.chunk_id, []).append(s.text)
+        extra.setdefault(s.chunk_id, []).append(paragraph_of(r.chunks[s.chunk_id].text, s.text, p.likelihood_chars))
     quoted: list[int] = []
     if p.quote_weight > 0:  # only what the memory quoted, in the order it said it
         for g in ground_clues(r, question, clues, p):

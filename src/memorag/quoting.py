@@ -23,6 +23,14 @@ before each step: the rest of that sentence (and a line break) is read into the 
 batched evaluation instead, so the model has read its whole quote, as if it had written it,
 before it picks the next one.
 
+Without it the backend still spends fewer steps on a quote without changing a word of it:
+:meth:`QuoteConstraint.draft` proposes the document's own continuation of the current line
+(to the end of its sentence), the backend reads the proposal in one batch and keeps the
+longest start of it that the model, step by step under the constraint, would have written
+itself (``DRAFT_FROM_DOCUMENT``; speculative decoding with the document as the draft, the
+idea of prompt-lookup decoding). The output is greedy constrained decoding's, token for
+token, up to floating-point rounding between a batch and single steps.
+
 The constraint works on bytes, so a token that carries half of a multi-byte character
 (common for Chinese) is tested like any other.
 """
@@ -41,6 +49,11 @@ COMPLETE_UNIQUE = False
 the two; docs/evaluation.md, "The memory finishes its quotes from the document", has the
 quality runs."""
 COMPLETION_MAX_BYTES = 600  # a sentence running longer is left for the model to finish
+DRAFT_FROM_DOCUMENT = True
+"""True lets the backend verify :meth:`QuoteConstraint.draft` in one batch instead of decoding
+a quote's every token in its own step (the same tokens; bench/bench_query_latency.py's clue
+seconds, tests/test_quoting.py for the same clues both ways)."""
+DRAFT_MAX_TOKENS = 64  # a proposal longer than this is verified in more than one batch
 
 # A sentence ends at . ! ? (and any closing quotes) before white space, at a line break, or
 # at a CJK full stop, exclamation or question mark.
@@ -203,6 +216,27 @@ class QuoteConstraint:
         # written it, so what it does next (a new quote, or starting this one again, which
         # memorag.memory's restart stop ends) is what it would have done without completion.
         return rest + b"\n"
+
+    def draft(self, tokenize: Callable[[str], list[int]], limit: int) -> list[int]:
+        """A proposal for the next tokens, for the backend to verify (``DRAFT_FROM_DOCUMENT``):
+        the rest of the sentence the current line stands in (at its first place in the
+        source) and a line break, tokenized, at most ``limit`` tokens; empty when no line is
+        begun (which passage to quote is the model's choice) or the line ends its sentence.
+        Nothing is advanced: the backend keeps only what :meth:`choose` takes anyway."""
+        line = self.line
+        if not line.strip() or limit < 2:
+            return []
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return []  # the line ends inside a character: its rest does not tokenize on its own
+        at = self._occurrence(line)
+        if at < 0:
+            return []
+        rest = sentence_rest(self.source, at + len(line))
+        if not rest:
+            return []
+        return tokenize(rest.decode("utf-8", errors="ignore") + "\n")[: min(limit, DRAFT_MAX_TOKENS)]
 
     @property
     def completed(self) -> int:

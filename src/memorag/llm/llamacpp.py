@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from memorag import quoting
 from memorag.checkpoint import CheckpointRun, PrefillCheckpoint
 from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.judge_states import JudgeStates
@@ -145,6 +146,19 @@ def file_fingerprint(path: Path) -> str:
         h.update(f.read(1 << 20))
     return h.hexdigest()[:32]
 
+
+
+def token_logprob(logits: np.ndarray, token: int, scratch: np.ndarray) -> float:
+    """log softmax(``logits``)[``token``], one row at a time through a reused ``scratch`` row.
+
+    Why one row at a time: the judge scores a few hundred rows of a 151K-word vocabulary per
+    question, and stacking them into one array (then ``exp`` of it) allocated and touched
+    hundreds of megabytes; row by row the work stays in the CPU cache (tests/test_judge_prompt_cache.py
+    checks it against the whole-row formula)."""
+    top = float(logits.max())
+    np.subtract(logits, top, out=scratch)
+    np.exp(scratch, out=scratch)
+    return float(logits[token]) - top - float(np.log(scratch.sum(dtype=np.float64)))
 
 
 def _ends_inside_character(data: bytes) -> bool:
@@ -418,20 +432,75 @@ class LlamaCppLLM:
         n_vocab = llm.n_vocab()
         used = 0
         pending = b""  # bytes of a character split over tokens, held back until it is whole
-        while used < budget:
-            new = constraint.next_tokens(lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)),
-                                         lambda text: self._tokenize(text, add_bos=False), budget - used)
-            if not new:
-                break
-            llm.eval(new)
+
+        def logits() -> np.ndarray:
+            return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+
+        def tokenize(text: str) -> list[int]:
+            return self._tokenize(text, add_bos=False)
+
+        done = False
+        while used < budget and not done:
+            if constraint.complete or not quoting.DRAFT_FROM_DOCUMENT:
+                new = constraint.next_tokens(logits, tokenize, budget - used)
+                if not new:
+                    break
+                llm.eval(new)
+            else:
+                token = constraint.choose(logits())
+                if constraint.is_end(token):
+                    break
+                draft = constraint.draft(tokenize, budget - used)
+                new = [token]
+                if len(draft) > 1 and draft[0] == token:
+                    new, token = self._verify_draft(draft, constraint)  # ``new`` is in the KV cache
+                    if used + len(new) < budget and not constraint.is_end(token):
+                        new = [*new, token]
+                        constraint.advance(token)
+                        llm.eval([token])
+                    else:
+                        done = True  # the reply ends after the kept tokens
+                else:
+                    constraint.advance(token)
+                    llm.eval(new)
             used += len(new)
-            pending += b"".join(self._token_bytes(t) for t in new)
-            text = pending.decode("utf-8", errors="ignore")
-            if text and not _ends_inside_character(pending):
-                pending = b""
-                yield text
+            for tok in new:  # text as single steps would have yielded it
+                pending += self._token_bytes(tok)
+                text = pending.decode("utf-8", errors="ignore")
+                if text and not _ends_inside_character(pending):
+                    pending = b""
+                    yield text
         if pending:
             yield pending.decode("utf-8", errors="ignore")
+
+    def _verify_draft(self, draft: list[int], constraint: QuoteConstraint) -> tuple[list[int], int]:
+        """Read ``draft`` (its first token already chosen by the model) in one batch with the
+        logits of every row, and keep the longest start of it that ``constraint.choose`` takes
+        row by row. Returns the kept tokens (advanced in ``constraint`` and left in the KV
+        cache; the rest is removed) and the model's choice after them (not advanced, not read).
+
+        Why: a quote, once begun, mostly runs on as the document does, and decoding it a token
+        at a time costs a step over the whole memory per token (memorag.quoting)."""
+        llm = self._llm
+        start = llm.n_tokens
+        batch = llm._batch
+        batch.set_batch(batch=draft, n_past=start, logits_all=True)
+        llm._ctx.decode(batch)
+        llm.input_ids[start: start + len(draft)] = draft
+        n_vocab = llm.n_vocab()
+        constraint.advance(draft[0])
+        kept = 1
+        while True:
+            row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(kept - 1), shape=(n_vocab,))
+            token = constraint.choose(row)
+            if kept == len(draft) or token != draft[kept]:
+                break
+            constraint.advance(token)
+            kept += 1
+        if kept < len(draft) and not llm._ctx.kv_cache_seq_rm(-1, start + kept, -1):
+            raise BackendError("llama.cpp cannot truncate this model's KV cache after a quote draft.")
+        llm.n_tokens = start + kept
+        return draft[:kept], token
 
     def stream_chat(
         self,
@@ -660,6 +729,7 @@ class LlamaCppLLM:
         lib, ctx = self._llama_cpp, self._llm._ctx.ctx
         batch = self._llm._batch.batch
         n_vocab = self._llm.n_vocab()
+        scratch = np.empty(n_vocab, dtype=np.float32)
         out: list[float] = []
         for begin in range(0, len(rows), self.n_batch):
             part = rows[begin: begin + self.n_batch]
@@ -672,11 +742,9 @@ class LlamaCppLLM:
                 batch.logits[k] = True
             if int(lib.llama_decode(ctx, batch)) != 0:
                 raise BackendError("llama.cpp could not decode the judge's batch.")
-            logits = np.stack([np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, k), shape=(n_vocab,))
-                               for k in range(len(part))])
-            top = logits.max(axis=1, keepdims=True)
-            lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            out += [float(logits[k, row[3]]) - float(lse[k]) for k, row in enumerate(part)]
+            for k, row in enumerate(part):
+                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, k), shape=(n_vocab,))
+                out.append(token_logprob(logits, row[3], scratch))
         return out
 
     def _keep_shared_head(self, head: list[int]) -> int:
@@ -979,6 +1047,7 @@ class LlamaCppLLM:
         llm = self._llm
         n_vocab = llm.n_vocab()
         batch = llm._batch
+        scratch = np.empty(n_vocab, dtype=np.float32)
         out: list[float] = []
         end = start + len(ids)
         for pos in range(start, end - 1, self.n_batch):  # the last token predicts nothing we need
@@ -992,9 +1061,7 @@ class LlamaCppLLM:
             llm.n_tokens = pos + len(piece)
             for i in wanted:
                 logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
-                top = float(np.max(logits))
-                lse = top + float(np.log(np.sum(np.exp(logits - top))))
-                out.append(float(logits[ids[pos - start + i + 1]]) - lse)
+                out.append(token_logprob(logits, ids[pos - start + i + 1], scratch))
         return out
 
     def _suffix_ids(self, user_suffix: str) -> list[int]:
