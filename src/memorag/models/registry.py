@@ -38,7 +38,7 @@ DEFAULT_MEMORY_MODEL = "qwen2.5-0.5b"
 # inside memorag; llama.cpp applies it to the recall task and its reply only, never to the
 # memorized document, so the document's KV state is the base model's.
 DEFAULT_MEMORY_ADAPTER = "memory-recall-lora-f16.gguf"
-DEFAULT_MEMORY_ADAPTER_SHA256 = "35408036f66b27ae7b606cfe17be1c021973b13a81cb00c03d4235e21b43ccc3"
+DEFAULT_MEMORY_ADAPTER_SHA256 = "8e97b94176722bc8dbf2346def2dc742edae0d113afd1a928ee95a89fc2e70f8"
 BASE_ALIASES = {"default-base", "base"}  # the untrained default memory, for comparison
 # The default judge (query likelihood for the judging plans): the same 0.5B base with a LoRA
 # adapter trained by `memorag train judge` to rank passages as the plans score them
