@@ -163,3 +163,20 @@ def test_the_recall_instruction_is_read_once_per_document(default_llm):
     instruction = task[: task.index("{question}")]
     # the first read is the question and the turn's end, not the instruction before it
     assert reads and reads[0] <= default_llm.count_tokens(question) + 8 < default_llm.count_tokens(instruction), reads
+
+
+def test_the_default_memory_reads_without_flash_attention_and_refuses_the_other_layout(default_llm, tmp_path):
+    """The default memory runs with flash attention off (memorag.memory.MEMORY_FLASH_ATTN);
+    its state reloads into the same setting with the same recall, and a model with flash
+    attention on refuses it by name instead of reading a KV layout it cannot."""
+    mem = Memory(n_ctx=2048)
+    assert mem.llm.describe()["flash_attn"] is False
+    mem.memorize(QUOTE_DOC)
+    task = "Who kept the lamp of the Varrow lighthouse?"
+    spans = mem.recall_spans(task)
+    mem.save(tmp_path / "mem")
+    with pytest.raises(StateError, match="saved with flash attention off"):
+        Memory(llm=default_llm).load(tmp_path / "mem")
+    again = Memory(n_ctx=2048)
+    again.load(tmp_path / "mem")
+    assert again.recall_spans(task) == spans and spans

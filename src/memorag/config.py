@@ -240,7 +240,7 @@ class ModelsConfig:
                                    "none is kept; 0: never", _at_least(0))
     n_ctx: int | None = setting(None, "the memory model's context window in tokens (None: the backend's)",
                                 _at_least(1))
-    flash_attn: bool | None = setting(None, "flash attention for the memory model (llama.cpp; None: on)")
+    flash_attn: bool | None = setting(None, "flash attention for the memory model (llama.cpp; None: off, or a save dir's own)")
     load_in_4bit: bool = setting(False, "load the memory model in 4 bits (transformers models only)")
     cache_dir: str | None = setting(None, "where models fetched from the Hugging Face hub are kept "
                                           "(memory model, embedder, generator, judge)", _not_blank)

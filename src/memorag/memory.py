@@ -212,6 +212,15 @@ class Clues:
                 "grounded": self.grounded, "seconds": round(self.seconds, 3)}
 
 
+# A llama.cpp memory model's flash attention when none is asked for: off. Every question
+# reads a few hundred tokens (the clue task, quotes verified in batches) after the whole
+# document, and llama.cpp's CPU flash-attention kernel is slower at that than the plain
+# attention path, while it reads the document itself only somewhat faster; measured in
+# docs/benchmarks.md ("The memory without flash attention"). The KV layouts differ, so a
+# memory is reloaded with the setting it was saved with (memorag.pipeline.saved_pipeline_kwargs).
+MEMORY_FLASH_ATTN = False
+
+
 class Memory:
     """Global memory over one document.
 
@@ -238,7 +247,8 @@ class Memory:
             if n_ctx is None:
                 n_ctx = default_window(model_name_or_path)
             llm = load_llm(model_name_or_path, cache_dir=cache_dir, access_token=access_token, n_ctx=n_ctx,
-                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit)
+                           flash_attn=enable_flash_attn, load_in_4bit=load_in_4bit,
+                           flash_attn_default=MEMORY_FLASH_ATTN)
         else:
             given = {"cache_dir": cache_dir, "access_token": access_token, "load_in_4bit": load_in_4bit,
                      "enable_flash_attn": enable_flash_attn, "n_ctx": n_ctx}
@@ -510,6 +520,7 @@ class Memory:
         if info.get("format") != MEMORY_FORMAT:
             raise StateError(f"{shown} has memory format {info.get('format')}; this memorag reads {MEMORY_FORMAT}.")
         check_same_model(info.get("model", {}), self.llm.describe(), what="memory model")
+        check_same_attention(info.get("model", {}), self.llm.describe(), shown)
         saved_tokens = int(info["state"].get("n_tokens") or 0)
         if saved_tokens > self.llm.context_window:
             saved_window = info.get("model", {}).get("n_ctx")
@@ -536,6 +547,19 @@ class Memory:
 
 
 _IDENTITY_KEYS = ("backend", "fingerprint", "file", "model", "name")
+
+
+def check_same_attention(saved: dict, current: dict, shown: Path) -> None:
+    """Refuse a llama.cpp state saved with the other flash-attention setting: llama.cpp lays
+    the KV cache out differently with and without it and cannot read one into the other."""
+    if "flash_attn" not in saved or "flash_attn" not in current or saved["flash_attn"] == current["flash_attn"]:
+        return
+    on = "on" if saved["flash_attn"] else "off"
+    raise StateError(
+        f"The memory at {shown} was saved with flash attention {on} and this memory model has it "
+        f"{'off' if on == 'on' else 'on'}; llama.cpp cannot read one KV layout into the other. Load it with "
+        f"MemoRAG.from_saved(dir) (as `memorag ask DIR` does), which reopens the memory as it was saved, "
+        f"or MemoRAG(enable_flash_attn={bool(saved['flash_attn'])}).")
 
 
 def check_same_model(saved: dict, current: dict, *, what: str) -> None:

@@ -540,12 +540,18 @@ def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn
 def saved_pipeline_kwargs(manifest: Mapping[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """:class:`MemoRAG` keywords that reopen a save dir as it was made: ``kwargs`` over the
     memory and embedding models, chunk size and index its ``manifest`` records, with the saved
-    memory window (:func:`saved_memory_window`). :meth:`MemoRAG.from_saved` and a store's
-    pipeline (:attr:`memorag.collection.Collection.pipe`) are built with it."""
+    memory window (:func:`saved_memory_window`) and flash-attention setting.
+    :meth:`MemoRAG.from_saved` and a store's pipeline (:attr:`memorag.collection.Collection.pipe`) are built with it."""
     out = dict(kwargs)
     models = manifest.get("models", {})
     out.update(saved_memory_window(models, out))
-    out.setdefault("mem_model_name_or_path", models.get("memory", {}).get("spec", "default"))
+    memory = models.get("memory", {})
+    if out.get("mem_model_name_or_path", memory.get("spec")) == memory.get("spec") \
+            and out.get("enable_flash_attn") is None and isinstance(memory.get("flash_attn"), bool):
+        # the KV state reads back only with the attention it was saved with (saves made
+        # before memorag.memory.MEMORY_FLASH_ATTN was off have it on)
+        out["enable_flash_attn"] = memory["flash_attn"]
+    out.setdefault("mem_model_name_or_path", memory.get("spec", "default"))
     out.setdefault("ret_model_name_or_path", models.get("embedder", {}).get("spec", "default"))
     out.setdefault("retrieval_chunk_size", manifest.get("retrieval", {}).get("chunk_tokens", 512))
     out.setdefault("index", manifest.get("index", "faiss"))

@@ -346,11 +346,12 @@ def share_hub_options(models: Mapping[str, Any], *, cache_dir: str | None = None
 
 def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_token: str | None = None,
              n_ctx: int | None = None, flash_attn: bool | None = None, load_in_4bit: bool = False,
-             **kwargs: Any):
+             flash_attn_default: bool = True, **kwargs: Any):
     """Load the LLM a spec names. See the module docstring for the accepted forms.
 
     ``n_ctx`` is the context window (llama.cpp, transformers) or the window the
-    OpenAI-compatible backend assumes for its checks; ``flash_attn`` is llama.cpp's,
+    OpenAI-compatible backend assumes for its checks; ``flash_attn`` is llama.cpp's (None:
+    ``flash_attn_default``, which only a llama.cpp model reads),
     ``load_in_4bit`` (bitsandbytes) is for transformers models; ``cache_dir`` and
     ``access_token`` are for models fetched from the Hugging Face hub. An option the
     backend cannot use is an :class:`InputError`. Other keyword arguments go to the
@@ -381,10 +382,10 @@ def load_llm(spec: str | None = None, *, cache_dir: str | None = None, access_to
                 from memorag.llm.llamacpp import JUDGE_TASK
 
                 kwargs.setdefault("adapter_tasks", (JUDGE_TASK,))
-        # Flash attention is on unless asked otherwise: attention dominates a long prefill on
-        # the CPU, and greedy output after a state reload is the same either way
-        # (bench/bench_core.py --no-flash-attn measures both and checks that).
-        fa = True if flash_attn is None else flash_attn
+        # Flash attention is on unless asked otherwise (or the caller's default says so, as
+        # the memory's does: memorag.memory.MEMORY_FLASH_ATTN): it reads a prompt from an
+        # empty cache faster on the CPU (bench/bench_llama_knobs.py).
+        fa = flash_attn_default if flash_attn is None else flash_attn
         return _call(LlamaCppLLM, spec, {"spec": spec, "n_ctx": n_ctx, "flash_attn": fa, **kwargs}, gguf)
     if route == "server":
         try:
