@@ -13,23 +13,20 @@ Usage: python bench/bench_evidence_states.py [--questions 10] [--out FILE.json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-from memorag import MemoRAG
 from memorag.answering import AnswerPrompt, View
 from memorag.llm import llamacpp
 from memorag.retrieval import Hit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_query_latency import WARM_UP_QUESTION, cpu_model  # noqa: E402
+from bench_query_latency import WARM_UP_QUESTION, cpu_model, memorized_sample  # noqa: E402
 from test_demo_questions import QUESTIONS, correct  # noqa: E402
 
 
@@ -40,15 +37,7 @@ def shared(a: list[int], b: list[int]) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--questions", type=int, default=10)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
-    pipe = MemoRAG()
-    t = time.perf_counter()
-    pipe.memorize(text, progress=False)
-    memorize_seconds = time.perf_counter() - t
+    args, pipe, memorize_seconds = memorized_sample(__doc__)
     gen = pipe.generator
     if not isinstance(gen, llamacpp.LlamaCppLLM):
         raise SystemExit("this bench reads prompt states through the llama.cpp generator")

@@ -274,17 +274,18 @@ def test_a_quote_starts_at_a_word_start_not_inside_a_word():
     assert cjk.in_source("在垫子".encode())
 
 
-def test_next_tokens_feeds_a_finished_quote_or_the_chosen_token_and_stops_at_the_end():
+def tokenize(text: str) -> list[int]:
+    """``text`` as the longest PIECES, left to right (the toy vocabulary's tokenizer)."""
     by_bytes = {p: t for t, p in enumerate(PIECES) if p}
+    data, out = text.encode(), []
+    while data:
+        piece = max((p for p in by_bytes if data.startswith(p)), key=len)
+        out.append(by_bytes[piece])
+        data = data[len(piece):]
+    return out
 
-    def tokenize(text: str) -> list[int]:
-        data, out = text.encode(), []
-        while data:
-            piece = max((p for p in by_bytes if data.startswith(p)), key=len)
-            out.append(by_bytes[piece])
-            data = data[len(piece):]
-        return out
 
+def test_next_tokens_feeds_a_finished_quote_or_the_chosen_token_and_stops_at_the_end():
     c = constraint(min_words=4)
     c.complete = True
     asked: list[int] = []
@@ -306,16 +307,6 @@ def test_next_tokens_feeds_a_finished_quote_or_the_chosen_token_and_stops_at_the
 
 
 def test_a_draft_is_the_rest_of_the_begun_quotes_sentence_and_advances_nothing():
-    by_bytes = {p: t for t, p in enumerate(PIECES) if p}
-
-    def tokenize(text: str) -> list[int]:
-        data, out = text.encode(), []
-        while data:
-            piece = max((p for p in by_bytes if data.startswith(p)), key=len)
-            out.append(by_bytes[piece])
-            data = data[len(piece):]
-        return out
-
     c = constraint(min_words=4)
     assert c.draft(tokenize, 50) == []  # which passage to quote is the model's choice
     c.advance(0)  # "The"
