@@ -1,7 +1,9 @@
 """docs/quickstart.ipynb runs top to bottom on the default models, so it cannot rot.
 
-It loads the real default models (a few minutes on 2 cores), hence `e2e`: part of the
-default suite, not of `-m unit`.
+It loads the real default models and memorizes the sample (about a minute and a half on 2
+cores), hence `slow`: run it with `-m slow` when the notebook or the calls it makes change. The
+default suite already runs the same calls end to end on the same models (tests/test_e2e_default.py,
+tests/test_demo_questions.py), and it had grown past its 15 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "quickstart.ipynb"
 

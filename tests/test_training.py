@@ -141,9 +141,14 @@ def test_loss_counts_only_the_reply_tokens(tiny):
 
 
 @needs_train
+@pytest.mark.slow
 def test_tiny_model_trains_exports_gguf_and_llama_cpp_generates(tiny, tmp_path):
     """A few LoRA steps lower the loss; merged, converted by llama.cpp's converter and
-    quantized, the GGUF loads in Memory(path) and generates; its fingerprint is the file's."""
+    quantized, the GGUF loads in Memory(path) and generates; its fingerprint is the file's.
+
+    `slow` (most of a minute): the merged-model export is the secondary path; the default
+    suite trains and runs the shipped kind of artifact, an adapter
+    (test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_document)."""
     from memorag.training.export import export, find_converter
     from memorag.training.lora import TRAIN_LOG, TrainConfig, train
 
