@@ -53,10 +53,11 @@ def main() -> None:
     text = files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8")
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     keys = [key for _, key in QUESTIONS[: args.questions]]
+    settings = [s for s in args.settings.split(",") if s]
+    if not settings or not set(settings) <= {"on", "off"}:  # refused before minutes of work, not midway
+        raise SystemExit(f"--settings takes on and/or off; got {args.settings!r}")
     runs = {}
-    for setting in [s for s in args.settings.split(",") if s]:
-        if setting not in ("on", "off"):
-            raise SystemExit(f"--settings takes on and/or off; got {setting!r}")
+    for setting in settings:
         pipe = MemoRAG(enable_flash_attn=setting == "on")
         t = time.perf_counter()
         stats = pipe.memorize(text, progress=False)
