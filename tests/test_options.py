@@ -11,7 +11,7 @@ import pytest
 from test_unit_pipeline import DOC_A, Q_A
 
 from memorag import MemoRAG
-from memorag.answering import Excerpts, JudgedPassages, passage_in_context
+from memorag.answering import Excerpts, JudgedPassages, LeadAndPassages, passage_in_context
 from memorag.collection import Collection
 from memorag.config import DEFAULT_JUDGE_STATES_MB, PipelineOptions
 from memorag.errors import InputError
@@ -88,6 +88,11 @@ def check_evidence() -> None:
     assert [e["read"] for e in ans.to_json()["evidence"]] == ans.read
     whole = _pipe().ask(Q_A)
     assert whole.read == [h.text for h in whole.evidence]
+    led = _pipe(evidence="lead", query_plan="likelihood")
+    assert isinstance(led.answering().evidence, LeadAndPassages)
+    ans = led.ask(Q_A)
+    best = max(ans.evidence, key=lambda h: h.score)
+    assert ans.read == [h.text if h is best else passage_in_context(h.text, h.passage or "", 600) for h in ans.evidence]
 
 
 def check_cite() -> None:

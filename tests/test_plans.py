@@ -187,6 +187,28 @@ def test_a_judged_passage_is_widened_to_whole_paragraphs_and_its_neighbours():
 
 
 @pytest.mark.unit
+def test_lead_evidence_keeps_the_best_hit_whole_and_cuts_the_others_to_their_judged_paragraph():
+    from memorag.answering import LeadAndPassages, passage_in_context
+    from memorag.plans import PlanResult
+    from memorag.retrieval import Hit
+
+    def chunk(name: str) -> str:
+        return "\n\n".join(f"{name} paragraph {i}: " + "filler words here " * 12 for i in range(6))
+
+    a, b, c = chunk("Alpha"), chunk("Beta"), chunk("Gamma")
+    hits = [Hit(2, 0.4, a, passage=a.split("\n\n")[3]), Hit(5, 0.9, b, passage=b.split("\n\n")[1]),
+            Hit(8, 0.6, c, passage=None)]
+    got = LeadAndPassages().render(None, "q", PlanResult(hits))  # type: ignore[arg-type]
+    assert got[1] == b  # the best score: its whole chunk, though the judge read one paragraph of it
+    assert got[0] == passage_in_context(a, hits[0].passage or "", 600)
+    assert hits[0].passage in got[0] and len(got[0]) < len(a) / 2
+    assert got[2] == c  # no judge read it: nothing to cut it to
+    assert LeadAndPassages().render(None, "q", PlanResult([])) == []  # type: ignore[arg-type]
+    ties = [Hit(1, 0.5, a, passage=a.split("\n\n")[0]), Hit(3, 0.5, b, passage=b.split("\n\n")[0])]
+    assert LeadAndPassages().render(None, "q", PlanResult(ties))[0] == a  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
 def test_recall_plan_lets_a_grounded_clue_bring_a_chunk_the_question_misses():
     from dataclasses import replace
 

@@ -258,6 +258,29 @@ class JudgedPassages:
         return [passage_in_context(h.text, h.passage, self.min_chars) if h.passage else h.text for h in found.hits]
 
 
+@dataclass(frozen=True)
+class LeadAndPassages:
+    """The plan's best hit (its highest score) as its whole chunk; every other hit cut to
+    its judged paragraph as :class:`JudgedPassages` cuts it. Without a judge every hit
+    keeps its whole chunk.
+
+    Why: the generator's prefill of the evidence is most of a question's time on a CPU,
+    and the hits after the first usually add one paragraph each (the second hop, a
+    detail); the best hit stays whole, so the context around what the question asks for
+    (who is speaking, the sum after the name) is still read. Measured against whole chunks
+    in docs/benchmarks.md ("The generator reads the best chunk whole")."""
+
+    min_chars: int = 600
+
+    def render(self, view: View, question: str, found: PlanResult) -> list[str]:
+        hits = found.hits
+        if not hits:
+            return []
+        lead = max(range(len(hits)), key=lambda i: hits[i].score)  # of equal scores, the first read
+        return [h.text if i == lead or not h.passage else passage_in_context(h.text, h.passage, self.min_chars)
+                for i, h in enumerate(hits)]
+
+
 def passage_in_context(chunk: str, passage: str, min_chars: int) -> str:
     """``passage`` (a piece of ``chunk``) widened to whole paragraphs (blank-line separated)
     and then by the paragraphs after and before it, nearest first, while it is shorter than
@@ -282,10 +305,12 @@ def passage_in_context(chunk: str, passage: str, min_chars: int) -> str:
 
 
 def evidence_renderer(name: str) -> EvidenceRenderer:
-    """The renderer of an ``evidence`` option: ``chunks``, ``excerpts`` or ``passages``."""
+    """The renderer of an ``evidence`` option: ``chunks``, ``excerpts``, ``passages`` or ``lead``."""
     kind = choice(Evidence, name, "evidence")
     if kind == Evidence.EXCERPTS.value:
         return Excerpts()
+    if kind == Evidence.LEAD.value:
+        return LeadAndPassages()
     return JudgedPassages() if kind == Evidence.PASSAGES.value else WholeChunks()
 
 
@@ -575,6 +600,6 @@ def answer_question(view: View, question: str | None, parts: Answering, *, task_
 
 
 __all__ = ["AnswerPrompt", "AnswerResult", "Answering", "Citation", "ClueSource", "EvidenceRenderer", "Excerpts",
-           "Found", "NoGenerator", "RetrievalPlan", "TwinJudge", "View", "WholeChunks", "answer_messages",
+           "Found", "LeadAndPassages", "NoGenerator", "RetrievalPlan", "TwinJudge", "View", "WholeChunks", "answer_messages",
            "answer_question", "check_judge", "check_request", "citations_for", "evidence_renderer",
            "find_evidence", "generate", "generator_judge", "marks_in", "PackagedJudge"]

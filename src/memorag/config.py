@@ -46,6 +46,7 @@ class Evidence(str, Enum):
     CHUNKS = "chunks"  # the whole chunk
     EXCERPTS = "excerpts"  # plans.excerpt_evidence: the sentences that bear on the question, with neighbours
     PASSAGES = "passages"  # the paragraph the judge scored best in each chunk, with neighbours up to a length
+    LEAD = "lead"  # the best hit's whole chunk, the judged paragraph of each other hit
 
 
 def choice(enum: type[Enum], value: object, what: str) -> str:
@@ -87,7 +88,7 @@ class PipelineOptions:
     overlap_indexing: bool = False
     query_plan: str = DEFAULT_PLAN  # a registered plan, or package.module:function
     follow_hops: int = 0  # PlanParams.follow_hops: the link walk, off by default (see there)
-    evidence: str = "chunks"  # what the generator reads: whole "chunks", "excerpts" or judged "passages" of them
+    evidence: str = "chunks"  # what the generator reads: whole "chunks", "excerpts", judged "passages" or "lead"
     cite: bool = False  # number the evidence in the answer prompt and ask for [n] marks
     # PlanParams fields set for the plan (memorag.plans.check_plan_params): any parameter the
     # chosen plan reads, e.g. {"likelihood_passages": 16}; checked and typed on creation.
@@ -302,8 +303,9 @@ class EvidenceConfig:
     """What the generator reads, and how."""
 
     render: str = setting("chunks", "what the generator reads of each evidence chunk: chunks (whole), "
-                                    "excerpts (the sentences that bear on the question) or passages (the "
-                                    "paragraph the judge scored best)",
+                                    "excerpts (the sentences that bear on the question), passages (the "
+                                    "paragraph the judge scored best) or lead (the best chunk whole, the "
+                                    "judged paragraph of the others)",
                           _one_of(*(e.value for e in Evidence)))
     cite: bool = setting(False, "number the evidence in the answer prompt and ask for [n] marks")
     order: str = setting("document", "the order the generator reads the evidence in: document (as the text "

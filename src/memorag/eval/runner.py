@@ -179,7 +179,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     run (``--param``); each must be read by at least one of those plans. ``clues_from``: a
     results file whose ``clues_method`` rows' clue lines are every method's clues (as recalled
     spans; the memory writes none), so plans are compared on the clues of a stored run.
-    ``evidence``: what the generator reads of each evidence chunk (``chunks`` or ``excerpts``,
+    ``evidence``: what the generator reads of each evidence chunk (``chunks``, ``excerpts``, ``passages`` or ``lead``,
     as ``MemoRAG(evidence=...)``); ``evidence_order``: the order the generator reads it in
     (``document`` or ``rank``, as ``MemoRAG(evidence_order=...)``). Each of these is recorded
     in the results' config (and so in the resume key) only when given, except
