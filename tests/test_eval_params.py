@@ -166,6 +166,11 @@ def test_eval_answers_from_excerpts_when_asked(tmp_path):
         run("vartrack", ["hybrid"], evidence="sentences", **kw)
     result = run("vartrack", ["hybrid"], evidence="excerpts", **kw)
     assert result["config"]["evidence"] == "excerpts" and result["methods"]["hybrid"]["n"] == 2
+    # the default reading (lead) is recorded when answers are made; whole chunks, the reading of
+    # runs made before the option, and a retrieval-only run (nothing read) record none
+    assert run("vartrack", ["hybrid"], **{**kw, "output": tmp_path / "d.json"})["config"]["evidence"] == "lead"
+    assert "evidence" not in run("vartrack", ["hybrid"], evidence="chunks", **{**kw, "output": tmp_path / "c.json"})["config"]
+    assert "evidence" not in run("vartrack", ["hybrid"], retrieval_only=True, **{**kw, "output": tmp_path / "o.json"})["config"]
 
 
 def test_max_haystacks_reports_the_first_haystacks_of_a_longer_run(tmp_path):

@@ -49,6 +49,12 @@ class Evidence(str, Enum):
     LEAD = "lead"  # the best hit's whole chunk, the judged paragraph of each other hit
 
 
+# What the generator reads by default: the judge's paragraphs cut the prefill that is most of
+# a question's time, the best chunk stays whole (docs/benchmarks.md, "The generator reads the
+# best chunk whole"; without a judge every hit is read whole).
+DEFAULT_EVIDENCE = Evidence.LEAD.value
+
+
 def choice(enum: type[Enum], value: object, what: str) -> str:
     """``value`` as one of ``enum``'s values, or an InputError listing them."""
     try:
@@ -88,7 +94,7 @@ class PipelineOptions:
     overlap_indexing: bool = False
     query_plan: str = DEFAULT_PLAN  # a registered plan, or package.module:function
     follow_hops: int = 0  # PlanParams.follow_hops: the link walk, off by default (see there)
-    evidence: str = "chunks"  # what the generator reads: whole "chunks", "excerpts", judged "passages" or "lead"
+    evidence: str = DEFAULT_EVIDENCE  # what the generator reads: whole "chunks", "excerpts", judged "passages" or "lead"
     cite: bool = False  # number the evidence in the answer prompt and ask for [n] marks
     # PlanParams fields set for the plan (memorag.plans.check_plan_params): any parameter the
     # chosen plan reads, e.g. {"likelihood_passages": 16}; checked and typed on creation.
@@ -302,7 +308,7 @@ class PlanConfig:
 class EvidenceConfig:
     """What the generator reads, and how."""
 
-    render: str = setting("chunks", "what the generator reads of each evidence chunk: chunks (whole), "
+    render: str = setting(DEFAULT_EVIDENCE, "what the generator reads of each evidence chunk: chunks (whole), "
                                     "excerpts (the sentences that bear on the question), passages (the "
                                     "paragraph the judge scored best) or lead (the best chunk whole, the "
                                     "judged paragraph of the others)",

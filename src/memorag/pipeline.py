@@ -30,7 +30,7 @@ from memorag.answering import (
 from memorag.checkpoint import CheckpointRun, Checkpoints
 from memorag.chunking import check_chunk_tokens
 from memorag.compat import OriginalAPI, as_generator, refuse_with_object
-from memorag.config import DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
+from memorag.config import DEFAULT_EVIDENCE, DEFAULT_PLAN, Compression, PipelineOptions, TaskType, choice
 from memorag.embed.base import Embedder
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.index.base import VectorIndex
@@ -122,7 +122,7 @@ class MemoRAG(OriginalAPI):
                  index: str | Callable[[], VectorIndex] = "faiss", n_ctx: int | None = None,
                  question_weight: float = 2.0, clue_weight: float = 1.0,
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
-                 query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = "chunks",
+                 query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = DEFAULT_EVIDENCE,
                  cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True,
                  plan_params: Mapping[str, object] | None = None, evidence_order: str = "document",
                  judge_states_mb: int = DEFAULT_BUDGET_MB) -> None:
@@ -180,7 +180,7 @@ class MemoRAG(OriginalAPI):
     def from_parts(cls, memory: Memory | LLM, retriever: Retriever, generator: Generator | None = None, *,
                    ret_hit: int = 3, question_weight: float = 2.0, clue_weight: float = 1.0, hybrid: bool = True,
                    overlap_indexing: bool = False, query_plan: str = DEFAULT_PLAN, follow_hops: int = 0,
-                   evidence: str = "chunks", cite: bool = False, judge: Judge | None | str = "auto",
+                   evidence: str = DEFAULT_EVIDENCE, cite: bool = False, judge: Judge | None | str = "auto",
                    plan_params: Mapping[str, object] | None = None, evidence_order: str = "document",
                    judge_states_mb: int = DEFAULT_BUDGET_MB) -> MemoRAG:
         """A pipeline from ready-made parts; nothing is loaded.

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from memorag.config import DEFAULT_PLAN, Evidence, choice
+from memorag.config import DEFAULT_EVIDENCE, DEFAULT_PLAN, Evidence, choice
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, PLAN_METHODS, MethodRunner, method_plans, methods_read_memory
@@ -172,7 +172,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         judge: str | None = None, quote_recall: bool = True, max_haystacks: int | None = None,
         plan_params: Mapping[str, object] | None = None,
         ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer",
-        evidence: str = "chunks", read_memory: bool | None = None, evidence_order: str = "document") -> dict:
+        evidence: str = DEFAULT_EVIDENCE, read_memory: bool | None = None, evidence_order: str = "document") -> dict:
     """Run ``methods`` on ``dataset``, write ``output`` and return its content.
 
     ``plan_params``: :class:`~memorag.plans.PlanParams` fields set for every plan the methods
@@ -181,10 +181,11 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     spans; the memory writes none), so plans are compared on the clues of a stored run.
     ``evidence``: what the generator reads of each evidence chunk (``chunks``, ``excerpts``, ``passages`` or ``lead``,
     as ``MemoRAG(evidence=...)``); ``evidence_order``: the order the generator reads it in
-    (``document`` or ``rank``, as ``MemoRAG(evidence_order=...)``). Each of these is recorded
-    in the results' config (and so in the resume key) only when given, except
-    ``evidence_order``: it is recorded whenever answers are generated, since answers made
-    before the option read the evidence in rank order.
+    (``document`` or ``rank``, as ``MemoRAG(evidence_order=...)``). The options above are
+    recorded in the results' config (and so in the resume key) only when given; of these two,
+    ``evidence`` whenever answers are generated from other than whole chunks (the reading of
+    runs made before the option) and ``evidence_order`` whenever answers are generated, since
+    answers made before that option read the evidence in rank order.
 
     ``read_memory``: None (default) reads a haystack into the memory model only when some
     method asks the memory for clues (:func:`memorag.eval.methods.methods_read_memory`) and
@@ -200,7 +201,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     overrides = check_plan_params(method_plans(methods, query_plan or DEFAULT_PLAN), plan_params) \
         if plan_params else {}
     stored = stored_clues(Path(clues_from), clues_method) if clues_from is not None else None
-    if choice(Evidence, evidence, "evidence") != Evidence.CHUNKS.value and retrieval_only:
+    if choice(Evidence, evidence, "evidence") != DEFAULT_EVIDENCE and retrieval_only:
         raise datasets.DatasetError("--evidence sets what the generator reads; --retrieval-only generates "
                                     "nothing. Drop one of them.")
     if not retrieval_only:
@@ -240,7 +241,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         config["judge"] = judge
     if overrides:  # likewise
         config["plan_params"] = overrides
-    if evidence != "chunks":  # likewise
+    # likewise (runs made before the option read whole chunks); retrieval alone reads no evidence
+    if evidence != Evidence.CHUNKS.value and not retrieval_only:
         config["evidence"] = evidence
     if not retrieval_only:  # the order changes answers, not retrieval
         config["evidence_order"] = evidence_order
