@@ -277,8 +277,8 @@ class LeadAndPassages:
         if not hits:
             return []
         lead = max(range(len(hits)), key=lambda i: hits[i].score)  # of equal scores, the first read
-        return [h.text if i == lead or not h.passage else passage_in_context(h.text, h.passage, self.min_chars)
-                for i, h in enumerate(hits)]
+        cut = JudgedPassages(self.min_chars).render(view, question, found)
+        return [h.text if i == lead else piece for i, (h, piece) in enumerate(zip(hits, cut))]
 
 
 def passage_in_context(chunk: str, passage: str, min_chars: int) -> str:
