@@ -147,6 +147,11 @@ def test_shown_evidence_says_how_each_chunk_was_found(capsys):
     assert lines[3].endswith("(found by following links)")
     assert lines[4].endswith("does not say.")
     assert "[not found in the document]" in err
+    # a found clue says whether the evidence holds its sentence (chunk 3 does)
+    assert "Ottilie Marsh keeps the lighthouse key.  [found in the document, in the evidence]" in err
+    _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence[:1]), True, False,
+                  streamed=False)
+    assert "[found in the document, not in the evidence]" in capsys.readouterr().err
 
 
 @pytest.mark.unit

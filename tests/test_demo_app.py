@@ -56,8 +56,16 @@ def test_highlight_escapes_text_and_marks_each_span():
 def test_clue_lines_follow_grounding_marks():
     lines = clue_lines({"spans": ["A span here", "Another span"], "questions": ["Who came?"],
                         "answer": "", "grounded": ["A span here.", "", "Who came"]})
-    assert lines == [("recalled", "A span here", True), ("recalled", "Another span", False),
-                     ("question", "Who came?", True)]
+    assert lines == [("recalled", "A span here", True, None), ("recalled", "Another span", False, None),
+                     ("question", "Who came?", True, None)]
+    # with the evidence: a found clue is marked by whether an evidence chunk holds its sentence
+    evidence = [{"chunk_id": 4, "text": "Then who came? Nobody.\n\nA span  here."}]
+    with_evidence = clue_lines({"spans": ["A span here", "Another span"], "questions": ["Who came?"],
+                                "grounded": ["A span here.", "", "Who came"]}, evidence)
+    assert [used for *_, used in with_evidence] == [True, None, True]
+    elsewhere = clue_lines({"spans": ["A span here"], "grounded": ["A span here."]},
+                           [{"chunk_id": 1, "text": "Something else entirely."}])
+    assert elsewhere == [("recalled", "A span here", True, False)]
 
 
 @pytest.mark.unit

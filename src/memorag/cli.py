@@ -80,9 +80,10 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
     if show_clues and ans.clues is not None:
         typer.secho("clues:", bold=True, err=True)
         grounded = ans.clues.grounded
+        used = ans.clues.in_evidence([h.text for h in ans.evidence])
         for i, line in enumerate(ans.clues.lines()):
             found = grounded[i] if i < len(grounded) else None
-            mark = "" if found is None else ("  [found in the document]" if found else "  [not found in the document]")
+            mark = "" if found is None else (clue_mark(used[i]) if found else "  [not found in the document]")
             typer.echo(f"  - {line}{mark}", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)
@@ -95,6 +96,12 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
                        f"{'  (' + found_by_words(h.found_by) + ')' if h.found_by else ''}", err=True)
     if not streamed:
         typer.echo(ans.answer)
+
+
+def clue_mark(in_evidence: bool | None) -> str:
+    """A found clue's mark: whether the evidence the answer was given holds its sentence."""
+    where = "in the evidence" if in_evidence else "not in the evidence"
+    return f"  [found in the document, {where}]"
 
 
 def _answer_printer():

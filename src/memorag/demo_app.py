@@ -68,27 +68,35 @@ def store_path() -> str:
 
 
 # -------------------------------------------------------------------- rendering
-def clue_lines(clues: dict) -> list[tuple[str, str, bool | None]]:
-    """(kind, line, found) for each clue line, in the pipeline's order (Clues.lines)."""
+def clue_lines(clues: dict, evidence: list[dict] | None = None) -> list[tuple[str, str, bool | None, bool | None]]:
+    """(kind, line, found, in the evidence) for each clue line, in the pipeline's order
+    (Clues.lines); "in the evidence" (Clues.in_evidence) is None without ``evidence``."""
     c = Clues(question="", spans=clues.get("spans") or [], questions=clues.get("questions") or [],
-              answer=clues.get("answer") or "")
-    grounded = clues.get("grounded") or []
+              answer=clues.get("answer") or "", grounded=clues.get("grounded") or [])
+    used = c.in_evidence([ev["text"] for ev in evidence]) if evidence is not None else []
     spans = {s.strip().lower() for s in c.spans}
     out = []
     for i, line in enumerate(c.lines()):
-        found = bool(grounded[i]) if i < len(grounded) else None
-        out.append(("recalled" if line.strip().lower() in spans else "question", line, found))
+        found = bool(c.grounded[i]) if i < len(c.grounded) else None
+        out.append(("recalled" if line.strip().lower() in spans else "question", line, found,
+                    used[i] if i < len(used) else None))
     return out
 
 
-def render_clues(slot, clues: dict | None) -> None:
+def render_clues(slot, clues: dict | None, evidence: list[dict] | None = None) -> None:
     if not clues:
         slot.caption("No clues: plain RAG searches with the question alone.")
         return
     rows = []
-    for kind, line, found in clue_lines(clues):
+    for kind, line, found, used in clue_lines(clues, evidence):
         # Words, not emoji: a headless browser or a terminal font may have no emoji glyphs.
-        mark = "" if found is None else (" — *found in the document*" if found else " — *not found in the document*")
+        if found is None:
+            mark = ""
+        elif not found:
+            mark = " — *not found in the document*"
+        else:
+            where = "" if used is None else (", in the evidence" if used else ", not in the evidence")
+            mark = f" — *found in the document{where}*"
         rows.append(f"- **{kind}:** {line}{mark}")
     slot.markdown("**Clues from the memory**\n\n" + ("\n".join(rows) or "_(none)_"))
 
@@ -137,7 +145,7 @@ def render_store_clues(slot, clues: dict[str, dict]) -> None:
     rows = []
     for document, per_document in clues.items():
         rows.append(f"- **{document}**")
-        rows.extend(f"    - {line}" for _, line, _ in clue_lines(per_document))
+        rows.extend(f"    - {line}" for _, line, _, _ in clue_lines(per_document))
     slot.markdown("**Clues from the memories**\n\n" + "\n".join(rows))
 
 
@@ -218,7 +226,7 @@ def ask(engine: Engine, name: str, question: str, tasks: list[str]) -> dict[str,
                 while True:
                     kind, data = events.get_nowait()
                     if kind == "evidence":
-                        render_clues(p["clues"], data["clues"])
+                        render_clues(p["clues"], data["clues"], data["evidence"])
                         render_evidence(p["evidence"], data["evidence"])
                     else:
                         pieces.append(data)
@@ -296,7 +304,7 @@ def show_results(results: dict[str, dict]) -> None:
         r = results[task]
         with col:
             st.subheader("memorag" if task != "rag" else "plain RAG", anchor=False)
-            render_clues(st.empty(), r.get("clues"))
+            render_clues(st.empty(), r.get("clues"), r.get("evidence"))
             st.markdown(f"**Answer**\n\n{r['answer']}")
             render_evidence(st.empty(), r.get("evidence"))
 

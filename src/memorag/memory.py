@@ -211,6 +211,22 @@ class Clues:
         return {"spans": self.spans, "questions": self.questions, "answer": self.answer,
                 "grounded": self.grounded, "seconds": round(self.seconds, 3)}
 
+    def in_evidence(self, chunk_texts: Sequence[str]) -> list[bool | None]:
+        """Per line of :meth:`lines`: whether the document sentence it was matched to lies in
+        one of ``chunk_texts`` (the evidence chunks), False when it lies elsewhere, None when
+        it matched none (or grounding was not run).
+
+        Why: a clue found in the document can still be off the question; a reader shown the
+        clues beside the answer should see which ones the evidence holds, and so which ones
+        could have mattered to it."""
+        chunks = [_norm(t) for t in chunk_texts]
+        lines = self.lines()
+        out: list[bool | None] = []
+        for i in range(len(lines)):
+            sentence = _norm(self.grounded[i]) if i < len(self.grounded) else ""
+            out.append(None if not sentence else any(sentence in c for c in chunks))
+        return out
+
 
 # A llama.cpp memory model's flash attention when none is asked for: off. Every question
 # reads a few hundred tokens (the clue task, quotes verified in batches) after the whole
