@@ -403,6 +403,9 @@ def test_a_wrong_type_or_range_is_refused_with_its_dotted_path():
         config_from_mapping({"memory": {"compression": "zip"}})
     with pytest.raises(InputError, match=r"plan\.name: Unknown query plan 'recal'"):
         config_from_mapping({"plan": {"name": "recal"}})
+    with pytest.raises(InputError, match=r"evidence\.render: 'chunks' takes no width"):
+        config_from_mapping({"evidence": {"render": "chunks:400"}})
+    assert config_from_mapping({"evidence": {"render": "lead:600"}}).pipeline_kwargs()["evidence"] == "lead:600"
     with pytest.raises(InputError, match=r"service: must be a table of settings"):
         config_from_mapping({"service": 8000})
     # every problem in one error

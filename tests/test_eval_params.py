@@ -13,6 +13,7 @@ import pytest
 from test_unit_pipeline import DOC_A, Q_A
 
 from memorag import MemoRAG
+from memorag.config import PASSAGE_CHARS
 from memorag.errors import InputError
 from memorag.eval.methods import MethodRunner, method_plans
 from memorag.eval.runner import run
@@ -168,7 +169,16 @@ def test_eval_answers_from_excerpts_when_asked(tmp_path):
     assert result["config"]["evidence"] == "excerpts" and result["methods"]["hybrid"]["n"] == 2
     # the default reading (lead) is recorded when answers are made; whole chunks, the reading of
     # runs made before the option, and a retrieval-only run (nothing read) record none
-    assert run("vartrack", ["hybrid"], **{**kw, "output": tmp_path / "d.json"})["config"]["evidence"] == "lead"
+    # recorded with its width, so a run is never resumed with another
+    assert run("vartrack", ["hybrid"], **{**kw, "output": tmp_path / "d.json"})["config"]["evidence"] == \
+        f"lead:{PASSAGE_CHARS}"
+    assert run("vartrack", ["hybrid"], evidence="lead:600",
+               **{**kw, "output": tmp_path / "w.json"})["config"]["evidence"] == "lead:600"
+    with pytest.raises(InputError, match="takes no width"):
+        run("vartrack", ["hybrid"], evidence="chunks:600", **kw)
+    # the default spelled out is the default: allowed with --retrieval-only
+    assert "evidence" not in run("vartrack", ["hybrid"], retrieval_only=True, evidence=f"lead:{PASSAGE_CHARS}",
+                                 **{**kw, "output": tmp_path / "r.json"})["config"]
     assert "evidence" not in run("vartrack", ["hybrid"], evidence="chunks", **{**kw, "output": tmp_path / "c.json"})["config"]
     assert "evidence" not in run("vartrack", ["hybrid"], retrieval_only=True, **{**kw, "output": tmp_path / "o.json"})["config"]
 

@@ -11,7 +11,7 @@ import pytest
 from test_unit_pipeline import DOC_A, Q_A
 
 from memorag import MemoRAG
-from memorag.answering import Excerpts, JudgedPassages, LeadAndPassages, passage_in_context
+from memorag.answering import PASSAGE_CHARS, Excerpts, JudgedPassages, LeadAndPassages, passage_in_context
 from memorag.collection import Collection
 from memorag.config import DEFAULT_JUDGE_STATES_MB, PipelineOptions
 from memorag.errors import InputError
@@ -81,10 +81,10 @@ def check_evidence() -> None:
     assert isinstance(judged.answering().evidence, JudgedPassages)
     ans = judged.ask(Q_A)
     user = ans.messages[-1]["content"]
-    # each chunk as its judged paragraph widened to 600 characters (these chunks are shorter: whole)
-    assert ans.evidence and all(h.passage and passage_in_context(h.text, h.passage, 600) in user for h in ans.evidence)
+    # each chunk as its judged paragraph widened to PASSAGE_CHARS characters (these chunks are shorter: whole)
+    assert ans.evidence and all(h.passage and passage_in_context(h.text, h.passage, PASSAGE_CHARS) in user for h in ans.evidence)
     # what the answer reports as read is what the generator got, hit by hit
-    assert ans.read == [passage_in_context(h.text, h.passage, 600) for h in ans.evidence]
+    assert ans.read == [passage_in_context(h.text, h.passage, PASSAGE_CHARS) for h in ans.evidence]
     assert [e["read"] for e in ans.to_json()["evidence"]] == ans.read
     whole = _pipe().ask(Q_A)
     assert whole.read == [h.text for h in whole.evidence]
@@ -92,11 +92,25 @@ def check_evidence() -> None:
     assert isinstance(led.answering().evidence, LeadAndPassages)
     ans = led.ask(Q_A)
     best = max(ans.evidence, key=lambda h: h.score)
-    assert ans.read == [h.text if h is best else passage_in_context(h.text, h.passage or "", 600) for h in ans.evidence]
+    assert ans.read == [h.text if h is best else passage_in_context(h.text, h.passage or "", PASSAGE_CHARS) for h in ans.evidence]
+    check_evidence_width()
 
 
 def check_cite() -> None:
     assert _user(_pipe(cite=True)).startswith("Evidence, numbered:\n[1] ")
+
+
+def check_evidence_width() -> None:
+    wide = _pipe(evidence="lead:2000", query_plan="likelihood").ask(Q_A)
+    assert isinstance(_pipe(evidence="passages:250").answering().evidence, JudgedPassages)
+    assert _pipe(evidence="passages:250").answering().evidence.min_chars == 250
+    best = max(wide.evidence, key=lambda h: h.score)
+    assert wide.read == [h.text if h is best else passage_in_context(h.text, h.passage or "", 2000)
+                         for h in wide.evidence]
+    for bad, says in (("chunks:400", "takes no width"), ("lead:0", "whole number"), ("lead:wide", "whole number"),
+                      ("leads", "must be one of")):
+        with pytest.raises(InputError, match=says):
+            _pipe(evidence=bad)
 
 
 def check_evidence_order() -> None:

@@ -188,7 +188,7 @@ def test_a_judged_passage_is_widened_to_whole_paragraphs_and_its_neighbours():
 
 @pytest.mark.unit
 def test_lead_evidence_keeps_the_best_hit_whole_and_cuts_the_others_to_their_judged_paragraph():
-    from memorag.answering import LeadAndPassages, passage_in_context
+    from memorag.answering import PASSAGE_CHARS, LeadAndPassages, passage_in_context
     from memorag.plans import PlanResult
     from memorag.retrieval import Hit
 
@@ -200,8 +200,8 @@ def test_lead_evidence_keeps_the_best_hit_whole_and_cuts_the_others_to_their_jud
             Hit(8, 0.6, c, passage=None)]
     got = LeadAndPassages().render(None, "q", PlanResult(hits))  # type: ignore[arg-type]
     assert got[1] == b  # the best score: its whole chunk, though the judge read one paragraph of it
-    assert got[0] == passage_in_context(a, hits[0].passage or "", 600)
-    assert hits[0].passage in got[0] and len(got[0]) < len(a) / 2
+    assert got[0] == passage_in_context(a, hits[0].passage or "", PASSAGE_CHARS)
+    assert hits[0].passage in got[0] and PASSAGE_CHARS <= len(got[0]) < len(a) / 2
     assert got[2] == c  # no judge read it: nothing to cut it to
     assert LeadAndPassages().render(None, "q", PlanResult([])) == []  # type: ignore[arg-type]
     ties = [Hit(1, 0.5, a, passage=a.split("\n\n")[0]), Hit(3, 0.5, b, passage=b.split("\n\n")[0])]

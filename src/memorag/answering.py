@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-from memorag.config import DEFAULT_PLAN, EVIDENCE_ORDERS, Evidence, TaskType, choice
+from memorag.config import DEFAULT_PLAN, EVIDENCE_ORDERS, PASSAGE_CHARS, Evidence, TaskType, choice, parse_evidence
 from memorag.errors import InputError, StateError
 from memorag.llm.base import ChatMessage, Generator, Judge, score_continuations
 from memorag.memory import Clues
@@ -252,7 +252,7 @@ class JudgedPassages:
     question. The widening keeps a short paragraph (a line of dialogue) with the lines
     that say who is speaking."""
 
-    min_chars: int = 600
+    min_chars: int = PASSAGE_CHARS
 
     def render(self, view: View, question: str, found: PlanResult) -> list[str]:
         return [passage_in_context(h.text, h.passage, self.min_chars) if h.passage else h.text for h in found.hits]
@@ -270,7 +270,7 @@ class LeadAndPassages:
     (who is speaking, the sum after the name) is still read. Measured against whole chunks
     in docs/benchmarks.md ("The generator reads the best chunk whole")."""
 
-    min_chars: int = 600
+    min_chars: int = PASSAGE_CHARS
 
     def render(self, view: View, question: str, found: PlanResult) -> list[str]:
         hits = found.hits
@@ -304,14 +304,16 @@ def passage_in_context(chunk: str, passage: str, min_chars: int) -> str:
     return chunk[blocks[lo][0]:blocks[hi][1]].strip()
 
 
-def evidence_renderer(name: str) -> EvidenceRenderer:
-    """The renderer of an ``evidence`` option: ``chunks``, ``excerpts``, ``passages`` or ``lead``."""
-    kind = choice(Evidence, name, "evidence")
+def evidence_renderer(spec: str) -> EvidenceRenderer:
+    """The renderer of an ``evidence`` option: ``chunks``, ``excerpts``, ``passages`` or
+    ``lead``; ``passages:N`` and ``lead:N`` widen each judged paragraph to N characters
+    (:func:`memorag.config.parse_evidence`)."""
+    kind, width = parse_evidence(spec)
     if kind == Evidence.EXCERPTS.value:
         return Excerpts()
     if kind == Evidence.LEAD.value:
-        return LeadAndPassages()
-    return JudgedPassages() if kind == Evidence.PASSAGES.value else WholeChunks()
+        return LeadAndPassages(width or PASSAGE_CHARS)
+    return JudgedPassages(width or PASSAGE_CHARS) if kind == Evidence.PASSAGES.value else WholeChunks()
 
 
 @dataclass(frozen=True)

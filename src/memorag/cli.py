@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from memorag.checkpoint import DEFAULT_EVERY_TOKENS
-from memorag.config import DEFAULT_EVIDENCE
+from memorag.config import DEFAULT_EVIDENCE, PASSAGE_CHARS
 from memorag.errors import MemoRAGError
 
 app = typer.Typer(
@@ -194,7 +194,7 @@ def ask(
     use_memory_answer: Annotated[bool, typer.Option(help="Also search with the memory's draft answer (task memorag).")] = False,
     show_clues: Annotated[bool, typer.Option(help="Print the memory's clues (stderr).")] = False,
     show_evidence: Annotated[bool, typer.Option(help="Print the evidence chunks (stderr), each as the generator read it; with --store the citations are always printed.")] = False,
-    evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole), excerpts (the sentences that bear on the question), passages (the paragraph the judge scored best) or lead (the best chunk whole, the judged paragraph of the others).")] = DEFAULT_EVIDENCE,
+    evidence: Annotated[str, typer.Option(help=f"What the generator reads of each evidence chunk: chunks (whole), excerpts (the sentences that bear on the question), passages (the paragraph the judge scored best) or lead (the best chunk whole, the judged paragraph of the others); passages:N and lead:N widen each judged paragraph to N characters (default {PASSAGE_CHARS}).")] = DEFAULT_EVIDENCE,
     evidence_order: Annotated[str, typer.Option(help="The order the generator reads the evidence in: document (as the text runs) or rank (best first).")] = "document",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, clues, evidence or citations, timings).")] = False,
     routing_index: Annotated[str | None, RoutingIndexOption] = None,

@@ -54,6 +54,41 @@ class Evidence(str, Enum):
 # best chunk whole"; without a judge every hit is read whole).
 DEFAULT_EVIDENCE = Evidence.LEAD.value
 
+# What a judged passage is widened to (whole paragraphs, characters) before the generator reads
+# it under ``passages`` and ``lead``: enough for a line of dialogue with the lines that say who
+# speaks. Chosen by the generator's tokens and answers (docs/benchmarks.md, "Narrower passages");
+# ``lead:N`` / ``passages:N`` read another width.
+PASSAGE_CHARS = 400
+_CUTTING = (Evidence.PASSAGES.value, Evidence.LEAD.value)
+
+
+def parse_evidence(spec: object) -> tuple[str, int | None]:
+    """An ``evidence`` option (``"lead"``, ``"lead:600"``, ``"chunks"``...) as (rendering,
+    passage width in characters: None for a rendering that does not cut to passages), or
+    an InputError saying what is wrong."""
+    if not isinstance(spec, str):
+        raise InputError(f"evidence must be a string such as {DEFAULT_EVIDENCE!r}; got {spec!r}.")
+    name, sep, width = spec.partition(":")
+    kind = choice(Evidence, name.strip(), "evidence")
+    if kind not in _CUTTING:
+        if sep:
+            raise InputError(f"evidence {kind!r} takes no width; only {' and '.join(c + ':N' for c in _CUTTING)} do; "
+                             f"got {spec!r}.")
+        return kind, None
+    if not sep:
+        return kind, PASSAGE_CHARS
+    if not width.strip().isdigit() or int(width) < 1:
+        raise InputError(f"the width in evidence {spec!r} must be a whole number of characters >= 1, as in "
+                         f"{kind}:{PASSAGE_CHARS}.")
+    return kind, int(width)
+
+
+def evidence_key(spec: object) -> str:
+    """``spec`` spelled out, the width included (``"lead"`` -> ``"lead:400"``): what a results
+    file records, so a run is never resumed with another width."""
+    kind, width = parse_evidence(spec)
+    return kind if width is None else f"{kind}:{width}"
+
 
 def choice(enum: type[Enum], value: object, what: str) -> str:
     """``value`` as one of ``enum``'s values, or an InputError listing them."""
@@ -119,7 +154,7 @@ class PipelineOptions:
                 raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}.")
         if isinstance(self.follow_hops, bool) or not isinstance(self.follow_hops, int) or self.follow_hops < 0:
             raise InputError(f"follow_hops must be a whole number >= 0; got {self.follow_hops!r}.")
-        choice(Evidence, self.evidence, "evidence")
+        parse_evidence(self.evidence)
         if self.evidence_order not in EVIDENCE_ORDERS:
             raise InputError(f"evidence_order must be one of {', '.join(EVIDENCE_ORDERS)}; got {self.evidence_order!r}.")
         from memorag.models.registry import resolve_plan
@@ -191,6 +226,14 @@ def _one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
     return check
+
+
+def _check_evidence(value: Any) -> str | None:
+    try:
+        parse_evidence(value)
+    except InputError as exc:
+        return str(exc).removeprefix("evidence ").rstrip(".")
+    return None
 
 
 def _not_blank(value: Any) -> str | None:
@@ -311,8 +354,9 @@ class EvidenceConfig:
     render: str = setting(DEFAULT_EVIDENCE, "what the generator reads of each evidence chunk: chunks (whole), "
                                     "excerpts (the sentences that bear on the question), passages (the "
                                     "paragraph the judge scored best) or lead (the best chunk whole, the "
-                                    "judged paragraph of the others)",
-                          _one_of(*(e.value for e in Evidence)))
+                                    "judged paragraph of the others); passages:N and lead:N widen each "
+                                    f"judged paragraph to N characters (default {PASSAGE_CHARS})",
+                          lambda value: _check_evidence(value))
     cite: bool = setting(False, "number the evidence in the answer prompt and ask for [n] marks")
     order: str = setting("document", "the order the generator reads the evidence in: document (as the text "
                                      "runs) or rank (best first)", _one_of(*EVIDENCE_ORDERS))

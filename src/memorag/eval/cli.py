@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from memorag.config import DEFAULT_EVIDENCE
+from memorag.config import DEFAULT_EVIDENCE, PASSAGE_CHARS
 
 
 def eval_command(
@@ -36,7 +36,7 @@ def eval_command(
     ret_model: Annotated[str, typer.Option(help="Embedding model spec (retrieval).")] = "default",
     clues_from: Annotated[Path | None, typer.Option(help="Replay the clues of a results file (its --clues-method rows) instead of asking the memory: plans compared on the same clues.")] = None,
     clues_method: Annotated[str, typer.Option(help="Whose clues --clues-from replays.")] = "memorag+answer",
-    evidence: Annotated[str, typer.Option(help="What the generator reads of each evidence chunk: chunks (whole), excerpts (the sentences that bear on the question, with neighbours), passages (the paragraph the judge scored best) or lead (the best chunk whole, the judged paragraph of the others).")] = DEFAULT_EVIDENCE,
+    evidence: Annotated[str, typer.Option(help=f"What the generator reads of each evidence chunk: chunks (whole), excerpts (the sentences that bear on the question, with neighbours), passages (the paragraph the judge scored best) or lead (the best chunk whole, the judged paragraph of the others); passages:N and lead:N widen each judged paragraph to N characters (default {PASSAGE_CHARS}).")] = DEFAULT_EVIDENCE,
     evidence_order: Annotated[str, typer.Option(help="The order the generator reads the evidence in: document (as the text runs) or rank (best first).")] = "document",
     config: Annotated[Path | None, typer.Option("--config", help="A TOML or JSON file of settings (the configuration tree: docs/api.md): its models, memory, retrieval, plan and evidence sections; the flags given on the command line go over it, --param over its plan.params.", show_default=False)] = None,
 ) -> None:

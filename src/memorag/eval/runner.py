@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from memorag.config import DEFAULT_EVIDENCE, DEFAULT_PLAN, Evidence, choice
+from memorag.config import DEFAULT_EVIDENCE, DEFAULT_PLAN, Evidence, evidence_key
 from memorag.errors import MemoRAGError
 from memorag.eval import datasets
 from memorag.eval.methods import METHODS, PLAN_METHODS, MethodRunner, method_plans, methods_read_memory
@@ -201,7 +201,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     overrides = check_plan_params(method_plans(methods, query_plan or DEFAULT_PLAN), plan_params) \
         if plan_params else {}
     stored = stored_clues(Path(clues_from), clues_method) if clues_from is not None else None
-    if choice(Evidence, evidence, "evidence") != DEFAULT_EVIDENCE and retrieval_only:
+    if evidence_key(evidence) != evidence_key(DEFAULT_EVIDENCE) and retrieval_only:
         raise datasets.DatasetError("--evidence sets what the generator reads; --retrieval-only generates "
                                     "nothing. Drop one of them.")
     if not retrieval_only:
@@ -243,7 +243,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         config["plan_params"] = overrides
     # likewise (runs made before the option read whole chunks); retrieval alone reads no evidence
     if evidence != Evidence.CHUNKS.value and not retrieval_only:
-        config["evidence"] = evidence
+        config["evidence"] = evidence_key(evidence)  # with its width: never resumed with another
     if not retrieval_only:  # the order changes answers, not retrieval
         config["evidence_order"] = evidence_order
     if stored is not None:  # likewise; the clues themselves, not the file's name, make the key
