@@ -124,6 +124,7 @@ def main() -> None:
     parts: dict[str, list[dict]] = {label: [] for label, *_ in modes}
     answers: dict[str, list[str]] = {label: [] for label, *_ in modes}
     evidence: dict[str, list[list[int]]] = {label: [] for label, *_ in modes}
+    prompt_tokens: dict[str, list[int]] = {label: [] for label, *_ in modes}
     restored: dict[str, int | None] = {label: None for label, *_ in modes}  # answers begun from a stored state
     states_used: dict[str, int | None] = {label: None for label, *_ in modes}  # passages restored from them
     # Mode by mode, not alternating: llama.cpp reuses the longest cached prompt prefix, and
@@ -153,6 +154,9 @@ def main() -> None:
             parts[label].append(ans.timings)
             answers[label].append(ans.answer)
             evidence[label].append([h.chunk_id for h in ans.evidence])
+            count = getattr(pipe.generator, "count_tokens", None)
+            if count is not None:  # what the generator read: its messages, in its own tokens (no chat template)
+                prompt_tokens[label].append(sum(count(m["content"]) for m in ans.messages))
         if answered is not None:
             restored[label] = answered.hits
         if doc_states is not None:
@@ -182,7 +186,9 @@ def main() -> None:
                              "ratio_to_plain_rag": round(ratio(label, order), 3),
                              "answers_right": right[label], "answers_from_stored_state": restored[label],
                              "passages_from_judge_states": states_used[label], "answers": answers[label],
-                             "evidence_ids": evidence[label],
+                             "evidence_ids": evidence[label], "prompt_tokens": prompt_tokens[label],
+                             "prompt_tokens_per_question": round(sum(prompt_tokens[label]) / n, 1)
+                             if prompt_tokens[label] else None,
                              "seconds": [round(x, 3) for x in seconds[label]], "timings": parts[label]}
                             for label, task, plan, render, judge_cache, states, order in modes]}
         args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
