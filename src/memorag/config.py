@@ -356,7 +356,7 @@ class EvidenceConfig:
                                     "paragraph the judge scored best) or lead (the best chunk whole, the "
                                     "judged paragraph of the others); passages:N and lead:N widen each "
                                     f"judged paragraph to N characters (default {PASSAGE_CHARS})",
-                          lambda value: _check_evidence(value))
+                          _check_evidence)
     cite: bool = setting(False, "number the evidence in the answer prompt and ask for [n] marks")
     order: str = setting("document", "the order the generator reads the evidence in: document (as the text "
                                      "runs) or rank (best first)", _one_of(*EVIDENCE_ORDERS))
