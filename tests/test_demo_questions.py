@@ -1,7 +1,11 @@
 """The demo answers right: ten questions with known answers about the bundled sample,
 asked through the default pipeline exactly as `memorag demo` builds it (issue 9): the
-0.5B memory model and the 1.5B generator. ~2.5 minutes on 2 cores; kept in the default
-suite because it is the first thing a user sees.
+0.5B memory model and the 1.5B generator. The pipeline is the session's
+(tests/conftest.py, ``default_pipeline``), shared with tests/test_e2e_default.py: its
+document is the sample with one invented paragraph in the middle (tests/sampledoc.py),
+which none of the ten questions is about. The questions take 1.5 to 2.5 minutes on 2 cores,
+the memorize about 1.5 more when no other test has done it; kept in the default suite because
+it is the first thing a user sees.
 
 Each answer is checked for the words any correct answer must hold (the answer key is the
 book, not a model's earlier output). At least 9 of the 10 must be right, and the demo's own
@@ -41,13 +45,9 @@ def correct(answer: str, alternatives: list[list[str]]) -> bool:
     return any(all(re.search(p, a) for p in alt) for alt in alternatives)
 
 
-@pytest.fixture(scope="module")
-def demo_pipe(sample_text, tmp_path_factory):
-    from memorag import MemoRAG
-
-    pipe = MemoRAG()  # the demo's own construction: every default
-    pipe.memorize(sample_text, save_dir=tmp_path_factory.mktemp("demo") / "sample", progress=False)
-    return pipe
+@pytest.fixture
+def demo_pipe(default_pipeline):
+    return default_pipeline.pipe  # MemoRAG(), the demo's own construction: every default
 
 
 def test_answer_key_rejects_wrong_answers():
@@ -62,14 +62,14 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def test_demo_answers_at_least_nine_of_ten_and_its_clues_quote_the_book(demo_pipe, sample_text):
+def test_demo_answers_at_least_nine_of_ten_and_its_clues_quote_the_book(demo_pipe, fact_document):
     """The answers, and the clues the demo shows beside them: the default memory (the base
     with its shipped recall adapter, decoding its spans as quotes: memorag.quoting) quotes
-    the book word for word in every span, case and white space folded. Whether the quotes
-    are the right ones is measured on held-out data (docs/evaluation.md), not here."""
+    the memorized book word for word in every span, case and white space folded. Whether the
+    quotes are the right ones is measured on held-out data (docs/evaluation.md), not here."""
     results = []
     spans: list[tuple[str, str, bool]] = []
-    book = _norm(sample_text)
+    book = _norm(fact_document)
     for question, key in QUESTIONS:
         ans = demo_pipe.ask(question, max_new_tokens=64)
         results.append((question, ans.answer, correct(ans.answer, key)))

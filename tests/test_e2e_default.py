@@ -1,7 +1,9 @@
 """Real end-to-end runs on the default models: memorize, save, reload in a fresh process, ask.
 
-These take about a minute on 2 cores, so they are few, but CI runs them: they are the
-only proof the embedded default path works.
+They ask the session's default pipeline (tests/conftest.py, ``default_pipeline``: the sample
+with FACT in its middle, memorized once and shared with tests/test_demo_questions.py); the
+memorize takes about a minute and a half on 2 cores, so these are few, but CI runs them: they
+are the only proof the embedded default path works.
 """
 
 import json
@@ -9,32 +11,24 @@ import subprocess
 import sys
 
 import pytest
+from sampledoc import FACT, QUESTION
 
 from memorag import MemoRAG
 from memorag.errors import NotMemorizedError, StateError
-
-FACT = ("In the spring of that year the Netherfield housekeeper, Mrs. Oakshott, hid the silver key "
-        "to the east library inside a blue porcelain jar on the kitchen mantelpiece.")
-QUESTION = "Where did Mrs. Oakshott hide the silver key to the east library?"
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def document(sample_text):
+def document(fact_document):
     # The fact sits in the middle of ~4.5K tokens of Austen: neither first nor last chunk.
-    paras = sample_text.split("\n\n")
-    mid = len(paras) // 2
-    return "\n\n".join(paras[:mid] + [FACT] + paras[mid:])
+    return fact_document
 
 
-@pytest.fixture(scope="module")
-def memorized(document, tmp_path_factory):
-    save_dir = tmp_path_factory.mktemp("e2e") / "state"
-    pipe = MemoRAG(n_ctx=8192)
-    stats = pipe.memorize(document, save_dir=save_dir, progress=False)
-    clues = pipe.memory.clues(QUESTION)
-    return pipe, save_dir, stats, clues
+@pytest.fixture
+def memorized(default_pipeline):
+    # MemoRAG() with the default 8K memory window; the clues were taken right after memorize.
+    return default_pipeline
 
 
 def test_memorize_saves_manifest_with_models_and_counts(memorized):

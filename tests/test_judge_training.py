@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from test_training import needs_data, needs_train
-from test_training import tiny as tiny  # noqa: F401  (the tiny random Qwen2 fixture, shared)
 
 from memorag.errors import InputError
 from memorag.eval.datasets import TUNING_LIMIT
@@ -74,7 +73,7 @@ def _toy_judge_examples():
 
 
 @needs_train
-def test_judge_adapter_trains_and_llama_cpp_scores_the_question_with_it(tiny, tmp_path):  # noqa: F811
+def test_judge_adapter_trains_and_llama_cpp_scores_the_question_with_it(tiny, tiny_gguf, tmp_path):
     """A few steps raise the gold passage's score; exported, the adapter is applied by
     llama.cpp to the question only, and its scores are the trained model's."""
     import torch
@@ -83,7 +82,7 @@ def test_judge_adapter_trains_and_llama_cpp_scores_the_question_with_it(tiny, tm
 
     from memorag.llm.llamacpp import LlamaCppLLM
     from memorag.pipeline import load_judge
-    from memorag.training.export import convert, export_adapter, find_converter
+    from memorag.training.export import export_adapter, find_converter
     from memorag.training.judge import JudgeTrainConfig, encode_judge, passage_scores, train_judge
 
     find_converter()
@@ -93,7 +92,7 @@ def test_judge_adapter_trains_and_llama_cpp_scores_the_question_with_it(tiny, tm
     assert result.losses[-1] < result.losses[0]
 
     adapter = export_adapter(str(tiny), tmp_path / "out" / "adapter", tmp_path / "judge-lora.gguf", log=lambda line: None)
-    base_gguf = convert(tiny, tmp_path / "tiny-f16.gguf", log=lambda line: None)
+    base_gguf = tiny_gguf  # tiny converted by llama.cpp's converter (tests/conftest.py)
     judge = load_judge(f"{base_gguf}+lora={adapter}")
     plain = LlamaCppLLM(base_gguf, n_ctx=1024)
     recall_only = LlamaCppLLM(base_gguf, n_ctx=1024, adapter=adapter)  # a memory's adapter: not for judging

@@ -89,29 +89,6 @@ def test_hotpotqa_gold_is_the_supporting_facts():
 
 
 # ----------------------------------------------------------------------------- tiny model
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 2-layer random Qwen2 with the default memory model's own tokenizer (read from its
-    GGUF by transformers, no download), saved as a transformers directory."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from memorag.models.registry import resolve_gguf
-
-    gguf = resolve_gguf("default")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    model = Qwen2ForCausalLM(config)
-    directory = tmp_path_factory.mktemp("tiny-qwen2")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def _tiny_examples():
     from memorag.training.data import ClueExample
 
@@ -213,14 +190,14 @@ def test_long_windows_share_one_document_and_quote_it():
 
 
 @needs_train
-def test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_document(tiny, tmp_path):
+def test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_document(tiny, tiny_gguf, tmp_path):
     """Task-scoped LoRA: trained on top of a base-computed document KV, resumable from its
     safetensors checkpoint to the same losses, exported as an adapter GGUF that llama.cpp
     applies to the recall task only, leaving the memorized state the base model's."""
     from memorag.llm.llamacpp import LlamaCppLLM
     from memorag.models.registry import load_llm
     from memorag.prompts import prompts_for
-    from memorag.training.export import convert, export_adapter, find_converter
+    from memorag.training.export import export_adapter, find_converter
     from memorag.training.lora import CHECKPOINT_DIR, TrainConfig, train
 
     find_converter()
@@ -243,7 +220,7 @@ def test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_docu
 
     adapter = export_adapter(str(tiny), tmp_path / "full" / "adapter", tmp_path / "recall-lora.gguf",
                              log=lambda line: None)
-    base = convert(tiny, tmp_path / "tiny-f16.gguf", log=lambda line: None)
+    base = tiny_gguf  # tiny converted by llama.cpp's converter (tests/conftest.py)
     plain = Memory(llm=LlamaCppLLM(base, n_ctx=1024))
     adapted_llm = load_llm(f"{base}+lora={adapter}", n_ctx=1024)
     adapted = Memory(llm=adapted_llm)
