@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -34,9 +35,23 @@ class Child(subprocess.Popen):
     reads the pipe's fd directly) gets every later one.
     """
 
-    def line(self) -> str:
+    def line(self, timeout: float = 120) -> str:
+        """The child's next line; a child that writes none within ``timeout`` seconds (stuck,
+        not merely slow on a busy machine) is killed and the test fails instead of hanging."""
         assert self.stdout is not None
-        return self.stdout.readline().decode().strip()
+        deadline = time.monotonic() + timeout
+        out = b""
+        while not out.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.stdout], [], [], left)[0]:
+                self.kill()
+                self.wait()
+                raise AssertionError(f"crash_child wrote no full line within {timeout:.0f} s (so far: {out!r})")
+            byte = self.stdout.read(1)
+            if not byte:  # the child exited
+                break
+            out += byte
+        return out.decode().strip()
 
     def finish(self, timeout: float = 60) -> str:
         out, _ = self.communicate(timeout=timeout)
@@ -176,3 +191,16 @@ def test_random_kills_during_memorize(tmp_path, sample_text):
     assert pipe.retriever.chunks and pipe.memory.memorized
     pipe.memorize(sample_text[:1500], save_dir=d, progress=False)  # the next run completes
     assert leftovers(d) == []
+
+
+@pytest.mark.unit
+def test_a_silent_child_fails_the_test_instead_of_hanging_it():
+    child = Child([sys.executable, "-c", "import time; print('half', end='', flush=True); time.sleep(60)"],
+                  stdout=subprocess.PIPE, bufsize=0)
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError, match="no full line within 1 s"):
+        child.line(timeout=1)
+    assert time.monotonic() - t0 < 30 and child.poll() is not None  # killed, not waited out
+    spoke = Child([sys.executable, "-c", "print('ready')"], stdout=subprocess.PIPE, bufsize=0)
+    assert spoke.line(timeout=30) == "ready"
+    spoke.wait()
