@@ -11,7 +11,14 @@ out for both models) and, through the eval harness's own ``MethodRunner``:
 * ``spans_in_document``: the share of recalled spans found verbatim in the haystack
   (case and whitespace ignored), and ``spans_grounded``: the share that memorag.grounding
   matches to a real sentence;
-* ``gold_quoted``: the share of gold sentences that some span quotes (verbatim containment).
+* ``gold_quoted``: the share of gold sentences that some span quotes (verbatim containment;
+  ``memorag.eval.metrics.gold_quoted``, the measure ``memorag eval`` reports);
+* ``gold_in_memory``: the share of gold sentences the memory's text holds at all (for a
+  document longer than the memory window, the extract it reads: what it could quote), and
+  ``gold_quoted_of_held``: the share of those it quoted.
+
+``--memory-window`` sets the memory's window (the pipeline's default is 8192); without it
+the window fits the whole haystack, as the runs before that option did.
 
 Questions used for training are refused: ``--split`` takes the ``split.json`` written by
 ``memorag train data`` and the run stops if any evaluated index is in it (or >= 3700).
@@ -33,8 +40,9 @@ from pathlib import Path
 from memorag.errors import StateError
 from memorag.eval import datasets
 from memorag.eval.methods import MethodRunner
-from memorag.eval.metrics import all_gold_at_k, recall_at_k
+from memorag.eval.metrics import all_gold_at_k, gold_quoted, recall_at_k, spans_in_document
 from memorag.eval.runner import haystack_dir
+from memorag.longmem import compress
 from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import load_llm
@@ -66,6 +74,15 @@ def check_held_out(split_path: str | None, first: int, limit: int) -> list[int]:
     return indices
 
 
+def memory_text(pipe: MemoRAG, text: str) -> str:
+    """What the memory read of ``text``: the text itself, or the extract it was compressed to
+    (the same deterministic compressor the memorize ran)."""
+    mem = pipe.memory
+    if not mem.needs_compression(text):
+        return text
+    return compress(mem.llm, text, method=mem.compression, ratio=mem.beacon_ratio, language=mem.language or "en")[0]
+
+
 def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, state_root: Path) -> dict:
     wall0, cpu0 = time.perf_counter(), _cpu()
     generator = ScriptedLLM(spec="unused-generator")
@@ -79,7 +96,7 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
         except StateError:
             pipe.memorize(hay.text, save_dir=hdir)
         runner = MethodRunner(pipe, k)
-        doc = _norm(hay.text)
+        held = _norm(memory_text(pipe, hay.text))
         for q in hay.questions:
             # Recall spans only: training taught the recall task, and the surrogate questions
             # and draft answer (never in the document) would blur both measures. The runner
@@ -87,12 +104,14 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
             clues = Clues(q.question, spans=pipe.memory.recall_spans(q.question))
             runner.memory.remember(clues)
             grounded = ground_clues(pipe.retriever, q.question, clues, PlanParams(language=pipe.memory.language or "en"))
-            gold = [s.strip() for para in q.gold for s in para if s.strip()]
+            gold = [s for para in q.gold for s in para if _norm(s)]  # gold_quoted's order
+            quoted = gold_quoted(clues.spans, q.gold)
+            in_memory = [_norm(g) in held for g in gold]
             row = {"id": q.id, "question": q.question, "spans": clues.spans,
-                   "spans_in_document": [_norm(s) in doc for s in clues.spans],
+                   "spans_in_document": spans_in_document(clues.spans, hay.text),
                    "spans_grounded": [g.grounded for g in grounded],
-                   "gold_quoted": [any(_norm(g) in _norm(s) or _norm(s) in _norm(g) and len(s.split()) >= 4
-                                       for s in clues.spans) for g in gold]}
+                   "gold_quoted": quoted, "gold_in_memory": in_memory,
+                   "gold_quoted_of_held": [qd for qd, m in zip(quoted, in_memory) if m]}
             for plan in PLANS:
                 evidence = runner.retrieve(plan, q.question, hay.text).evidence
                 row[plan] = {f"recall@{k}": recall_at_k(q.gold, evidence), f"all_gold@{k}": all_gold_at_k(q.gold, evidence)}
@@ -106,7 +125,8 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
     summary = {"questions": len(rows), "spans": sum(len(r["spans"]) for r in rows),
                "spans_per_question": round(sum(len(r["spans"]) for r in rows) / len(rows), 2),
                "spans_in_document": share("spans_in_document"), "spans_grounded": share("spans_grounded"),
-               "gold_quoted": share("gold_quoted")}
+               "gold_quoted": share("gold_quoted"), "gold_in_memory": share("gold_in_memory"),
+               "gold_quoted_of_held": share("gold_quoted_of_held")}
     for plan in PLANS:
         for metric in (f"recall@{k}", f"all_gold@{k}"):
             summary[f"{plan} {metric}"] = round(sum(r[plan][metric] for r in rows) / len(rows), 4)
@@ -125,6 +145,7 @@ def main() -> None:
     ap.add_argument("--questions-per-haystack", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--memory-window", type=int, help="the memory's window in tokens (default: the whole haystack)")
     ap.add_argument("--out", required=True, help="results JSON")
     args = ap.parse_args()
     indices = check_held_out(args.split, args.first_index, args.limit)
@@ -132,7 +153,7 @@ def main() -> None:
     haystacks = datasets.build("hotpotqa", first_index=args.first_index, limit=args.limit,
                                per_haystack=args.questions_per_haystack, haystack_tokens=args.haystack_tokens,
                                seed=args.seed, count_tokens=count)
-    n_ctx = min(32768, args.haystack_tokens + args.haystack_tokens // 4 + 2048)
+    n_ctx = args.memory_window or min(32768, args.haystack_tokens + args.haystack_tokens // 4 + 2048)
     results = {"config": {**vars(args), "indices": [indices[0], indices[-1]], "n_ctx": n_ctx,
                           "loadavg_at_start": list(__import__("os").getloadavg())}, "models": {}}
     for spec in args.models.split(","):

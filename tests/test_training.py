@@ -189,6 +189,58 @@ def test_long_windows_share_one_document_and_quote_it():
         data.build_windows(2, 2, hotpotqa_range=(0, TUNING_LIMIT + 1))
 
 
+@pytest.mark.unit
+@needs_data
+def test_extract_windows_are_the_memorys_extract_and_quote_only_what_it_holds():
+    """An extract window is a long haystack compressed by the pipeline's own compressor: the
+    examples of one haystack share it byte for byte, it fits the memory window's budget, it
+    is made of whole sentences of the source paragraphs, and every target line is a gold
+    sentence the extract holds, in the extract's order; a question whose extract holds no
+    gold sentence is skipped and counted, never trained on an unquotable target."""
+    from memorag.eval.datasets import approx_tokens, hotpotqa_records
+    from memorag.longmem import HEADROOM
+    from memorag.training import data
+
+    examples, split = data.build_extracts(2, 10, haystack_tokens=12000, memory_window=2048, seed=2)
+    docs = {ex.document for ex in examples}
+    assert len(docs) == 2
+    records = hotpotqa_records()
+    for ex in examples:
+        assert ex.document.startswith("[Part 1/")
+        assert approx_tokens(ex.document) <= 2048 - HEADROOM + 12  # the compressor's budget, markers included
+        index = int(ex.id.split("-")[1])
+        assert 1000 <= index < TUNING_LIMIT
+        support = {t for t, _ in records[index]["supporting_facts"]}
+        gold = {s.strip() for t, sents in records[index]["context"] if t in support for s in sents}
+        assert ex.clues and set(ex.clues) <= gold
+        assert [ex.document.find(c) for c in ex.clues] == sorted(ex.document.find(c) for c in ex.clues)
+        assert all(c in ex.document for c in ex.clues)
+    # The extract is about a twelfth of 12K tokens at a 2K window: some questions lose every
+    # gold sentence, and they are skipped, not trained on.
+    assert split.skipped.get("hotpotqa: no gold sentence in the extract", 0) >= 1
+    assert len(examples) + sum(split.skipped.values()) == 20
+    again, _ = data.build_extracts(2, 10, haystack_tokens=12000, memory_window=2048, seed=2)
+    assert [e.to_json() for e in again] == [e.to_json() for e in examples]
+    with pytest.raises(InputError, match="3700"):
+        data.build_extracts(1, 2, hotpotqa_range=(0, TUNING_LIMIT + 1))
+    with pytest.raises(InputError, match="memory_window"):
+        data.build_extracts(1, 2, memory_window=512)
+
+
+@pytest.mark.unit
+@needs_data
+def test_merged_split_records_both_layouts_and_every_question():
+    from memorag.training import data
+
+    _, para = data.build_windows(3, 2, window_tokens=1500, squad_share=0.34, seed=1)
+    _, ext = data.build_extracts(1, 6, haystack_tokens=9000, memory_window=4096, seed=1)
+    merged = data.merge_splits(para, ext).to_json()
+    assert set(merged["hotpotqa_indices"]) == set(para.hotpotqa_indices) | set(ext.hotpotqa_indices)
+    assert merged["squad_ids"] == sorted(para.squad_ids)
+    assert [p["layout"] for p in merged["parts"]] == ["paragraphs", "extract"]
+    assert merged["parts"][1]["memory_window"] == 4096
+
+
 @needs_train
 def test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_document(tiny, tiny_gguf, tmp_path):
     """Task-scoped LoRA: trained on top of a base-computed document KV, resumable from its
@@ -244,3 +296,19 @@ def test_task_scope_training_resumes_exactly_and_its_adapter_runs_after_the_docu
     adapted.save(tmp_path / "saved")
     plain.load(tmp_path / "saved")
     assert plain.memorized and plain.llm.prefix_tokens == adapted_llm.prefix_tokens
+
+
+@pytest.mark.unit
+@needs_train
+def test_train_run_refuses_extract_windows_longer_than_max_tokens(tmp_path):
+    """Extract windows fill the memory window; with --max-tokens below it every one would be
+    skipped after the data is built, so the run is refused up front, in one line."""
+    from typer.testing import CliRunner
+
+    from memorag.cli import app
+
+    result = CliRunner().invoke(app, ["train", "run", str(tmp_path / "run"), "--extracts", "2",
+                                      "--max-tokens", "6000"])
+    assert result.exit_code != 0
+    assert "--max-tokens above" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # refused before any data was written

@@ -126,20 +126,37 @@ def run_command(
     steps: Annotated[int, typer.Option(help="Optimizer steps (one window each).")] = 36,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-4,
     max_tokens: Annotated[int, typer.Option(help="Skip examples longer than this (window + task + reply tokens).")] = 6000,
+    extracts: Annotated[int, typer.Option(help="Also this many extract windows: a 32K-token haystack of 20 questions "
+                                               "compressed to the memory window, as the memory reads a long "
+                                               "document (0: none). Needs --max-tokens above the window.")] = 0,
+    memory_window: Annotated[int, typer.Option(help="The memory window the extracts are made for (tokens).")] = 8192,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """The whole flow that made the shipped default adapter: long-window data, task-scoped LoRA
     (resumable: run the same command again after a kill), adapter GGUF export."""
+    from memorag.errors import InputError
     from memorag.training import data, require_train_extra
     from memorag.training.export import export_adapter, find_converter
     from memorag.training.lora import TrainConfig, train
 
     require_train_extra()
+    if extracts and max_tokens <= memory_window:
+        raise InputError(f"--extracts makes windows of up to {memory_window} tokens: give --max-tokens above that "
+                         f"(e.g. {memory_window + 1024}); got {max_tokens}.")
     find_converter()  # before an hour of training, not after
     config = TrainConfig(steps=steps, learning_rate=learning_rate, max_tokens=max_tokens, seed=seed,
-                         adapter_scope="task", checkpoint_every=6)
+                         adapter_scope="task", checkpoint_every=6 if not extracts else 2)
     examples, split = data.build_windows(windows, questions_per_window, window_tokens=window_tokens,
                                          squad_share=squad_share, seed=seed)
+    if extracts:
+        from memorag.models.registry import load_llm
+
+        # The memory's own tokenizer, so every extract is the one the memory reads at run time.
+        count = load_llm(base, n_ctx=512).count_tokens
+        more, extract_split = data.build_extracts(extracts, seed=seed, memory_window=memory_window,
+                                                  count_tokens=count)
+        examples += more
+        split = data.merge_splits(split, extract_split)
     data.write(examples, split, out_dir / "data")
     _echo(f"{len(examples)} examples in {out_dir / 'data'}")
     train(examples, base, out_dir, config, log=_echo)

@@ -77,10 +77,13 @@ class Split:
     hotpotqa_indices: list[int] = field(default_factory=list)
     squad_ids: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    # A merged split's parts (how each set of windows was made); empty for a single build.
+    parts: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         lo, _ = self.hotpotqa_range
         return {"format": DATA_FORMAT, "seed": self.seed, "window_tokens": self.window_tokens,
+                **({"parts": self.parts} if self.parts else {}),
                 "hotpotqa_range": list(self.hotpotqa_range), "hotpotqa_indices": sorted(self.hotpotqa_indices),
                 "hotpotqa_reserved_for_eval": [0, lo] if lo > 0 else None,
                 "hotpotqa_held_out": [TUNING_LIMIT, None],  # never used for tuning at all
@@ -350,6 +353,117 @@ def build_windows(windows: int = 60, questions_per_window: int = 4, *, window_to
                 taken_paragraphs.add(p)
             made += bool(taken_paragraphs)
     return examples, split
+
+
+class _TokenCount:
+    """The one thing the extractive compressor asks of a model: its token count."""
+
+    def __init__(self, count_tokens: TokenCounter) -> None:
+        self.count_tokens = count_tokens
+
+
+def build_extracts(haystacks: int = 24, questions_per_haystack: int = 20, *, haystack_tokens: int = 32000,
+                   memory_window: int = 8192, seed: int = 0,
+                   hotpotqa_range: tuple[int, int] = DEFAULT_HOTPOTQA_RANGE,
+                   count_tokens: TokenCounter = approx_tokens) -> tuple[list[ClueExample], Split]:
+    """Examples whose document is what the memory really reads of a long document: a
+    ``haystack_tokens`` haystack (``questions_per_haystack`` questions' gold and distractor
+    paragraphs plus filler paragraphs of other questions in the range, shuffled, as
+    ``memorag eval`` builds them) compressed by the pipeline's own extractive compressor to a
+    ``memory_window`` window (one sentence per line, ``[Part i/N]`` markers, about a fifth of
+    the sentences at the defaults).
+
+    Only the gold sentences the extract holds can be quoted, so the target is those, in the
+    extract's order; a question whose extract holds none is skipped. Give ``count_tokens``
+    the memory model's tokenizer for extracts identical to run time's. Filler is drawn only
+    from ``hotpotqa_range`` too, so no evaluation question's paragraph enters training.
+    """
+    from memorag.longmem import HEADROOM, extractive_memory
+
+    lo, hi = hotpotqa_range
+    if not 0 <= lo < hi <= TUNING_LIMIT:
+        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
+                         f"are held out from all tuning); got [{lo}, {hi}).")
+    if haystacks < 1 or questions_per_haystack < 1:
+        raise InputError("haystacks and questions_per_haystack must be at least 1.")
+    if memory_window < HEADROOM + 256:
+        raise InputError(f"memory_window must be at least {HEADROOM + 256} tokens; got {memory_window}.")
+    budget = memory_window - HEADROOM  # what memorag.longmem.memory_budget gives a document at this window
+    counter = _TokenCount(count_tokens)
+    rng = random.Random(seed)
+    split = Split(seed=seed, window_tokens=memory_window, hotpotqa_range=(lo, hi))
+    order = list(range(lo, hi))
+    rng.shuffle(order)
+    records = datasets.hotpotqa_records()
+    examples: list[ClueExample] = []
+    for _ in range(haystacks):
+        asked: list[tuple[int, list[str], str]] = []
+        paragraphs: list[str] = []
+        titles: set[str] = set()
+        while order and len(asked) < questions_per_haystack:
+            index = order.pop()
+            parts = _hotpotqa_parts(index, as_clues=False)
+            if isinstance(parts, str):
+                _skip(split, f"hotpotqa: {parts}")
+                continue
+            gold, others, sentences, question, _ = parts
+            paragraphs += gold + others
+            titles.update(t for t, _ in records[index]["context"])
+            asked.append((index, sentences, question))
+        if not asked:
+            break
+        answers = [str(records[i].get("answer", "")).lower() for i, _, _ in asked]
+        answers = [a for a in answers if a and a not in ("yes", "no")]
+        used = sum(count_tokens(p) for p in paragraphs)
+        # Filler: other questions' paragraphs from the same range, never one that shares a
+        # title with, or holds an answer of, the asked questions (as the eval builder does).
+        filler = list(order)
+        rng.shuffle(filler)
+        for i in filler:
+            if used >= haystack_tokens:
+                break
+            for t, s in records[i]["context"]:
+                p = datasets.paragraph_text(t, s)
+                if t in titles or any(a in p.lower() for a in answers):
+                    continue
+                n = count_tokens(p)
+                if used + n > haystack_tokens:
+                    continue
+                titles.add(t)
+                paragraphs.append(p)
+                used += n
+        rng.shuffle(paragraphs)
+        extract, _ = extractive_memory(counter, "\n\n".join(paragraphs), budget, "en")  # type: ignore[arg-type]
+        for index, sentences, question in asked:
+            held = sorted((s for s in sentences if s and s in extract), key=extract.find)
+            if not held:
+                _skip(split, "hotpotqa: no gold sentence in the extract")
+                continue
+            if not _usable(held):
+                _skip(split, "hotpotqa: clues unusable as recall lines")
+                continue
+            examples.append(ClueExample(id=f"hotpotqa-{index}", source="hotpotqa", question=question,
+                                        document=extract, clues=held))
+            split.hotpotqa_indices.append(index)
+    return examples, split
+
+
+def merge_splits(paragraphs: Split, extracts: Split) -> Split:
+    """One record of a data set made of paragraph windows and extract windows: every index
+    and id used, every skip, and each part's window size."""
+    skipped = dict(paragraphs.skipped)
+    for why, n in extracts.skipped.items():
+        skipped[why] = skipped.get(why, 0) + n
+    lo = min(paragraphs.hotpotqa_range[0], extracts.hotpotqa_range[0])
+    hi = max(paragraphs.hotpotqa_range[1], extracts.hotpotqa_range[1])
+    parts = [{"layout": "paragraphs", "window_tokens": paragraphs.window_tokens,
+              "hotpotqa_questions": len(paragraphs.hotpotqa_indices), "squad_questions": len(paragraphs.squad_ids)},
+             {"layout": "extract", "memory_window": extracts.window_tokens,
+              "hotpotqa_questions": len(extracts.hotpotqa_indices)}]
+    return Split(seed=paragraphs.seed, window_tokens=max(paragraphs.window_tokens, extracts.window_tokens),
+                 hotpotqa_range=(lo, hi),
+                 hotpotqa_indices=sorted(set(paragraphs.hotpotqa_indices) | set(extracts.hotpotqa_indices)),
+                 squad_ids=sorted(set(paragraphs.squad_ids) | set(extracts.squad_ids)), skipped=skipped, parts=parts)
 
 
 def write(examples: Iterable[ClueExample], split: Split, out_dir: str | Path) -> Path:
