@@ -312,3 +312,30 @@ def test_train_run_refuses_extract_windows_longer_than_max_tokens(tmp_path):
     assert result.exit_code != 0
     assert "--max-tokens above" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()  # refused before any data was written
+
+
+@needs_data
+def test_train_data_writes_paragraph_and_extract_windows_sized_by_the_memory_tokenizer(tmp_path):
+    """`memorag train data --windows N --extracts M`: both layouts in one train.jsonl, the
+    extracts counted with the default memory's own tokenizer to fit its window's budget."""
+    from typer.testing import CliRunner
+
+    from memorag.cli import app
+    from memorag.longmem import HEADROOM
+    from memorag.models.registry import load_llm
+    from memorag.training import data
+
+    out = tmp_path / "data"
+    result = CliRunner().invoke(app, ["train", "data", str(out), "--windows", "2", "--window-tokens", "1500",
+                                      "--extracts", "1", "--memory-window", "4096"])
+    assert result.exit_code == 0, result.output
+    examples = data.read(out)
+    extracts = [e for e in examples if e.document.startswith("[Part 1/")]
+    assert extracts and len(extracts) < len(examples)
+    assert len({e.document for e in extracts}) == 1
+    count = load_llm("default-base", n_ctx=512).count_tokens
+    assert count(extracts[0].document) <= 4096 - HEADROOM
+    split = json.loads((out / "split.json").read_text())
+    assert [p["layout"] for p in split["parts"]] == ["paragraphs", "extract"]
+    refused = CliRunner().invoke(app, ["train", "data", str(tmp_path / "x"), "--extracts", "1"])
+    assert refused.exit_code != 0 and "--windows" in refused.output

