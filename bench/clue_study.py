@@ -146,9 +146,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--memory-window", type=int, help="the memory's window in tokens (default: the whole haystack)")
+    ap.add_argument("--quote-min-lines", type=int, default=1,
+                    help="memorag.quoting.QUOTE_MIN_LINES: quotes the memory must write before it may end")
     ap.add_argument("--out", required=True, help="results JSON")
     args = ap.parse_args()
     indices = check_held_out(args.split, args.first_index, args.limit)
+    import memorag.quoting
+
+    memorag.quoting.QUOTE_MIN_LINES = args.quote_min_lines
     count = load_llm("default", n_ctx=512).count_tokens  # sizes haystacks as `memorag eval` does
     haystacks = datasets.build("hotpotqa", first_index=args.first_index, limit=args.limit,
                                per_haystack=args.questions_per_haystack, haystack_tokens=args.haystack_tokens,

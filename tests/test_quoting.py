@@ -322,3 +322,24 @@ def test_a_draft_is_the_rest_of_the_begun_quotes_sentence_and_advances_nothing()
     cjk.advance(15)
     cjk.advance(16)  # the line ends inside a character
     assert cjk.draft(tokenize, 50) == []
+
+
+def test_min_lines_refuses_the_end_until_owed_quotes_are_written_and_not_by_repeating_one():
+    """``min_lines`` (memorag.quoting.QUOTE_MIN_LINES, 1 by default): the reply may not end
+    before that many quotes, and an owed quote may not begin a quote already written."""
+    c = constraint(min_words=4, min_lines=2)
+    for tok in (0, 1, 2, 3):  # "The cat sat on"
+        c.advance(tok)
+    assert c.allows(NEWLINE) and not c.allows(END)  # one quote closed would not be enough
+    c.advance(NEWLINE)
+    assert not c.allows(END)
+    for tok in (0, 1):  # "The cat" again: two words, not yet a repeat
+        c.advance(tok)
+    assert not c.allows(2)  # "The cat sat" would begin the quote already written
+    # With nothing else the model wants, the line is still closed or the reply ended: never stuck.
+    assert c.choose(scores_for(2)) in (NEWLINE, END)
+    d = constraint(min_words=4, min_lines=2)
+    for tok in (0, 1, 2, 3, NEWLINE, 12, 8, 9, 10):  # "The cat sat on" / "A dog ran to"
+        d.advance(tok)
+    assert d.allows(END)  # the second quote can close: two written
+    assert constraint(min_words=4).min_lines == 1  # the default: the model ends when it likes

@@ -43,6 +43,10 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 QUOTE_MIN_WORDS = 4  # shortest quote kept: fewer words rarely locate one passage
+QUOTE_MIN_LINES = 1
+"""The reply may not end before this many quotes (the end token is refused until then; a
+reply the model cannot continue still ends). 1: the model ends when it likes.
+bench/clue_study.py ``--quote-min-lines`` measures other values."""
 COMPLETE_UNIQUE = False
 """True finishes a quote from the document as soon as it names one place there
 (:meth:`QuoteConstraint.completion`). bench/bench_clue_stop.py ``--lever complete`` compares
@@ -125,7 +129,8 @@ class QuoteConstraint:
     """
 
     def __init__(self, source: str, piece: Callable[[int], bytes], *, is_end: Callable[[int], bool], end_id: int,
-                 newline_id: int, min_words: int = QUOTE_MIN_WORDS, top_n: int = 64) -> None:
+                 newline_id: int, min_words: int = QUOTE_MIN_WORDS, top_n: int = 64,
+                 min_lines: int | None = None) -> None:
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
         self.source = source.encode("utf-8")
@@ -134,12 +139,14 @@ class QuoteConstraint:
         self.end_id = end_id
         self.newline_id = newline_id
         self.min_words = min_words
+        self.min_lines = QUOTE_MIN_LINES if min_lines is None else min_lines
         self.top_n = top_n
         self.line = b""  # the current line so far (leading whitespace dropped)
         self.lines = 0  # lines closed so far
         self.forced = 0  # steps where none of the model's top_n tokens could continue
         self.complete = COMPLETE_UNIQUE
         self._finished: list[tuple[int, int]] = []  # (start, end) in source of each finished quote
+        self._written: list[bytes] = []  # the lines closed so far
 
     # ------------------------------------------------------------------ state
     def advance(self, token: int) -> None:
@@ -151,6 +158,7 @@ class QuoteConstraint:
             head, data = data.split(b"\n", 1)
             if (self.line + head).strip():
                 self.lines += 1
+                self._written.append((self.line + head).strip())
             self.line = b""
         self.line = (self.line + data).lstrip()
 
@@ -171,7 +179,9 @@ class QuoteConstraint:
     def allows(self, token: int) -> bool:
         """Whether generating ``token`` now keeps the output a sequence of quotes."""
         if self.is_end(token):
-            return not self.line.strip() and self.lines > 0 or self._can_close(self.line)
+            if not self.line.strip():
+                return self.lines > 0 and self.lines >= self.min_lines
+            return self._can_close(self.line) and self.lines + 1 >= self.min_lines
         data = self._piece(token)
         if not data:
             return False  # a control token that is not an end: never part of a quote
@@ -181,7 +191,13 @@ class QuoteConstraint:
                 return False  # a token spanning two lines: rare, and the next line is unchecked
             return self._can_close(self.line + head)
         grown = (self.line + data).lstrip()
+        if self.lines < self.min_lines and self._repeats(grown):
+            return False  # owed another quote: not the start of one already written
         return bool(grown) and self.in_source(grown)
+
+    def _repeats(self, line: bytes) -> bool:
+        """Whether ``line`` (three words at least) begins a quote this reply already wrote."""
+        return len(line.split()) >= 3 and any(w.startswith(line) for w in self._written)
 
     def _can_close(self, line: bytes) -> bool:
         line = line.strip()
