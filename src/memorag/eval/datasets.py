@@ -84,6 +84,28 @@ def paragraph_text(title: str, sentences: list[str]) -> str:
     return f"{title}\n{''.join(sentences).strip()}"
 
 
+def add_filler(paragraphs: list[str], titles: set[str], answers: list[str], used: int, pool: list[int],
+               haystack_tokens: int, count_tokens: TokenCounter) -> int:
+    """Append the paragraphs of HotpotQA questions ``pool`` (in that order) to ``paragraphs``
+    until ``haystack_tokens``, never one whose title is in ``titles`` or that holds one of
+    ``answers`` (lower case); ``titles`` grows with each one taken. Returns the tokens used."""
+    data = hotpotqa_records()
+    for i in pool:
+        if used >= haystack_tokens:
+            break
+        for t, s in data[i]["context"]:
+            p = paragraph_text(t, s)
+            if t in titles or any(a in p.lower() for a in answers):
+                continue
+            n = count_tokens(p)
+            if used + n > haystack_tokens:
+                continue
+            titles.add(t)
+            paragraphs.append(p)
+            used += n
+    return used
+
+
 def hotpotqa_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int = 5, haystack_tokens: int = 32000,
                        seed: int = 0, count_tokens: TokenCounter = approx_tokens) -> list[Haystack]:
     data = hotpotqa_records()
@@ -105,19 +127,7 @@ def hotpotqa_haystacks(first_index: int = 0, limit: int = 20, per_haystack: int 
         upper = TUNING_LIMIT if first_index + limit <= TUNING_LIMIT else len(data)
         pool = [i for i in range(upper) if i not in chosen]
         rng.shuffle(pool)
-        for i in pool:
-            if used >= haystack_tokens:
-                break
-            for t, s in data[i]["context"]:
-                p = paragraph_text(t, s)
-                if t in titles or any(a in p.lower() for a in answers):
-                    continue
-                n = count_tokens(p)
-                if used + n > haystack_tokens:
-                    continue
-                titles.add(t)
-                paras.append(p)
-                used += n
+        add_filler(paras, titles, answers, used, pool, haystack_tokens, count_tokens)
         rng.shuffle(paras)
         questions = []
         for qi, q in enumerate(group):

@@ -90,6 +90,14 @@ class Split:
                 "squad_ids": sorted(self.squad_ids), "skipped": self.skipped}
 
 
+def _checked_range(hotpotqa_range: tuple[int, int]) -> tuple[int, int]:
+    lo, hi = hotpotqa_range
+    if not 0 <= lo < hi <= TUNING_LIMIT:
+        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
+                         f"are held out from all tuning); got [{lo}, {hi}).")
+    return lo, hi
+
+
 def _usable(clues: list[str]) -> bool:
     """The memory's own parser must read the target back as exactly these lines."""
     if not clues or len(clues) > MAX_CLUES:
@@ -184,10 +192,7 @@ def build(hotpotqa: int = 400, squad: int = 100, *, window_tokens: int = 700, se
     default estimate is ~1.35 tokens per word). Raises :class:`InputError` for a HotpotQA
     range that reaches the held-out indices (``>= TUNING_LIMIT``).
     """
-    lo, hi = hotpotqa_range
-    if not 0 <= lo < hi <= TUNING_LIMIT:
-        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
-                         f"are held out from all tuning); got [{lo}, {hi}).")
+    lo, hi = _checked_range(hotpotqa_range)
     if hotpotqa < 0 or squad < 0 or hotpotqa + squad == 0:
         raise InputError("Ask for at least one example (hotpotqa and squad counts must be >= 0).")
     if window_tokens < 64:
@@ -262,10 +267,7 @@ def build_windows(windows: int = 60, questions_per_window: int = 4, *, window_to
     window's KV once (without the adapter) and trains every question on it
     (:func:`memorag.training.lora.train`, ``adapter_scope="task"``).
     """
-    lo, hi = hotpotqa_range
-    if not 0 <= lo < hi <= TUNING_LIMIT:
-        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
-                         f"are held out from all tuning); got [{lo}, {hi}).")
+    lo, hi = _checked_range(hotpotqa_range)
     if windows < 1 or questions_per_window < 1:
         raise InputError("windows and questions_per_window must be at least 1.")
     if window_tokens < 256:
@@ -380,10 +382,7 @@ def build_extracts(haystacks: int = 24, questions_per_haystack: int = 20, *, hay
     """
     from memorag.longmem import HEADROOM, extractive_memory
 
-    lo, hi = hotpotqa_range
-    if not 0 <= lo < hi <= TUNING_LIMIT:
-        raise InputError(f"hotpotqa_range must lie within [0, {TUNING_LIMIT}) (indices from {TUNING_LIMIT} on "
-                         f"are held out from all tuning); got [{lo}, {hi}).")
+    lo, hi = _checked_range(hotpotqa_range)
     if haystacks < 1 or questions_per_haystack < 1:
         raise InputError("haystacks and questions_per_haystack must be at least 1.")
     if memory_window < HEADROOM + 256:
@@ -419,19 +418,7 @@ def build_extracts(haystacks: int = 24, questions_per_haystack: int = 20, *, hay
         # title with, or holds an answer of, the asked questions (as the eval builder does).
         filler = list(order)
         rng.shuffle(filler)
-        for i in filler:
-            if used >= haystack_tokens:
-                break
-            for t, s in records[i]["context"]:
-                p = datasets.paragraph_text(t, s)
-                if t in titles or any(a in p.lower() for a in answers):
-                    continue
-                n = count_tokens(p)
-                if used + n > haystack_tokens:
-                    continue
-                titles.add(t)
-                paragraphs.append(p)
-                used += n
+        datasets.add_filler(paragraphs, titles, answers, used, filler, haystack_tokens, count_tokens)
         rng.shuffle(paragraphs)
         extract, _ = extractive_memory(counter, "\n\n".join(paragraphs), budget, "en")  # type: ignore[arg-type]
         for index, sentences, question in asked:
