@@ -28,7 +28,7 @@ def _add_extracts(examples: list, split, extracts: int, memory_window: int, base
     # The memory's own tokenizer, so every extract is the one the memory reads at run time.
     count = load_llm(base, n_ctx=512).count_tokens
     more, extract_split = data.build_extracts(extracts, seed=seed, memory_window=memory_window, count_tokens=count,
-                                              **({"hotpotqa_range": hotpotqa_range} if hotpotqa_range else {}))
+                                              hotpotqa_range=hotpotqa_range or data.DEFAULT_HOTPOTQA_RANGE)
     return examples + more, data.merge_splits(split, extract_split)
 
 
