@@ -11,11 +11,15 @@ names one place in the document and its sentence is finished from the document, 
 before the model decoded every word; the first line should not change, and the later ones
 may (the model reads its shortened line before writing the next).
 
+``--lever quote-rules`` (``memorag.quoting.QUOTE_VIABLE_ONLY``, ``QUOTE_DISTINCT``,
+``QUOTE_LOOKAHEAD``): off is the greedy quoting before them (all three off, look-ahead 0),
+on the defaults; the lines may change (that is their purpose), the seconds are their cost.
+
 The modes run in the order off, on, on, off over all questions (each a full pass), so a slow
 spell of the machine hits both; consecutive calls are different questions, so neither mode
 finds its task cached.
 
-Usage: python bench/bench_clue_stop.py [--lever restart|complete] [--questions 10] [--out FILE.json]
+Usage: python bench/bench_clue_stop.py [--lever restart|complete|quote-rules] [--questions 10] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answe
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lever", choices=("restart", "complete"), default="restart")
+    ap.add_argument("--lever", choices=("restart", "complete", "quote-rules"), default="restart")
     ap.add_argument("--questions", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -45,17 +49,23 @@ def main() -> None:
     import memorag.quoting as quoting_module
     from memorag import MemoRAG
 
-    module, switch = (memory_module, "STOP_ON_RESTART") if args.lever == "restart" else (quoting_module,
-                                                                                          "COMPLETE_UNIQUE")
+    # each lever: (module, name, value off, value on)
+    levers = {"restart": [(memory_module, "STOP_ON_RESTART", False, True)],
+              "complete": [(quoting_module, "COMPLETE_UNIQUE", False, True)],
+              "quote-rules": [(quoting_module, "QUOTE_VIABLE_ONLY", False, True),
+                              (quoting_module, "QUOTE_DISTINCT", False, True),
+                              (quoting_module, "QUOTE_LOOKAHEAD", 0, quoting_module.QUOTE_LOOKAHEAD or 8)]}[args.lever]
+    switch = ", ".join(f"{m.__name__}.{name}" for m, name, _, _ in levers)
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     pipeline = MemoRAG()
     pipeline.memorize(files("memorag").joinpath("data/sample_pride_and_prejudice_ch1-3.txt").read_text(encoding="utf-8"))
     memory = pipeline.memory
-    default = getattr(module, switch)
+    defaults = [getattr(m, name) for m, name, _, _ in levers]
     seconds: dict[str, list[list[float]]] = {"off": [], "on": []}
     lines: dict[str, list[list[str]]] = {}
     for mode in ("off", "on", "on", "off"):
-        setattr(module, switch, mode == "on")
+        for m, name, off, on in levers:
+            setattr(m, name, on if mode == "on" else off)
         run_seconds, run_lines = [], []
         for q in questions:
             t = time.perf_counter()
@@ -65,12 +75,13 @@ def main() -> None:
         seconds[mode].append(run_seconds)
         lines.setdefault(mode, run_lines)
         print(f"{mode}: {statistics.mean(run_seconds):.3f} s a question", flush=True)
-    setattr(module, switch, default)
+    for (m, name, _, _), value in zip(levers, defaults):
+        setattr(m, name, value)
     per_mode = {mode: round(statistics.mean(s for run in runs for s in run), 3) for mode, runs in seconds.items()}
     differ = [q for q, a, b in zip(questions, lines["off"], lines["on"]) if a != b]
     result = {"benchmark": "bench_clue_stop", "command": "python bench/bench_clue_stop.py " + " ".join(sys.argv[1:]),
               "what": "seconds per question for the default memory's clues (quoted recall spans, as plan recall "
-                      f"asks) on the demo's questions, without (off) and with (on) {module.__name__}.{switch}; "
+                      f"asks) on the demo's questions, without (off) and with (on) {switch}; "
                       "modes run off, on, on, off",
               "lever": args.lever,
               "cpu_model": cpu_model(),

@@ -148,12 +148,29 @@ def main() -> None:
     ap.add_argument("--memory-window", type=int, help="the memory's window in tokens (default: the whole haystack)")
     ap.add_argument("--quote-min-lines", type=int, default=1,
                     help="memorag.quoting.QUOTE_MIN_LINES: quotes the memory must write before it may end")
+    ap.add_argument("--quote-distinct", type=int, choices=(0, 1),
+                    help="memorag.quoting.QUOTE_DISTINCT (default: the module's): 1 = a finished quote's "
+                         "sentence cannot be quoted again")
+    ap.add_argument("--quote-lookahead", type=int,
+                    help="memorag.quoting.QUOTE_LOOKAHEAD (default: the module's): first tokens read one "
+                         "further at a quote's start; 0 = greedy")
+    ap.add_argument("--quote-greedy", action="store_true",
+                    help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY and QUOTE_LOOKAHEAD: all three off")
     ap.add_argument("--out", required=True, help="results JSON")
     args = ap.parse_args()
     indices = check_held_out(args.split, args.first_index, args.limit)
     import memorag.quoting
 
     memorag.quoting.QUOTE_MIN_LINES = args.quote_min_lines
+    if args.quote_greedy:
+        memorag.quoting.QUOTE_VIABLE_ONLY = False
+        args.quote_distinct, args.quote_lookahead = 0, 0
+    args.quote_viable_only = memorag.quoting.QUOTE_VIABLE_ONLY
+    if args.quote_distinct is not None:
+        memorag.quoting.QUOTE_DISTINCT = bool(args.quote_distinct)
+    if args.quote_lookahead is not None:
+        memorag.quoting.QUOTE_LOOKAHEAD = args.quote_lookahead
+    args.quote_distinct, args.quote_lookahead = memorag.quoting.QUOTE_DISTINCT, memorag.quoting.QUOTE_LOOKAHEAD
     count = load_llm("default", n_ctx=512).count_tokens  # sizes haystacks as `memorag eval` does
     haystacks = datasets.build("hotpotqa", first_index=args.first_index, limit=args.limit,
                                per_haystack=args.questions_per_haystack, haystack_tokens=args.haystack_tokens,

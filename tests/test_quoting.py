@@ -206,7 +206,7 @@ def _feed(c: QuoteConstraint, rest: bytes) -> None:
 
 
 def test_a_quote_that_names_one_place_is_finished_from_the_document():
-    c = constraint(min_words=4)
+    c = constraint(min_words=4, distinct=False)  # a finished quote stays quotable here
     c.complete = True
     for tok in (0, 1, 2):  # "The cat sat": three words, not enough to stand yet
         assert c.completion() == b""
@@ -343,3 +343,56 @@ def test_min_lines_refuses_the_end_until_owed_quotes_are_written_and_not_by_repe
         d.advance(tok)
     assert d.allows(END)  # the second quote can close: two written
     assert constraint(min_words=4).min_lines == 1  # the default: the model ends when it likes
+
+
+def test_a_finished_quote_cannot_be_quoted_again_with_distinct():
+    """QUOTE_DISTINCT: the quote's sentence leaves the quotable text, so the next line starts
+    elsewhere instead of restarting it; without it the restart is allowed."""
+    for distinct in (True, False):
+        c = constraint(min_words=4, distinct=distinct)
+        for tok in (0, 1, 2, 3, 4, 5, 6, NEWLINE):  # "The cat sat on the mat.\n"
+            c.advance(tok)
+        assert c.lines == 1
+        assert c.allows(0) is not distinct  # "The ..." again
+        assert c.allows(12)  # "A dog ran ..." is still there
+    c = constraint(min_words=4)
+    for tok in (0, 1, 2, 3, NEWLINE):  # a quote closed mid-sentence: the rest of it goes too
+        c.advance(tok)
+    assert not c.allows(3) and not c.allows(5)  # " on", " mat": only in the retired sentence
+    assert c.source.count(b"A dog ran to the park.") == 1 and len(c.source) == len(SOURCE.encode())
+
+
+def test_a_line_start_that_cannot_grow_into_a_quote_is_refused(monkeypatch):
+    """A start whose every place runs into a line break before min_words words is a dead end
+    (the reply would end with no quote): refused, so the model's next choice is tried."""
+    src = "Short title\nThe cat sat on the mat."
+    pieces = [b"Short", b" title", b"The", b" cat", b"\n", b""]
+    c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 5, end_id=5, newline_id=4, min_words=4)
+    assert not c.allows(0)  # "Short title" is two words before its line ends
+    assert c.choose(np.array([5.0, 0.0, 4.0, 0.0, 0.0, -9.0])) == 2  # "The" instead
+    monkeypatch.setattr("memorag.quoting.QUOTE_VIABLE_ONLY", False)
+    assert c.allows(0)  # the earlier decoding: standing in the source was enough
+
+
+def test_looking_ahead_picks_the_start_whose_next_token_the_model_wants():
+    """QUOTE_LOOKAHEAD: at a line start, the likeliest *pair* of first tokens wins over the
+    likeliest first token; inside a line, or with width < 2, the choice is greedy."""
+    c = constraint(min_words=4)
+    first = scores_for(0, 12)  # the model prefers "The" a little over "A"
+    after = {0: scores_for(13, 8), 12: scores_for(8)}  # after "The": " flew"/" dog" (nowhere); after "A": " dog"
+    peeked: list[int] = []
+
+    def peek(tok: int) -> np.ndarray:
+        peeked.append(tok)
+        s = after.get(tok, scores_for()).copy()
+        s[:] -= 5.0 * (tok == 0)  # "The" is followed by nothing the model wants much
+        return s
+
+    assert c.choose(first) == 0  # greedy: "The"
+    assert c.choose_looking_ahead(first, peek, 1) == 0 and not peeked
+    assert c.choose_looking_ahead(first, peek, 8) == 12  # "A dog": the likelier pair
+    assert {0, 12} <= set(peeked) and len(peeked) <= 8  # at most ``width`` first tokens are read
+    assert 13 not in peeked and END not in peeked  # never one the constraint refuses, nor the end
+    c.advance(0)
+    peeked.clear()
+    assert c.choose_looking_ahead(scores_for(1, 2), peek, 8) == 1 and not peeked  # inside a line: greedy

@@ -37,6 +37,7 @@ The constraint works on bytes, so a token that carries half of a multi-byte char
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable
 
@@ -47,6 +48,20 @@ QUOTE_MIN_LINES = 1
 """The reply may not end before this many quotes (the end token is refused until then; a
 reply the model cannot continue still ends). 1: the model ends when it likes.
 bench/clue_study.py ``--quote-min-lines`` measures other values."""
+QUOTE_DISTINCT = True
+"""True takes each finished quote's sentence out of the text later quotes may come from, so the
+reply's next quote is the model's best *other* sentence instead of a restart of the same one
+(which ends the reply: memorag.memory.restarts_kept). bench/clue_study.py ``--quote-distinct``
+measures it."""
+QUOTE_VIABLE_ONLY = True
+"""True refuses a token whose line cannot grow into a quote long enough to keep
+(:meth:`QuoteConstraint._viable`); False only asks that the line stand in the source, as
+before (bench/clue_study.py ``--quote-greedy`` measures the earlier decoding)."""
+QUOTE_LOOKAHEAD = 8
+"""At a line's start, how many of the model's best allowed first tokens are each read one
+token further (:meth:`QuoteConstraint.choose_looking_ahead`); the line starts with the one
+whose first two tokens the model rates highest together. 0 or 1: greedy. bench/clue_study.py
+``--quote-lookahead`` measures it."""
 COMPLETE_UNIQUE = False
 """True finishes a quote from the document as soon as it names one place there
 (:meth:`QuoteConstraint.completion`). bench/bench_clue_stop.py ``--lever complete`` compares
@@ -119,6 +134,11 @@ def sentence_rest(source: bytes, end: int, limit: int = COMPLETION_MAX_BYTES) ->
     return b""
 
 
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - np.max(x)
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
 class QuoteConstraint:
     """Chooses each next token so that every line stays a verbatim substring of ``source``.
 
@@ -130,7 +150,7 @@ class QuoteConstraint:
 
     def __init__(self, source: str, piece: Callable[[int], bytes], *, is_end: Callable[[int], bool], end_id: int,
                  newline_id: int, min_words: int = QUOTE_MIN_WORDS, top_n: int = 64,
-                 min_lines: int | None = None) -> None:
+                 min_lines: int | None = None, distinct: bool | None = None) -> None:
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
         self.source = source.encode("utf-8")
@@ -141,6 +161,7 @@ class QuoteConstraint:
         self.min_words = min_words
         self.min_lines = QUOTE_MIN_LINES if min_lines is None else min_lines
         self.top_n = top_n
+        self.distinct = QUOTE_DISTINCT if distinct is None else distinct
         self.line = b""  # the current line so far (leading whitespace dropped)
         self.lines = 0  # lines closed so far
         self.forced = 0  # steps where none of the model's top_n tokens could continue
@@ -159,8 +180,21 @@ class QuoteConstraint:
             if (self.line + head).strip():
                 self.lines += 1
                 self._written.append((self.line + head).strip())
+                if self.distinct:
+                    self._retire(self._written[-1])
             self.line = b""
         self.line = (self.line + data).lstrip()
+
+    def _retire(self, quote: bytes) -> None:
+        """Blank ``quote`` and the rest of its sentence wherever they stand in the source
+        (same length, so byte offsets stay valid): no later quote can start in them or run
+        through them."""
+        at = self._occurrence(quote)
+        while at >= 0:
+            end = at + len(quote)
+            end += len(sentence_rest(self.source, end))
+            self.source = self.source[:at] + b"\n" * (end - at) + self.source[end:]
+            at = self._occurrence(quote, end)
 
     # ------------------------------------------------------------------ tests
     def in_source(self, text: bytes) -> bool:
@@ -193,7 +227,21 @@ class QuoteConstraint:
         grown = (self.line + data).lstrip()
         if self.lines < self.min_lines and self._repeats(grown):
             return False  # owed another quote: not the start of one already written
-        return bool(grown) and self.in_source(grown)
+        return bool(grown) and (self._viable(grown) if QUOTE_VIABLE_ONLY else self.in_source(grown))
+
+    def _viable(self, line: bytes) -> bool:
+        """Whether ``line`` stands in the source at a word's start somewhere it can still grow
+        into a quote that may close (``min_words`` before the source's line break). Without
+        this test greedy choice walks into dead ends: "The" grows into a three-word title
+        line, nothing continues it and it is too short to keep, so the reply ends with no
+        quote at all."""
+        at = self._occurrence(line)
+        while at >= 0:
+            stop = self.source.find(b"\n", at)
+            if enough_words(self.source[at:stop if stop >= 0 else len(self.source)], self.min_words):
+                return True
+            at = self._occurrence(line, at + 1)
+        return False
 
     def _repeats(self, line: bytes) -> bool:
         """Whether ``line`` (three words at least) begins a quote this reply already wrote."""
@@ -260,15 +308,17 @@ class QuoteConstraint:
         return len(self._finished)
 
     def next_tokens(self, scores: Callable[[], np.ndarray], tokenize: Callable[[str], list[int]],
-                    limit: int) -> list[int]:
+                    limit: int, peek: Callable[[int], np.ndarray] | None = None) -> list[int]:
         """The tokens a backend feeds the model next, already passed to :meth:`advance`: the
         rest of a finished quote (:meth:`completion`, tokenized, at most ``limit`` tokens), or
         else the one token :meth:`choose` takes from ``scores()`` (the logits after what
-        was fed last); empty when that token ends the reply."""
+        was fed last; read one token further at a line's start when the backend can ``peek``,
+        :meth:`choose_looking_ahead`); empty when that token ends the reply."""
         rest = self.completion()
         new = tokenize(rest.decode("utf-8", errors="ignore"))[:limit] if rest else []
         if not new:
-            token = self.choose(scores())
+            token = (self.choose(scores()) if peek is None else
+                     self.choose_looking_ahead(scores(), peek, QUOTE_LOOKAHEAD))
             if self.is_end(token):
                 return []
             new = [token]
@@ -289,6 +339,38 @@ class QuoteConstraint:
         if self.line.strip() and enough_words(self.line, self.min_words):
             return self.newline_id
         return self.end_id
+
+    def choose_looking_ahead(self, scores: np.ndarray, peek: Callable[[int], np.ndarray], width: int) -> int:
+        """:meth:`choose`, except at a line's start: there the ``width`` best allowed first
+        tokens are each read (``peek(token)`` gives the logits after it, and leaves the model
+        as it was) and the one whose best allowed second token makes the likeliest pair is
+        taken; a first token with no allowed second one is a dead end and never taken.
+
+        Why: which passage a quote comes from is settled by its first tokens, and the single
+        likeliest first token is often a word that starts many sentences ("The"), after which
+        the constraint can only follow whichever of those sentences the model half wants."""
+        scores = np.array(scores, dtype=np.float64)  # ``peek`` may overwrite the backend's buffer
+        token = self.choose(scores)
+        if width < 2 or self.line.strip() or self.is_end(token) or token == self.newline_id:
+            return token
+        first = _log_softmax(scores)
+        n = min(self.top_n, scores.shape[0])
+        top = np.argpartition(-scores, n - 1)[:n]
+        ranked = [int(t) for t in top[np.argsort(-scores[top], kind="stable")]]
+        candidates = [t for t in ranked if not self.is_end(t) and self.allows(t)][:width]
+        best, best_score = token, -np.inf
+        for cand in candidates:
+            child = copy.copy(self)
+            child.forced = 0
+            child.advance(cand)
+            after = np.array(peek(cand), dtype=np.float64)
+            second = child.choose(after)
+            if child.forced or child.is_end(second):
+                continue
+            pair = first[cand] + _log_softmax(after)[second]
+            if pair > best_score:
+                best, best_score = cand, pair
+        return best
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         """``scores`` with every token but :meth:`choose`'s set to minus infinity, so any

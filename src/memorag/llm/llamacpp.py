@@ -439,21 +439,33 @@ class LlamaCppLLM:
         def tokenize(text: str) -> list[int]:
             return self._tokenize(text, add_bos=False)
 
+        def peek(token: int) -> np.ndarray:
+            """The logits after ``token``, read and then taken out of the KV cache again."""
+            start = llm.n_tokens
+            llm.eval([token])
+            out = logits().copy()
+            llm._ctx.kv_cache_seq_rm(-1, start, -1)
+            llm.n_tokens = start
+            return out
+
         done = False
         while used < budget and not done:
             if constraint.complete or not quoting.DRAFT_FROM_DOCUMENT:
-                new = constraint.next_tokens(logits, tokenize, budget - used)
+                new = constraint.next_tokens(logits, tokenize, budget - used, peek)
                 if not new:
                     break
                 llm.eval(new)
             else:
-                token = constraint.choose(logits())
+                token = constraint.choose_looking_ahead(logits(), peek, quoting.QUOTE_LOOKAHEAD)
                 if constraint.is_end(token):
                     break
                 draft = constraint.draft(tokenize, budget - used)
                 new = [token]
                 if len(draft) > 1 and draft[0] == token:
-                    new, token = self._verify_draft(draft, constraint)  # ``new`` is in the KV cache
+                    new, token, row = self._verify_draft(draft, constraint)  # ``new`` is in the KV cache
+                    if not constraint.line.strip() and not constraint.is_end(token):
+                        # the draft closed a quote: the next one starts as every quote does
+                        token = constraint.choose_looking_ahead(row, peek, quoting.QUOTE_LOOKAHEAD)
                     if used + len(new) < budget and not constraint.is_end(token):
                         new = [*new, token]
                         constraint.advance(token)
@@ -473,11 +485,12 @@ class LlamaCppLLM:
         if pending:
             yield pending.decode("utf-8", errors="ignore")
 
-    def _verify_draft(self, draft: list[int], constraint: QuoteConstraint) -> tuple[list[int], int]:
+    def _verify_draft(self, draft: list[int], constraint: QuoteConstraint) -> tuple[list[int], int, np.ndarray]:
         """Read ``draft`` (its first token already chosen by the model) in one batch with the
         logits of every row, and keep the longest start of it that ``constraint.choose`` takes
         row by row. Returns the kept tokens (advanced in ``constraint`` and left in the KV
-        cache; the rest is removed) and the model's choice after them (not advanced, not read).
+        cache; the rest is removed), the model's choice after them (not advanced, not read) and
+        the logits that choice was made from.
 
         Why: a quote, once begun, mostly runs on as the document does, and decoding it a token
         at a time costs a step over the whole memory per token (memorag.quoting)."""
@@ -500,7 +513,7 @@ class LlamaCppLLM:
         if kept < len(draft) and not llm._ctx.kv_cache_seq_rm(-1, start + kept, -1):
             raise BackendError("llama.cpp cannot truncate this model's KV cache after a quote draft.")
         llm.n_tokens = start + kept
-        return draft[:kept], token
+        return draft[:kept], token, row.copy()
 
     def stream_chat(
         self,

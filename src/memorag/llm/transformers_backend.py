@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 from memorag.quoting import QuoteConstraint, quotable_text
@@ -152,8 +154,15 @@ class TransformersLLM:
                     break
                 new = [tok]
             else:
+                def peek(token: int, cache=cache) -> np.ndarray:
+                    """The logits after ``token``, read and then cropped out of the cache again."""
+                    after, grown = self._forward([token], cache)
+                    grown.crop(-1)
+                    return after.float().cpu().numpy()
+
                 new = constraint.next_tokens(lambda now=logits: now.float().cpu().numpy(),
-                                             lambda text: self._tokens(text, plain=True), max_new_tokens - len(out))
+                                             lambda text: self._tokens(text, plain=True), max_new_tokens - len(out),
+                                             peek)
                 if not new:
                     break
             out.extend(new)
