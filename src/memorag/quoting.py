@@ -326,13 +326,17 @@ class QuoteConstraint:
             self.advance(token)
         return new
 
-    def choose(self, scores: np.ndarray) -> int:
-        """The model's best-scored token that keeps the constraint (see the module doc)."""
+    def _ranked(self, scores: np.ndarray) -> list[int]:
+        """The model's ``top_n`` best tokens, best first (ties in token order)."""
         n = min(self.top_n, scores.shape[0])
         top = np.argpartition(-scores, n - 1)[:n]
-        for token in top[np.argsort(-scores[top], kind="stable")]:
-            if self.allows(int(token)):
-                return int(token)
+        return [int(t) for t in top[np.argsort(-scores[top], kind="stable")]]
+
+    def choose(self, scores: np.ndarray) -> int:
+        """The model's best-scored token that keeps the constraint (see the module doc)."""
+        for token in self._ranked(scores):
+            if self.allows(token):
+                return token
         self.forced += 1
         # Nothing the model wants continues a quote: close the line if it can stand, else
         # end (a fragment too short to search is dropped downstream).
@@ -354,10 +358,7 @@ class QuoteConstraint:
         if width < 2 or self.line.strip() or self.is_end(token) or token == self.newline_id:
             return token
         first = _log_softmax(scores)
-        n = min(self.top_n, scores.shape[0])
-        top = np.argpartition(-scores, n - 1)[:n]
-        ranked = [int(t) for t in top[np.argsort(-scores[top], kind="stable")]]
-        candidates = [t for t in ranked if not self.is_end(t) and self.allows(t)][:width]
+        candidates = [t for t in self._ranked(scores) if not self.is_end(t) and self.allows(t)][:width]
         best, best_score = token, -np.inf
         for cand in candidates:
             child = copy.copy(self)
