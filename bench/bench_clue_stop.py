@@ -41,6 +41,8 @@ from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answe
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lever", choices=("restart", "complete", "quote-rules"), default="restart")
+    ap.add_argument("--lookahead", type=int, help="with --lever quote-rules: the look-ahead width when on "
+                    "(default: memorag.quoting.QUOTE_LOOKAHEAD)")
     ap.add_argument("--questions", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -54,7 +56,8 @@ def main() -> None:
               "complete": [(quoting_module, "COMPLETE_UNIQUE", False, True)],
               "quote-rules": [(quoting_module, "QUOTE_VIABLE_ONLY", False, True),
                               (quoting_module, "QUOTE_DISTINCT", False, True),
-                              (quoting_module, "QUOTE_LOOKAHEAD", 0, quoting_module.QUOTE_LOOKAHEAD or 8)]}[args.lever]
+                              (quoting_module, "QUOTE_LOOKAHEAD", 0,
+                                                       args.lookahead or quoting_module.QUOTE_LOOKAHEAD or 8)]}[args.lever]
     switch = ", ".join(f"{m.__name__}.{name}" for m, name, _, _ in levers)
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     pipeline = MemoRAG()
