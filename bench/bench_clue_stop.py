@@ -12,14 +12,19 @@ before the model decoded every word; the first line should not change, and the l
 may (the model reads its shortened line before writing the next).
 
 ``--lever quote-rules`` (``memorag.quoting.QUOTE_VIABLE_ONLY``, ``QUOTE_DISTINCT``,
-``QUOTE_LOOKAHEAD``): off is the greedy quoting before them (all three off, look-ahead 0),
-on the defaults; the lines may change (that is their purpose), the seconds are their cost.
+``QUOTE_LOOKAHEAD``, ``QUOTE_FOLLOW_DOCUMENT``): off is the greedy quoting before them (all
+off, look-ahead 0), on the defaults; the lines may change (that is their purpose), the
+seconds are their cost.
+
+``--lever follow`` (``memorag.quoting.QUOTE_FOLLOW_DOCUMENT``): a short line none of the
+model's best tokens continues goes on as the document does, where before the reply ended
+there; the lines may change (a reply that ended goes on).
 
 The modes run in the order off, on, on, off over all questions (each a full pass), so a slow
 spell of the machine hits both; consecutive calls are different questions, so neither mode
 finds its task cached.
 
-Usage: python bench/bench_clue_stop.py [--lever restart|complete|quote-rules] [--questions 10] [--out FILE.json]
+Usage: python bench/bench_clue_stop.py [--lever restart|complete|quote-rules|follow] [--questions 10] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from test_demo_questions import QUESTIONS  # noqa: E402  (the demo's known-answe
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lever", choices=("restart", "complete", "quote-rules"), default="restart")
+    ap.add_argument("--lever", choices=("restart", "complete", "quote-rules", "follow"), default="restart")
     ap.add_argument("--lookahead", type=int, help="with --lever quote-rules: the look-ahead width when on "
                     "(default: memorag.quoting.QUOTE_LOOKAHEAD)")
     ap.add_argument("--questions", type=int, default=10)
@@ -57,7 +62,9 @@ def main() -> None:
               "quote-rules": [(quoting_module, "QUOTE_VIABLE_ONLY", False, True),
                               (quoting_module, "QUOTE_DISTINCT", False, True),
                               (quoting_module, "QUOTE_LOOKAHEAD", 0,
-                                                       args.lookahead or quoting_module.QUOTE_LOOKAHEAD or 8)]}[args.lever]
+                                                       args.lookahead or quoting_module.QUOTE_LOOKAHEAD or 8),
+                              (quoting_module, "QUOTE_FOLLOW_DOCUMENT", False, True)],
+              "follow": [(quoting_module, "QUOTE_FOLLOW_DOCUMENT", False, True)]}[args.lever]
     switch = ", ".join(f"{m.__name__}.{name}" for m, name, _, _ in levers)
     questions = [q for q, _ in QUESTIONS[: args.questions]]
     pipeline = MemoRAG()

@@ -154,8 +154,15 @@ def main() -> None:
     ap.add_argument("--quote-lookahead", type=int,
                     help="memorag.quoting.QUOTE_LOOKAHEAD (default: the module's): first tokens read one "
                          "further at a quote's start; 0 = greedy")
+    ap.add_argument("--quote-depth", type=int,
+                    help="memorag.quoting.QUOTE_LOOKAHEAD_DEPTH (default: the module's): tokens each "
+                         "look-ahead candidate is read to")
+    ap.add_argument("--quote-follow", type=int, choices=(0, 1),
+                    help="memorag.quoting.QUOTE_FOLLOW_DOCUMENT (default: the module's): 1 = a short line no "
+                         "top token continues goes on as the document does instead of ending the reply")
     ap.add_argument("--quote-greedy", action="store_true",
-                    help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY and QUOTE_LOOKAHEAD: all three off")
+                    help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY, QUOTE_LOOKAHEAD and "
+                         "QUOTE_FOLLOW_DOCUMENT: all four off")
     ap.add_argument("--out", required=True, help="results JSON")
     args = ap.parse_args()
     indices = check_held_out(args.split, args.first_index, args.limit)
@@ -164,13 +171,18 @@ def main() -> None:
     memorag.quoting.QUOTE_MIN_LINES = args.quote_min_lines
     if args.quote_greedy:
         memorag.quoting.QUOTE_VIABLE_ONLY = False
-        args.quote_distinct, args.quote_lookahead = 0, 0
+        args.quote_distinct, args.quote_lookahead, args.quote_follow = 0, 0, 0
     args.quote_viable_only = memorag.quoting.QUOTE_VIABLE_ONLY
     if args.quote_distinct is not None:
         memorag.quoting.QUOTE_DISTINCT = bool(args.quote_distinct)
     if args.quote_lookahead is not None:
         memorag.quoting.QUOTE_LOOKAHEAD = args.quote_lookahead
+    if args.quote_depth is not None:
+        memorag.quoting.QUOTE_LOOKAHEAD_DEPTH = args.quote_depth
+    if args.quote_follow is not None:
+        memorag.quoting.QUOTE_FOLLOW_DOCUMENT = bool(args.quote_follow)
     args.quote_distinct, args.quote_lookahead = memorag.quoting.QUOTE_DISTINCT, memorag.quoting.QUOTE_LOOKAHEAD
+    args.quote_depth, args.quote_follow = memorag.quoting.QUOTE_LOOKAHEAD_DEPTH, memorag.quoting.QUOTE_FOLLOW_DOCUMENT
     count = load_llm("default", n_ctx=512).count_tokens  # sizes haystacks as `memorag eval` does
     haystacks = datasets.build("hotpotqa", first_index=args.first_index, limit=args.limit,
                                per_haystack=args.questions_per_haystack, haystack_tokens=args.haystack_tokens,

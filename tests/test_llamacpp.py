@@ -180,3 +180,23 @@ def test_the_default_memory_reads_without_flash_attention_and_refuses_the_other_
     again = Memory(n_ctx=2048)
     again.load(tmp_path / "mem")
     assert again.recall_spans(task) == spans and spans
+
+
+def test_a_short_quote_no_top_token_continues_goes_on_in_the_models_own_tokens(default_llm):
+    """QUOTE_FOLLOW_DOCUMENT with the real tokenizer: after "David O" the model wants "." (as
+    in "David O. Russell"), the document says "David Owen Russell"; the constraint takes the
+    document's next token in this model's vocabulary instead of ending the reply."""
+    import numpy as np
+
+    doc = "Films\nDavid Owen Russell (born August 20, 1958) is an American film director."
+    c = default_llm.quote_constraint(doc)
+    for tok in default_llm._tokenize("David O", add_bos=False):
+        c.advance(tok)
+    assert c.line == b"David O"
+    scores = np.full(default_llm._llm.n_vocab(), -50.0, dtype=np.float32)
+    stop = default_llm._tokenize(".", add_bos=False)[0]
+    scores[stop] = 50.0  # the model wants "." and nothing else in its top tokens continues
+    token = c.choose(scores)
+    assert c.forced == 1 and not c.is_end(token)
+    c.advance(token)
+    assert c.line.startswith(b"David Ow") and c.in_source(c.line)

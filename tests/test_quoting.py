@@ -382,7 +382,9 @@ def test_looking_ahead_picks_the_start_whose_next_token_the_model_wants():
     after = {0: scores_for(13, 8), 12: scores_for(8)}  # after "The": " flew"/" dog" (nowhere); after "A": " dog"
     peeked: list[int] = []
 
-    def peek(tok: int) -> np.ndarray:
+    def peek(toks: list[int]) -> np.ndarray:
+        assert len(toks) == 1  # depth 2: the first token alone is read on
+        tok = toks[0]
         peeked.append(tok)
         s = after.get(tok, scores_for()).copy()
         s[:] -= 5.0 * (tok == 0)  # "The" is followed by nothing the model wants much
@@ -396,3 +398,82 @@ def test_looking_ahead_picks_the_start_whose_next_token_the_model_wants():
     c.advance(0)
     peeked.clear()
     assert c.choose_looking_ahead(scores_for(1, 2), peek, 8) == 1 and not peeked  # inside a line: greedy
+
+
+def test_a_deeper_look_ahead_reads_each_start_on_and_weighs_the_whole_run():
+    """QUOTE_LOOKAHEAD_DEPTH: each candidate first token is read on along the constraint's own
+    choices, and the run the model rates likeliest wins; at depth 2 the pair decides."""
+    pieces = [b"The", b" cat", b" sat", b" on", b"A", b" bird", b" flew", b" over", b"\n", b"", b" mat", b" it"]
+    src = "The cat sat on the mat.\nA bird flew over it.\n"
+    c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 9, end_id=9, newline_id=8, min_words=4)
+
+    def logits(**high: float) -> np.ndarray:
+        s = np.full(len(pieces), -10.0)
+        for tok, v in high.items():
+            s[int(tok[1:])] = v
+        return s
+
+    after = {(0,): logits(t1=10.0),  # "The" -> " cat", certain
+             (0, 1): np.zeros(len(pieces)),  # "The cat" -> anything: " sat" is one of twelve
+             (4,): logits(t5=10.0, t1=10.0),  # "A" -> " bird" or " cat" ("A cat" is nowhere)
+             (4, 5): logits(t6=10.0)}  # "A bird" -> " flew", certain
+    runs: list[tuple[int, ...]] = []
+
+    def peek(toks: list[int]) -> np.ndarray:
+        runs.append(tuple(toks))
+        return after[tuple(toks)]
+
+    first = logits(t0=10.0, t4=9.5)
+    # width 2: the two best allowed starts, "The" and "A"
+    assert c.choose_looking_ahead(first, peek, 2, depth=2) == 0  # "The cat" is the likelier pair
+    runs.clear()
+    assert c.choose_looking_ahead(first, peek, 2, depth=3) == 4  # "A bird flew" beats "The cat sat"
+    assert set(runs) == {(0,), (0, 1), (4,), (4, 5)}  # each start read on, one token at a time
+    runs.clear()
+    assert c.choose_looking_ahead(first, peek, 2, depth=1) == 0 and not runs  # depth 1: greedy
+
+
+def test_a_short_line_no_top_token_continues_goes_on_as_the_document_does(monkeypatch):
+    """QUOTE_FOLLOW_DOCUMENT: the model wrote "David O" and wants "." (the question's "David O.
+    Russell"), but the document says "David Owen Russell": the line goes on with the document's
+    own next token instead of the reply ending with no quote."""
+    pieces = [b"David", b" O", b"wen", b" Russell", b".", b"\n", b"", b" is", b" a", b" director"]
+
+    def tokenize(text: str) -> list[int]:  # longest piece first, as a BPE would split this text
+        out, rest = [], text.encode()
+        while rest:
+            tok = max((t for t, p in enumerate(pieces) if p and rest.startswith(p)), key=lambda t: len(pieces[t]),
+                      default=None)
+            if tok is None:
+                break
+            out.append(tok)
+            rest = rest[len(pieces[tok]):]
+        return out
+
+    def make(**kw) -> QuoteConstraint:
+        c = QuoteConstraint("David Owen Russell is a director.", lambda t: pieces[t], is_end=lambda t: t == 6,
+                            end_id=6, newline_id=5, min_words=4, top_n=2, **kw)
+        c.advance(0)
+        c.advance(1)
+        return c
+
+    wants_a_stop = np.array([0.0, 0.0, -5.0, 8.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # ".", then " Russell"
+    c = make(tokenize=tokenize)
+    assert c.choose(wants_a_stop) == 2 and c.forced == 1  # "wen": the document's next token
+    c.advance(2)
+    assert c.choose(wants_a_stop) == 3  # and on: " Russell"
+    assert make().choose(wants_a_stop) == 6  # no tokenizer: the reply ends, as before
+    monkeypatch.setattr("memorag.quoting.QUOTE_FOLLOW_DOCUMENT", False)
+    assert make(tokenize=tokenize).choose(wants_a_stop) == 6
+
+
+def test_quotes_come_from_the_document_not_the_memory_prompt_around_it():
+    """The memorized prefix holds the memory prompt before the document; a quote taken from it
+    ("Questions about it come afterwards") would point retrieval at nothing."""
+    from memorag.prompts import PROMPTS
+    from memorag.quoting import document_text
+
+    for prompts in PROMPTS.values():
+        prefix = prompts.memory_system + "\n" + prompts.memory_intro + "The cat sat on the mat."
+        assert document_text(prefix) == "The cat sat on the mat."
+    assert document_text("No prompt here.") == "No prompt here."  # an unknown layout is kept whole

@@ -60,8 +60,18 @@ before (bench/clue_study.py ``--quote-greedy`` measures the earlier decoding).""
 QUOTE_LOOKAHEAD = 8
 """At a line's start, how many of the model's best allowed first tokens are each read one
 token further (:meth:`QuoteConstraint.choose_looking_ahead`); the line starts with the one
-whose first two tokens the model rates highest together. 0 or 1: greedy. bench/clue_study.py
-``--quote-lookahead`` measures it."""
+whose first tokens the model rates highest together (``QUOTE_LOOKAHEAD_DEPTH`` of them). 0 or
+1: greedy. bench/clue_study.py ``--quote-lookahead`` measures it."""
+QUOTE_LOOKAHEAD_DEPTH = 2
+"""How many tokens each look-ahead candidate is read to: its first token and then the
+constraint's (greedy) choices after it; a candidate that runs into a dead end within them is
+never taken. bench/clue_study.py ``--quote-depth`` measures it."""
+QUOTE_FOLLOW_DOCUMENT = True
+"""True: when none of the model's ``top_n`` best tokens continues a line too short to keep,
+the line goes on as the document does (the model's best-scored of the document's own next
+tokens at the places the line stands) instead of the reply ending with no quote there. The
+model wrote "David O" for "David O. Russell" and wanted ".", but the document says "David
+Owen Russell". bench/clue_study.py ``--quote-follow`` measures it."""
 COMPLETE_UNIQUE = False
 """True finishes a quote from the document as soon as it names one place there
 (:meth:`QuoteConstraint.completion`). bench/bench_clue_stop.py ``--lever complete`` compares
@@ -95,6 +105,20 @@ def enough_words(line: bytes, min_words: int) -> bool:
     if _CJK.search(text):
         return len(text) >= 2 * min_words
     return len(text.split()) >= min_words
+
+
+def document_text(prefix_text: str) -> str:
+    """The memorized prefix's text from its document on: the memory prompt before the document
+    (``memory_intro`` of memorag.prompts, and the system message before it) is cut off, so no
+    quote is taken from the memory's own instructions ("Questions about it come afterwards").
+    A prefix without a known intro is kept whole."""
+    from memorag.prompts import PROMPTS
+
+    for prompts in PROMPTS.values():
+        at = prefix_text.find(prompts.memory_intro)
+        if at >= 0:
+            return prefix_text[at + len(prompts.memory_intro):]
+    return prefix_text
 
 
 def quotable_text(source: str, avoid: Iterable[str] = ()) -> str:
@@ -150,7 +174,8 @@ class QuoteConstraint:
 
     def __init__(self, source: str, piece: Callable[[int], bytes], *, is_end: Callable[[int], bool], end_id: int,
                  newline_id: int, min_words: int = QUOTE_MIN_WORDS, top_n: int = 64,
-                 min_lines: int | None = None, distinct: bool | None = None) -> None:
+                 min_lines: int | None = None, distinct: bool | None = None,
+                 tokenize: Callable[[str], list[int]] | None = None) -> None:
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
         self.source = source.encode("utf-8")
@@ -162,6 +187,7 @@ class QuoteConstraint:
         self.min_lines = QUOTE_MIN_LINES if min_lines is None else min_lines
         self.top_n = top_n
         self.distinct = QUOTE_DISTINCT if distinct is None else distinct
+        self._tokenize = tokenize  # for the document's own next tokens (QUOTE_FOLLOW_DOCUMENT)
         self.line = b""  # the current line so far (leading whitespace dropped)
         self.lines = 0  # lines closed so far
         self.forced = 0  # steps where none of the model's top_n tokens could continue
@@ -308,11 +334,11 @@ class QuoteConstraint:
         return len(self._finished)
 
     def next_tokens(self, scores: Callable[[], np.ndarray], tokenize: Callable[[str], list[int]],
-                    limit: int, peek: Callable[[int], np.ndarray] | None = None) -> list[int]:
+                    limit: int, peek: Callable[[list[int]], np.ndarray] | None = None) -> list[int]:
         """The tokens a backend feeds the model next, already passed to :meth:`advance`: the
         rest of a finished quote (:meth:`completion`, tokenized, at most ``limit`` tokens), or
         else the one token :meth:`choose` takes from ``scores()`` (the logits after what
-        was fed last; read one token further at a line's start when the backend can ``peek``,
+        was fed last; read further at a line's start when the backend can ``peek``,
         :meth:`choose_looking_ahead`); empty when that token ends the reply."""
         rest = self.completion()
         new = tokenize(rest.decode("utf-8", errors="ignore"))[:limit] if rest else []
@@ -338,40 +364,79 @@ class QuoteConstraint:
             if self.allows(token):
                 return token
         self.forced += 1
-        # Nothing the model wants continues a quote: close the line if it can stand, else
-        # end (a fragment too short to search is dropped downstream).
+        # Nothing the model wants continues a quote: close the line if it can stand, else go
+        # on as the document does, else end (a fragment too short to search is dropped
+        # downstream).
         if self.line.strip() and enough_words(self.line, self.min_words):
             return self.newline_id
+        if self.line.strip() and QUOTE_FOLLOW_DOCUMENT:
+            token = self._document_next(scores)
+            if token is not None:
+                return token
         return self.end_id
 
-    def choose_looking_ahead(self, scores: np.ndarray, peek: Callable[[int], np.ndarray], width: int) -> int:
+    def _document_next(self, scores: np.ndarray, places: int = 16) -> int | None:
+        """The model's best-scored token among the document's own next tokens after the
+        current line (the first token of the text that follows it, at up to ``places`` of
+        the places it stands), if one keeps the constraint; None without a tokenizer."""
+        if self._tokenize is None:
+            return None
+        line, seen = self.line, set()
+        at = self._occurrence(line)
+        while at >= 0 and len(seen) < places:
+            rest = self.source[at + len(line): at + len(line) + 48].decode("utf-8", errors="ignore")
+            if rest.strip():
+                ids = self._tokenize(rest)
+                if ids:
+                    seen.add(ids[0])
+            at = self._occurrence(line, at + 1)
+        allowed = [t for t in seen if not self.is_end(t) and self.allows(t)]
+        return max(allowed, key=lambda t: float(scores[t])) if allowed else None
+
+    def choose_looking_ahead(self, scores: np.ndarray, peek: Callable[[list[int]], np.ndarray], width: int,
+                             depth: int | None = None) -> int:
         """:meth:`choose`, except at a line's start: there the ``width`` best allowed first
-        tokens are each read (``peek(token)`` gives the logits after it, and leaves the model
-        as it was) and the one whose best allowed second token makes the likeliest pair is
-        taken; a first token with no allowed second one is a dead end and never taken.
+        tokens are each read on (``peek(tokens)`` gives the logits after ``tokens`` and leaves
+        the model as it was), each followed by the constraint's own choices up to ``depth``
+        tokens (``QUOTE_LOOKAHEAD_DEPTH``), and the first token whose run the model rates
+        likeliest is taken; a first token whose run meets a dead end (no allowed next token,
+        or the end) is never taken.
 
         Why: which passage a quote comes from is settled by its first tokens, and the single
         likeliest first token is often a word that starts many sentences ("The"), after which
         the constraint can only follow whichever of those sentences the model half wants."""
+        depth = QUOTE_LOOKAHEAD_DEPTH if depth is None else depth
         scores = np.array(scores, dtype=np.float64)  # ``peek`` may overwrite the backend's buffer
         token = self.choose(scores)
-        if width < 2 or self.line.strip() or self.is_end(token) or token == self.newline_id:
+        if width < 2 or depth < 2 or self.line.strip() or self.is_end(token) or token == self.newline_id:
             return token
         first = _log_softmax(scores)
         candidates = [t for t in self._ranked(scores) if not self.is_end(t) and self.allows(t)][:width]
         best, best_score = token, -np.inf
         for cand in candidates:
-            child = copy.copy(self)
-            child.forced = 0
-            child.advance(cand)
-            after = np.array(peek(cand), dtype=np.float64)
-            second = child.choose(after)
-            if child.forced or child.is_end(second):
-                continue
-            pair = first[cand] + _log_softmax(after)[second]
-            if pair > best_score:
-                best, best_score = cand, pair
+            score = self._run_score(cand, first[cand], peek, depth)
+            if score is not None and score > best_score:
+                best, best_score = cand, score
         return best
+
+    def _run_score(self, cand: int, score: float, peek: Callable[[list[int]], np.ndarray], depth: int) -> float | None:
+        """The log-probability of ``cand`` (``score``) and the constraint's choices after it,
+        ``depth`` tokens in all (fewer when the line closes first); None at a dead end (the
+        constraint can only end the reply there)."""
+        child = copy.copy(self)
+        child.advance(cand)
+        run = [cand]
+        while len(run) < depth:
+            after = np.array(peek(run), dtype=np.float64)
+            nxt = child.choose(after)
+            if child.is_end(nxt):
+                return None
+            score += float(_log_softmax(after)[nxt])
+            if nxt == child.newline_id:
+                break
+            child.advance(nxt)
+            run.append(nxt)
+        return score
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         """``scores`` with every token but :meth:`choose`'s set to minus infinity, so any

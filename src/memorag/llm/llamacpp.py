@@ -32,7 +32,7 @@ from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.judge_states import JudgeStates
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 from memorag.models.packaged import sha256_file
-from memorag.quoting import QuoteConstraint, quotable_text
+from memorag.quoting import QuoteConstraint, document_text, quotable_text
 
 STATE_FILE = "kv_state.bin"
 
@@ -439,10 +439,10 @@ class LlamaCppLLM:
         def tokenize(text: str) -> list[int]:
             return self._tokenize(text, add_bos=False)
 
-        def peek(token: int) -> np.ndarray:
-            """The logits after ``token``, read and then taken out of the KV cache again."""
+        def peek(tokens: list[int]) -> np.ndarray:
+            """The logits after ``tokens``, read and then taken out of the KV cache again."""
             start = llm.n_tokens
-            llm.eval([token])
+            llm.eval(tokens)
             out = logits().copy()
             llm._ctx.kv_cache_seq_rm(-1, start, -1)
             llm.n_tokens = start
@@ -1006,13 +1006,20 @@ class LlamaCppLLM:
         (memorag.quoting)."""
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
+        constraint = self.quote_constraint(quotable_text(document_text(self._prefix_text()), avoid), min_words)
+        return self._continue(user_suffix, max_new_tokens, 0.0, None, constraint)
+
+    def quote_constraint(self, source: str, min_words: int = 4) -> QuoteConstraint:
+        """The constraint :meth:`continue_quotes` decodes under: lines of ``source``, in this
+        model's tokens (its end tokens, its line break, its tokenizer for the document's own
+        next tokens)."""
         llm = self._llm
         vocab = llm._model.vocab
-        constraint = QuoteConstraint(
-            quotable_text(self._prefix_text(), avoid), self._token_bytes,
+        return QuoteConstraint(
+            source, self._token_bytes,
             is_end=lambda t: bool(self._llama_cpp.llama_vocab_is_eog(vocab, t)), end_id=llm.token_eos(),
-            newline_id=self._tokenize("\n", add_bos=False)[0], min_words=min_words)
-        return self._continue(user_suffix, max_new_tokens, 0.0, None, constraint)
+            newline_id=self._tokenize("\n", add_bos=False)[0], min_words=min_words,
+            tokenize=lambda text: self._tokenize(text, add_bos=False))
 
     def score_replies(self, user_suffix: str, replies: list[str], *, max_tokens: int = 16) -> list[list[float]]:
         """Log-probabilities of the first ``max_tokens`` tokens of each of ``replies`` as the

@@ -23,7 +23,7 @@ import numpy as np
 
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
-from memorag.quoting import QuoteConstraint, quotable_text
+from memorag.quoting import QuoteConstraint, document_text, quotable_text
 
 STATE_FILE = "kv_cache.safetensors"
 
@@ -154,10 +154,10 @@ class TransformersLLM:
                     break
                 new = [tok]
             else:
-                def peek(token: int, cache=cache) -> np.ndarray:
-                    """The logits after ``token``, read and then cropped out of the cache again."""
-                    after, grown = self._forward([token], cache)
-                    grown.crop(-1)
+                def peek(tokens: list[int], cache=cache) -> np.ndarray:
+                    """The logits after ``tokens``, read and then cropped out of the cache again."""
+                    after, grown = self._forward(list(tokens), cache)
+                    grown.crop(-len(tokens))
                     return after.float().cpu().numpy()
 
                 new = constraint.next_tokens(lambda now=logits: now.float().cpu().numpy(),
@@ -228,11 +228,12 @@ class TransformersLLM:
         (memorag.quoting)."""
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
-        source = quotable_text(self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True), avoid)
+        source = quotable_text(document_text(self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True)), avoid)
         newline = self._tokens("\n", plain=True)[-1]
         eos = min(self._eos) if self._eos else newline
         constraint = QuoteConstraint(source, self._token_bytes, is_end=lambda t: t in self._eos, end_id=eos,
-                                     newline_id=newline, min_words=min_words)
+                                     newline_id=newline, min_words=min_words,
+                                     tokenize=lambda text: self._tokens(text, plain=True))
         try:
             suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
             yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint)
