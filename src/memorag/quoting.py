@@ -377,8 +377,10 @@ class QuoteConstraint:
 
     def _document_next(self, scores: np.ndarray, places: int = 16) -> int | None:
         """The model's best-scored token among the document's own next tokens after the
-        current line (the first token of the text that follows it, at up to ``places`` of
-        the places it stands), if one keeps the constraint; None without a tokenizer."""
+        current line (the first token of the text that follows it at each place it stands,
+        until ``places`` distinct tokens are found), if one keeps the constraint; None without
+        a tokenizer. Only reached when the model's own top tokens all failed, so the scan of
+        the places (a tokenization of 48 bytes each) is off the common path."""
         if self._tokenize is None:
             return None
         line, seen = self.line, set()
@@ -424,6 +426,7 @@ class QuoteConstraint:
         ``depth`` tokens in all (fewer when the line closes first); None at a dead end (the
         constraint can only end the reply there)."""
         child = copy.copy(self)
+        child._written = list(self._written)  # the child's lines are its own
         child.advance(cand)
         run = [cand]
         while len(run) < depth:
@@ -432,7 +435,7 @@ class QuoteConstraint:
             if child.is_end(nxt):
                 return None
             score += float(_log_softmax(after)[nxt])
-            if nxt == child.newline_id:
+            if nxt == child.newline_id or len(run) + 1 == depth:
                 break
             child.advance(nxt)
             run.append(nxt)
