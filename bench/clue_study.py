@@ -160,6 +160,12 @@ def main() -> None:
     ap.add_argument("--quote-follow", type=int, choices=(0, 1),
                     help="memorag.quoting.QUOTE_FOLLOW_DOCUMENT (default: the module's): 1 = a short line no "
                          "top token continues goes on as the document does instead of ending the reply")
+    ap.add_argument("--quote-contrast", type=float,
+                    help="memorag.quoting.QUOTE_CONTRAST (default: the module's): weight of a quote start's "
+                         "log-probability for no question, subtracted at the look-ahead; 0 = off")
+    ap.add_argument("--quote-contrast-lines", type=int,
+                    help="memorag.quoting.QUOTE_CONTRAST_LINES (default: the module's): the first N quotes "
+                         "start under the contrast; 0 = every one")
     ap.add_argument("--quote-greedy", action="store_true",
                     help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY, QUOTE_LOOKAHEAD and "
                          "QUOTE_FOLLOW_DOCUMENT: all four off")
@@ -181,6 +187,11 @@ def main() -> None:
         memorag.quoting.QUOTE_LOOKAHEAD_DEPTH = args.quote_depth
     if args.quote_follow is not None:
         memorag.quoting.QUOTE_FOLLOW_DOCUMENT = bool(args.quote_follow)
+    if args.quote_contrast is not None:
+        memorag.quoting.QUOTE_CONTRAST = args.quote_contrast
+    if args.quote_contrast_lines is not None:
+        memorag.quoting.QUOTE_CONTRAST_LINES = args.quote_contrast_lines
+    args.quote_contrast, args.quote_contrast_lines = memorag.quoting.QUOTE_CONTRAST, memorag.quoting.QUOTE_CONTRAST_LINES
     args.quote_distinct, args.quote_lookahead = memorag.quoting.QUOTE_DISTINCT, memorag.quoting.QUOTE_LOOKAHEAD
     args.quote_depth, args.quote_follow = memorag.quoting.QUOTE_LOOKAHEAD_DEPTH, memorag.quoting.QUOTE_FOLLOW_DOCUMENT
     count = load_llm("default", n_ctx=512).count_tokens  # sizes haystacks as `memorag eval` does

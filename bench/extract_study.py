@@ -5,7 +5,8 @@ At the default 8K window a 32K-token document is read as an extract (memorag.lon
 attend to, whatever the model. This study builds the extract of HotpotQA haystacks (the
 ``memorag eval`` builder) the way the pipeline does, with the default memory model's
 tokenizer and budget, under several sentence selections, and counts the questions'
-supporting sentences (and whole gold paragraphs) the extract holds. No model is run; it
+supporting sentences (and whole gold paragraphs, and apart the sentences that open a paragraph
+and the later ones) the extract holds. No model is run; it
 takes seconds a haystack.
 
 Selections: ``base`` (TF-IDF density with a bonus for names and numbers: the pipeline's
@@ -54,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from memorag.eval.datasets import hotpotqa_haystacks
-    from memorag.longmem import extractive_memory, memory_budget
+    from memorag.longmem import extract_sentences, extractive_memory, memory_budget
     from memorag.models.registry import DEFAULT_MEMORY_WINDOW, load_llm
 
     # the default memory's tokenizer and window: the budget the pipeline gives the extract
@@ -64,9 +65,13 @@ def main() -> None:
     haystacks = hotpotqa_haystacks(args.first_index, args.limit, args.per_haystack, args.tokens, args.seed,
                                    count_tokens=llm.count_tokens)
     rows: dict[str, dict] = {s: {"supporting_sentences": 0, "in_memory": 0, "gold_paragraphs": 0,
-                                 "paragraphs_wholly_in_memory": 0, "memory_tokens": []} for s in selections}
+                                 "paragraphs_wholly_in_memory": 0, "memory_tokens": [],
+                                 "opening_sentences": 0, "opening_in_memory": 0} for s in selections}
     for h in haystacks:
         total = llm.count_tokens(h.text)
+        # which sentences open a paragraph (the first of a line of the haystack: its lines are
+        # a title and then the paragraph's text)
+        opening = {_norm(sents[0]) for line in h.text.split("\n") if (sents := extract_sentences(line))}
         budget = memory_budget(llm, total, None)
         for s in selections:
             text, stats = extractive_memory(llm, h.text, budget, "en", **kwargs[s])
@@ -76,6 +81,9 @@ def main() -> None:
             for q in h.questions:
                 for para in q.gold:
                     held = [_norm(sent) in memory for sent in para if sent.strip()]
+                    opens = [_norm(sent) in opening for sent in para if sent.strip()]
+                    row["opening_sentences"] += sum(opens)
+                    row["opening_in_memory"] += sum(h_ and o for h_, o in zip(held, opens))
                     row["supporting_sentences"] += len(held)
                     row["in_memory"] += sum(held)
                     row["gold_paragraphs"] += 1
@@ -83,9 +91,14 @@ def main() -> None:
         print(f"{h.id}: {total} tokens", file=sys.stderr)
     for row in rows.values():
         row["share_in_memory"] = round(row["in_memory"] / max(1, row["supporting_sentences"]), 4)
-    print("| selection | gold sentences in memory | gold paragraphs whole | memory tokens |\n|---|---|---|---|")
+        later = row["supporting_sentences"] - row["opening_sentences"]
+        row["opening_share_in_memory"] = round(row["opening_in_memory"] / max(1, row["opening_sentences"]), 4)
+        row["later_share_in_memory"] = round((row["in_memory"] - row["opening_in_memory"]) / max(1, later), 4)
+    print("| selection | gold sentences in memory | opening / later sentences | gold paragraphs whole | "
+          "memory tokens |\n|---|---|---|---|---|")
     for s, row in rows.items():
         print(f"| {s} | {row['in_memory']} of {row['supporting_sentences']} ({row['share_in_memory']:.3f}) | "
+              f"{row['opening_share_in_memory']:.3f} / {row['later_share_in_memory']:.3f} | "
               f"{row['paragraphs_wholly_in_memory']} of {row['gold_paragraphs']} | "
               f"{', '.join(map(str, row['memory_tokens']))} |")
     if args.out:

@@ -200,3 +200,41 @@ def test_a_short_quote_no_top_token_continues_goes_on_in_the_models_own_tokens(d
     assert c.forced == 1 and not c.is_end(token)
     c.advance(token)
     assert c.line.startswith(b"David Ow") and c.in_source(c.line)
+
+
+def test_the_contrast_reads_the_null_task_and_puts_the_question_back(default_llm, monkeypatch):
+    """QUOTE_CONTRAST on the real model: at a quote's start the look-ahead's runs are scored
+    after the recall task for no question, and the KV cache is then the question's prompt and
+    the reply again (so what follows is decoded after the question, not the null task)."""
+    import memorag.quoting as quoting
+
+    default_llm.prefill([{"role": "system", "content": "You remember documents."},
+                         {"role": "user", "content": "Document:\n" + QUOTE_DOC}])
+    task = "\n\nQuote the sentence that says who kept the lamp, one per line.\n\nQuestion: Who kept the lamp?"
+    null = "\n\nQuote the sentence that says who kept the lamp, one per line.\n\nQuestion: "
+    seen: list[list[list[int]]] = []
+    original = quoting.QuoteConstraint.choose_looking_ahead
+
+    def spy(self, scores, peek, width, depth=None, contrast=None):
+        if contrast is not None:
+            def recording(runs):
+                out = contrast(runs)
+                seen.append(runs)
+                assert len(out) == len(runs) and all(v <= 0 for v in out)  # log-probabilities
+                return out
+            return original(self, scores, peek, width, depth, recording)
+        return original(self, scores, peek, width, depth, contrast)
+
+    monkeypatch.setattr(quoting.QuoteConstraint, "choose_looking_ahead", spy)
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 1.0)
+    out = "".join(default_llm.continue_quotes(task, max_new_tokens=40, null_suffix=null))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines and all(line in QUOTE_DOC for line in lines), out
+    assert seen  # the contrast was read at the first quote's start
+    prompt = default_llm._prefix_ids + default_llm._suffix_ids(task)
+    held = default_llm._llm.input_ids[: default_llm._llm.n_tokens].tolist()
+    assert held[: len(prompt)] == prompt  # the question's prompt, not the null task's
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.0)
+    seen.clear()
+    "".join(default_llm.continue_quotes(task, max_new_tokens=40, null_suffix=null))
+    assert not seen  # off: no contrast is read

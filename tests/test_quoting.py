@@ -178,6 +178,38 @@ def test_memory_passes_what_to_avoid_only_when_there_is_something():
         free.recall_spans("Where did the cat sit?", avoid=["A dog ran to the park."])
 
 
+class ContrastQuotingLLM(QuotingLLM):
+    def __init__(self, quotes: str) -> None:
+        super().__init__(quotes)
+        self.nulls: list[str | None] = []
+
+    def continue_quotes(self, user_suffix, *, max_new_tokens=128, min_words=4, avoid=(), null_suffix=None):
+        self.nulls.append(null_suffix)
+        yield from super().continue_quotes(user_suffix, max_new_tokens=max_new_tokens, min_words=min_words)
+
+
+def test_memory_hands_the_null_task_to_a_backend_that_takes_it(monkeypatch):
+    """QUOTE_CONTRAST on: the recall task with an empty question goes with the question's task
+    (the same instruction, so only the question differs); off, or a Quoting model written
+    before null_suffix existed: not handed, and recall still quotes."""
+    import memorag.quoting as quoting
+    from memorag.prompts import prompts_for
+
+    llm = ContrastQuotingLLM("The cat sat on the mat.\n")
+    memory = Memory(llm=llm)
+    memory.memorize(SOURCE)
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.0)
+    memory.recall_spans("Where did the cat sit?")
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.3)
+    assert memory.recall_spans("Where did the cat sit?") == ["The cat sat on the mat."]
+    template = prompts_for(memory.language or "en").recall
+    assert llm.nulls == [None, template.format(question="")]
+    assert template.format(question="Where did the cat sit?").startswith(llm.nulls[1])
+    old = Memory(llm=QuotingLLM("The cat sat on the mat.\n"))
+    old.memorize(SOURCE)
+    assert old.recall_spans("Where did the cat sit?") == ["The cat sat on the mat."]
+
+
 # ------------------------------------------------------------ completing a unique quote
 def test_sentence_rest_runs_to_the_sentence_end_past_abbreviations():
     from memorag.quoting import sentence_rest
@@ -431,6 +463,44 @@ def test_a_deeper_look_ahead_reads_each_start_on_and_weighs_the_whole_run():
     assert set(runs) == {(0,), (0, 1), (4,), (4, 5)}  # each start read on, one token at a time
     runs.clear()
     assert c.choose_looking_ahead(first, peek, 2, depth=1) == 0 and not runs  # depth 1: greedy
+
+
+def test_the_contrast_weighs_each_start_against_no_question(monkeypatch):
+    """QUOTE_CONTRAST: a run the memory rates high for no question too (an attractor) loses
+    to one the question itself calls for; each candidate's whole run is what the backend's
+    contrast scores, and the weight 0 or no contrast leaves the look-ahead's choice."""
+    import memorag.quoting as quoting
+
+    pieces = [b"The", b" cat", b" sat", b" on", b"A", b" bird", b" flew", b" over", b"\n", b"", b" mat", b" it"]
+    src = "The cat sat on the mat.\nA bird flew over it.\n"
+    c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 9, end_id=9, newline_id=8, min_words=4)
+
+    def logits(**high: float) -> np.ndarray:
+        s = np.full(len(pieces), -10.0)
+        for tok, v in high.items():
+            s[int(tok[1:])] = v
+        return s
+
+    after = {(0,): logits(t1=10.0), (4,): logits(t5=10.0)}  # "The" -> " cat", "A" -> " bird"
+    first = logits(t0=10.0, t4=9.0)  # for the question, "The cat" is likelier than "A bird"
+    asked: list[list[list[int]]] = []
+
+    def contrast(runs: list[list[int]]) -> list[float]:
+        asked.append(runs)
+        # for no question the memory quotes "The cat" all the same, "A bird" hardly
+        return [-0.1 if run[0] == 0 else -6.0 for run in runs]
+
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.0)
+    assert c.choose_looking_ahead(first, lambda t: after[tuple(t)], 2, depth=2, contrast=contrast) == 0
+    assert not asked  # off: the backend is not asked
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.5)
+    assert c.choose_looking_ahead(first, lambda t: after[tuple(t)], 2, depth=2) == 0  # no contrast given
+    assert c.choose_looking_ahead(first, lambda t: after[tuple(t)], 2, depth=2, contrast=contrast) == 4
+    assert sorted(map(tuple, asked[0])) == [(0, 1), (4, 5)]  # each start with its look-ahead token
+    c.advance(0)
+    asked.clear()
+    assert c.choose_looking_ahead(logits(t1=5.0), lambda t: after[tuple(t)], 2, contrast=contrast) == 1
+    assert not asked  # inside a line: no contrast, greedy
 
 
 def test_a_short_line_no_top_token_continues_goes_on_as_the_document_does(monkeypatch):

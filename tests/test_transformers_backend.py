@@ -100,3 +100,33 @@ def test_quote_decoding_writes_only_lines_of_the_document(tiny_model_dir):
     assert llm.prefix_tokens == mem.state.prefix_tokens  # the task's tokens were cropped off again
     free = "".join(llm.continue_chat("\n\nQuestion: who founded the school?", max_new_tokens=40))
     assert any(line.strip() not in doc for line in free.splitlines() if line.strip())
+
+
+def test_the_contrast_reads_the_null_task_and_puts_the_question_back(tiny_model_dir, monkeypatch):
+    """QUOTE_CONTRAST on transformers: the look-ahead's runs are scored after the task for no
+    question (log-probabilities), the reply stays quotes of the document, and the cache is cut
+    back to the document afterwards."""
+    import memorag.quoting as quoting
+
+    llm = TransformersLLM(str(tiny_model_dir))
+    mem = Memory(llm=llm)
+    doc = " ".join(CORPUS[:30])
+    mem.memorize(doc)
+    seen: list[list[float]] = []
+    original = quoting.QuoteConstraint.choose_looking_ahead
+
+    def spy(self, scores, peek, width, depth=None, contrast=None):
+        def recording(runs):
+            out = contrast(runs)
+            seen.append(out)
+            return out
+        return original(self, scores, peek, width, depth, None if contrast is None else recording)
+
+    monkeypatch.setattr(quoting.QuoteConstraint, "choose_looking_ahead", spy)
+    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.3)
+    out = "".join(llm.continue_quotes("\n\nQuestion: who founded the school?", max_new_tokens=40, min_words=2,
+                                      null_suffix="\n\nQuestion: "))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines and all(line in doc for line in lines), out
+    assert seen and all(v <= 0 for row in seen for v in row)
+    assert llm.prefix_tokens == mem.state.prefix_tokens == llm._cache.get_seq_length()

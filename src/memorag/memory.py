@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memorag import quoting
 from memorag.checkpoint import CheckpointRun
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import LLM, ChatMessage, Quoting, StageProgressFn, TaskAdapted
@@ -120,6 +121,17 @@ def restarts_kept(unit: str, seen: set[str]) -> bool:
     else:
         enough = len(whole.split()) >= RESTART_WORDS
     return enough and any(k.startswith(key) for k in seen)
+
+
+def _takes(fn, name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` (a Quoting model written before it existed
+    still quotes, without it)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def distinct_lines(stream: Iterator[str], max_lines: int, min_words: int = 2,
@@ -430,7 +442,10 @@ class Memory:
         with self._adapter_for("recall"):
             # only asked when there is something to avoid: a Quoting model written before
             # ``avoid`` existed still quotes
-            extra = {"avoid": list(avoid)} if avoid else {}
+            extra: dict = {"avoid": list(avoid)} if avoid else {}
+            if quoting.QUOTE_CONTRAST > 0 and _takes(self.llm.continue_quotes, "null_suffix"):
+                # the look-ahead weighs each quote's start against the same task for no question
+                extra["null_suffix"] = template.format(question="")
             stream = self.llm.continue_quotes(template.format(question=query), max_new_tokens=max_new_tokens,
                                               min_words=QUOTE_MIN_WORDS, **extra)
             # A quote cut short by the token budget is dropped with the same length rule.

@@ -72,6 +72,17 @@ the line goes on as the document does (the model's best-scored of the document's
 tokens at the places the line stands) instead of the reply ending with no quote there. The
 model wrote "David O" for "David O. Russell" and wanted ".", but the document says "David
 Owen Russell". bench/clue_study.py ``--quote-follow`` measures it."""
+QUOTE_CONTRAST = 0.0
+"""At a line's start (with the look-ahead), each candidate's run is scored by its
+log-probability for the question minus this weight times its log-probability for no
+question (the same recall task with an empty question, when the backend can read one): a
+sentence the memory would quote whatever is asked (an attractor of the document) loses its
+edge, a sentence the question itself calls for keeps it (pointwise mutual information, the
+idea of contrastive and context-aware decoding). 0: off. bench/clue_study.py
+``--quote-contrast`` measures it."""
+QUOTE_CONTRAST_LINES = 0
+"""How many of a reply's quotes start under the contrast (the first N; 0: every one). A later
+quote's contrast re-reads the reply so far after both tasks, which costs most of it."""
 COMPLETE_UNIQUE = False
 """True finishes a quote from the document as soon as it names one place there
 (:meth:`QuoteConstraint.completion`). bench/bench_clue_stop.py ``--lever complete`` compares
@@ -158,7 +169,7 @@ def sentence_rest(source: bytes, end: int, limit: int = COMPLETION_MAX_BYTES) ->
     return b""
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - np.max(x)
     return shifted - np.log(np.sum(np.exp(shifted)))
 
@@ -334,17 +345,19 @@ class QuoteConstraint:
         return len(self._finished)
 
     def next_tokens(self, scores: Callable[[], np.ndarray], tokenize: Callable[[str], list[int]],
-                    limit: int, peek: Callable[[list[int]], np.ndarray] | None = None) -> list[int]:
+                    limit: int, peek: Callable[[list[int]], np.ndarray] | None = None,
+                    contrast: Callable[[list[list[int]]], list[float]] | None = None) -> list[int]:
         """The tokens a backend feeds the model next, already passed to :meth:`advance`: the
         rest of a finished quote (:meth:`completion`, tokenized, at most ``limit`` tokens), or
         else the one token :meth:`choose` takes from ``scores()`` (the logits after what
         was fed last; read further at a line's start when the backend can ``peek``,
-        :meth:`choose_looking_ahead`); empty when that token ends the reply."""
+        :meth:`choose_looking_ahead`, with ``contrast`` when given); empty when that token
+        ends the reply."""
         rest = self.completion()
         new = tokenize(rest.decode("utf-8", errors="ignore"))[:limit] if rest else []
         if not new:
             token = (self.choose(scores()) if peek is None else
-                     self.choose_looking_ahead(scores(), peek, QUOTE_LOOKAHEAD))
+                     self.choose_looking_ahead(scores(), peek, QUOTE_LOOKAHEAD, contrast=contrast))
             if self.is_end(token):
                 return []
             new = [token]
@@ -396,13 +409,16 @@ class QuoteConstraint:
         return max(allowed, key=lambda t: float(scores[t])) if allowed else None
 
     def choose_looking_ahead(self, scores: np.ndarray, peek: Callable[[list[int]], np.ndarray], width: int,
-                             depth: int | None = None) -> int:
+                             depth: int | None = None,
+                             contrast: Callable[[list[list[int]]], list[float]] | None = None) -> int:
         """:meth:`choose`, except at a line's start: there the ``width`` best allowed first
         tokens are each read on (``peek(tokens)`` gives the logits after ``tokens`` and leaves
         the model as it was), each followed by the constraint's own choices up to ``depth``
         tokens (``QUOTE_LOOKAHEAD_DEPTH``), and the first token whose run the model rates
         likeliest is taken; a first token whose run meets a dead end (no allowed next token,
-        or the end) is never taken.
+        or the end) is never taken. With ``contrast`` (the log-probability of each run for no
+        question, from the backend) and ``QUOTE_CONTRAST`` > 0, a run's score is its
+        log-probability minus ``QUOTE_CONTRAST`` times that.
 
         Why: which passage a quote comes from is settled by its first tokens, and the single
         likeliest first token is often a word that starts many sentences ("The"), after which
@@ -412,19 +428,23 @@ class QuoteConstraint:
         token = self.choose(scores)
         if width < 2 or depth < 2 or self.line.strip() or self.is_end(token) or token == self.newline_id:
             return token
-        first = _log_softmax(scores)
+        first = log_softmax(scores)
         candidates = [t for t in self._ranked(scores) if not self.is_end(t) and self.allows(t)][:width]
-        best, best_score = token, -np.inf
-        for cand in candidates:
-            score = self._run_score(cand, first[cand], peek, depth)
-            if score is not None and score > best_score:
-                best, best_score = cand, score
-        return best
+        runs = [(cand, self._run_score(cand, first[cand], peek, depth)) for cand in candidates]
+        runs = [(cand, run) for cand, run in runs if run is not None]
+        if not runs:
+            return token
+        totals = [score for _, (score, _) in runs]
+        if contrast is not None and QUOTE_CONTRAST > 0 and (QUOTE_CONTRAST_LINES <= 0 or self.lines < QUOTE_CONTRAST_LINES):
+            null = contrast([tokens for _, (_, tokens) in runs])
+            totals = [t - QUOTE_CONTRAST * n for t, n in zip(totals, null)]
+        return runs[int(np.argmax(totals))][0]
 
-    def _run_score(self, cand: int, score: float, peek: Callable[[list[int]], np.ndarray], depth: int) -> float | None:
+    def _run_score(self, cand: int, score: float, peek: Callable[[list[int]], np.ndarray],
+                   depth: int) -> tuple[float, list[int]] | None:
         """The log-probability of ``cand`` (``score``) and the constraint's choices after it,
-        ``depth`` tokens in all (fewer when the line closes first); None at a dead end (the
-        constraint can only end the reply there)."""
+        ``depth`` tokens in all (fewer when the line closes first), with those tokens; None at
+        a dead end (the constraint can only end the reply there)."""
         child = copy.copy(self)
         child._written = list(self._written)  # the child's lines are its own
         child.advance(cand)
@@ -434,12 +454,12 @@ class QuoteConstraint:
             nxt = child.choose(after)
             if child.is_end(nxt):
                 return None
-            score += float(_log_softmax(after)[nxt])
-            if nxt == child.newline_id or len(run) + 1 == depth:
+            score += float(log_softmax(after)[nxt])
+            run.append(nxt)
+            if nxt == child.newline_id or len(run) == depth:
                 break
             child.advance(nxt)
-            run.append(nxt)
-        return score
+        return score, run
 
     def mask(self, scores: np.ndarray) -> np.ndarray:
         """``scores`` with every token but :meth:`choose`'s set to minus infinity, so any

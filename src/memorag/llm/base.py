@@ -87,10 +87,12 @@ class Quoting(Protocol):
     reply is a verbatim piece of the prefix, at least ``min_words`` long
     (:mod:`memorag.quoting`). The recall task uses it so a clue always points at real text.
     ``avoid``: pieces of the prefix no quote may contain (what retrieval has found already).
+    ``null_suffix`` (optional to implement): the same task for no question; a backend that
+    takes it weighs each quote's start against it (``memorag.quoting.QUOTE_CONTRAST``).
     """
 
     def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
-                        avoid: Sequence[str] = ()) -> Iterator[str]: ...
+                        avoid: Sequence[str] = (), null_suffix: str | None = None) -> Iterator[str]: ...
 
 
 @runtime_checkable

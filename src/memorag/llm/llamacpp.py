@@ -32,7 +32,7 @@ from memorag.errors import BackendError, ContextTooLongError, StateError
 from memorag.judge_states import JudgeStates
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
 from memorag.models.packaged import sha256_file
-from memorag.quoting import QuoteConstraint, document_text, quotable_text
+from memorag.quoting import QuoteConstraint, document_text, log_softmax, quotable_text
 
 STATE_FILE = "kv_state.bin"
 
@@ -410,12 +410,15 @@ class LlamaCppLLM:
             if text:
                 yield text
 
-    def _quote_ids(self, ids: list[int], max_new_tokens: int, constraint: QuoteConstraint) -> Iterator[str]:
+    def _quote_ids(self, ids: list[int], max_new_tokens: int, constraint: QuoteConstraint,
+                   null_ids: list[int] | None = None) -> Iterator[str]:
         """Greedy decoding of the reply to ``ids`` under a quote ``constraint``, in this
         module's own loop rather than create_completion: when the constraint completes a quote
         from the document (:meth:`QuoteConstraint.completion`), the completion's tokens are
         evaluated in one batch, so the model has read its whole quote before it picks the next
-        one. Every token, decoded or completed, counts against ``max_new_tokens``."""
+        one. Every token, decoded or completed, counts against ``max_new_tokens``.
+        ``null_ids``: the same prompt for no question, for the look-ahead's contrast
+        (``quoting.QUOTE_CONTRAST``)."""
         room = self.context_window - len(ids)
         if room < 16:
             raise ContextTooLongError(
@@ -448,15 +451,47 @@ class LlamaCppLLM:
             llm.n_tokens = start
             return out
 
+        contrast = None
+        if null_ids is not None and quoting.QUOTE_CONTRAST > 0:
+            common = next((i for i, (a, b) in enumerate(zip(ids, null_ids)) if a != b), min(len(ids), len(null_ids)))
+            common = min(common, len(ids) - 1, len(null_ids) - 1)
+
+            def contrast(runs: list[list[int]]) -> list[float]:
+                """Each run's log-probability after the null prompt and the reply so far; the
+                KV cache is cut back to what the two prompts share, and the question's prompt
+                and reply are read in again afterwards."""
+                pos = llm.n_tokens
+                reply = [int(t) for t in llm.input_ids[len(ids): pos]]
+                llm._ctx.kv_cache_seq_rm(-1, common, -1)
+                llm.n_tokens = common
+                try:
+                    llm.eval(null_ids[common:] + reply)
+                    base = llm.n_tokens
+                    first = log_softmax(np.array(logits(), dtype=np.float64))
+                    out = []
+                    for run in runs:
+                        total = float(first[run[0]])
+                        for i in range(1, len(run)):
+                            llm.eval([run[i - 1]])
+                            total += float(log_softmax(np.array(logits(), dtype=np.float64))[run[i]])
+                        llm._ctx.kv_cache_seq_rm(-1, base, -1)
+                        llm.n_tokens = base
+                        out.append(total)
+                    return out
+                finally:
+                    llm._ctx.kv_cache_seq_rm(-1, common, -1)
+                    llm.n_tokens = common
+                    llm.eval((ids + reply)[common:])
+
         done = False
         while used < budget and not done:
             if constraint.complete or not quoting.DRAFT_FROM_DOCUMENT:
-                new = constraint.next_tokens(logits, tokenize, budget - used, peek)
+                new = constraint.next_tokens(logits, tokenize, budget - used, peek, contrast)
                 if not new:
                     break
                 llm.eval(new)
             else:
-                token = constraint.choose_looking_ahead(logits(), peek, quoting.QUOTE_LOOKAHEAD)
+                token = constraint.choose_looking_ahead(logits(), peek, quoting.QUOTE_LOOKAHEAD, contrast=contrast)
                 if constraint.is_end(token):
                     break
                 draft = constraint.draft(tokenize, budget - used)
@@ -465,7 +500,8 @@ class LlamaCppLLM:
                     new, token, row = self._verify_draft(draft, constraint)  # ``new`` is in the KV cache
                     if not constraint.line.strip() and not constraint.is_end(token):
                         # the draft closed a quote: the next one starts as every quote does
-                        token = constraint.choose_looking_ahead(row, peek, quoting.QUOTE_LOOKAHEAD)
+                        token = constraint.choose_looking_ahead(row, peek, quoting.QUOTE_LOOKAHEAD,
+                                                                contrast=contrast)
                     if used + len(new) < budget and not constraint.is_end(token):
                         new = [*new, token]
                         constraint.advance(token)
@@ -1000,14 +1036,15 @@ class LlamaCppLLM:
         return self._continue(user_suffix, max_new_tokens, temperature, stop)
 
     def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
-                        avoid: Sequence[str] = ()) -> Iterator[str]:
+                        avoid: Sequence[str] = (), null_suffix: str | None = None) -> Iterator[str]:
         """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
         piece of the memorized prefix outside ``avoid``, at least ``min_words`` long
-        (memorag.quoting)."""
+        (memorag.quoting). ``null_suffix``: the task for no question, which the look-ahead's
+        contrast reads (``quoting.QUOTE_CONTRAST``)."""
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
         constraint = self.quote_constraint(quotable_text(document_text(self._prefix_text()), avoid), min_words)
-        return self._continue(user_suffix, max_new_tokens, 0.0, None, constraint)
+        return self._continue(user_suffix, max_new_tokens, 0.0, None, constraint, null_suffix)
 
     def quote_constraint(self, source: str, min_words: int = 4) -> QuoteConstraint:
         """The constraint :meth:`continue_quotes` decodes under: lines of ``source``, in this
@@ -1103,7 +1140,7 @@ class LlamaCppLLM:
         return self._prefix_text_cache[1]
 
     def _continue(self, user_suffix: str, max_new_tokens: int, temperature: float, stop: list[str] | None,
-                  constraint: QuoteConstraint | None = None) -> Iterator[str]:
+                  constraint: QuoteConstraint | None = None, null_suffix: str | None = None) -> Iterator[str]:
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
         suffix_ids = self._suffix_ids(user_suffix)
@@ -1115,14 +1152,16 @@ class LlamaCppLLM:
         if not adapted:
             yield from (self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
                         if constraint is None else
-                        self._quote_ids(self._prefix_ids + suffix_ids, max_new_tokens, constraint))
+                        self._quote_ids(self._prefix_ids + suffix_ids, max_new_tokens, constraint,
+                                        None if null_suffix is None else self._prefix_ids + self._suffix_ids(null_suffix)))
             return
         self._suffix_adapted = True
         self._apply_adapter(True)
         try:
             yield from (self._stream_ids(self._prefix_ids + suffix_ids, max_new_tokens, temperature, stop)
                         if constraint is None else
-                        self._quote_ids(self._prefix_ids + suffix_ids, max_new_tokens, constraint))
+                        self._quote_ids(self._prefix_ids + suffix_ids, max_new_tokens, constraint,
+                                        None if null_suffix is None else self._prefix_ids + self._suffix_ids(null_suffix)))
         finally:
             # Off again at once: a later prefill, extension or judge call must see the base model.
             self._apply_adapter(False)

@@ -21,11 +21,19 @@ from typing import Any
 
 import numpy as np
 
+from memorag import quoting
 from memorag.errors import BackendError, ContextTooLongError, ModelNotFoundError, StateError
 from memorag.llm.base import ChatMessage, Marked, ProgressFn, render_marked
-from memorag.quoting import QuoteConstraint, document_text, quotable_text
+from memorag.quoting import QuoteConstraint, document_text, log_softmax, quotable_text
 
 STATE_FILE = "kv_cache.safetensors"
+
+
+def _crop_to(cache, n_tokens: int) -> None:
+    """Cut ``cache`` back to its first ``n_tokens`` (transformers crops by a negative count)."""
+    extra = cache.get_seq_length() - n_tokens
+    if extra > 0:
+        cache.crop(-extra)
 
 
 class TransformersLLM:
@@ -137,14 +145,45 @@ class TransformersLLM:
         return int(logits.argmax())
 
     def _decode(self, ids: list[int], cache, max_new_tokens: int, stop: list[str] | None,
-                temperature: float = 0.0, constraint: QuoteConstraint | None = None) -> Iterator[str]:
+                temperature: float = 0.0, constraint: QuoteConstraint | None = None,
+                null_ids: list[int] | None = None) -> Iterator[str]:
         """Decoding on top of ``cache`` (which already holds everything before ``ids``):
-        greedy at temperature 0, sampled above, or chosen by a quote ``constraint``."""
-        if len(ids) + (cache.get_seq_length() if cache is not None else 0) + 1 > self.context_window:
+        greedy at temperature 0, sampled above, or chosen by a quote ``constraint``.
+        ``null_ids``: the task for no question in place of ``ids``, which the look-ahead's
+        contrast reads (``quoting.QUOTE_CONTRAST``)."""
+        before = cache.get_seq_length() if cache is not None else 0
+        if len(ids) + before + 1 > self.context_window:
             raise ContextTooLongError(f"Prompt does not fit the model's {self.context_window}-token window.")
         logits, cache = self._forward(ids, cache)
         out: list[int] = []
         sent = ""
+        contrast = None
+        if constraint is not None and null_ids is not None and quoting.QUOTE_CONTRAST > 0:
+            shared = next((i for i, (a, b) in enumerate(zip(ids, null_ids)) if a != b), min(len(ids), len(null_ids)))
+            shared = min(shared, len(ids) - 1, len(null_ids) - 1)
+
+            def contrast(runs: list[list[int]], cache=cache) -> list[float]:
+                """Each run's log-probability after the null task and the reply so far; the
+                cache is cut back to what the two tasks share and the question's task and
+                reply are read in again afterwards."""
+                reply = list(out)
+                _crop_to(cache, before + shared)
+                try:
+                    after, _ = self._forward(null_ids[shared:] + reply, cache)
+                    first = log_softmax(after.double().cpu().numpy())
+                    base = cache.get_seq_length()
+                    scores = []
+                    for run in runs:
+                        total = float(first[run[0]])
+                        for i in range(1, len(run)):
+                            after, _ = self._forward([run[i - 1]], cache)
+                            total += float(log_softmax(after.double().cpu().numpy())[run[i]])
+                        _crop_to(cache, base)
+                        scores.append(total)
+                    return scores
+                finally:
+                    _crop_to(cache, before + shared)
+                    self._forward(ids[shared:] + reply, cache)
         while len(out) < max_new_tokens:
             # A quote the constraint completes from the document is read in one forward pass
             # (memorag.quoting, COMPLETE_UNIQUE); every other token is decoded.
@@ -162,7 +201,7 @@ class TransformersLLM:
 
                 new = constraint.next_tokens(lambda now=logits: now.float().cpu().numpy(),
                                              lambda text: self._tokens(text, plain=True), max_new_tokens - len(out),
-                                             peek)
+                                             peek, contrast)
                 if not new:
                     break
             out.extend(new)
@@ -222,10 +261,11 @@ class TransformersLLM:
             self._crop_to_prefix()
 
     def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
-                        avoid: Sequence[str] = ()) -> Iterator[str]:
+                        avoid: Sequence[str] = (), null_suffix: str | None = None) -> Iterator[str]:
         """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
         piece of the memorized prefix outside ``avoid``, at least ``min_words`` long
-        (memorag.quoting)."""
+        (memorag.quoting). ``null_suffix``: the task for no question, which the look-ahead's
+        contrast reads (``quoting.QUOTE_CONTRAST``)."""
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
         source = quotable_text(document_text(self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True)), avoid)
@@ -236,7 +276,9 @@ class TransformersLLM:
                                      tokenize=lambda text: self._tokens(text, plain=True))
         try:
             suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
-            yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint)
+            null = (None if null_suffix is None else
+                    self._tokens(null_suffix, plain=True) + self._tokens(self._tail, plain=False))
+            yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint, null)
         finally:
             self._crop_to_prefix()
 
