@@ -238,3 +238,36 @@ def test_the_contrast_reads_the_null_task_and_puts_the_question_back(default_llm
     seen.clear()
     "".join(default_llm.continue_quotes(task, max_new_tokens=40, null_suffix=null))
     assert not seen  # off: no contrast is read
+
+
+def test_the_same_question_gets_the_same_quotes_whatever_was_asked_before(default_llm, monkeypatch):
+    """The question is read in one batch of its own every time (LlamaCppLLM._read_task), so
+    asking it again, right away or after another question, gives the memory bit-identical
+    logits at the reply's start and the same quotes. (Reusing the cached question and reading
+    only its last token gave logits up to a third of a unit apart on this CPU, enough to flip
+    a near-tie between two quotes.)"""
+    import numpy as np
+
+    import memorag.quoting as quoting
+
+    memory = Memory(llm=default_llm)
+    memory.memorize(QUOTE_DOC)
+    firsts: list[np.ndarray] = []
+    original = quoting.QuoteConstraint.choose_looking_ahead
+
+    def spy(self, scores, peek, width, depth=None, contrast=None):
+        if self.lines == 0 and not self.line:
+            firsts.append(np.array(scores, dtype=np.float64))
+        return original(self, scores, peek, width, depth, contrast)
+
+    monkeypatch.setattr(quoting.QuoteConstraint, "choose_looking_ahead", spy)
+    question, other = "Who kept the lamp, and for how long?", "What happened in 1903?"
+    runs = []
+    for q in (question, question, other, question):
+        firsts.clear()
+        spans = memory.recall_spans(q, max_new_tokens=32)
+        runs.append((spans, firsts[0]))
+    (a, la), (b, lb), (_, lo), (c, lc) = runs
+    assert a == b == c
+    assert np.array_equal(la, lb) and np.array_equal(la, lc)
+    assert not np.array_equal(la, lo)  # another question: other logits

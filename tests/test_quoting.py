@@ -188,23 +188,20 @@ class ContrastQuotingLLM(QuotingLLM):
         yield from super().continue_quotes(user_suffix, max_new_tokens=max_new_tokens, min_words=min_words)
 
 
-def test_memory_hands_the_null_task_to_a_backend_that_takes_it(monkeypatch):
-    """QUOTE_CONTRAST on: the recall task with an empty question goes with the question's task
-    (the same instruction, so only the question differs); off, or a Quoting model written
-    before null_suffix existed: not handed, and recall still quotes."""
-    import memorag.quoting as quoting
+def test_memory_hands_the_null_task_to_a_backend_that_takes_it():
+    """The recall task with an empty question goes with the question's task (the same
+    instruction, so only the question differs: where the question begins, and the contrast's
+    null task); a Quoting model written before null_suffix existed is not handed it and still
+    quotes."""
     from memorag.prompts import prompts_for
 
     llm = ContrastQuotingLLM("The cat sat on the mat.\n")
     memory = Memory(llm=llm)
     memory.memorize(SOURCE)
-    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.0)
-    memory.recall_spans("Where did the cat sit?")
-    monkeypatch.setattr(quoting, "QUOTE_CONTRAST", 0.3)
     assert memory.recall_spans("Where did the cat sit?") == ["The cat sat on the mat."]
     template = prompts_for(memory.language or "en").recall
-    assert llm.nulls == [None, template.format(question="")]
-    assert template.format(question="Where did the cat sit?").startswith(llm.nulls[1])
+    assert llm.nulls == [template.format(question="")]
+    assert template.format(question="Where did the cat sit?").startswith(llm.nulls[0])
     old = Memory(llm=QuotingLLM("The cat sat on the mat.\n"))
     old.memorize(SOURCE)
     assert old.recall_spans("Where did the cat sit?") == ["The cat sat on the mat."]

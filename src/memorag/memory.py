@@ -18,7 +18,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memorag import quoting
 from memorag.checkpoint import CheckpointRun
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import LLM, ChatMessage, Quoting, StageProgressFn, TaskAdapted
@@ -443,8 +442,9 @@ class Memory:
             # only asked when there is something to avoid: a Quoting model written before
             # ``avoid`` existed still quotes
             extra: dict = {"avoid": list(avoid)} if avoid else {}
-            if quoting.QUOTE_CONTRAST > 0 and _takes(self.llm.continue_quotes, "null_suffix"):
-                # the look-ahead weighs each quote's start against the same task for no question
+            if _takes(self.llm.continue_quotes, "null_suffix"):
+                # the task for no question: where the question begins (a backend reads it the
+                # same way every time) and what the look-ahead's contrast weighs against
                 extra["null_suffix"] = template.format(question="")
             stream = self.llm.continue_quotes(template.format(question=query), max_new_tokens=max_new_tokens,
                                               min_words=QUOTE_MIN_WORDS, **extra)

@@ -87,8 +87,9 @@ class Quoting(Protocol):
     reply is a verbatim piece of the prefix, at least ``min_words`` long
     (:mod:`memorag.quoting`). The recall task uses it so a clue always points at real text.
     ``avoid``: pieces of the prefix no quote may contain (what retrieval has found already).
-    ``null_suffix`` (optional to implement): the same task for no question; a backend that
-    takes it weighs each quote's start against it (``memorag.quoting.QUOTE_CONTRAST``).
+    ``null_suffix`` (optional to implement): the same task for no question, so the backend
+    knows where the question begins (llama.cpp reads the question the same way every time)
+    and can weigh each quote's start against it (``memorag.quoting.QUOTE_CONTRAST``).
     """
 
     def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,

@@ -417,21 +417,19 @@ class LlamaCppLLM:
         from the document (:meth:`QuoteConstraint.completion`), the completion's tokens are
         evaluated in one batch, so the model has read its whole quote before it picks the next
         one. Every token, decoded or completed, counts against ``max_new_tokens``.
-        ``null_ids``: the same prompt for no question, for the look-ahead's contrast
-        (``quoting.QUOTE_CONTRAST``)."""
+        ``null_ids``: the same prompt for no question: where the question begins (see
+        :meth:`_read_task`), and the look-ahead's contrast (``quoting.QUOTE_CONTRAST``)."""
         room = self.context_window - len(ids)
         if room < 16:
             raise ContextTooLongError(
                 f"Prompt of {len(ids)} tokens does not fit the {self.context_window}-token context window of the model.")
         budget = min(max_new_tokens, room)
         llm = self._llm
-        # Reuse what the KV cache holds of ``ids`` (the prefix, and the task when it is the
-        # same); at least the last prompt token is evaluated, for its logits.
-        cached = np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.int64)
-        n = min(len(cached), len(ids) - 1)
-        differ = np.flatnonzero(cached[:n] != np.asarray(ids[:n], dtype=np.int64))
-        llm.n_tokens = int(differ[0]) if differ.size else n  # eval() drops the cache past n_tokens
-        llm.eval(ids[llm.n_tokens:])
+        common = len(ids) - 1
+        if null_ids is not None:  # the task's part before the question
+            common = next((i for i, (a, b) in enumerate(zip(ids, null_ids)) if a != b), min(len(ids), len(null_ids)))
+            common = min(common, len(ids) - 1, len(null_ids) - 1)
+        self._read_task(ids, common)
         n_vocab = llm.n_vocab()
         used = 0
         pending = b""  # bytes of a character split over tokens, held back until it is whole
@@ -453,8 +451,6 @@ class LlamaCppLLM:
 
         contrast = None
         if null_ids is not None and quoting.QUOTE_CONTRAST > 0:
-            common = next((i for i, (a, b) in enumerate(zip(ids, null_ids)) if a != b), min(len(ids), len(null_ids)))
-            common = min(common, len(ids) - 1, len(null_ids) - 1)
 
             def contrast(runs: list[list[int]]) -> list[float]:
                 """Each run's log-probability after the null prompt and the reply so far; the
@@ -481,7 +477,9 @@ class LlamaCppLLM:
                 finally:
                     llm._ctx.kv_cache_seq_rm(-1, common, -1)
                     llm.n_tokens = common
-                    llm.eval((ids + reply)[common:])
+                    llm.eval(ids[common:])  # as _read_task read it, so the logits are the same
+                    if reply:
+                        llm.eval(reply)
 
         done = False
         while used < budget and not done:
@@ -520,6 +518,29 @@ class LlamaCppLLM:
                     yield text
         if pending:
             yield pending.decode("utf-8", errors="ignore")
+
+    def _read_task(self, ids: list[int], stable: int) -> None:
+        """Put ``ids`` (the memorized prefix and a task) into the KV cache, the last token with
+        its logits: the part up to ``stable`` (the task before its question) is kept when the
+        cache holds all of it and read in one batch after the prefix otherwise, and the rest
+        (the question and the turn's end) is always read in one batch of its own. A batch and
+        single steps give slightly different logits on a CPU, so reading the question the same
+        way every time gives the same question the same quotes, whatever was asked before.
+        The instruction is still read once per document, not once per question."""
+        llm = self._llm
+        prefix = len(self._prefix_ids)
+        stable = max(stable, prefix)
+        cached = np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.int64)
+        want = np.asarray(ids[:stable], dtype=np.int64)
+        if len(cached) >= stable and np.array_equal(cached[:stable], want):
+            llm.n_tokens = stable  # eval() drops the cache past n_tokens
+        else:
+            n = min(len(cached), prefix)
+            differ = np.flatnonzero(cached[:n] != want[:n])
+            llm.n_tokens = int(differ[0]) if differ.size else n
+            if llm.n_tokens < stable:
+                llm.eval(ids[llm.n_tokens:stable])
+        llm.eval(ids[stable:])
 
     def _verify_draft(self, draft: list[int], constraint: QuoteConstraint) -> tuple[list[int], int, np.ndarray]:
         """Read ``draft`` (its first token already chosen by the model) in one batch with the
