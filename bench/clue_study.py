@@ -135,6 +135,20 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
     return {"model": pipe.memory.llm.describe(), "summary": summary, "rows": rows}
 
 
+# The decoding levers of memorag.quoting a run may set: flag -> (constant, type, what it does).
+QUOTE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--quote-distinct": ("QUOTE_DISTINCT", bool, "1 = a finished quote's sentence cannot be quoted again"),
+    "--quote-lookahead": ("QUOTE_LOOKAHEAD", int, "first tokens read one further at a quote's start; 0 = greedy"),
+    "--quote-depth": ("QUOTE_LOOKAHEAD_DEPTH", int, "tokens each look-ahead candidate is read to"),
+    "--quote-follow": ("QUOTE_FOLLOW_DOCUMENT", bool, "1 = a short line no top token continues goes on as the "
+                       "document does instead of ending the reply"),
+    "--quote-contrast": ("QUOTE_CONTRAST", float, "weight of a quote start's log-probability for no question, "
+                         "subtracted at the look-ahead; 0 = off"),
+    "--quote-contrast-lines": ("QUOTE_CONTRAST_LINES", int, "the first N quotes start under the contrast; "
+                               "0 = every one"),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True, help="comma-separated memory model specs")
@@ -148,24 +162,9 @@ def main() -> None:
     ap.add_argument("--memory-window", type=int, help="the memory's window in tokens (default: the whole haystack)")
     ap.add_argument("--quote-min-lines", type=int, default=1,
                     help="memorag.quoting.QUOTE_MIN_LINES: quotes the memory must write before it may end")
-    ap.add_argument("--quote-distinct", type=int, choices=(0, 1),
-                    help="memorag.quoting.QUOTE_DISTINCT (default: the module's): 1 = a finished quote's "
-                         "sentence cannot be quoted again")
-    ap.add_argument("--quote-lookahead", type=int,
-                    help="memorag.quoting.QUOTE_LOOKAHEAD (default: the module's): first tokens read one "
-                         "further at a quote's start; 0 = greedy")
-    ap.add_argument("--quote-depth", type=int,
-                    help="memorag.quoting.QUOTE_LOOKAHEAD_DEPTH (default: the module's): tokens each "
-                         "look-ahead candidate is read to")
-    ap.add_argument("--quote-follow", type=int, choices=(0, 1),
-                    help="memorag.quoting.QUOTE_FOLLOW_DOCUMENT (default: the module's): 1 = a short line no "
-                         "top token continues goes on as the document does instead of ending the reply")
-    ap.add_argument("--quote-contrast", type=float,
-                    help="memorag.quoting.QUOTE_CONTRAST (default: the module's): weight of a quote start's "
-                         "log-probability for no question, subtracted at the look-ahead; 0 = off")
-    ap.add_argument("--quote-contrast-lines", type=int,
-                    help="memorag.quoting.QUOTE_CONTRAST_LINES (default: the module's): the first N quotes "
-                         "start under the contrast; 0 = every one")
+    for flag, (constant, kind, what) in QUOTE_FLAGS.items():
+        ap.add_argument(flag, type=int if kind is bool else kind, choices=(0, 1) if kind is bool else None,
+                        help=f"memorag.quoting.{constant} (default: the module's): {what}")
     ap.add_argument("--quote-greedy", action="store_true",
                     help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY, QUOTE_LOOKAHEAD and "
                          "QUOTE_FOLLOW_DOCUMENT: all four off")
@@ -179,21 +178,11 @@ def main() -> None:
         memorag.quoting.QUOTE_VIABLE_ONLY = False
         args.quote_distinct, args.quote_lookahead, args.quote_follow = 0, 0, 0
     args.quote_viable_only = memorag.quoting.QUOTE_VIABLE_ONLY
-    if args.quote_distinct is not None:
-        memorag.quoting.QUOTE_DISTINCT = bool(args.quote_distinct)
-    if args.quote_lookahead is not None:
-        memorag.quoting.QUOTE_LOOKAHEAD = args.quote_lookahead
-    if args.quote_depth is not None:
-        memorag.quoting.QUOTE_LOOKAHEAD_DEPTH = args.quote_depth
-    if args.quote_follow is not None:
-        memorag.quoting.QUOTE_FOLLOW_DOCUMENT = bool(args.quote_follow)
-    if args.quote_contrast is not None:
-        memorag.quoting.QUOTE_CONTRAST = args.quote_contrast
-    if args.quote_contrast_lines is not None:
-        memorag.quoting.QUOTE_CONTRAST_LINES = args.quote_contrast_lines
-    args.quote_contrast, args.quote_contrast_lines = memorag.quoting.QUOTE_CONTRAST, memorag.quoting.QUOTE_CONTRAST_LINES
-    args.quote_distinct, args.quote_lookahead = memorag.quoting.QUOTE_DISTINCT, memorag.quoting.QUOTE_LOOKAHEAD
-    args.quote_depth, args.quote_follow = memorag.quoting.QUOTE_LOOKAHEAD_DEPTH, memorag.quoting.QUOTE_FOLLOW_DOCUMENT
+    for flag, (constant, kind, _) in QUOTE_FLAGS.items():
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            setattr(memorag.quoting, constant, kind(getattr(args, name)))
+        setattr(args, name, getattr(memorag.quoting, constant))  # the run's value, in the results
     count = load_llm("default", n_ctx=512).count_tokens  # sizes haystacks as `memorag eval` does
     haystacks = datasets.build("hotpotqa", first_index=args.first_index, limit=args.limit,
                                per_haystack=args.questions_per_haystack, haystack_tokens=args.haystack_tokens,

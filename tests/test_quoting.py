@@ -429,21 +429,31 @@ def test_looking_ahead_picks_the_start_whose_next_token_the_model_wants():
     assert c.choose_looking_ahead(scores_for(1, 2), peek, 8) == 1 and not peeked  # inside a line: greedy
 
 
-def test_a_deeper_look_ahead_reads_each_start_on_and_weighs_the_whole_run():
-    """QUOTE_LOOKAHEAD_DEPTH: each candidate first token is read on along the constraint's own
-    choices, and the run the model rates likeliest wins; at depth 2 the pair decides."""
-    pieces = [b"The", b" cat", b" sat", b" on", b"A", b" bird", b" flew", b" over", b"\n", b"", b" mat", b" it"]
+CAT_BIRD = [b"The", b" cat", b" sat", b" on", b"A", b" bird", b" flew", b" over", b"\n", b"", b" mat", b" it"]
+
+
+def _cat_and_bird():
+    """A constraint over two sentences in the tokens of CAT_BIRD (9 ends, 8 is the line break),
+    and ``logits(t1=10.0, ...)``: scores of -10 but for the tokens named."""
     src = "The cat sat on the mat.\nA bird flew over it.\n"
-    c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 9, end_id=9, newline_id=8, min_words=4)
+    c = QuoteConstraint(src, lambda t: CAT_BIRD[t], is_end=lambda t: t == 9, end_id=9, newline_id=8, min_words=4)
 
     def logits(**high: float) -> np.ndarray:
-        s = np.full(len(pieces), -10.0)
+        s = np.full(len(CAT_BIRD), -10.0)
         for tok, v in high.items():
             s[int(tok[1:])] = v
         return s
 
+    return c, logits
+
+
+def test_a_deeper_look_ahead_reads_each_start_on_and_weighs_the_whole_run():
+    """QUOTE_LOOKAHEAD_DEPTH: each candidate first token is read on along the constraint's own
+    choices, and the run the model rates likeliest wins; at depth 2 the pair decides."""
+    c, logits = _cat_and_bird()
+
     after = {(0,): logits(t1=10.0),  # "The" -> " cat", certain
-             (0, 1): np.zeros(len(pieces)),  # "The cat" -> anything: " sat" is one of twelve
+             (0, 1): np.zeros(len(CAT_BIRD)),  # "The cat" -> anything: " sat" is one of twelve
              (4,): logits(t5=10.0, t1=10.0),  # "A" -> " bird" or " cat" ("A cat" is nowhere)
              (4, 5): logits(t6=10.0)}  # "A bird" -> " flew", certain
     runs: list[tuple[int, ...]] = []
@@ -468,15 +478,7 @@ def test_the_contrast_weighs_each_start_against_no_question(monkeypatch):
     contrast scores, and the weight 0 or no contrast leaves the look-ahead's choice."""
     import memorag.quoting as quoting
 
-    pieces = [b"The", b" cat", b" sat", b" on", b"A", b" bird", b" flew", b" over", b"\n", b"", b" mat", b" it"]
-    src = "The cat sat on the mat.\nA bird flew over it.\n"
-    c = QuoteConstraint(src, lambda t: pieces[t], is_end=lambda t: t == 9, end_id=9, newline_id=8, min_words=4)
-
-    def logits(**high: float) -> np.ndarray:
-        s = np.full(len(pieces), -10.0)
-        for tok, v in high.items():
-            s[int(tok[1:])] = v
-        return s
+    c, logits = _cat_and_bird()
 
     after = {(0,): logits(t1=10.0), (4,): logits(t5=10.0)}  # "The" -> " cat", "A" -> " bird"
     first = logits(t0=10.0, t4=9.0)  # for the question, "The cat" is likelier than "A bird"
