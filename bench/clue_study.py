@@ -83,7 +83,8 @@ def memory_text(pipe: MemoRAG, text: str) -> str:
     return compress(mem.llm, text, method=mem.compression, ratio=mem.beacon_ratio, language=mem.language or "en")[0]
 
 
-def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, state_root: Path) -> dict:
+def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, state_root: Path,
+          quote_source: str = "memory") -> dict:
     wall0, cpu0 = time.perf_counter(), _cpu()
     generator = ScriptedLLM(spec="unused-generator")
     pipe = MemoRAG(mem_model_name_or_path=spec, customized_gen_model=generator, ret_hit=k,
@@ -101,7 +102,8 @@ def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, sta
             # Recall spans only: training taught the recall task, and the surrogate questions
             # and draft answer (never in the document) would blur both measures. The runner
             # takes these clues as it would take Memory.clues' (its cache).
-            clues = Clues(q.question, spans=pipe.memory.recall_spans(q.question))
+            clues = Clues(q.question, spans=pipe.memory.recall_spans(
+                q.question, source=hay.text if quote_source == "document" else None))
             runner.memory.remember(clues)
             grounded = ground_clues(pipe.retriever, q.question, clues, PlanParams(language=pipe.memory.language or "en"))
             gold = [s for para in q.gold for s in para if _norm(s)]  # gold_quoted's order
@@ -165,6 +167,9 @@ def main() -> None:
     for flag, (constant, kind, what) in QUOTE_FLAGS.items():
         ap.add_argument(flag, type=int if kind is bool else kind, choices=(0, 1) if kind is bool else None,
                         help=f"memorag.quoting.{constant} (default: the module's): {what}")
+    ap.add_argument("--quote-source", choices=("memory", "document"), default="memory",
+                    help="the text the memory's quotes come from: what it read (memory: the extract when the "
+                         "document is longer than its window) or the whole document (Memory.recall_spans(source=))")
     ap.add_argument("--quote-greedy", action="store_true",
                     help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY, QUOTE_LOOKAHEAD and "
                          "QUOTE_FOLLOW_DOCUMENT: all four off")
@@ -191,7 +196,7 @@ def main() -> None:
     results = {"config": {**vars(args), "indices": [indices[0], indices[-1]], "n_ctx": n_ctx,
                           "loadavg_at_start": list(__import__("os").getloadavg())}, "models": {}}
     for spec in args.models.split(","):
-        results["models"][spec] = study(spec, haystacks, n_ctx, args.top_k, cache_dir() / "eval")
+        results["models"][spec] = study(spec, haystacks, n_ctx, args.top_k, cache_dir() / "eval", args.quote_source)
         print(spec, json.dumps(results["models"][spec]["summary"]), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     keys = list(next(iter(results["models"].values()))["summary"])

@@ -271,3 +271,23 @@ def test_the_same_question_gets_the_same_quotes_whatever_was_asked_before(defaul
     assert a == b == c
     assert np.array_equal(la, lb) and np.array_equal(la, lc)
     assert not np.array_equal(la, lo)  # another question: other logits
+
+
+def test_quotes_come_from_the_source_given_not_only_the_text_read(default_llm, monkeypatch):
+    """continue_quotes(source=...): the constraint is built over that text, which may go on
+    where the memorized text does not (the whole document beside the extract the memory read),
+    and every line is a piece of it."""
+    default_llm.prefill([{"role": "system", "content": "You remember documents."},
+                         {"role": "user", "content": "Document:\n" + QUOTE_DOC}])
+    source = QUOTE_DOC.replace("Edda Quill kept its lamp", "Edda Quill tended its light")
+    built: list[str] = []
+    real = default_llm.quote_constraint
+    monkeypatch.setattr(default_llm, "quote_constraint", lambda text, min_words=4: (built.append(text),
+                                                                                    real(text, min_words))[1])
+    task = "\n\nQuote the sentence that says who kept the lamp and for how long, one per line."
+    out = "".join(default_llm.continue_quotes(task, max_new_tokens=40, source=source))
+    assert built == [source]
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines and all(line in source for line in lines), out
+    "".join(default_llm.continue_quotes(task, max_new_tokens=8))
+    assert "Edda Quill kept its lamp" in built[-1]  # without a source: the memorized document

@@ -182,9 +182,12 @@ class ContrastQuotingLLM(QuotingLLM):
     def __init__(self, quotes: str) -> None:
         super().__init__(quotes)
         self.nulls: list[str | None] = []
+        self.sources: list[str | None] = []
 
-    def continue_quotes(self, user_suffix, *, max_new_tokens=128, min_words=4, avoid=(), null_suffix=None):
+    def continue_quotes(self, user_suffix, *, max_new_tokens=128, min_words=4, avoid=(), null_suffix=None,
+                        source=None):
         self.nulls.append(null_suffix)
+        self.sources.append(source)
         yield from super().continue_quotes(user_suffix, max_new_tokens=max_new_tokens, min_words=min_words)
 
 
@@ -205,6 +208,27 @@ def test_memory_hands_the_null_task_to_a_backend_that_takes_it():
     old = Memory(llm=QuotingLLM("The cat sat on the mat.\n"))
     old.memorize(SOURCE)
     assert old.recall_spans("Where did the cat sit?") == ["The cat sat on the mat."]
+
+
+def test_memory_quotes_from_the_text_it_is_given_or_refuses():
+    """recall_spans(source=...): the backend quotes from that text (the whole document where
+    the memory read an extract); a backend that cannot, or free recall, refuses it."""
+    from memorag.errors import InputError
+
+    llm = ContrastQuotingLLM("The cat sat on the mat.\n")
+    memory = Memory(llm=llm)
+    memory.memorize(SOURCE)
+    memory.recall_spans("Where did the cat sit?")
+    memory.recall_spans("Where did the cat sit?", source=SOURCE + " More text.")
+    assert llm.sources == [None, SOURCE + " More text."]
+    old = Memory(llm=QuotingLLM("The cat sat on the mat.\n"))
+    old.memorize(SOURCE)
+    with pytest.raises(InputError, match="cannot quote from another text"):
+        old.recall_spans("Where did the cat sit?", source=SOURCE)
+    free = Memory(llm=ContrastQuotingLLM("unused"), quote_recall=False)
+    free.memorize(SOURCE)
+    with pytest.raises(InputError, match="needs quoted recall"):
+        free.recall_spans("Where did the cat sit?", source=SOURCE)
 
 
 # ------------------------------------------------------------ completing a unique quote

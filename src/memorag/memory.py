@@ -427,21 +427,31 @@ class Memory:
             return self.llm.task_adapter(task)
         return nullcontext()
 
-    def recall_spans(self, query: str, max_new_tokens: int = 128, avoid: Sequence[str] = ()) -> list[str]:
+    def recall_spans(self, query: str, max_new_tokens: int = 128, avoid: Sequence[str] = (),
+                     source: str | None = None) -> list[str]:
         """Spans of the document that bear on ``query``; quoted (decoded as verbatim pieces of
-        the document) when the model can, and then never from the pieces in ``avoid``."""
+        the document) when the model can, and then never from the pieces in ``avoid``.
+        ``source``: the text quotes may come from, in place of what the memory read (the whole
+        document when it read an extract; quoted recall only)."""
         template = prompts_for(self.language or "en").recall
         if not (self.quote_recall and isinstance(self.llm, Quoting)):
             if avoid:  # a free reply cannot be kept away from text: refused, not ignored
                 raise InputError("avoid_found needs quoted recall (quote_recall=True and a memory model that "
                                  f"can quote, as llama.cpp and transformers models can); "
                                  f"{'quote_recall is False' if not self.quote_recall else type(self.llm).__name__ + ' cannot quote'}.")
+            if source is not None:
+                raise InputError("Quoting from another text (source) needs quoted recall (quote_recall=True and a "
+                                 "memory model that can quote).")
             return self._lines(template, query, max_new_tokens, 4, adapter_task="recall")
         self._require()
         with self._adapter_for("recall"):
             # only asked when there is something to avoid: a Quoting model written before
             # ``avoid`` existed still quotes
             extra: dict = {"avoid": list(avoid)} if avoid else {}
+            if source is not None:
+                if not _takes(self.llm.continue_quotes, "source"):
+                    raise InputError(f"{type(self.llm).__name__} cannot quote from another text than the one it read.")
+                extra["source"] = source
             if _takes(self.llm.continue_quotes, "null_suffix"):
                 # the task for no question: where the question begins (a backend reads it the
                 # same way every time) and what the look-ahead's contrast weighs against

@@ -1057,14 +1057,18 @@ class LlamaCppLLM:
         return self._continue(user_suffix, max_new_tokens, temperature, stop)
 
     def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
-                        avoid: Sequence[str] = (), null_suffix: str | None = None) -> Iterator[str]:
+                        avoid: Sequence[str] = (), null_suffix: str | None = None,
+                        source: str | None = None) -> Iterator[str]:
         """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
         piece of the memorized prefix outside ``avoid``, at least ``min_words`` long
-        (memorag.quoting). ``null_suffix``: the task for no question, which the look-ahead's
-        contrast reads (``quoting.QUOTE_CONTRAST``)."""
+        (memorag.quoting). ``null_suffix``: the task for no question (where the question
+        begins; the look-ahead's contrast reads it, ``quoting.QUOTE_CONTRAST``). ``source``:
+        the text quotes come from instead of the memorized document (the whole document when
+        the memory read an extract of it)."""
         if not self._prefix_ids:
             raise StateError("No prefix state: memorize or load a document first.")
-        constraint = self.quote_constraint(quotable_text(document_text(self._prefix_text()), avoid), min_words)
+        text = document_text(self._prefix_text()) if source is None else source
+        constraint = self.quote_constraint(quotable_text(text, avoid), min_words)
         return self._continue(user_suffix, max_new_tokens, 0.0, None, constraint, null_suffix)
 
     def quote_constraint(self, source: str, min_words: int = 4) -> QuoteConstraint:

@@ -261,14 +261,18 @@ class TransformersLLM:
             self._crop_to_prefix()
 
     def continue_quotes(self, user_suffix: str, *, max_new_tokens: int = 128, min_words: int = 4,
-                        avoid: Sequence[str] = (), null_suffix: str | None = None) -> Iterator[str]:
+                        avoid: Sequence[str] = (), null_suffix: str | None = None,
+                        source: str | None = None) -> Iterator[str]:
         """Like :meth:`continue_chat` (greedy), but every line of the reply is a verbatim
         piece of the memorized prefix outside ``avoid``, at least ``min_words`` long
         (memorag.quoting). ``null_suffix``: the task for no question, which the look-ahead's
-        contrast reads (``quoting.QUOTE_CONTRAST``)."""
+        contrast reads (``quoting.QUOTE_CONTRAST``). ``source``: the text quotes come from
+        instead of the memorized document."""
         if self._cache is None:
             raise StateError("No prefix state: memorize or load a document first.")
-        source = quotable_text(document_text(self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True)), avoid)
+        if source is None:
+            source = document_text(self.tokenizer.decode(self._prefix_ids, skip_special_tokens=True))
+        source = quotable_text(source, avoid)
         newline = self._tokens("\n", plain=True)[-1]
         eos = min(self._eos) if self._eos else newline
         constraint = QuoteConstraint(source, self._token_bytes, is_end=lambda t: t in self._eos, end_id=eos,
