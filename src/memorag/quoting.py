@@ -174,6 +174,13 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted)))
 
 
+def question_start(task_ids: list[int], null_ids: list[int]) -> int:
+    """Where a task's question begins: the tokens it shares with the same task for no question
+    (``null_ids``), short of the last token of either (which is always read, for its logits)."""
+    shared = next((i for i, (a, b) in enumerate(zip(task_ids, null_ids)) if a != b), min(len(task_ids), len(null_ids)))
+    return min(shared, len(task_ids) - 1, len(null_ids) - 1)
+
+
 class QuoteConstraint:
     """Chooses each next token so that every line stays a verbatim substring of ``source``.
 

@@ -425,10 +425,7 @@ class LlamaCppLLM:
                 f"Prompt of {len(ids)} tokens does not fit the {self.context_window}-token context window of the model.")
         budget = min(max_new_tokens, room)
         llm = self._llm
-        common = len(ids) - 1
-        if null_ids is not None:  # the task's part before the question
-            common = next((i for i, (a, b) in enumerate(zip(ids, null_ids)) if a != b), min(len(ids), len(null_ids)))
-            common = min(common, len(ids) - 1, len(null_ids) - 1)
+        common = len(ids) - 1 if null_ids is None else quoting.question_start(ids, null_ids)
         self._read_task(ids, common)
         n_vocab = llm.n_vocab()
         used = 0

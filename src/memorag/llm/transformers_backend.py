@@ -159,8 +159,7 @@ class TransformersLLM:
         sent = ""
         contrast = None
         if constraint is not None and null_ids is not None and quoting.QUOTE_CONTRAST > 0:
-            shared = next((i for i, (a, b) in enumerate(zip(ids, null_ids)) if a != b), min(len(ids), len(null_ids)))
-            shared = min(shared, len(ids) - 1, len(null_ids) - 1)
+            shared = quoting.question_start(ids, null_ids)
 
             def contrast(runs: list[list[int]], cache=cache) -> list[float]:
                 """Each run's log-probability after the null task and the reply so far; the
