@@ -134,9 +134,7 @@ class TransformersLLM:
         return out.logits[0, -1], new_cache
 
     def _crop_to_prefix(self) -> None:
-        extra = self._cache.get_seq_length() - len(self._prefix_ids)
-        if extra > 0:
-            self._cache.crop(-extra)  # negative = drop that many trailing tokens
+        _crop_to(self._cache, len(self._prefix_ids))
 
     def _pick(self, logits, temperature: float) -> int:
         if temperature and temperature > 0:  # sample from softmax(logits / T), seeded per instance
@@ -279,7 +277,8 @@ class TransformersLLM:
                                      tokenize=lambda text: self._tokens(text, plain=True))
         try:
             suffix = self._tokens(user_suffix, plain=True) + self._tokens(self._tail, plain=False)
-            null = (None if null_suffix is None else
+            # the null task is only read by the contrast (this backend reads the whole task every time)
+            null = (None if null_suffix is None or quoting.QUOTE_CONTRAST <= 0 else
                     self._tokens(null_suffix, plain=True) + self._tokens(self._tail, plain=False))
             yield from self._decode(suffix, self._cache, max_new_tokens, None, 0.0, constraint, null)
         finally:
