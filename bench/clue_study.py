@@ -37,13 +37,12 @@ import resource
 import time
 from pathlib import Path
 
-from memorag.errors import StateError
 from memorag.eval import datasets
 from memorag.eval.methods import MethodRunner
 from memorag.eval.metrics import all_gold_at_k, gold_quoted, recall_at_k, spans_in_document
-from memorag.eval.runner import haystack_dir
+from memorag.eval.runner import load_or_memorize
 from memorag.longmem import compress
-from memorag.memory import Clues
+from memorag.memory import QUOTE_FROM, Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import load_llm
 from memorag.pipeline import MemoRAG
@@ -84,26 +83,22 @@ def memory_text(pipe: MemoRAG, text: str) -> str:
 
 
 def study(spec: str, haystacks: list[datasets.Haystack], n_ctx: int, k: int, state_root: Path,
-          quote_source: str = "memory") -> dict:
+          quote_source: str = "document") -> dict:
     wall0, cpu0 = time.perf_counter(), _cpu()
     generator = ScriptedLLM(spec="unused-generator")
     pipe = MemoRAG(mem_model_name_or_path=spec, customized_gen_model=generator, ret_hit=k,
                    retrieval_chunk_size=512, n_ctx=n_ctx)
+    pipe.memory.quote_from = quote_source  # what ask does: Memory.quote_from (the pipeline's default "document")
     rows = []
     for hay in haystacks:
-        hdir = haystack_dir(state_root, hay, pipe)
-        try:
-            pipe.load(hdir)
-        except StateError:
-            pipe.memorize(hay.text, save_dir=hdir)
+        load_or_memorize(pipe, state_root, hay, progress=False)
         runner = MethodRunner(pipe, k)
         held = _norm(memory_text(pipe, hay.text))
         for q in hay.questions:
             # Recall spans only: training taught the recall task, and the surrogate questions
             # and draft answer (never in the document) would blur both measures. The runner
             # takes these clues as it would take Memory.clues' (its cache).
-            clues = Clues(q.question, spans=pipe.memory.recall_spans(
-                q.question, source=hay.text if quote_source == "document" else None))
+            clues = Clues(q.question, spans=pipe.memory.recall_spans(q.question))
             runner.memory.remember(clues)
             grounded = ground_clues(pipe.retriever, q.question, clues, PlanParams(language=pipe.memory.language or "en"))
             gold = [s for para in q.gold for s in para if _norm(s)]  # gold_quoted's order
@@ -167,9 +162,9 @@ def main() -> None:
     for flag, (constant, kind, what) in QUOTE_FLAGS.items():
         ap.add_argument(flag, type=int if kind is bool else kind, choices=(0, 1) if kind is bool else None,
                         help=f"memorag.quoting.{constant} (default: the module's): {what}")
-    ap.add_argument("--quote-source", choices=("memory", "document"), default="memory",
-                    help="the text the memory's quotes come from: what it read (memory: the extract when the "
-                         "document is longer than its window) or the whole document (Memory.recall_spans(source=))")
+    ap.add_argument("--quote-source", choices=QUOTE_FROM, default="document",
+                    help="the text the memory's quotes come from when it read an extract (Memory.quote_from): the "
+                         "whole document (document, what ask does) or the extract it read (memory)")
     ap.add_argument("--quote-greedy", action="store_true",
                     help="the quoting before QUOTE_DISTINCT, QUOTE_VIABLE_ONLY, QUOTE_LOOKAHEAD and "
                          "QUOTE_FOLLOW_DOCUMENT: all four off")

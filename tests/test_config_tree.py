@@ -144,6 +144,7 @@ PIPELINE_CASES: dict[str, tuple[Any, Any]] = {
     "memory.compression": ("gist", lambda p: p.memory.compression),
     "memory.beacon_ratio": (4.0, lambda p: p.memory.beacon_ratio),
     "memory.quote_recall": (False, lambda p: p.memory.quote_recall),
+    "memory.quote_from": ("memory", lambda p: p.memory.quote_from),
     "retrieval.chunk_tokens": (128, lambda p: p.retriever.chunk_tokens),
     "retrieval.top_k": (5, lambda p: p.answering().top_k),
     "retrieval.index": ("walkidx:b", lambda p: p.retriever.index_factory.__name__),
@@ -204,7 +205,7 @@ SERVICE_EXPECT = {"service.max_body_mb": {"max_bytes": 1024 * 1024}}
 EVAL_KEYWORDS = {
     "models.memory": "mem_model", "models.generator": "gen_model", "models.embedder": "ret_model",
     "models.judge": "judge", "models.n_ctx": "memory_window", "memory.compression": "compression",
-    "memory.quote_recall": "quote_recall", "retrieval.top_k": "top_k", "retrieval.chunk_tokens": "chunk_tokens",
+    "memory.quote_recall": "quote_recall", "memory.quote_from": "quote_from", "retrieval.top_k": "top_k", "retrieval.chunk_tokens": "chunk_tokens",
     "plan.name": "query_plan", "evidence.render": "evidence", "evidence.order": "evidence_order",
 }
 # ... and those it refuses: options of a pipeline the eval runner cannot set

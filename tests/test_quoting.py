@@ -570,3 +570,95 @@ def test_quotes_come_from_the_document_not_the_memory_prompt_around_it():
         prefix = prompts.memory_system + "\n" + prompts.memory_intro + "The cat sat on the mat."
         assert document_text(prefix) == "The cat sat on the mat."
     assert document_text("No prompt here.") == "No prompt here."  # an unknown layout is kept whole
+
+
+# ------------------------------------------- quoting from the whole document an extract came from
+LONG = " ".join(f"Paragraph {i} tells that the cat number {i} sat on mat {i}." for i in range(60))
+
+
+def test_a_memory_that_read_an_extract_quotes_from_the_whole_document_unless_told_otherwise():
+    """The model reads an extract of a long document; by default its quotes are drawn from
+    the whole document (the state keeps it), with quote_from="memory" from the extract."""
+    from memorag.errors import InputError
+
+    llm = ContrastQuotingLLM("Paragraph 59 tells that the cat number 59 sat on mat 59.\n")
+    memory = Memory(llm=llm, beacon_ratio=4)
+    memory.memorize(LONG)
+    assert memory.state is not None and memory.state.compression is not None
+    assert memory.state.document == LONG
+    memory.recall_spans("Where did cat 59 sit?")
+    assert llm.sources == [LONG]
+    memory.quote_from = "memory"
+    memory.recall_spans("Where did cat 59 sit?")
+    assert llm.sources == [LONG, None]
+    whole = Memory(llm=ContrastQuotingLLM("The cat sat on the mat.\n"))  # read whole: nothing else to quote from
+    whole.memorize(SOURCE)
+    whole.recall_spans("Where did the cat sit?")
+    assert whole.state is not None and whole.state.document is None and whole.llm.sources == [None]
+    with pytest.raises(InputError, match="quote_from"):
+        Memory(llm=ScriptedLLM([]), quote_from="extract")
+
+
+def test_the_document_is_saved_with_the_memory_and_checked_when_read(tmp_path):
+    import json
+
+    from memorag.errors import StateError
+    from memorag.memory import MEMORY_DOCUMENT, MEMORY_JSON
+
+    llm = ContrastQuotingLLM("Paragraph 3 tells that the cat number 3 sat on mat 3.\n")
+    memory = Memory(llm=llm, beacon_ratio=4)
+    memory.memorize(LONG)
+    memory.save(tmp_path / "m", directory=True)
+    assert (tmp_path / "m" / MEMORY_DOCUMENT).read_text(encoding="utf-8") == LONG
+    again = Memory(llm=ContrastQuotingLLM("Paragraph 3 tells that the cat number 3 sat on mat 3.\n"), beacon_ratio=4)
+    again.load(tmp_path / "m")
+    again.recall_spans("Where did cat 3 sit?")
+    assert again.llm.sources == [LONG]
+    memory.save(tmp_path / "m.bin")  # one file holds it too
+    in_file = Memory(llm=ContrastQuotingLLM("unused"), beacon_ratio=4)
+    in_file.load(tmp_path / "m.bin")
+    assert in_file.state is not None and in_file.state.document == LONG
+    # changed after saving: refused, and the memory keeps what it held
+    (tmp_path / "m" / MEMORY_DOCUMENT).write_text(LONG.replace("mat 3.", "mat 4."), encoding="utf-8")
+    with pytest.raises(StateError, match="does not match its checksum"):
+        again.load(tmp_path / "m")
+    assert again.state is not None and again.state.document == LONG
+    (tmp_path / "m" / MEMORY_DOCUMENT).unlink()
+    with pytest.raises(StateError, match="lacks its document"):
+        again.load(tmp_path / "m")
+    # a memory saved before memorag kept the document: quotes come from what it read
+    info = json.loads((tmp_path / "m" / MEMORY_JSON).read_text(encoding="utf-8"))
+    del info["document"]
+    (tmp_path / "m" / MEMORY_JSON).write_text(json.dumps(info), encoding="utf-8")
+    again.load(tmp_path / "m")
+    assert again.state is not None and again.state.document is None
+
+
+def test_ask_and_a_collection_quote_from_the_whole_document_after_a_reload(tmp_path):
+    """The front-ends run Memory.recall_spans with the memory's own choice: a document read
+    as an extract, saved and loaded again (MemoRAG.load, a Collection's activate), is
+    quoted from as a whole."""
+    from memorag import MemoRAG
+    from memorag.collection import Collection
+    from memorag.index.faiss_index import FaissIndex
+    from memorag.retrieval import Retriever
+    from memorag.testing import HashEmbedder
+
+    def pipe() -> MemoRAG:
+        quotes = ContrastQuotingLLM("Paragraph 59 tells that the cat number 59 sat on mat 59.\n")
+        return MemoRAG.from_parts(Memory(llm=quotes, beacon_ratio=4), Retriever(HashEmbedder(), FaissIndex,
+                                                                                 chunk_tokens=64),
+                                  ScriptedLLM([("", "On mat 59.")] * 4), query_plan="recall", judge=None)
+
+    first = pipe()
+    first.memorize(LONG, save_dir=tmp_path / "doc")
+    again = pipe()
+    again.load(tmp_path / "doc")
+    answer = again.ask("Where did cat 59 sit?")
+    assert again.memory.llm.sources == [LONG]
+    assert answer.clues is not None and answer.clues.spans == ["Paragraph 59 tells that the cat number 59 sat on mat 59."]
+    store = Collection(tmp_path / "store", pipe())
+    store.add_text("cats", LONG)
+    reopened = Collection(tmp_path / "store", pipe())
+    reopened.ask_document("cats", "Where did cat 59 sit?")
+    assert reopened.pipe.memory.llm.sources == [LONG]

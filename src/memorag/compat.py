@@ -104,7 +104,8 @@ def as_generator(model: Any) -> Generator:
 
 # The constructor's model-loading arguments and their defaults (given a spec, they configure the load).
 LOADING_DEFAULTS: dict[str, object] = {"n_ctx": None, "beacon_ratio": None, "load_in_4bit": False,
-                                       "enable_flash_attn": None, "compression": "extractive", "quote_recall": None}
+                                       "enable_flash_attn": None, "compression": "extractive", "quote_recall": None,
+                                       "quote_from": "document"}
 
 
 def refuse_with_object(what: str, **given: object) -> None:

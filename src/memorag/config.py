@@ -306,6 +306,9 @@ class MemoryConfig:
                                                "fit the window)", _at_least(1))
     quote_recall: bool = setting(True, "decode the memory's recalled spans as verbatim quotes of the document "
                                        "when its backend can")
+    quote_from: str = setting("document", "where quotes come from when the memory read an extract of a long "
+                                          "document: document (the whole of it) or memory (the extract)",
+                              _one_of("document", "memory"))
 
 
 @dataclass(frozen=True)
@@ -426,7 +429,7 @@ class MemoragConfig:
             "query_plan": self.plan.name, "evidence": self.evidence.render, "cite": self.evidence.cite,
             "evidence_order": self.evidence.order, "judge": None if m.judge == "none" else m.judge,
             "judge_states_mb": m.judge_states_mb,
-            "quote_recall": self.memory.quote_recall,
+            "quote_recall": self.memory.quote_recall, "quote_from": self.memory.quote_from,
             "plan_params": self.plan.overrides() or None,
         }
         recorded = ("mem_model_name_or_path", "ret_model_name_or_path", "gen_model_name_or_path",
@@ -466,7 +469,7 @@ class MemoragConfig:
             "mem_model": m.memory or "default", "ret_model": m.embedder or "default", "gen_model": m.generator,
             "judge": None if m.judge == "auto" else m.judge, "memory_window": m.n_ctx,
             "compression": self.memory.compression, "quote_recall": self.memory.quote_recall,
-            "top_k": r.top_k, "chunk_tokens": r.chunk_tokens or 512, "query_plan": self.plan.name,
+            "quote_from": self.memory.quote_from, "top_k": r.top_k, "chunk_tokens": r.chunk_tokens or 512, "query_plan": self.plan.name,
             "plan_params": self.plan.overrides(), "evidence": self.evidence.render,
             "evidence_order": self.evidence.order,
         }

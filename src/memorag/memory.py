@@ -29,6 +29,13 @@ from memorag.text import check_text, detect_language
 
 MEMORY_FORMAT = 1
 MEMORY_JSON = "memory.json"
+# Beside memory.json when the memory read a compressed form of its document: the document
+# itself, which quoted recall draws from (its sha256 is the state's context_sha256).
+MEMORY_DOCUMENT = "document.txt"
+# Where quoted recall draws its quotes from when the memory read an extract of a long
+# document: "document" (the whole document, the default) or "memory" (only the extract it
+# read). Measured in docs/evaluation.md ("Quotes constrained to the whole document").
+QUOTE_FROM = ("document", "memory")
 
 _BULLET = re.compile(
     r"^\s*(?:[-*\u2022\u00b7>]+|\(?\d{1,2}[.)\u3001:]|[Qq]\d*[:.)]|#+|"
@@ -194,6 +201,10 @@ class MemoryState:
     context_chars: int
     prefix_tokens: int
     compression: dict | None = None  # CompressionStats.to_json() when the document was compressed
+    # The whole document when the model read a compressed form of it (an extract): quotes
+    # are drawn from it (Memory.quote_from). None when the prefix holds the document itself,
+    # or for a memory saved before memorag kept it.
+    document: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -259,7 +270,8 @@ class Memory:
                  access_token: str | None = None, beacon_ratio: float | None = None,
                  load_in_4bit: bool = False, enable_flash_attn: bool | None = None, *,
                  llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None,
-                 compression: str = "extractive", quote_recall: bool = True) -> None:
+                 compression: str = "extractive", quote_recall: bool = True,
+                 quote_from: str = "document") -> None:
         from memorag.config import Compression, choice
 
         # Checked before a model loads: a typo should not cost a model load.
@@ -295,6 +307,12 @@ class Memory:
         # Recalled spans decoded as verbatim quotes of the document when the model can
         # (memorag.quoting); the measured effect is in docs/evaluation.md.
         self.quote_recall = quote_recall
+        if quote_from not in QUOTE_FROM:
+            raise InputError(f"quote_from must be one of {', '.join(QUOTE_FROM)}; got {quote_from!r}.")
+        # When the model read an extract of a long document, quotes may still come from the
+        # whole document: the model reads what the extract holds, and points into the rest
+        # (the question steers the quote to sentences the extract left out).
+        self.quote_from = quote_from
         self.state: MemoryState | None = None
 
     # The memorized document's description (None / 0 before memorize or load).
@@ -372,7 +390,7 @@ class Memory:
                                         **({"checkpoints": checkpoints} if resumable else {}))
         seconds = time.perf_counter() - t0
         state = MemoryState(language, hashlib.sha256(context.encode("utf-8")).hexdigest(), len(context),
-                            n_tokens, compression)
+                            n_tokens, compression, document=context if compression is not None else None)
         stats = {"memory_tokens": n_tokens, "memory_seconds": round(seconds, 3),
                  "memory_tokens_per_second": round(n_tokens / seconds, 1) if seconds else None}
         if compression:
@@ -448,6 +466,9 @@ class Memory:
             # only asked when there is something to avoid: a Quoting model written before
             # ``avoid`` existed still quotes
             extra: dict = {"avoid": list(avoid)} if avoid else {}
+            if source is None and self.quote_from == "document" and self.state is not None \
+                    and self.state.document is not None and _takes(self.llm.continue_quotes, "source"):
+                source = self.state.document
             if source is not None:
                 if not _takes(self.llm.continue_quotes, "source"):
                     raise InputError(f"{type(self.llm).__name__} cannot quote from another text than the one it read.")
@@ -536,6 +557,9 @@ class Memory:
         info = {"format": MEMORY_FORMAT, "language": state.language, "context_sha256": state.context_sha256,
                 "context_chars": state.context_chars, "model": self.llm.describe(), "state": backend,
                 "compression": state.compression}
+        if state.document is not None:
+            (directory / MEMORY_DOCUMENT).write_text(state.document, encoding="utf-8", newline="")
+            info["document"] = MEMORY_DOCUMENT
         (directory / MEMORY_JSON).write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
         return info
 
@@ -570,10 +594,11 @@ class Memory:
                 f"({self.llm.context_window} tokens). Load it with the window it was made with"
                 f"{f' (n_ctx={saved_window})' if saved_window else ''}: MemoRAG.from_saved(dir) does, or "
                 f"MemoRAG(n_ctx=...).")
+        document = _read_document(directory, info, shown)  # before the model state: a bad one changes nothing
         self.llm.load_prefix(directory, info["state"])
         state = MemoryState(info.get("language") or "en", info.get("context_sha256"),
                             int(info.get("context_chars", 0)), int(info["state"].get("n_tokens") or 0),
-                            info.get("compression"))
+                            info.get("compression"), document=document)
         return state, info
 
     def load(self, path: str | Path) -> dict:
@@ -585,6 +610,28 @@ class Memory:
             state, info = self.read(path)
         self.state = state
         return info
+
+
+def _read_document(directory: Path, info: dict, shown: Path) -> str | None:
+    """The whole document a memory saved beside its state (None when it saved none),
+    checked against the state's context_sha256."""
+    name = info.get("document")
+    if name is None:
+        return None
+    if name != MEMORY_DOCUMENT:
+        raise StateError(f"The {MEMORY_JSON} of {shown} names an unknown document file {name!r}.")
+    path = directory / MEMORY_DOCUMENT
+    if not path.is_file():
+        raise StateError(f"The memory at {shown} lacks its document ({MEMORY_DOCUMENT}).")
+    with open(path, encoding="utf-8", newline="") as f:
+        try:
+            text = f.read()
+        except UnicodeDecodeError:
+            raise StateError(f"The document of the memory at {shown} is not UTF-8 text (corrupt).") from None
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != info.get("context_sha256"):
+        raise StateError(f"The document of the memory at {shown} does not match its checksum (corrupt or "
+                         "changed after it was saved).")
+    return text
 
 
 _IDENTITY_KEYS = ("backend", "fingerprint", "file", "model", "name")

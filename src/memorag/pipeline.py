@@ -107,7 +107,10 @@ class MemoRAG(OriginalAPI):
     passage in advance and keeps its KV states with the document when they fit in this many
     MiB (:mod:`memorag.judge_states`; 0: never). ``quote_recall``
     decodes the memory's recalled spans as verbatim quotes of the document when its backend
-    can (:mod:`memorag.quoting`); False lets the memory write them freely. ``plan_params``
+    can (:mod:`memorag.quoting`); False lets the memory write them freely. ``quote_from``:
+    where those quotes come from when the memory read an extract of a long document,
+    ``"document"`` (the whole document, kept with the memory) or ``"memory"`` (the extract
+    it read). ``plan_params``
     sets fields of the query plan's :class:`~memorag.plans.PlanParams` (e.g.
     ``{"likelihood_passages": 16}``); a name the plan does not read, or a value of the wrong
     type, is refused (:func:`memorag.plans.check_plan_params`).
@@ -124,7 +127,7 @@ class MemoRAG(OriginalAPI):
                  hybrid: bool = True, compression: str = "extractive", overlap_indexing: bool = False,
                  query_plan: str = DEFAULT_PLAN, follow_hops: int = 0, evidence: str = DEFAULT_EVIDENCE,
                  cite: bool = False, judge: JudgeSetting = "auto", quote_recall: bool = True,
-                 plan_params: Mapping[str, object] | None = None, evidence_order: str = "document",
+                 quote_from: str = "document", plan_params: Mapping[str, object] | None = None, evidence_order: str = "document",
                  judge_states_mb: int = DEFAULT_BUDGET_MB) -> None:
         check_chunk_tokens(retrieval_chunk_size)  # before any model is loaded
         options = PipelineOptions(ret_hit, question_weight, clue_weight, hybrid, overlap_indexing, query_plan,
@@ -148,16 +151,18 @@ class MemoRAG(OriginalAPI):
             if isinstance(mem, Memory):
                 refuse_with_object("the memory", n_ctx=n_ctx, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
                                    enable_flash_attn=enable_flash_attn, compression=compression,
-                                   quote_recall=None if quote_recall is True else quote_recall)
+                                   quote_recall=None if quote_recall is True else quote_recall,
+                                   quote_from=quote_from)
                 memory = mem
             elif mem is None or isinstance(mem, str):
                 memory = Memory(mem, beacon_ratio=beacon_ratio, load_in_4bit=load_in_4bit,
                                 enable_flash_attn=enable_flash_attn, n_ctx=n_ctx, compression=compression,
-                                quote_recall=quote_recall, **hub["memory"])
+                                quote_recall=quote_recall, quote_from=quote_from, **hub["memory"])
             else:  # an LLM object
                 refuse_with_object("the memory LLM", n_ctx=n_ctx, load_in_4bit=load_in_4bit,
                                    enable_flash_attn=enable_flash_attn)
-                memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall)
+                memory = Memory(llm=mem, beacon_ratio=beacon_ratio, compression=compression, quote_recall=quote_recall,
+                                quote_from=quote_from)
             factory = make_index_factory(index) if isinstance(index, str) else index
             if customized_gen_model is not None:
                 generator: Generator = as_generator(customized_gen_model)

@@ -26,6 +26,7 @@ def eval_command(
     gen_model: Annotated[str | None, typer.Option(help="Generator spec; default: qwen2.5-1.5b beside the default memory model, else the memory model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Model that judges evidence for the judging plans (recall, likelihood, rerank, memorag); 'default' = judge-0.5b, the packaged trained judge. Default: that judge beside the packaged generator, else the generator's twin when it can judge (local llama.cpp), else none.")] = None,
     quote_recall: Annotated[bool, typer.Option(help="Decode the memory's recalled spans as verbatim quotes of the document (memorag.quoting); --no-quote-recall lets it write them freely.")] = True,
+    quote_from: Annotated[str, typer.Option(help="Where the memory's quotes come from when it read an extract of a long haystack: document (the whole haystack) or memory (the extract).")] = "document",
     max_haystacks: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N haystacks of the run (a long run cut short; its finished rows are reused).")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="Chunk size in embedder tokens.")] = 512,
     state_dir: Annotated[Path | None, typer.Option(help="Where memorized haystacks (and the chunks and index of haystacks no method reads into the memory) are cached.")] = None,
@@ -51,7 +52,7 @@ def eval_command(
         "models.memory": ("mem_model", mem_model), "models.embedder": ("ret_model", ret_model),
         "models.generator": ("gen_model", gen_model), "models.judge": ("judge", judge or "auto"),
         "models.n_ctx": ("memory_window", memory_window), "memory.compression": ("compression", compression),
-        "memory.quote_recall": ("quote_recall", quote_recall), "retrieval.top_k": ("top_k", top_k),
+        "memory.quote_recall": ("quote_recall", quote_recall), "memory.quote_from": ("quote_from", quote_from), "retrieval.top_k": ("top_k", top_k),
         "retrieval.chunk_tokens": ("chunk_tokens", chunk_tokens), "plan.name": ("plan", plan or DEFAULT_PLAN),
         "evidence.render": ("evidence", evidence), "evidence.order": ("evidence_order", evidence_order)})
     options = tree.eval_kwargs()

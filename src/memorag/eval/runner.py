@@ -86,10 +86,15 @@ def load_or_memorize(pipe: MemoRAG, root: Path, haystack: datasets.Haystack, pro
     t = time.perf_counter()
     try:
         pipe.load(hdir)
-        return None
+        state = pipe.memory.state
+        # Saved before memorag kept the document beside an extract: its quotes would come
+        # from the extract alone, not what ask does today.
+        if state is None or not (state.compression and state.document is None):
+            return None
     except StateError:
-        pipe.memorize(haystack.text, save_dir=hdir, progress=progress)
-        return time.perf_counter() - t
+        pass
+    pipe.memorize(haystack.text, save_dir=hdir, progress=progress)
+    return time.perf_counter() - t
 
 
 def index_haystack(pipe: MemoRAG, root: Path, haystack: datasets.Haystack,
@@ -169,7 +174,7 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
         output: Path = Path("results.json"), state_dir: Path | None = None, mem_model: str = "default",
         gen_model: str | None = None, chunk_tokens: int = 512, compression: str = "extractive",
         memory_window: int | None = None, progress: bool = True, query_plan: str | None = None,
-        judge: str | None = None, quote_recall: bool = True, max_haystacks: int | None = None,
+        judge: str | None = None, quote_recall: bool = True, quote_from: str = "document", max_haystacks: int | None = None,
         plan_params: Mapping[str, object] | None = None,
         ret_model: str = "default", clues_from: Path | None = None, clues_method: str = "memorag+answer",
         evidence: str = DEFAULT_EVIDENCE, read_memory: bool | None = None, evidence_order: str = "document") -> dict:
@@ -220,7 +225,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     pipe = MemoRAG(mem_model_name_or_path=mem_model, ret_model_name_or_path=ret_model,
                    gen_model_name_or_path=gen_model, ret_hit=top_k,
                    retrieval_chunk_size=chunk_tokens, n_ctx=n_ctx, compression=compression,
-                   judge="auto" if judge is None else None if judge == "none" else judge, quote_recall=quote_recall, evidence=evidence,
+                   judge="auto" if judge is None else None if judge == "none" else judge, quote_recall=quote_recall, quote_from=quote_from,
+                   evidence=evidence,
                    evidence_order=evidence_order, **({"query_plan": query_plan} if query_plan else {}))
     count = pipe.memory.llm.count_tokens
     haystacks = datasets.build(dataset, first_index=first_index, limit=limit, per_haystack=questions_per_haystack,
@@ -237,6 +243,8 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
               "query_plan": pipe.query_plan,
               "memory_window": pipe.memory.llm.context_window, "compression": compression}
     config["quote_recall"] = quote_recall
+    if quote_from != "document":  # only when away from the default, so runs made before the option keep resuming
+        config["quote_from"] = quote_from
     if judge is not None:  # only when given, so runs made before the option keep resuming
         config["judge"] = judge
     if overrides:  # likewise
