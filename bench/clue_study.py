@@ -139,6 +139,8 @@ QUOTE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--quote-depth": ("QUOTE_LOOKAHEAD_DEPTH", int, "tokens each look-ahead candidate is read to"),
     "--quote-follow": ("QUOTE_FOLLOW_DOCUMENT", bool, "1 = a short line no top token continues goes on as the "
                        "document does instead of ending the reply"),
+    "--quote-sentence-end": ("QUOTE_SENTENCE_END", bool, "1 = a quote closes only where its sentence ends in the "
+                             "source; 0 = anywhere once it is long enough"),
     "--quote-contrast": ("QUOTE_CONTRAST", float, "weight of a quote start's log-probability for no question, "
                          "subtracted at the look-ahead; 0 = off"),
     "--quote-contrast-lines": ("QUOTE_CONTRAST_LINES", int, "the first N quotes start under the contrast; "

@@ -39,7 +39,8 @@ def test_the_models_best_token_that_keeps_a_quote_wins():
     assert int(np.argmax(masked)) == 2 and np.isinf(masked).sum() == len(PIECES) - 1
 
 
-def test_a_line_closes_only_once_it_holds_enough_words():
+def test_a_line_closes_only_once_it_holds_enough_words(monkeypatch):
+    monkeypatch.setattr("memorag.quoting.QUOTE_SENTENCE_END", False)  # anywhere, once long enough
     c = constraint(min_words=4)
     for tok in (0, 1, 2):  # "The cat sat": three words
         c.advance(tok)
@@ -59,7 +60,39 @@ def test_a_new_line_may_start_anywhere_in_the_source_but_nowhere_else():
     assert not c.allows(13)  # " flew" is not
 
 
-def test_multibyte_characters_split_over_tokens_are_followed_byte_by_byte():
+def test_a_line_closes_only_where_its_sentence_ends_in_the_source(monkeypatch):
+    """QUOTE_SENTENCE_END (off by default): "The cat sat on" is long enough but stops
+    mid-sentence, so neither a line break nor the end may close it; "The cat sat on the mat."
+    may. When nothing the model wants continues it, the line goes on as the document does."""
+    monkeypatch.setattr("memorag.quoting.QUOTE_SENTENCE_END", True)
+    c = constraint(min_words=4)
+    for tok in (0, 1, 2, 3):  # "The cat sat on"
+        c.advance(tok)
+    assert not c.allows(NEWLINE) and not c.allows(END)
+    pieces = {"The": 0, " cat": 1, " sat": 2, " on": 3, " the": 4, " mat": 5, ".": 6}
+
+    def tokenize(text: str) -> list[int]:  # the fake vocabulary's longest pieces first
+        out, rest = [], text
+        while rest:
+            piece = next((p for p in sorted(pieces, key=len, reverse=True) if rest.startswith(p)), None)
+            if piece is None:
+                break
+            out.append(pieces[piece])
+            rest = rest[len(piece):]
+        return out
+
+    follows = QuoteConstraint(SOURCE, lambda t: PIECES[t], is_end=lambda t: t == END, end_id=END,
+                              newline_id=NEWLINE, min_words=4, top_n=1, tokenize=tokenize)
+    for tok in (0, 1, 2, 3):
+        follows.advance(tok)
+    assert follows.choose(scores_for(13)) == 4  # " flew" is nowhere: " the", as the document goes on
+    for tok in (4, 5, 6):  # " the mat."
+        c.advance(tok)
+    assert c.allows(NEWLINE) and c.allows(END)
+
+
+def test_multibyte_characters_split_over_tokens_are_followed_byte_by_byte(monkeypatch):
+    monkeypatch.setattr("memorag.quoting.QUOTE_SENTENCE_END", False)  # the line stops before "。"
     c = constraint(min_words=2)
     c.advance(15)  # 猫在
     assert c.allows(16)  # the first bytes of 垫
@@ -377,9 +410,10 @@ def test_a_draft_is_the_rest_of_the_begun_quotes_sentence_and_advances_nothing()
     assert cjk.draft(tokenize, 50) == []
 
 
-def test_min_lines_refuses_the_end_until_owed_quotes_are_written_and_not_by_repeating_one():
+def test_min_lines_refuses_the_end_until_owed_quotes_are_written_and_not_by_repeating_one(monkeypatch):
     """``min_lines`` (memorag.quoting.QUOTE_MIN_LINES, 1 by default): the reply may not end
     before that many quotes, and an owed quote may not begin a quote already written."""
+    monkeypatch.setattr("memorag.quoting.QUOTE_SENTENCE_END", False)  # four-word quotes close
     c = constraint(min_words=4, min_lines=2)
     for tok in (0, 1, 2, 3):  # "The cat sat on"
         c.advance(tok)
@@ -662,3 +696,26 @@ def test_ask_and_a_collection_quote_from_the_whole_document_after_a_reload(tmp_p
     reopened = Collection(tmp_path / "store", pipe())
     reopened.ask_document("cats", "Where did cat 59 sit?")
     assert reopened.pipe.memory.llm.sources == [LONG]
+
+
+def test_a_quote_stands_in_the_source_only_at_a_words_start():
+    """QuoteConstraint._occurrence (bytes.find plus a look at the byte before) agrees with the
+    rule it replaces, a regex look-behind: no letter or digit right before a quote that
+    starts with one."""
+    import random
+    import re
+
+    source = "She was here. he was there; 4he was not. The cat sat, the cat ran. 猫在垫子上。 A dog was."
+    c = QuoteConstraint(source, lambda t: PIECES[t], is_end=lambda t: t == END, end_id=END, newline_id=NEWLINE)
+    data = source.encode()
+    rng = random.Random(3)
+    probes = [data[i:j] for i, j in (sorted(rng.sample(range(len(data) + 1), 2)) for _ in range(300))]
+    for probe in [*probes, b"he was", b"the cat", b"cat", b"zz"]:
+        for start in (0, 7, 40):
+            if re.match(rb"[A-Za-z0-9]", probe):
+                m = re.compile(rb"(?<![A-Za-z0-9])" + re.escape(probe)).search(data, start)
+                expected = m.start() if m else -1
+            else:
+                expected = data.find(probe, start)
+            assert c._occurrence(probe, start) == expected, (probe, start)
+    assert c._occurrence(b"he was") == data.index(b"he was there")  # not inside "She was" or "4he was"

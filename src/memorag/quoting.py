@@ -72,6 +72,12 @@ the line goes on as the document does (the model's best-scored of the document's
 tokens at the places the line stands) instead of the reply ending with no quote there. The
 model wrote "David O" for "David O. Russell" and wanted ".", but the document says "David
 Owen Russell". bench/clue_study.py ``--quote-follow`` measures it."""
+QUOTE_SENTENCE_END = False
+"""True: a line closes (a line break or the reply's end) only where the source's sentence ends
+(or its line does), so every quote runs to a sentence's end; False: anywhere once it is
+``QUOTE_MIN_WORDS`` long. Quoting from a whole document, the model often closed a line after
+four words ("Rolling Stone is a"), a piece no sentence search grounds. bench/clue_study.py
+``--quote-sentence-end`` measures it."""
 QUOTE_CONTRAST = 0.0
 """At a line's start (with the look-ahead), each candidate's run is scored by its
 log-probability for the question minus this weight times its log-probability for no
@@ -105,6 +111,7 @@ ABBREVIATIONS = r"Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Col|Capt|Lt|Mt|No|vs|etc|[A-Z]"
 _ABBREVIATION = re.compile(rb"(?:^|[^A-Za-z])(?:" + ABBREVIATIONS.encode() + rb")\.$")
 
 _WORD_BYTE = re.compile(rb"[A-Za-z0-9]")  # a byte inside a Latin word (CJK text has no word starts to keep)
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -249,10 +256,15 @@ class QuoteConstraint:
     def _occurrence(self, text: bytes, start: int = 0) -> int:
         """Where ``text`` first stands in the source from ``start`` on, beginning at a word's
         start when it begins with a letter or digit; -1 when nowhere."""
+        # bytes.find and a look at the byte before: a regex with a look-behind, compiled per
+        # text, scanned the whole document byte by byte (bench/clue_study.py's seconds)
+        source = self.source
+        at = source.find(text, start)
         if not _WORD_BYTE.match(text):
-            return self.source.find(text, start)
-        m = re.compile(rb"(?<![A-Za-z0-9])" + re.escape(text)).search(self.source, start)
-        return m.start() if m else -1
+            return at
+        while at > 0 and source[at - 1] in _WORD_BYTES:
+            at = source.find(text, at + 1)
+        return at
 
     def allows(self, token: int) -> bool:
         """Whether generating ``token`` now keeps the output a sequence of quotes."""
@@ -293,7 +305,19 @@ class QuoteConstraint:
 
     def _can_close(self, line: bytes) -> bool:
         line = line.strip()
-        return bool(line) and enough_words(line, self.min_words) and self.in_source(line)
+        if not (line and enough_words(line, self.min_words)):
+            return False
+        return self._ends_a_sentence(line) if QUOTE_SENTENCE_END else self.in_source(line)
+
+    def _ends_a_sentence(self, line: bytes) -> bool:
+        """Whether ``line`` stands in the source somewhere a sentence (or a line) ends right after it."""
+        at = self._occurrence(line)
+        while at >= 0:
+            end = at + len(line)
+            if end >= len(self.source) or self.source[end:end + 1] == b"\n" or _ends_sentence(self.source, end):
+                return True
+            at = self._occurrence(line, at + 1)
+        return False
 
     # ---------------------------------------------------------------- choice
     def completion(self) -> bytes:
@@ -385,14 +409,16 @@ class QuoteConstraint:
                 return token
         self.forced += 1
         # Nothing the model wants continues a quote: close the line if it can stand, else go
-        # on as the document does, else end (a fragment too short to search is dropped
-        # downstream).
-        if self.line.strip() and enough_words(self.line, self.min_words):
+        # on as the document does, else close it anyway when it is long enough, else end (a
+        # fragment too short to search is dropped downstream).
+        if self._can_close(self.line):
             return self.newline_id
         if self.line.strip() and QUOTE_FOLLOW_DOCUMENT:
             token = self._document_next(scores)
             if token is not None:
                 return token
+        if self.line.strip() and enough_words(self.line, self.min_words):
+            return self.newline_id
         return self.end_id
 
     def _document_next(self, scores: np.ndarray, places: int = 16) -> int | None:
