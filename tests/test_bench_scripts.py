@@ -103,6 +103,29 @@ def test_answer_diff_refuses_rows_it_cannot_compare(answer_diff):
         answer_diff.differing([_row("q1", "likelihood", None), _row("q1", "memorag", [1])], "likelihood", "memorag")
 
 
+def _clue_row(qid, spans, quoted, recall):
+    return {"id": qid, "spans": spans, "gold_quoted": quoted, "grounded": {"recall@5": recall, "all_gold@5": 0.0}}
+
+
+def test_clue_study_diff_counts_questions_each_way(tmp_path):
+    diff = _load_bench("clue_study_diff")
+    before = [_clue_row("q1", ["a"], [True, False], 0.5), _clue_row("q2", ["b"], [False], 1.0),
+              _clue_row("q3", ["c"], [False, False], 0.5)]
+    after = [_clue_row("q1", ["a"], [True, False], 0.5), _clue_row("q2", ["x"], [True], 0.5),
+             _clue_row("q3", ["d"], [False, False], 1.0)]
+    counts = diff.compare(before, after)
+    assert counts["same_spans"] == 1 and (counts["gold_quoted_better"], counts["gold_quoted_worse"]) == (1, 0)
+    assert (counts["grounded_recall_better"], counts["grounded_recall_worse"]) == (1, 1)
+    assert (counts["gold_quoted_before"], counts["gold_quoted_after"], counts["gold_sentences"]) == (1, 2, 5)
+    with pytest.raises(SystemExit, match="different questions"):
+        diff.compare(before, after[::-1])
+    both = tmp_path / "two.json"
+    both.write_text(json.dumps({"models": {"a": {"rows": before}, "b": {"rows": after}}}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="pick one with --model"):
+        diff.rows_of(both, None)
+    assert diff.rows_of(both, "b") == after
+
+
 @pytest.mark.unit
 def test_llama_build_bench_counts_the_objects_of_each_target():
     bench = _load_bench("bench_llama_build")
