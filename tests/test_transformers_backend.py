@@ -130,3 +130,18 @@ def test_the_contrast_reads_the_null_task_and_puts_the_question_back(tiny_model_
     assert lines and all(line in doc for line in lines), out
     assert seen and all(v <= 0 for row in seen for v in row)
     assert llm.prefix_tokens == mem.state.prefix_tokens == llm._cache.get_seq_length()
+
+
+def test_quotes_come_from_the_text_handed_in(tiny_model_dir):
+    """continue_quotes(source=...) on transformers: every line is a piece of that text (the
+    whole document a memory read an extract of), whatever the memorized prefix holds."""
+    llm = TransformersLLM(str(tiny_model_dir))
+    mem = Memory(llm=llm)
+    mem.memorize(" ".join(CORPUS[:10]))
+    other = "Marek Pell sailed the harbour ferry to Lund every winter.\nThe ferry school taught knots in 1902."
+    out = "".join(llm.continue_quotes("\n\nQuestion: who founded the school?", max_new_tokens=40, min_words=2,
+                                      source=other))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    assert lines and all(line in other for line in lines), out
+    assert all(line not in " ".join(CORPUS[:10]) for line in lines), out  # none from what it read
+    assert llm.prefix_tokens == mem.state.prefix_tokens
