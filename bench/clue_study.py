@@ -37,12 +37,13 @@ import resource
 import time
 from pathlib import Path
 
+from memorag.config import QUOTE_FROM
 from memorag.eval import datasets
 from memorag.eval.methods import MethodRunner
 from memorag.eval.metrics import all_gold_at_k, gold_quoted, recall_at_k, spans_in_document
 from memorag.eval.runner import load_or_memorize
 from memorag.longmem import compress
-from memorag.memory import QUOTE_FROM, Clues
+from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import load_llm
 from memorag.pipeline import MemoRAG

@@ -110,6 +110,10 @@ DEFAULT_PLAN = "recall"
 
 # The orders the generator can read the evidence in (memorag.answering.AnswerPrompt.order).
 EVIDENCE_ORDERS = ("document", "rank")
+# Where quoted recall draws its quotes from when the memory read an extract of a long
+# document: "document" (the whole document, the default) or "memory" (only the extract it
+# read). Measured in docs/evaluation.md ("Quotes constrained to the whole document").
+QUOTE_FROM = ("document", "memory")
 
 
 DEFAULT_JUDGE_STATES_MB = 256
@@ -308,7 +312,7 @@ class MemoryConfig:
                                        "when its backend can")
     quote_from: str = setting("document", "where quotes come from when the memory read an extract of a long "
                                           "document: document (the whole of it) or memory (the extract)",
-                              _one_of("document", "memory"))
+                              _one_of(*QUOTE_FROM))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorag.checkpoint import CheckpointRun
+from memorag.config import QUOTE_FROM, Compression, choice
 from memorag.errors import InputError, NotMemorizedError, StateError
 from memorag.llm.base import LLM, ChatMessage, Quoting, StageProgressFn, TaskAdapted
 from memorag.memory_file import unpack_memory_file, write_memory_file
@@ -32,10 +33,6 @@ MEMORY_JSON = "memory.json"
 # Beside memory.json when the memory read a compressed form of its document: the document
 # itself, which quoted recall draws from (its sha256 is the state's context_sha256).
 MEMORY_DOCUMENT = "document.txt"
-# Where quoted recall draws its quotes from when the memory read an extract of a long
-# document: "document" (the whole document, the default) or "memory" (only the extract it
-# read). Measured in docs/evaluation.md ("Quotes constrained to the whole document").
-QUOTE_FROM = ("document", "memory")
 
 _BULLET = re.compile(
     r"^\s*(?:[-*\u2022\u00b7>]+|\(?\d{1,2}[.)\u3001:]|[Qq]\d*[:.)]|#+|"
@@ -272,8 +269,6 @@ class Memory:
                  llm: LLM | None = None, n_ctx: int | None = None, language: str | None = None,
                  compression: str = "extractive", quote_recall: bool = True,
                  quote_from: str = "document") -> None:
-        from memorag.config import Compression, choice
-
         # Checked before a model loads: a typo should not cost a model load.
         compression = choice(Compression, compression, "compression")
         if beacon_ratio is not None and (isinstance(beacon_ratio, bool) or not isinstance(beacon_ratio, int | float)
