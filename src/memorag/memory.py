@@ -461,11 +461,11 @@ class Memory:
             # only asked when there is something to avoid: a Quoting model written before
             # ``avoid`` existed still quotes
             extra: dict = {"avoid": list(avoid)} if avoid else {}
-            if source is None and self.quote_from == "document" and self.state is not None \
-                    and self.state.document is not None and _takes(self.llm.continue_quotes, "source"):
-                source = self.state.document
+            takes_source = _takes(self.llm.continue_quotes, "source")
+            if source is None and takes_source and self.quote_from == "document" and self.state is not None:
+                source = self.state.document  # None when the model read the whole document
             if source is not None:
-                if not _takes(self.llm.continue_quotes, "source"):
+                if not takes_source:
                     raise InputError(f"{type(self.llm).__name__} cannot quote from another text than the one it read.")
                 extra["source"] = source
             if _takes(self.llm.continue_quotes, "null_suffix"):
