@@ -137,3 +137,29 @@ def test_llama_build_bench_counts_the_objects_of_each_target():
         "[ 50%] Linking CXX shared library bin/libllama.so",  # no object: not counted
     ])
     assert bench.objects_by_target(log) == {"ggml-cpu": 1, "llama": 1, "llama-common": 2}
+
+
+def test_bridge_controls_put_a_memory_free_pick_second():
+    """bench/bridge_controls.py: the memory-free controls make the memory_bridge move (a chunk
+    outside the judge's top k put second) with chunks picked by search or by rare-word links
+    from the judge's top sentence; a pick keeps the list's length and the judge's first."""
+    controls = _load_bench("bridge_controls")
+    assert controls.insert_second([4, 7, 1, 9, 2], 5) == [4, 5, 7, 1, 9]
+    assert controls.insert_second([4, 7, 1], None) == [4, 7, 1]
+    assert controls.first_outside([4, 8, 3], {4, 7}) == 8 and controls.first_outside([4], {4}) is None
+
+    from memorag.index.faiss_index import FaissIndex
+    from memorag.retrieval import Retriever
+    from memorag.testing import HashEmbedder
+
+    paras = ["Kiss and Tell is a 1945 comedy film starring Shirley Temple as Corliss Archer.",
+             "Shirley Temple served as Chief of Protocol of the United States under Gerald Ford.",
+             "The Lewiston Maineiacs were a junior ice hockey team in Maine.",
+             "Ottilie Marsh keeps the lighthouse key for the ferry company."]
+    r = Retriever(HashEmbedder(), FaissIndex, chunk_tokens=24)
+    r.build("\n\n".join(paras))
+    question = "What position did the actress who played Corliss Archer hold?"
+    picks = controls.control_picks(r, question, [0])
+    protocol = next(i for i, c in enumerate(r.chunks) if "Protocol" in c.text)
+    assert picks["links"] == protocol  # "Shirley Temple" is rare and not a question word
+    assert all(p != 0 for p in picks.values())  # never the judge's own top chunk

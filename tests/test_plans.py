@@ -415,3 +415,61 @@ def test_avoid_found_tells_the_memory_the_sentences_of_the_questions_own_top_chu
         find_evidence(view, _Q, Answering(generator=None, plan=plan, top_k=2))
         assert memory.avoided[-1] == want
     assert any("Hester Vane" in s for s in expected)  # the question's best chunk is among them
+
+
+@pytest.mark.unit
+def test_memory_bridge_asks_the_memory_again_with_the_judges_best_sentence_and_puts_its_quote_second():
+    """``memory_bridge``: after the judge, the memory is asked once more with the question and
+    the best sentence of the top chunk, kept away from that chunk; the chunk it then quotes
+    word for word (a second hop no question word reaches) takes second place. An invented
+    line moves nothing, and with the option off the memory is not asked again."""
+    from dataclasses import replace
+
+    from memorag.answering import Answering, RetrievalPlan, View, find_evidence
+    from memorag.longmem import extract_sentences
+    from memorag.plans import BRIDGE_QUERY, PlanParams
+    from memorag.testing import ScriptedLLM
+
+    far = "The ledger of the ferry company lists Ottilie Marsh as the keeper of the lighthouse key."
+    r = _hash_retriever("\n\n".join([_ANSWER, *_FILLER, far]), chunk_tokens=24)
+    far_chunk = next(i for i, c in enumerate(r.chunks) if "Ottilie" in c.text)
+
+    class Memory:  # a quoting clue source: its second answer is the scripted line
+        can_quote = True
+
+        def __init__(self, second: str) -> None:
+            self.second = second
+            self.asked: list[tuple[str, list[str]]] = []
+
+        def clues(self, query, *, use_answer=False, kinds=(), avoid=()):
+            self.asked.append((query, list(avoid)))
+            return Clues(query, spans=[self.second] if "The document says:" in query else [])
+
+        def key_points(self):
+            return []
+
+    def run(memory: Memory, bridge: bool):
+        p = replace(PlanParams(), likelihood_depth=4, likelihood_passages=6, memory_bridge=bridge)
+        plan = RetrievalPlan("recall", p, ScriptedLLM())
+        return find_evidence(View(r, memory), _Q, Answering(generator=None, plan=plan, top_k=3))
+
+    plain = run(Memory(far), False)
+    assert far_chunk not in [h.chunk_id for h in plain.hits] and plain.plan.bridge == []
+    memory = Memory(far)
+    got = run(memory, True)
+    ids = [h.chunk_id for h in got.hits]
+    assert ids[0] == plain.hits[0].chunk_id and ids[1] == far_chunk
+    assert ids[2:] == [h.chunk_id for h in plain.hits][1:2]  # the rest keep their order, one place down
+    assert got.hits[1].found_by == ("memory",)
+    query, avoid = memory.asked[-1]
+    anchor = plain.hits[0]
+    best = r.sentence_index("en").best_sentence(anchor.chunk_id, _Q)
+    assert query == BRIDGE_QUERY["en"].format(question=_Q, fact=r.sentence_index("en").sentences[best].text)
+    assert avoid == extract_sentences(anchor.text)  # kept away from the chunk it was told about
+    assert got.plan.bridge == [query, far] and got.plan.bridge_chunk == far_chunk
+    invented = run(Memory("Bartholomew Quince owned the windmill on the moor"), True)
+    assert [h.chunk_id for h in invented.hits] == [h.chunk_id for h in plain.hits]
+    assert invented.plan.bridge_chunk is None and invented.plan.bridge[1:] == ["Bartholomew Quince owned the windmill on the moor"]
+    unquoting = Memory(far)
+    unquoting.can_quote = False  # a memory that cannot quote is asked without the keep-away
+    assert [h.chunk_id for h in run(unquoting, True).hits] == ids and unquoting.asked[-1][1] == []

@@ -210,7 +210,7 @@ class RetrievalPlan:
 
     def find(self, view: View, question: str, clues: Clues | None, k: int) -> PlanResult:
         params = replace(self.params, language=view.language)
-        return execute_plan(self.name, PlanContext(view.retriever, self.judge), question, clues, k, params)
+        return execute_plan(self.name, PlanContext(view.retriever, self.judge, view.memory), question, clues, k, params)
 
 
 class EvidenceRenderer(Protocol):

@@ -787,6 +787,10 @@ class RoutedMemory:
         self.per_document: dict[str, Clues] = {}
         self.activated: list[str] = []  # in the order their memories were made current
 
+    @property
+    def can_quote(self) -> bool:
+        return self.collection.pipe.memory.can_quote
+
     def clues(self, query: str, *, use_answer: bool = False,
               kinds: tuple[str, ...] = ("spans", "questions", "answer"), avoid: Sequence[str] = ()) -> Clues:
         # Cached memories first: loading a missing one evicts the least recently used entry,

@@ -316,6 +316,12 @@ class Memory:
         return self.state is not None
 
     @property
+    def can_quote(self) -> bool:
+        """Whether its recalled spans are quoted (decoded as verbatim pieces of the
+        document), so that they can be kept away from text (``avoid``)."""
+        return self.quote_recall and isinstance(self.llm, Quoting)
+
+    @property
     def language(self) -> str | None:
         return self.state.language if self.state else self._forced_language
 
@@ -447,7 +453,7 @@ class Memory:
         ``source``: the text quotes may come from, in place of what the memory read (the whole
         document when it read an extract; quoted recall only)."""
         template = prompts_for(self.language or "en").recall
-        if not (self.quote_recall and isinstance(self.llm, Quoting)):
+        if not self.can_quote:
             if avoid:  # a free reply cannot be kept away from text: refused, not ignored
                 raise InputError("avoid_found needs quoted recall (quote_recall=True and a memory model that "
                                  f"can quote, as llama.cpp and transformers models can); "

@@ -29,7 +29,10 @@ the ranked hits (see below):
              "yes" to everything cannot flatten the ranking (the flaw of ``rerank``).
   recall     ``likelihood`` over the question's candidates plus the chunks the memory's
              grounded clues point at: the memory proposes, the judge disposes, so an
-             invented or unhelpful clue cannot push out a better chunk.
+             invented or unhelpful clue cannot push out a better chunk. With
+             ``memory_bridge`` the memory is asked once more, told the judge's best
+             sentence and kept away from its chunk: the chunk it then quotes (the second
+             hop of a two-hop question) follows the judge's first.
 
 A plan returns what it found: a :class:`PlanResult` (the hits, and notes such as the
 sentences a link walk went through), or just the list of hits. :func:`execute_plan` gives
@@ -107,6 +110,13 @@ class PlanParams:
     # without a memory, so a quote of one adds nothing. Measured no gain, hence 0
     # (docs/evaluation.md, "Telling the memory what the question already finds").
     avoid_found: int = 0
+    # Plan "recall": after the judge, ask the memory again with the best sentence of the
+    # judge's top chunk (kept away from that chunk); the first chunk outside the top k
+    # holding a sentence it quotes (coverage >= ``quote_coverage``) takes second place.
+    # Why: a two-hop question names its first passage, never its second; the judge scores
+    # the second low (it does not mention the question's names), while the memory, told
+    # the first fact, can quote the next (docs/evaluation.md, "The memory's second hop").
+    memory_bridge: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,9 @@ class PlanContext:
 
     retriever: Retriever
     judge: Judge | None = None
+    # the view's memory (memorag.answering.ClueSource), for a plan that asks it again after
+    # a first ranking (``memory_bridge``); None: no memory
+    memory: object | None = None
 
 
 @dataclass
@@ -129,6 +142,10 @@ class PlanResult:
     linked_ids: list[int] = field(default_factory=list)
     linked: list[str] = field(default_factory=list)
     judged: bool = False  # a judge reordered the candidates
+    # what the memory quoted when asked again after the judge (``memory_bridge``): the
+    # question sent, then its quotes; empty when it was not asked
+    bridge: list[str] = field(default_factory=list)
+    bridge_chunk: int | None = None  # the chunk those quotes put second (None: none moved)
 
 
 class CluesLike:  # the attributes plans read (memorag.memory.Clues has them)
@@ -696,7 +713,59 @@ def _recall(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> Pl
     # place), and every quote is a candidate
     _add_found_by(first, r, [*extra, *quoted], FOUND_BY_MEMORY)
     ranked = likelihood_rerank(ctx, question, first, len(first), p, extra, quoted)
-    return _judged(follow_links(ctx, question, ranked, k, p), ctx)
+    bridge: list[str] = []
+    moved: int | None = None
+    if p.memory_bridge and ctx.memory is not None and ranked:
+        before = ranked
+        ranked, bridge = memory_bridge(ctx, question, ranked, k, p)
+        moved = ranked[1].chunk_id if ranked is not before else None
+    found = _judged(follow_links(ctx, question, ranked, k, p), ctx)
+    found.bridge, found.bridge_chunk = bridge, moved
+    return found
+
+
+BRIDGE_QUERY = {
+    "en": "{question}\nThe document says: {fact}",
+    "zh": "{question}\n文档中写道：{fact}",
+}
+
+
+def memory_bridge(ctx: PlanContext, question: str, ranked: list[Hit], k: int,
+                  p: PlanParams) -> tuple[list[Hit], list[str]]:
+    """``ranked`` with the memory's second hop in second place, and what was asked and quoted.
+
+    The memory is asked to quote for the question and the best (question-matching)
+    sentence of the top chunk, and kept away from that chunk, so what it quotes is the
+    fact that sentence leads to. The first quoted chunk outside the top ``k`` (a quote
+    in the document's words, see ``quote_coverage``) moves to second place; none: no change.
+    A memory that cannot quote is asked without the keep-away (its lines are grounded the
+    same way, so an invented one moves nothing)."""
+    from memorag.longmem import extract_sentences
+
+    r = ctx.retriever
+    index = r.sentence_index(p.language)
+    anchor = ranked[0]
+    best = index.best_sentence(anchor.chunk_id, question)
+    if best is None:
+        return ranked, []
+    query = BRIDGE_QUERY.get(p.language, BRIDGE_QUERY["en"]).format(question=question,
+                                                                     fact=index.sentences[best].text)
+    memory = ctx.memory
+    avoid = extract_sentences(anchor.text) if getattr(memory, "can_quote", False) else []
+    spans = memory.clues(query, kinds=("spans",), **({"avoid": avoid} if avoid else {})).spans
+    top = {h.chunk_id for h in ranked[:k]}
+    for span in spans:
+        g = index.ground(span, question, min_coverage=p.min_coverage)
+        if not (g.grounded and g.coverage >= p.quote_coverage) or g.sentence.chunk_id in top:
+            continue
+        cid = g.sentence.chunk_id
+        hit = next((h for h in ranked if h.chunk_id == cid), None)
+        if hit is None:
+            hit = Hit(cid, 0.0, r.chunks[cid].text, found_by=(FOUND_BY_MEMORY,))
+        elif FOUND_BY_MEMORY not in hit.found_by:
+            hit.found_by = (*hit.found_by, FOUND_BY_MEMORY)
+        return [anchor, hit, *[h for h in ranked[1:] if h.chunk_id != cid]], [query, *spans]
+    return ranked, [query, *spans]
 
 
 def _recall_quotes(ctx: PlanContext, question: str, clues, k: int, p: PlanParams) -> PlanResult:
@@ -747,7 +816,7 @@ _GROUNDED = (*_SEARCH, *_GROUNDING, "question_weight", "sentence_weight", "direc
 _JUDGE_YES = (*_SEARCH, "rerank_depth", "rerank_weight", "window_chars")
 _FOLLOW = ("follow_hops", "follow_max_df", "follow_anchors", "follow_window", "follow_new_only")
 _LIKELIHOOD = (*_SEARCH, "likelihood_depth", "likelihood_passages", "likelihood_chars", "likelihood_weight", *_FOLLOW)
-_RECALL = (*_LIKELIHOOD, *_GROUNDING, "quote_coverage", "avoid_found")
+_RECALL = (*_LIKELIHOOD, *_GROUNDING, "quote_coverage", "avoid_found", "memory_bridge")
 
 # Plans that read no clues take none: a memory generation nobody reads costs seconds.
 register_plan("entities", _entities, clues=(), options=(*_SEARCH, "question_weight", "clue_weight"))

@@ -79,6 +79,10 @@ class CachedClues:
         self.memory = memory
         self._cache: dict[tuple[str, str, tuple[str, ...]], Clues] = {}
 
+    @property
+    def can_quote(self) -> bool:
+        return self.memory.can_quote
+
     def clues(self, query: str, *, use_answer: bool = False, kinds: tuple[str, ...] = CLUE_KINDS,
               avoid: Sequence[str] = ()) -> Clues:
         out = Clues(question=query)

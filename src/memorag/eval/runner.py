@@ -347,6 +347,9 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
                     row["evidence_found_by"] = [list(h.found_by) for h in res.found.hits]
                     row["gold_memory_only"] = gold_only_from(q.gold, res.evidence,
                                                              [h.found_by for h in res.found.hits])
+                if res.found is not None and res.found.plan.bridge:  # the memory asked again (memory_bridge)
+                    row["bridge"] = res.found.plan.bridge
+                    row["bridge_chunk"] = res.found.plan.bridge_chunk
                 spans = res.found.clues.spans if res.found is not None and res.found.clues else None
                 if spans is not None and PLAN_METHODS.get(m, (None, False))[1]:  # only where the memory wrote clues
                     row["spans"] = spans
