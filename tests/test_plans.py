@@ -467,6 +467,14 @@ def test_memory_bridge_asks_the_memory_again_with_the_judges_best_sentence_and_p
     assert query == BRIDGE_QUERY["en"].format(question=_Q, fact=r.sentence_index("en").sentences[best].text)
     assert avoid == extract_sentences(anchor.text)  # kept away from the chunk it was told about
     assert got.plan.bridge == [query, far] and got.plan.bridge_chunk == far_chunk
+    from memorag.answering import answer_question
+
+    answered = answer_question(View(r, Memory(far)), _Q, Answering(
+        generator=ScriptedLLM(), plan=RetrievalPlan("recall", replace(PlanParams(), likelihood_depth=4,
+                                                                      likelihood_passages=6, memory_bridge=True),
+                                                    ScriptedLLM()), top_k=3))
+    assert answered.bridge == [query, far]  # what ask returns and prints: asked, then quoted
+    assert answered.to_json()["bridge"] == {"asked": query, "quotes": [far]}
     invented = run(Memory("Bartholomew Quince owned the windmill on the moor"), True)
     assert [h.chunk_id for h in invented.hits] == [h.chunk_id for h in plain.hits]
     assert invented.plan.bridge_chunk is None and invented.plan.bridge[1:] == ["Bartholomew Quince owned the windmill on the moor"]

@@ -431,7 +431,9 @@ class AnswerResult:
     generator read of each hit (``read``: the whole chunk, or its excerpt or judged passage
     under those evidence renderings), the exact
     ``messages`` sent to the generator, the evidence numbers the answer cites (``marks``),
-    what the plan noted (``linked`` sentences, ``judged``) and the timings in seconds."""
+    what the plan noted (``linked`` sentences, ``judged``, the memory's second hop
+    ``bridge``: the question it was asked after the judge, then its quotes) and the timings
+    in seconds."""
 
     answer: str
     question: str
@@ -445,6 +447,7 @@ class AnswerResult:
     linked: list[str] = field(default_factory=list)
     judged: bool = False
     read: list[str] = field(default_factory=list)
+    bridge: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         read = self.read if len(self.read) == len(self.evidence) else [h.text for h in self.evidence]
@@ -453,7 +456,8 @@ class AnswerResult:
                 "evidence": [{"chunk_id": h.chunk_id, "score": round(h.score, 5), "text": h.text, "read": piece,
                               "found_by": list(h.found_by)}
                              for h, piece in zip(self.evidence, read)],
-                "marks": self.marks, "judged": self.judged, "timings": self.timings}
+                "marks": self.marks, "judged": self.judged, "timings": self.timings,
+                **({"bridge": {"asked": self.bridge[0], "quotes": self.bridge[1:]}} if self.bridge else {})}
 
 
 def marks_in(answer: str, n_citations: int) -> list[int]:
@@ -598,7 +602,7 @@ def answer_question(view: View, question: str | None, parts: Answering, *, task_
     timings = {**found.timings, "generation": round(time.perf_counter() - t, 3)}
     return AnswerResult(answer, found.question, found.task_type, found.clues, found.hits, timings, citations,
                         messages, marks_in(answer, len(citations)) if parts.prompt.cite else [],
-                        found.plan.linked, found.plan.judged, pieces)
+                        found.plan.linked, found.plan.judged, pieces, found.plan.bridge)
 
 
 __all__ = ["AnswerPrompt", "AnswerResult", "Answering", "Citation", "ClueSource", "EvidenceRenderer", "Excerpts",

@@ -85,6 +85,12 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
             found = grounded[i] if i < len(grounded) else None
             mark = "" if found is None else (clue_mark(used[i]) if found else "  [not found in the document]")
             typer.echo(f"  - {line}{mark}", err=True)
+    if show_clues and ans.bridge:  # the memory asked again, told the judge's best sentence
+        typer.secho("second hop (the memory, told the top passage's best sentence):", bold=True, err=True)
+        in_evidence = " ".join(" ".join(h.text.split()) for h in ans.evidence)
+        for line in ans.bridge[1:]:
+            mark = "in the evidence" if " ".join(line.split()) in in_evidence else "not in the evidence"
+            typer.echo(f"  - {line}  [{mark}]", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)
         read = ans.read if len(ans.read) == len(ans.evidence) else [h.text for h in ans.evidence]

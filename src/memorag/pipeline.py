@@ -518,8 +518,8 @@ class MemoRAG(OriginalAPI):
         return replace(params, **self.plan_overrides)
 
     def plan_context(self) -> PlanContext:
-        """What a query plan gets from this pipeline: its retriever and its :attr:`judge`."""
-        return PlanContext(self.retriever, self.judge)
+        """What a query plan gets from this pipeline: its retriever, its :attr:`judge` and its memory."""
+        return PlanContext(self.retriever, self.judge, self.memory)
 
 
 def _checkpoint_run(resume: bool | Checkpoints, progress: bool | StageProgressFn) -> CheckpointRun | None:
