@@ -155,6 +155,30 @@ def test_shown_evidence_says_how_each_chunk_was_found(capsys):
 
 
 @pytest.mark.unit
+def test_shown_clues_include_the_memorys_second_hop(capsys):
+    """With memory_bridge, `ask --show-clues` prints what the memory quoted when told the top
+    passage's best sentence, each quote marked by whether the evidence holds it."""
+    from memorag.cli import _print_answer
+    from memorag.memory import Clues
+    from memorag.pipeline import Answer
+    from memorag.retrieval import Hit
+
+    clues = Clues("Who keeps the key?", spans=[])
+    evidence = [Hit(0, 1.0, "The mill ground grain for the village."),
+                Hit(3, 0.5, "Records say Ottilie Marsh keeps the lighthouse key.", found_by=("memory",))]
+    bridge = ["Who keeps the key?\nThe document says: The mill ground grain for the village.",
+              "Ottilie Marsh keeps the lighthouse key.", "The ferry ran daily."]
+    _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence, bridge=bridge), True, False,
+                  streamed=False)
+    err = capsys.readouterr().err
+    assert "second hop" in err
+    assert "  - Ottilie Marsh keeps the lighthouse key.  [in the evidence]" in err
+    assert "  - The ferry ran daily.  [not in the evidence]" in err
+    _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence), True, False, streamed=False)
+    assert "second hop" not in capsys.readouterr().err  # no second hop asked: nothing printed
+
+
+@pytest.mark.unit
 def test_shown_evidence_is_what_the_generator_read(capsys):
     """Under evidence=passages (or excerpts) `--show-evidence` prints the part of each chunk the
     generator read, marked as a part, not the whole chunk."""
