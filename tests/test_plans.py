@@ -421,8 +421,9 @@ def test_avoid_found_tells_the_memory_the_sentences_of_the_questions_own_top_chu
 def test_memory_bridge_asks_the_memory_again_with_the_judges_best_sentence_and_puts_its_quote_second():
     """``memory_bridge``: after the judge, the memory is asked once more with the question and
     the best sentence of the top chunk, kept away from that chunk; the chunk it then quotes
-    word for word (a second hop no question word reaches) takes second place. An invented
-    line moves nothing, and with the option off the memory is not asked again."""
+    word for word (a second hop no question word reaches), if the fact links to it through a
+    rare word, takes second place. An invented line, or a real one the fact does not link
+    to, moves nothing, and with the option off the memory is not asked again."""
     from dataclasses import replace
 
     from memorag.answering import Answering, RetrievalPlan, View, find_evidence
@@ -430,9 +431,12 @@ def test_memory_bridge_asks_the_memory_again_with_the_judges_best_sentence_and_p
     from memorag.plans import BRIDGE_QUERY, PlanParams
     from memorag.testing import ScriptedLLM
 
-    far = "The ledger of the ferry company lists Ottilie Marsh as the keeper of the lighthouse key."
-    r = _hash_retriever("\n\n".join([_ANSWER, *_FILLER, far]), chunk_tokens=24)
-    far_chunk = next(i for i, c in enumerate(r.chunks) if "Ottilie" in c.text)
+    far = "The ledger of the ferry company lists Hester Vane as the keeper of the lighthouse key."
+    unlinked = "The ledger of the ferry company lists Ottilie Marsh as the keeper of the lighthouse key."
+    answer = "Hester Vane repaired the old mill wheel in the autumn."  # the fact: names Hester Vane
+    r = _hash_retriever("\n\n".join([answer, *_FILLER, far, unlinked]), chunk_tokens=24)
+    far_chunk = next(i for i, c in enumerate(r.chunks) if far in c.text)
+    assert unlinked not in r.chunks[far_chunk].text
 
     class Memory:  # a quoting clue source: its second answer is the scripted line
         can_quote = True
@@ -477,6 +481,12 @@ def test_memory_bridge_asks_the_memory_again_with_the_judges_best_sentence_and_p
     assert answered.to_json()["bridge"] == {"asked": query, "quotes": [far]}
     invented = run(Memory("Bartholomew Quince owned the windmill on the moor"), True)
     assert [h.chunk_id for h in invented.hits] == [h.chunk_id for h in plain.hits]
+    not_a_link = run(Memory(unlinked), True)  # real, but shares no rare word with the fact
+    assert [h.chunk_id for h in not_a_link.hits] == [h.chunk_id for h in plain.hits]
+    # a top sentence of question words only links nowhere: the memory is not asked again
+    r = _hash_retriever("\n\n".join([_ANSWER, *_FILLER, far]), chunk_tokens=24)
+    silent = Memory(far)
+    assert run(silent, True).plan.bridge == [] and not any("The document says:" in a for a, _ in silent.asked)
     assert invented.plan.bridge_chunk is None and invented.plan.bridge[1:] == ["Bartholomew Quince owned the windmill on the moor"]
     unquoting = Memory(far)
     unquoting.can_quote = False  # a memory that cannot quote is asked without the keep-away
