@@ -483,11 +483,11 @@ def test_memory_bridge_asks_the_memory_again_with_the_judges_best_sentence_and_p
     assert [h.chunk_id for h in invented.hits] == [h.chunk_id for h in plain.hits]
     not_a_link = run(Memory(unlinked), True)  # real, but shares no rare word with the fact
     assert [h.chunk_id for h in not_a_link.hits] == [h.chunk_id for h in plain.hits]
-    # a top sentence of question words only links nowhere: the memory is not asked again
-    r = _hash_retriever("\n\n".join([_ANSWER, *_FILLER, far]), chunk_tokens=24)
-    silent = Memory(far)
-    assert run(silent, True).plan.bridge == [] and not any("The document says:" in a for a, _ in silent.asked)
     assert invented.plan.bridge_chunk is None and invented.plan.bridge[1:] == ["Bartholomew Quince owned the windmill on the moor"]
     unquoting = Memory(far)
     unquoting.can_quote = False  # a memory that cannot quote is asked without the keep-away
     assert [h.chunk_id for h in run(unquoting, True).hits] == ids and unquoting.asked[-1][1] == []
+    # a top sentence of question words only links nowhere: the memory is not asked again
+    r = _hash_retriever("\n\n".join([_ANSWER, *_FILLER, far]), chunk_tokens=24)
+    silent = Memory(far)
+    assert run(silent, True).plan.bridge == [] and not any("The document says:" in a for a, _ in silent.asked)
