@@ -19,9 +19,10 @@ Recall@k and all_gold@k of each, and how many questions each makes better or wor
 judge. Only the retriever runs (the default embedder); no LLM.
 
 ``--k`` below the run's k: every ranking is cut to its first k (a judge's ranking does not
-depend on k), and the memory's move is made again from the quotes the run recorded (the
-row's ``bridge``: the memory is asked before k matters) on its own ranking without the moved
-chunk, so a quote of a chunk ranked below the new k now moves it.
+depend on k), and the memory's move is made again (memorag.plans.memory_bridge) from the
+quotes the run recorded (the row's ``bridge``: what the memory is asked does not depend on
+k) on its own ranking without the moved chunk (``bridge_chunk``), so a quote of a chunk
+ranked below the new k now moves it.
 """
 
 from __future__ import annotations
@@ -66,16 +67,20 @@ def control_picks(retriever, question: str, ids: list[int], language: str = "en"
 
 
 def memory_pick(retriever, question: str, ranking: list[int], quotes: list[str], k: int,
-                language: str = "en", min_coverage: float = 0.6, quote_coverage: float = 0.9) -> int | None:
-    """The chunk plan ``recall`` with ``memory_bridge`` puts second for these ``quotes``
-    (memorag.plans.memory_bridge's rule): the first quote's chunk outside the top ``k``."""
-    index = retriever.sentence_index(language)
-    top = set(ranking[:k])
-    for quote in quotes:
-        g = index.ground(quote, question, min_coverage=min_coverage)
-        if g.grounded and g.coverage >= quote_coverage and g.sentence.chunk_id not in top:
-            return g.sentence.chunk_id
-    return None
+                language: str = "en") -> int | None:
+    """The chunk plan ``recall`` with ``memory_bridge`` puts second when its memory quotes
+    ``quotes`` over ``ranking`` (memorag.plans.memory_bridge itself, the quotes replayed)."""
+    from memorag.memory import Clues
+    from memorag.plans import PlanContext, PlanParams, memory_bridge
+    from memorag.retrieval import Hit
+
+    class Replay:  # the recorded quotes as the memory's answer
+        def clues(self, query, **_):
+            return Clues(query, spans=list(quotes))
+
+    hits = [Hit(c, 0.0, retriever.chunks[c].text) for c in ranking]
+    moved, _ = memory_bridge(PlanContext(retriever, None, Replay()), question, hits, k, PlanParams(language=language))
+    return moved[1].chunk_id if moved is not hits else None
 
 
 def measure(retriever, gold: list[list[str]], chunk_ids: list[int]) -> tuple[float, float]:
@@ -122,17 +127,19 @@ def main() -> None:
             if "bridge" not in mem:
                 raise SystemExit(f"{q.id}: the {args.method} rows have no bridge (run with --param memory_bridge=true)")
             ran, quotes = mem["evidence_ids"], mem["bridge"][1:]
-            if "bridge_chunk" in mem:
-                moved = mem["bridge_chunk"]
-            else:  # a run before rows recorded it: the second chunk, if the rule would have moved it
-                moved = ran[1] if len(ran) > 1 and ran[1] == memory_pick(
-                    r, q.question, [c for c in ran if c != ran[1]], quotes, run["config"]["top_k"]) else None
-            own = [c for c in ran if c != moved]  # the memory rows' ranking before the move
+            if k == run["config"]["top_k"]:
+                memory_ids = ran
+            elif "bridge_chunk" not in mem:
+                raise SystemExit(f"{q.id}: --k below the run's k needs rows that record bridge_chunk "
+                                 "(memorag eval since memory_bridge's link rule)")
+            else:
+                own = [c for c in ran if c != mem["bridge_chunk"]]  # the memory rows' ranking before the move
+                memory_ids = insert_second(own[:k], memory_pick(r, q.question, own, quotes, k))
             base_score = measure(r, q.gold, ids)
             variants = {args.base: ids, **{name: insert_second(ids, pick)
                                            for name, pick in control_picks(r, q.question, ids).items()},
-                        "memory_bridge": insert_second(own[:k], memory_pick(r, q.question, own, quotes, k))}
-            n_moved += variants["memory_bridge"] != own[:k]
+                        "memory_bridge": memory_ids}
+            n_moved += mem.get("bridge_chunk") is not None
             for name, chosen in variants.items():
                 score = measure(r, q.gold, chosen)
                 scores.setdefault(name, []).append(score)

@@ -163,3 +163,7 @@ def test_bridge_controls_put_a_memory_free_pick_second():
     protocol = next(i for i, c in enumerate(r.chunks) if "Protocol" in c.text)
     assert picks["links"] == protocol  # "Shirley Temple" is rare and not a question word
     assert all(p != 0 for p in picks.values())  # never the judge's own top chunk
+    # the memory's move replayed from recorded quotes, by the plan's own rule: a quote the
+    # top sentence links to moves; one it does not link to moves nothing
+    assert controls.memory_pick(r, question, [0], [paras[1]], 1) == protocol
+    assert controls.memory_pick(r, question, [0], [paras[3]], 1) is None
