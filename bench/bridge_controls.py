@@ -124,16 +124,15 @@ def main() -> None:
             if base is None or mem is None:
                 raise SystemExit(f"{q.id} has no {args.base if base is None else args.method} row")
             ids = base["evidence_ids"][:k]
-            if "bridge" not in mem:
-                raise SystemExit(f"{q.id}: the {args.method} rows have no bridge (run with --param memory_bridge=true)")
-            ran, quotes = mem["evidence_ids"], mem["bridge"][1:]
+            # no ``bridge``: the memory was not asked again (its top sentence linked nowhere)
+            ran, quotes = mem["evidence_ids"], mem.get("bridge", [])[1:]
             if k == run["config"]["top_k"]:
                 memory_ids = ran
-            elif "bridge_chunk" not in mem:
+            elif "bridge" in mem and "bridge_chunk" not in mem:
                 raise SystemExit(f"{q.id}: --k below the run's k needs rows that record bridge_chunk "
                                  "(memorag eval since memory_bridge's link rule)")
             else:
-                own = [c for c in ran if c != mem["bridge_chunk"]]  # the memory rows' ranking before the move
+                own = [c for c in ran if c != mem.get("bridge_chunk")]  # the memory rows' ranking before the move
                 memory_ids = insert_second(own[:k], memory_pick(r, q.question, own, quotes, k))
             base_score = measure(r, q.gold, ids)
             variants = {args.base: ids, **{name: insert_second(ids, pick)

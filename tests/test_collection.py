@@ -305,16 +305,22 @@ def test_only_routed_memories_are_loaded_and_the_cache_cap_holds(tmp_path, index
     coll = Collection(tmp_path / "store", make_pipe(index_spec), route_top=1, max_memories=2)
     coll.add([src])
     assert len(coll.memories) == 0  # adding loads no memory into the cache
-    coll.ask(QUESTIONS["harbour.txt"])
+    answers = [coll.ask(QUESTIONS["harbour.txt"])]
     assert coll.memories.names == ["harbour.txt"] and coll.memories.loads == 1
     first = coll.ask(QUESTIONS["bakery.md"])
+    answers.append(first)
     order = ["harbour.txt", "observatory.txt", "harbour.txt"]  # hit, load (evicts bakery), hit
     for name in order:
         ans = coll.ask(QUESTIONS[name])
+        answers.append(ans)
         assert ans.documents[0][0] == name and ANSWER_WORDS[name] in ans.answer
         assert len(coll.memories) <= 2 and coll.memories.names[-1] == name
     assert coll.memories.names == ["observatory.txt", "harbour.txt"]
-    assert coll.memories.loads == 3 and coll.memories.hits == 2 and coll.memories.evictions == 1
+    # a question whose memory was asked again for the second hop (memory_bridge) found it cached
+    again_asked = sum(bool(a.bridge) for a in answers)
+    assert coll.memories.loads == 3 and coll.memories.hits == 2 + again_asked and coll.memories.evictions == 1
+    for a in answers:  # the clues shown are the question's, not the second hop's
+        assert all(c.question == a.question for c in a.clues.values())
     again = coll.ask(QUESTIONS["bakery.md"])  # evicted: read from disk again, the same memory
     assert again.answer == first.answer and again.clues["bakery.md"].spans == first.clues["bakery.md"].spans
     assert coll.memories.loads == 4 and coll.memories.names == ["harbour.txt", "bakery.md"]

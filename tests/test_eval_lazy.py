@@ -125,6 +125,13 @@ def test_replayed_clues_never_read_the_memory(tmp_path, memories):
     assert _reads(memories)["prefill"] == before["prefill"] + 2 and _reads(memories)["continue"] == before["continue"]
     assert eager["config"]["memory_read"] is True
     assert _rows(lazy) == _rows(eager)
+    # the memory's second hop is a question no stored clue answers: off in a replay, and said so
+    assert lazy["config"]["plan_params"] == {"memory_bridge": False}
+    from memorag.eval.datasets import DatasetError
+
+    with pytest.raises(DatasetError, match="memory_bridge"):
+        run("vartrack", ["memorag"], output=tmp_path / "asked.json", clues_from=tmp_path / "made.json",
+            plan_params={"memory_bridge": True}, **_kw(tmp_path))
 
 
 def test_rows_resume_whether_or_not_the_memory_was_read(tmp_path, memories):

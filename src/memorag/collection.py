@@ -80,6 +80,7 @@ class CollectionAnswer:
     timings: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)  # the exact messages sent to the generator
     evidence: list = field(default_factory=list)  # the hits, chunk ids over the routed documents joined
+    bridge: list[str] = field(default_factory=list)  # the memory's second hop: asked, then quoted (AnswerResult.bridge)
 
     @property
     def cited(self) -> list[Citation]:
@@ -91,7 +92,8 @@ class CollectionAnswer:
         return {"question": self.question, "answer": self.answer, "marks": self.marks,
                 "documents": [{"name": n, "score": round(s, 5)} for n, s in self.documents],
                 "citations": [c.to_json() for c in self.citations],
-                "clues": {n: c.to_json() for n, c in self.clues.items()}, "timings": self.timings}
+                "clues": {n: c.to_json() for n, c in self.clues.items()}, "timings": self.timings,
+                **({"bridge": {"asked": self.bridge[0], "quotes": self.bridge[1:]}} if self.bridge else {})}
 
 
 @dataclass
@@ -743,7 +745,8 @@ class Collection:
             for c in clues.values():
                 c.grounded = [grounded.get(line, "") for line in c.lines()]
         return CollectionAnswer(result.answer, question, routed, result.citations, result.marks, clues,
-                                {"routing": round(t1 - t0, 3), **result.timings}, result.messages, result.evidence)
+                                {"routing": round(t1 - t0, 3), **result.timings}, result.messages, result.evidence,
+                                result.bridge)
 
 
     def ask_document(self, name: str, question: str | None, *, task_type: str = "memorag", top_k: int | None = None,
@@ -803,8 +806,9 @@ class RoutedMemory:
             self.collection.activate(name, self.versions[name])
             self.activated.append(name)
             got[name] = self.collection.pipe.memory.clues(query, use_answer=use_answer, kinds=kinds, avoid=avoid)
-        self.per_document = {name: got[name] for name in self.routed}  # merged in routing order
-        each = list(self.per_document.values())
+        if not self.per_document:  # the question's clues; a later ask (the second hop) is not them
+            self.per_document = {name: got[name] for name in self.routed}  # in routing order
+        each = [got[name] for name in self.routed]  # merged in routing order
         return Clues(question=query, spans=[s for c in each for s in c.spans],
                      questions=[q for c in each for q in c.questions],
                      answer=next((c.answer for c in each if c.answer), ""),

@@ -35,7 +35,7 @@ from memorag.memory import Clues
 from memorag.models.packaged import cache_dir
 from memorag.models.registry import default_window
 from memorag.pipeline import MemoRAG
-from memorag.plans import check_plan_params, plan_clue_kinds
+from memorag.plans import check_plan_params, plan_clue_kinds, plan_options
 from memorag.progress import progress_bar
 from memorag.retrieval import RetrievalState
 from memorag.store import StateError, load_consistent, write_save_dir
@@ -206,6 +206,14 @@ def run(dataset: str, methods: list[str], *, first_index: int = 0, limit: int = 
     overrides = check_plan_params(method_plans(methods, query_plan or DEFAULT_PLAN), plan_params) \
         if plan_params else {}
     stored = stored_clues(Path(clues_from), clues_method) if clues_from is not None else None
+    if stored is not None and any("memory_bridge" in plan_options(p)
+                                  for p in method_plans(methods, query_plan or DEFAULT_PLAN)):
+        # The second hop asks the memory after the judge, a question no stored clue answers:
+        # a replay runs without it, and says so in its config (plan_params).
+        if overrides.get("memory_bridge"):
+            raise datasets.DatasetError("--clues-from replays stored clues, and memory_bridge asks the memory "
+                                        "again after the judge, which a replay cannot: drop one of them.")
+        overrides = {**overrides, "memory_bridge": False}
     if evidence_key(evidence) != evidence_key(DEFAULT_EVIDENCE) and retrieval_only:
         raise datasets.DatasetError("--evidence sets what the generator reads; --retrieval-only generates "
                                     "nothing. Drop one of them.")
