@@ -74,6 +74,8 @@ def test_demo_answers_at_least_nine_of_ten_and_its_clues_quote_the_book(demo_pip
         ans = demo_pipe.ask(question, max_new_tokens=64)
         results.append((question, ans.answer, correct(ans.answer, key)))
         spans += [(question, s, _norm(s) in book) for s in (ans.clues.spans if ans.clues else [])]
+        # the second hop's quotes (memory_bridge), which the demo shows too
+        spans += [(question, s, _norm(s) in book) for s in ans.bridge[1:]]
     report = "\n".join(f"{'OK ' if ok else 'BAD'} {q} -> {a}" for q, a, ok in results)
     assert results[0][2], "the demo's own question must be answered right:\n" + report
     assert sum(ok for _, _, ok in results) >= 9, report
