@@ -156,8 +156,9 @@ def test_shown_evidence_says_how_each_chunk_was_found(capsys):
 
 @pytest.mark.unit
 def test_shown_clues_include_the_memorys_second_hop(capsys):
-    """With memory_bridge, `ask --show-clues` prints what the memory quoted when told the top
-    passage's best sentence, each quote marked by whether the evidence holds it."""
+    """With memory_bridge, `ask --show-clues` prints the quote the memory wrote when told the
+    top passage's best sentence that brought its chunk into the evidence; its other quotes
+    moved nothing and are not shown (--json keeps them)."""
     from memorag.cli import _print_answer
     from memorag.memory import Clues
     from memorag.pipeline import Answer
@@ -173,9 +174,13 @@ def test_shown_clues_include_the_memorys_second_hop(capsys):
     err = capsys.readouterr().err
     assert "second hop" in err
     assert "  - Ottilie Marsh keeps the lighthouse key.  [in the evidence]" in err
-    assert "  - The ferry ran daily.  [not in the evidence]" in err
+    assert "The ferry ran daily." not in err  # quoted, but it moved nothing
     _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence), True, False, streamed=False)
     assert "second hop" not in capsys.readouterr().err  # no second hop asked: nothing printed
+    unused = [bridge[0], "The ferry ran daily."]
+    _print_answer(Answer("Ottilie Marsh", "Who keeps the key?", "memorag", clues, evidence[:1], bridge=unused), True,
+                  False, streamed=False)
+    assert "second hop" not in capsys.readouterr().err  # asked, nothing used: nothing printed
 
 
 @pytest.mark.unit

@@ -86,11 +86,16 @@ def _print_answer(ans, show_clues: bool, show_evidence: bool, streamed: bool) ->
             mark = "" if found is None else (clue_mark(used[i]) if found else "  [not found in the document]")
             typer.echo(f"  - {line}{mark}", err=True)
     if show_clues and ans.bridge:  # the memory asked again, told the judge's best sentence
-        typer.secho("second hop (the memory, told the top passage's best sentence):", bold=True, err=True)
-        in_evidence = " ".join(" ".join(h.text.split()) for h in ans.evidence)
-        for line in ans.bridge[1:]:
-            mark = "in the evidence" if " ".join(line.split()) in in_evidence else "not in the evidence"
-            typer.echo(f"  - {line}  [{mark}]", err=True)
+        # Only the quote that brought its chunk into the evidence: the others moved nothing
+        # (the top sentence does not link to them), and beside the answer they read as noise.
+        # --json keeps every quote.
+        moved = {h.chunk_id for h in ans.evidence if "memory" in h.found_by}
+        in_moved = " ".join(" ".join(h.text.split()) for h in ans.evidence if h.chunk_id in moved)
+        used = [line for line in ans.bridge[1:] if " ".join(line.split()) in in_moved]
+        if used:
+            typer.secho("second hop (the memory, told the top passage's best sentence):", bold=True, err=True)
+            for line in used:
+                typer.echo(f"  - {line}  [in the evidence]", err=True)
     if show_evidence:
         typer.secho("evidence:", bold=True, err=True)
         read = ans.read if len(ans.read) == len(ans.evidence) else [h.text for h in ans.evidence]
